@@ -1,5 +1,4 @@
 /* common.c — errors, logging, checksums, buffers, histograms. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,6 +111,7 @@ uint64_t rd_checksum64(const void *data, size_t len, uint64_t seed)
 uint64_t rd_checksum64_2(const void *a, size_t a_len, const void *b, size_t b_len, uint64_t seed)
 {
     XXH3_state_t st;
+    XXH3_INITSTATE(&st);
     XXH3_64bits_reset_withSeed(&st, seed);
     XXH3_64bits_update(&st, a, a_len);
     XXH3_64bits_update(&st, b, b_len);

@@ -1,0 +1,682 @@
+/*
+ * server.c — the instance's event loop: listener, connections, reply release
+ * on durability, group commit driving, checkpoints, signals.
+ *
+ * One loop turn (server_turn):
+ *   1. submit queued SQEs, wait for completions (or the 100 ms timer), dispatch:
+ *      accepts create conns, multishot recvs append to conn.in, sends complete,
+ *      WAL flush completions advance durable_lsn and release waiting replies;
+ *   2. execute the complete commands of every conn with input (a bounded
+ *      number per conn per turn, for fairness);
+ *   3. wal_flush_async: everything appended in this turn (and while the
+ *      previous flush was in flight) shares the next write + fdatasync;
+ *   4. queue sends of releasable replies;
+ *   5. checkpoint when due; stop on SHUTDOWN / SIGTERM.
+ *
+ * Durability rule: a reply that reflects state up to commit LSN X is appended
+ * to conn.out with a mark (end offset, X) and is handed to send only once
+ * durable_lsn >= X. Reads are tagged with last_commit_lsn, so they never
+ * show a write that a crash could take back. With --commit async every mark
+ * is 0 (documented: acked writes may be lost).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "server/server_int.h"
+
+#define SERVER_BGID 7
+#define SERVER_CMDS_PER_TURN 256
+#define SERVER_TIMER_US 100000u
+
+static volatile sig_atomic_t server_signal_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    server_signal_stop = 1;
+}
+
+void server_config_defaults(struct server_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->role = SERVER_ROLE_STANDALONE;
+    c->dir = NULL;
+    c->bind_addr = "127.0.0.1";
+    c->port = 6380;
+    c->cache_mb = 128;
+    c->commit = SERVER_COMMIT_LOCAL;
+    c->max_clients = 10000;
+    c->max_query_buffer_bytes = 8u << 20;
+    c->max_output_buffer_bytes = 64u << 20;
+    c->max_txn_bytes = 8u << 20;
+    c->checkpoint_wal_bytes = 256u << 20;
+    c->checkpoint_interval_ms = 300000;
+    c->wal_segment_bytes = WAL_SEGMENT_SIZE_DEFAULT;
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe);
+static void conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe);
+
+static void conn_arm_recv(struct server *s, struct conn *c)
+{
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->recv_io);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = SERVER_BGID;
+    c->recv_armed = 1;
+}
+
+static void conn_mark_ready(struct server *s, struct conn *c)
+{
+    if (c->on_ready_list || c->closing)
+        return;
+    c->on_ready_list = 1;
+    c->next_ready = s->ready_head;
+    s->ready_head = c;
+}
+
+static void conn_free(struct server *s, struct conn *c)
+{
+    rd_assert(!c->recv_armed && !c->send_in_flight);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    if (close(c->fd) < 0)
+        rd_warn("close of client fd %d failed: %s", c->fd, strerror(errno));
+    rd_buf_free(&c->in);
+    rd_buf_free(&c->out);
+    rd_buf_free(&c->sending);
+    rd_buf_free(&c->multi_q);
+    resp_args_free(&c->args);
+    free(c->marks);
+    free(c);
+}
+
+static void conn_close(struct server *s, struct conn *c)
+{
+    if (!c->closing) {
+        c->closing = 1;
+        /* Ends the multishot recv (and any send) with a final completion. */
+        if (shutdown(c->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+            rd_warn("shutdown of client %llu failed: %s", (unsigned long long)c->id, strerror(errno));
+    }
+    if (!c->recv_armed && !c->send_in_flight && !c->on_ready_list)
+        conn_free(s, c);
+}
+
+void conn_close_after_reply(struct conn *c) { c->close_after_send = 1; }
+
+void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
+{
+    if (s->cfg.commit == SERVER_COMMIT_ASYNC || lsn <= s->durable_lsn)
+        lsn = 0;
+    if (lsn == 0 && c->nmarks == 0)
+        return; /* everything in out is releasable */
+    if (lsn == 0)
+        lsn = c->marks[c->nmarks - 1].lsn; /* must not overtake earlier replies */
+    if (c->nmarks > 0 && c->marks[c->nmarks - 1].lsn >= lsn) {
+        c->marks[c->nmarks - 1].end = c->out.len;
+        return;
+    }
+    if (c->nmarks == c->marks_cap) {
+        size_t cap = c->marks_cap ? c->marks_cap * 2 : 8;
+        struct conn_mark *m = realloc(c->marks, cap * sizeof(*m));
+        if (m == NULL)
+            rd_panic("out of memory for reply marks");
+        c->marks = m;
+        c->marks_cap = cap;
+    }
+    c->marks[c->nmarks++] = (struct conn_mark){.end = c->out.len, .lsn = lsn};
+    s->stats.replies_delayed++;
+}
+
+/* Bytes of c->out that may be sent now. */
+static size_t conn_releasable(const struct server *s, const struct conn *c)
+{
+    if (c->nmarks == 0)
+        return c->out.len;
+    size_t i = 0;
+    while (i < c->nmarks && c->marks[i].lsn <= s->durable_lsn)
+        i++;
+    return i == 0 ? 0 : c->marks[i - 1].end;
+}
+
+static void conn_drop_released(struct conn *c, size_t n)
+{
+    size_t i = 0;
+    while (i < c->nmarks && c->marks[i].end <= n)
+        i++;
+    memmove(c->marks, c->marks + i, (c->nmarks - i) * sizeof(*c->marks));
+    c->nmarks -= i;
+    for (size_t j = 0; j < c->nmarks; j++)
+        c->marks[j].end -= n;
+}
+
+static void conn_queue_send(struct server *s, struct conn *c)
+{
+    if (c->send_in_flight || c->fd < 0)
+        return;
+    if (c->closing && !c->close_after_send)
+        return;
+    size_t n = conn_releasable(s, c);
+    if (n == 0) {
+        if (c->close_after_send && c->out.len == 0 && !c->closing)
+            conn_close(s, c);
+        return;
+    }
+    if (n == c->out.len) { /* common case: swap buffers, no copy */
+        struct rd_buf t = c->sending;
+        c->sending = c->out;
+        c->out = t;
+        c->out.len = 0;
+        c->nmarks = 0;
+    } else {
+        rd_buf_reset(&c->sending);
+        if (rd_buf_append(&c->sending, c->out.data, n) < 0)
+            rd_panic("out of memory for client output");
+        rd_buf_consume(&c->out, n);
+        conn_drop_released(c, n);
+    }
+    c->sending_off = 0;
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
+    io_uring_prep_send(sqe, c->fd, c->sending.data, c->sending.len, MSG_NOSIGNAL);
+    c->send_in_flight = 1;
+}
+
+static void conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, send_io));
+    struct server *s = c->srv;
+    c->send_in_flight = 0;
+    if (cqe->res < 0) {
+        if (!c->closing)
+            rd_debug("send to client %llu failed: %s", (unsigned long long)c->id, strerror(-cqe->res));
+        conn_close(s, c);
+        return;
+    }
+    s->stats.net_out_bytes += (uint64_t)cqe->res;
+    c->sending_off += (size_t)cqe->res;
+    if (c->sending_off < c->sending.len) { /* short send: send the rest */
+        struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
+        io_uring_prep_send(sqe, c->fd, c->sending.data + c->sending_off,
+                           c->sending.len - c->sending_off, MSG_NOSIGNAL);
+        c->send_in_flight = 1;
+        return;
+    }
+    rd_buf_reset(&c->sending);
+    if (c->closing) {
+        conn_close(s, c);
+        return;
+    }
+    if (c->close_after_send && c->out.len == 0) {
+        conn_close(s, c);
+        return;
+    }
+    conn_queue_send(s, c);
+}
+
+static void server_return_buffer(struct server *s, unsigned bid)
+{
+    io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)bid * s->br_buf_size, (unsigned)s->br_buf_size,
+                          (unsigned short)bid, io_uring_buf_ring_mask(s->br_entries), 0);
+    io_uring_buf_ring_advance(s->br, 1);
+}
+
+static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, recv_io));
+    struct server *s = c->srv;
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (cqe->res > 0 && !c->closing) {
+            s->stats.net_in_bytes += (uint64_t)cqe->res;
+            if (c->in.len + (size_t)cqe->res > s->cfg.max_query_buffer_bytes) {
+                rd_warn("client %llu closed: query buffer over %zu bytes", (unsigned long long)c->id,
+                        s->cfg.max_query_buffer_bytes);
+                conn_close(s, c);
+            } else if (rd_buf_append(&c->in, s->br_bufs + (size_t)bid * s->br_buf_size,
+                                     (size_t)cqe->res) < 0) {
+                rd_panic("out of memory for client input");
+            } else {
+                conn_mark_ready(s, c);
+            }
+        }
+        server_return_buffer(s, bid);
+    }
+    if (more)
+        return;
+    c->recv_armed = 0;
+    if (cqe->res == -ENOBUFS && !c->closing) { /* back-pressure: buffers exhausted, re-arm */
+        conn_arm_recv(s, c);
+        return;
+    }
+    if (cqe->res <= 0 || c->closing) { /* EOF, error, or shut down by us */
+        conn_close(s, c);
+        return;
+    }
+    conn_arm_recv(s, c); /* multishot ended for another reason: re-arm */
+}
+
+static void server_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct server *s = (struct server *)((char *)io - offsetof(struct server, accept_io));
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        s->accept_armed = 0;
+    if (cqe->res < 0) {
+        if (cqe->res != -ECANCELED)
+            rd_warn("accept failed: %s", strerror(-cqe->res));
+        return;
+    }
+    int fd = cqe->res;
+    s->stats.connections_received++;
+    if (s->nconns >= s->cfg.max_clients || s->shutdown_requested) {
+        static const char msg[] = "-ERR max number of clients reached\r\n";
+        ssize_t w = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w; /* best effort: the connection is closed either way */
+        s->stats.connections_rejected++;
+        if (close(fd) < 0)
+            rd_warn("close failed: %s", strerror(errno));
+        return;
+    }
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+        rd_debug("TCP_NODELAY failed: %s", strerror(errno)); /* unix sockets etc. */
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        rd_panic("out of memory for a connection");
+    c->id = ++s->next_conn_id;
+    c->fd = fd;
+    c->srv = s;
+    c->recv_io.on_cqe = conn_on_recv;
+    c->send_io.on_cqe = conn_on_send;
+    c->authed = s->cfg.password == NULL;
+    c->created_ms = rd_now_ms();
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    conn_arm_recv(s, c);
+}
+
+static void server_arm_accept(struct server *s)
+{
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->accept_io);
+    io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL, 0);
+    s->accept_armed = 1;
+}
+
+/* ------------------------------------------------------------ input processing */
+
+static void conn_process(struct server *s, struct conn *c)
+{
+    unsigned n = 0;
+    size_t off = 0;
+    while (!c->closing && !c->close_after_send && n < SERVER_CMDS_PER_TURN) {
+        if (c->out.len + c->sending.len > s->cfg.max_output_buffer_bytes) {
+            rd_warn("client %llu closed: output buffer over %zu bytes (client not reading)",
+                    (unsigned long long)c->id, s->cfg.max_output_buffer_bytes);
+            conn_close(s, c);
+            return;
+        }
+        const char *err = NULL;
+        int rc = resp_parse(c->in.data + off, c->in.len - off, &s->limits, &c->args, &err);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            s->stats.protocol_errors++;
+            rd_info("client %llu: %s; closing the connection", (unsigned long long)c->id,
+                    err ? err : rd_strerror(rc));
+            char msg[256];
+            snprintf(msg, sizeof(msg), "ERR %s", err ? err : "Protocol error");
+            resp_error(&c->out, msg);
+            conn_reply_done(s, c, 0);
+            conn_close_after_reply(c);
+            break;
+        }
+        off += (size_t)rc;
+        if (c->args.n == 0)
+            continue;
+        n++;
+        c->cmds++;
+        cmd_execute(s, c, &c->args);
+    }
+    rd_buf_consume(&c->in, off);
+    if (n == SERVER_CMDS_PER_TURN && c->in.len > 0 && !c->closing)
+        conn_mark_ready(s, c); /* more next turn */
+}
+
+static void server_process_ready(struct server *s)
+{
+    struct conn *list = s->ready_head;
+    s->ready_head = NULL;
+    while (list) {
+        struct conn *c = list;
+        list = c->next_ready;
+        c->on_ready_list = 0;
+        c->next_ready = NULL;
+        if (c->closing) {
+            conn_close(s, c);
+            continue;
+        }
+        conn_process(s, c);
+        if (c->closing)
+            conn_close(s, c);
+    }
+}
+
+/* ------------------------------------------------------------ durability */
+
+static void server_on_flushed(void *arg, uint64_t flushed_lsn)
+{
+    struct server *s = arg;
+    if (flushed_lsn > s->durable_lsn)
+        s->durable_lsn = flushed_lsn;
+    /* Sends are queued at the end of the turn for every conn (server_send_all). */
+}
+
+static void server_send_all(struct server *s)
+{
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->out.len > 0 || c->close_after_send)
+            conn_queue_send(s, c);
+    }
+}
+
+/* ------------------------------------------------------------ timer, checkpoints */
+
+static void server_on_timer(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct server *s = (struct server *)((char *)io - offsetof(struct server, timer_io));
+    (void)cqe;
+    s->timer_armed = 0;
+}
+
+static void server_arm_timer(struct server *s)
+{
+    static struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = SERVER_TIMER_US * 1000};
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->timer_io);
+    io_uring_prep_timeout(sqe, &ts, 0, 0);
+    s->timer_armed = 1;
+}
+
+static void server_maybe_checkpoint(struct server *s)
+{
+    if (!wal_needs_checkpoint(s->wal))
+        return;
+    uint64_t t0 = rd_now_us();
+    int rc = wal_checkpoint(s->wal, s->engine);
+    if (rc < 0)
+        rd_panic("checkpoint failed: %s", rd_strerror(rc));
+    s->durable_lsn = RD_MAX(s->durable_lsn, wal_flushed_lsn(s->wal));
+    rd_info("checkpoint complete in %llu ms", (unsigned long long)((rd_now_us() - t0) / 1000));
+}
+
+/* ------------------------------------------------------------ start-up */
+
+static int server_listen(struct server *s)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)s->cfg.port);
+    if (inet_pton(AF_INET, s->cfg.bind_addr, &sa.sin_addr) != 1) {
+        rd_error("invalid --bind address \"%s\" (an IPv4 address is expected)", s->cfg.bind_addr);
+        return -EINVAL;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 511) < 0) {
+        int e = errno;
+        rd_error("could not listen on %s:%d: %s", s->cfg.bind_addr, s->cfg.port, strerror(e));
+        close(fd);
+        return -e;
+    }
+    s->listen_fd = fd;
+    return 0;
+}
+
+static int server_setup_buffers(struct server *s)
+{
+    s->br_entries = 512;
+    s->br_buf_size = 16384;
+    size_t ring_bytes = s->br_entries * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (ring == MAP_FAILED)
+        return -errno;
+    s->br = ring;
+    s->br_bufs = malloc(s->br_entries * s->br_buf_size);
+    if (s->br_bufs == NULL)
+        return -ENOMEM;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)ring;
+    reg.ring_entries = s->br_entries;
+    reg.bgid = SERVER_BGID;
+    int rc = io_uring_register_buf_ring(&s->loop.ring, &reg, 0);
+    if (rc < 0) {
+        rd_error("io_uring provided buffer rings are not supported (%s): Redoubt needs Linux >= 5.19",
+                 strerror(-rc));
+        return rc;
+    }
+    io_uring_buf_ring_init(s->br);
+    for (unsigned i = 0; i < s->br_entries; i++)
+        io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)i * s->br_buf_size, (unsigned)s->br_buf_size,
+                              (unsigned short)i, io_uring_buf_ring_mask(s->br_entries), (int)i);
+    io_uring_buf_ring_advance(s->br, (int)s->br_entries);
+    return 0;
+}
+
+static int server_lock_dir(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rd_error("could not open lock file \"%s\": %s", path, strerror(errno));
+        return -errno;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        rd_error("data directory \"%s\" is in use by another redoubt process (%s)", dir, strerror(e));
+        close(fd);
+        return -e;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        rd_warn("could not write pid into \"%s\": %s", path, strerror(errno));
+    return fd; /* kept open for the life of the process */
+}
+
+static int server_open_storage(struct server *s)
+{
+    if (mkdir(s->cfg.dir, 0755) < 0 && errno != EEXIST) {
+        rd_error("could not create data directory \"%s\": %s", s->cfg.dir, strerror(errno));
+        return -errno;
+    }
+    int lock = server_lock_dir(s->cfg.dir);
+    if (lock < 0)
+        return lock;
+    struct wal_options wo = {
+        .dir = s->cfg.dir,
+        .segment_size_bytes = s->cfg.wal_segment_bytes,
+        .checkpoint_wal_bytes = s->cfg.checkpoint_wal_bytes,
+        .checkpoint_interval_ms = s->cfg.checkpoint_interval_ms,
+        .loop = &s->loop,
+        .on_flushed = server_on_flushed,
+        .on_flushed_arg = s,
+    };
+    int rc = wal_open(&wo, &s->wal);
+    if (rc < 0) {
+        rd_error("could not open the WAL in \"%s\": %s", s->cfg.dir, rd_strerror(rc));
+        return rc;
+    }
+    char data_path[4096];
+    snprintf(data_path, sizeof(data_path), "%s/data.rdb", s->cfg.dir);
+    struct engine_options eo = {
+        .data_path = data_path,
+        .cache_pages = RD_MAX((size_t)64, s->cfg.cache_mb * 1024u * 1024u / ENGINE_PAGE_SIZE),
+        .sink = wal_engine_sink(s->wal),
+    };
+    rc = engine_open(&eo, &s->engine);
+    if (rc < 0) {
+        rd_error("could not open data file \"%s\": %s", data_path, rd_strerror(rc));
+        return rc;
+    }
+    uint64_t t0 = rd_now_us();
+    rc = wal_recover(s->wal, s->engine);
+    if (rc < 0) {
+        rd_error("crash recovery failed: %s", rd_strerror(rc));
+        return rc;
+    }
+    rc = wal_checkpoint(s->wal, s->engine); /* end-of-recovery checkpoint, as PostgreSQL */
+    if (rc < 0) {
+        rd_error("end-of-recovery checkpoint failed: %s", rd_strerror(rc));
+        return rc;
+    }
+    s->durable_lsn = wal_flushed_lsn(s->wal);
+    s->last_commit_lsn = s->durable_lsn;
+    rd_info("recovered in %llu ms: %llu keys, log ends at %llX/%llX",
+            (unsigned long long)((rd_now_us() - t0) / 1000),
+            (unsigned long long)engine_key_count(s->engine),
+            (unsigned long long)(s->durable_lsn >> 32), (unsigned long long)(s->durable_lsn & 0xffffffffu));
+    return 0;
+}
+
+static void server_close_all(struct server *s)
+{
+    for (struct conn *c = s->conns; c; c = c->next)
+        if (!c->closing) {
+            c->closing = 1;
+            if (shutdown(c->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+                rd_debug("shutdown failed: %s", strerror(errno));
+        }
+    /* Let the final completions arrive so no buffer is freed under the kernel. */
+    for (int i = 0; i < 50 && (s->conns || s->accept_armed); i++) {
+        if (s->accept_armed) {
+            struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, NULL);
+            io_uring_prep_cancel(sqe, &s->accept_io, 0);
+            s->accept_armed = 0; /* its final CQE may still come; accept_io lives in s */
+        }
+        rd_loop_run_once(&s->loop, 20000);
+        for (struct conn *c = s->conns, *n; c; c = n) {
+            n = c->next;
+            if (c->on_ready_list)
+                continue;
+            conn_close(s, c);
+        }
+        s->ready_head = NULL;
+        for (struct conn *c = s->conns; c; c = c->next)
+            c->on_ready_list = 0;
+    }
+}
+
+int server_run(const struct server_config *cfg)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return 1;
+    s->cfg = *cfg;
+    s->listen_fd = -1;
+    s->start_ms = rd_now_ms();
+    s->accept_io.on_cqe = server_on_accept;
+    s->timer_io.on_cqe = server_on_timer;
+    s->limits = (struct resp_limits){
+        .max_args = 1048576,
+        .max_bulk_bytes = ENGINE_VALUE_MAX + 1024,
+        .max_inline_bytes = 65536,
+    };
+    char why[256];
+    int rc = rd_loop_init(&s->loop, 4096, why, sizeof(why));
+    if (rc < 0) {
+        rd_error("%s", why);
+        return 1;
+    }
+    if (server_setup_buffers(s) < 0)
+        return 1;
+    if (server_open_storage(s) < 0)
+        return 1;
+    if (server_listen(s) < 0)
+        return 1;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+        rd_warn("sigaction failed: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+
+    server_arm_accept(s);
+    rd_info("ready to accept connections on %s:%d (role standalone, commit %s, dir %s)",
+            s->cfg.bind_addr, s->cfg.port, s->cfg.commit == SERVER_COMMIT_ASYNC ? "async" : "local",
+            s->cfg.dir);
+
+    while (!s->shutdown_requested && !server_signal_stop) {
+        if (!s->timer_armed)
+            server_arm_timer(s);
+        if (!s->accept_armed)
+            server_arm_accept(s);
+        rc = rd_loop_run_once(&s->loop, s->ready_head ? 0 : SERVER_TIMER_US * 2);
+        if (rc < 0)
+            rd_panic("io_uring wait failed: %s", strerror(-rc));
+        server_process_ready(s);
+        wal_flush_async(s->wal);
+        server_send_all(s);
+        if (!wal_flush_in_flight(s->wal))
+            server_maybe_checkpoint(s);
+    }
+    if (server_signal_stop)
+        rd_info("received a termination signal: shutting down");
+    /* Clean shutdown: everything appended becomes durable before anyone hears
+     * about it, then a final checkpoint. */
+    rc = wal_shutdown(s->wal, s->engine);
+    if (rc < 0)
+        rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));
+    s->durable_lsn = wal_flushed_lsn(s->wal);
+    server_send_all(s);
+    rd_loop_run_once(&s->loop, 0);
+    server_close_all(s);
+    if (close(s->listen_fd) < 0)
+        rd_warn("close of listener failed: %s", strerror(errno));
+    rc = engine_close(s->engine);
+    if (rc < 0)
+        rd_error("closing the data file failed: %s", rd_strerror(rc));
+    rc = wal_close(s->wal);
+    if (rc < 0)
+        rd_error("closing the WAL failed: %s", rd_strerror(rc));
+    rd_info("shut down cleanly");
+    int status = s->exit_status;
+    return status;
+}

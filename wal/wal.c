@@ -1,0 +1,1368 @@
+/*
+ * wal.c — the classic write-ahead log: record format, control file, segment
+ * files, appending, group commit, checkpoints and crash recovery.
+ * The reader (recovery, redoubt-dump, WAL sender) is in wal_reader.c.
+ *
+ * THE CORE RULE: a change is logged before the data page that holds it is
+ * written (engine sink flush_to), and a commit is acknowledged only after its
+ * commit record is durable (wal_flushed_lsn >= its end LSN).
+ *
+ * ---------------------------------------------------------------- formats
+ * All integers little-endian. LSN = segno * segment_size + offset in segment.
+ *
+ * Segment file DIR/wal/TTTTTTTTSSSSSSSSSSSSSSSS (timeline, segno; hex),
+ * exactly segment_size bytes, created zero-filled before it is needed:
+ *
+ *   offset size  meaning
+ *   0      8     magic "RDWALSEG"
+ *   8      4     format version (1)
+ *   12     4     timeline
+ *   16     8     segment number
+ *   24     8     segment size in bytes
+ *   32     8     system id
+ *   40     16    reserved, zero
+ *   56     8     checksum: rd_checksum64(bytes [0,56), RD_SEED_WAL ^ 0x5345474844520000 "SEGHDR")
+ *   64     ...   records, each 8-byte aligned, then zeros
+ *
+ * Record (32-byte header + body, padded with zeros to a multiple of 8):
+ *
+ *   offset size  meaning
+ *   0      4     total length: header + body, unaligned (>= 32)
+ *   4      1     type (enum wal_rec_type)
+ *   5      1     flags (ENGINE_REC_FLAG_MTR_END)
+ *   6      2     reserved, zero
+ *   8      4     page id (ENGINE_PAGE_NONE for non-page records)
+ *   12     4     reserved, zero
+ *   16     8     prev LSN: start of the previous record
+ *   24     8     checksum: rd_checksum64_2(header [0,24), body, RD_SEED_WAL)
+ *   32     ...   body
+ *
+ * A record never spans segments. If it does not fit in the rest of the
+ * segment, a SWITCH record (no body) is written when at least 32 bytes remain,
+ * and the record goes at offset 64 of the next segment. When fewer than 32
+ * bytes remain the reader moves to the next segment implicitly.
+ *
+ * Control file DIR/control, 512 bytes, replaced atomically (control.tmp,
+ * fdatasync, rename, fsync dir):
+ *
+ *   offset size  meaning
+ *   0      8     magic "RDCONTRL"
+ *   8      4     format version (1)
+ *   12     4     state (1 in production, 2 shut down)
+ *   16     8     system id
+ *   24     4     timeline
+ *   28     4     reserved, zero
+ *   32     8     checkpoint LSN (start of the last CHECKPOINT record)
+ *   40     8     redo LSN (replay starts here)
+ *   48     8     segment size in bytes
+ *   56     8     wall time of the update, µs since the epoch
+ *   64     440   zero
+ *   504    8     checksum: rd_checksum64(bytes [0,504), RD_SEED_CONTROL)
+ *
+ * ---------------------------------------------------------------- validity
+ * A record is valid if and only if: its total length is >= 32 and, aligned,
+ * fits in the rest of its segment; its type is known and its body length fits
+ * the type; its reserved fields are zero; the checksum matches; and its prev
+ * LSN equals the start of the record before it (not checked for the first
+ * record a reader returns). The end of the log is the first invalid record.
+ *
+ * Torn tail or corruption? After the first invalid record at P the reader
+ * scans forward, in 8-byte steps, the rest of P's segment and every later
+ * segment file, for any record whose checksum is valid. None: P is a torn tail
+ * (a write cut short by a crash) — recovery zeroes from the end of the last
+ * complete transaction to the end of that segment and deletes later segments.
+ * One exists: the log is corrupt in the middle — start-up is refused with
+ *   WAL corruption at segment file "PATH" offset N (lsn X/Y): REASON;
+ *   valid records follow at offset M — refusing to start
+ * Segments are never recycled (old ones are deleted, new ones zero-filled), so
+ * stale records from an earlier life of a file can never appear after the end.
+ */
+#define _GNU_SOURCE
+#include "wal/wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/checksum.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "wal/wal_int.h"
+
+#define WAL_SEG_SEED (RD_SEED_WAL ^ 0x5345474844520000ull)
+#define WAL_BUF_INITIAL (1024u * 1024u)
+/* Hard limit on one in-memory buffer: appends beyond it fail with RD_EFULL
+ * (the server keeps wal_unflushed_bytes far below this by back-pressure). */
+#define WAL_BUF_MAX (256u * 1024u * 1024u)
+
+_Static_assert(WAL_RECORD_HDR_SIZE == 32, "record header is 32 bytes");
+_Static_assert(WAL_SEG_HDR_SIZE == 64, "segment header is 64 bytes");
+_Static_assert(WAL_REC_PAGE_DELTA == ENGINE_REC_PAGE_DELTA, "type 1 is the engine's");
+_Static_assert(WAL_REC_PAGE_IMAGE == ENGINE_REC_PAGE_IMAGE, "type 2 is the engine's");
+_Static_assert(WAL_BODY_MAX + WAL_RECORD_HDR_SIZE + WAL_SEG_HDR_SIZE < WAL_SEG_SIZE_MIN / 2,
+               "a record fits in half a segment");
+
+/* ================================================================ helpers */
+
+int wal_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+long wal_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (long)done;
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+void wal_seg_name(char *dst, size_t len, uint32_t timeline, uint64_t segno)
+{
+    snprintf(dst, len, "%08" PRIX32 "%016" PRIX64, timeline, segno);
+}
+
+int wal_seg_name_parse(const char *name, uint32_t *timeline, uint64_t *segno)
+{
+    if (strlen(name) != 24)
+        return -1;
+    for (int i = 0; i < 24; i++) {
+        char c = name[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')))
+            return -1;
+    }
+    char tl[9];
+    memcpy(tl, name, 8);
+    tl[8] = 0;
+    *timeline = (uint32_t)strtoul(tl, NULL, 16);
+    *segno = strtoull(name + 8, NULL, 16);
+    return 0;
+}
+
+static int seg_size_ok(uint64_t s)
+{
+    return s >= WAL_SEG_SIZE_MIN && s <= WAL_SEG_SIZE_MAX && (s & (s - 1)) == 0;
+}
+
+/* ================================================================ record encode/decode */
+
+const char *wal_rec_type_name(uint8_t type)
+{
+    switch (type) {
+    case WAL_REC_PAGE_DELTA: return "PAGE_DELTA";
+    case WAL_REC_PAGE_IMAGE: return "PAGE_IMAGE";
+    case WAL_REC_COMMIT: return "COMMIT";
+    case WAL_REC_CHECKPOINT: return "CHECKPOINT";
+    case WAL_REC_SWITCH: return "SWITCH";
+    case WAL_REC_TIMELINE: return "TIMELINE";
+    default: return "UNKNOWN";
+    }
+}
+
+/* Body length rule per type: -1 unknown type, else 1 if len is acceptable. */
+static int type_body_ok(uint8_t type, uint32_t page_id, size_t body_len)
+{
+    switch (type) {
+    case WAL_REC_PAGE_DELTA:
+    case WAL_REC_PAGE_IMAGE: return page_id != ENGINE_PAGE_NONE && body_len > 0;
+    case WAL_REC_COMMIT: return page_id == ENGINE_PAGE_NONE && body_len == WAL_COMMIT_BODY;
+    case WAL_REC_CHECKPOINT: return page_id == ENGINE_PAGE_NONE && body_len == WAL_CHECKPOINT_BODY;
+    case WAL_REC_SWITCH: return page_id == ENGINE_PAGE_NONE && body_len == 0;
+    case WAL_REC_TIMELINE: return page_id == ENGINE_PAGE_NONE && body_len == WAL_TIMELINE_BODY;
+    default: return -1;
+    }
+}
+
+size_t wal_record_encode(uint8_t *dst, size_t dst_cap, uint64_t prev_lsn, uint8_t type, uint8_t flags,
+                         uint32_t page_id, const uint8_t *body, size_t body_len)
+{
+    rd_assert(body_len <= WAL_BODY_MAX);
+    size_t total = WAL_RECORD_HDR_SIZE + body_len;
+    size_t aligned = RD_ALIGN_UP(total, WAL_RECORD_ALIGN);
+    rd_assert(aligned <= dst_cap);
+    memset(dst, 0, WAL_RECORD_HDR_SIZE);
+    rd_put_u32le(dst + WAL_RH_TOTAL, (uint32_t)total);
+    dst[WAL_RH_TYPE] = type;
+    dst[WAL_RH_FLAGS] = flags;
+    rd_put_u32le(dst + WAL_RH_PAGE, page_id);
+    rd_put_u64le(dst + WAL_RH_PREV, prev_lsn);
+    if (body_len > 0)
+        memcpy(dst + WAL_RECORD_HDR_SIZE, body, body_len);
+    memset(dst + total, 0, aligned - total);
+    rd_put_u64le(dst + WAL_RH_CSUM,
+                 rd_checksum64_2(dst, WAL_RH_CSUM, dst + WAL_RECORD_HDR_SIZE, body_len, RD_SEED_WAL));
+    return aligned;
+}
+
+int wal_record_decode_why(const uint8_t *src, size_t avail, struct wal_record *rec, const char **why)
+{
+    const char *dummy;
+    if (why == NULL)
+        why = &dummy;
+    if (avail < WAL_RECORD_HDR_SIZE) {
+        *why = "no room for a record header";
+        return RD_ECORRUPT;
+    }
+    uint32_t total = rd_get_u32le(src + WAL_RH_TOTAL);
+    if (total == 0) {
+        *why = "zero record length (end of written log)";
+        return RD_ECORRUPT;
+    }
+    if (total < WAL_RECORD_HDR_SIZE) {
+        *why = "record length below the header size";
+        return RD_ECORRUPT;
+    }
+    size_t aligned = RD_ALIGN_UP((size_t)total, WAL_RECORD_ALIGN);
+    if (total - WAL_RECORD_HDR_SIZE > WAL_BODY_MAX || aligned > avail) {
+        *why = "record length exceeds the segment or the body limit";
+        return RD_ECORRUPT;
+    }
+    uint8_t type = src[WAL_RH_TYPE];
+    uint32_t page_id = rd_get_u32le(src + WAL_RH_PAGE);
+    uint32_t body_len = total - WAL_RECORD_HDR_SIZE;
+    int ok = type_body_ok(type, page_id, body_len);
+    if (ok < 0) {
+        *why = "unknown record type";
+        return RD_ECORRUPT;
+    }
+    if (rd_get_u16le(src + WAL_RH_RSV1) != 0 || rd_get_u32le(src + WAL_RH_RSV2) != 0 ||
+        (src[WAL_RH_FLAGS] & ~ENGINE_REC_FLAG_MTR_END) != 0) {
+        *why = "reserved header bits are not zero";
+        return RD_ECORRUPT;
+    }
+    if (!ok) {
+        *why = "body length or page id does not fit the record type";
+        return RD_ECORRUPT;
+    }
+    uint64_t want = rd_checksum64_2(src, WAL_RH_CSUM, src + WAL_RECORD_HDR_SIZE, body_len, RD_SEED_WAL);
+    if (want != rd_get_u64le(src + WAL_RH_CSUM)) {
+        *why = "record checksum mismatch";
+        return RD_ECORRUPT;
+    }
+    rec->prev_lsn = rd_get_u64le(src + WAL_RH_PREV);
+    rec->type = type;
+    rec->flags = src[WAL_RH_FLAGS];
+    rec->page_id = page_id;
+    rec->body = src + WAL_RECORD_HDR_SIZE;
+    rec->body_len = body_len;
+    *why = NULL;
+    return (int)aligned;
+}
+
+int wal_record_decode(const uint8_t *src, size_t avail, struct wal_record *rec)
+{
+    return wal_record_decode_why(src, avail, rec, NULL);
+}
+
+/* ================================================================ segment header */
+
+void wal_seg_header_encode(uint8_t dst[WAL_SEG_HDR_SIZE], const struct wal_seg_header *h)
+{
+    memset(dst, 0, WAL_SEG_HDR_SIZE);
+    memcpy(dst, WAL_SEG_MAGIC, 8);
+    rd_put_u32le(dst + 8, h->version);
+    rd_put_u32le(dst + 12, h->timeline);
+    rd_put_u64le(dst + 16, h->segno);
+    rd_put_u64le(dst + 24, h->segment_size_bytes);
+    rd_put_u64le(dst + 32, h->system_id);
+    rd_put_u64le(dst + 56, rd_checksum64(dst, 56, WAL_SEG_SEED));
+}
+
+int wal_seg_header_decode(const uint8_t *src, size_t avail, struct wal_seg_header *h, const char **why)
+{
+    const char *dummy;
+    if (why == NULL)
+        why = &dummy;
+    if (avail < WAL_SEG_HDR_SIZE) {
+        *why = "segment file shorter than its header";
+        return RD_ECORRUPT;
+    }
+    if (memcmp(src, WAL_SEG_MAGIC, 8) != 0) {
+        *why = "bad segment magic";
+        return RD_ECORRUPT;
+    }
+    if (rd_get_u64le(src + 56) != rd_checksum64(src, 56, WAL_SEG_SEED)) {
+        *why = "segment header checksum mismatch";
+        return RD_ECORRUPT;
+    }
+    h->version = rd_get_u32le(src + 8);
+    if (h->version != WAL_FORMAT_VERSION) {
+        *why = "unsupported segment format version";
+        return RD_EVERSION;
+    }
+    for (int i = 40; i < 56; i++) {
+        if (src[i] != 0) {
+            *why = "segment header reserved bytes are not zero";
+            return RD_ECORRUPT;
+        }
+    }
+    h->timeline = rd_get_u32le(src + 12);
+    h->segno = rd_get_u64le(src + 16);
+    h->segment_size_bytes = rd_get_u64le(src + 24);
+    h->system_id = rd_get_u64le(src + 32);
+    if (!seg_size_ok(h->segment_size_bytes)) {
+        *why = "implausible segment size in the segment header";
+        return RD_ECORRUPT;
+    }
+    *why = NULL;
+    return 0;
+}
+
+/* ================================================================ control file */
+
+int wal_control_read(const char *dir, struct wal_control *out)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/control", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint8_t b[WAL_CONTROL_SIZE + 1];
+    long n = wal_pread_all(fd, b, sizeof(b), 0);
+    int rc = n < 0 ? (int)n : 0;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc < 0) {
+        rd_error("could not read control file \"%s\": %s", path, rd_strerror(rc));
+        return rc;
+    }
+    const char *why = NULL;
+    if (n != WAL_CONTROL_SIZE)
+        why = "wrong file size (expected 512 bytes)";
+    else if (memcmp(b, WAL_CONTROL_MAGIC, 8) != 0)
+        why = "bad magic";
+    else if (rd_get_u32le(b + 8) != WAL_FORMAT_VERSION) {
+        rd_error("control file \"%s\" has format version %" PRIu32 ", this build reads %u", path,
+                 rd_get_u32le(b + 8), WAL_FORMAT_VERSION);
+        return RD_EVERSION;
+    } else if (rd_get_u64le(b + 504) != rd_checksum64(b, 504, RD_SEED_CONTROL))
+        why = "checksum mismatch";
+    else if (!seg_size_ok(rd_get_u64le(b + 48)))
+        why = "implausible segment size";
+    if (why != NULL) {
+        rd_error("control file \"%s\" is corrupt: %s", path, why);
+        return RD_ECORRUPT;
+    }
+    out->state = rd_get_u32le(b + 12);
+    out->system_id = rd_get_u64le(b + 16);
+    out->timeline = rd_get_u32le(b + 24);
+    out->checkpoint_lsn = rd_get_u64le(b + 32);
+    out->redo_lsn = rd_get_u64le(b + 40);
+    out->segment_size_bytes = rd_get_u64le(b + 48);
+    out->time_us = rd_get_u64le(b + 56);
+    return 0;
+}
+
+int wal_control_write(const char *dir, const struct wal_control *c)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/control", dir);
+    snprintf(tmp, sizeof(tmp), "%s/control.tmp", dir);
+    uint8_t b[WAL_CONTROL_SIZE];
+    memset(b, 0, sizeof(b));
+    memcpy(b, WAL_CONTROL_MAGIC, 8);
+    rd_put_u32le(b + 8, WAL_FORMAT_VERSION);
+    rd_put_u32le(b + 12, c->state);
+    rd_put_u64le(b + 16, c->system_id);
+    rd_put_u32le(b + 24, c->timeline);
+    rd_put_u64le(b + 32, c->checkpoint_lsn);
+    rd_put_u64le(b + 40, c->redo_lsn);
+    rd_put_u64le(b + 48, c->segment_size_bytes);
+    rd_put_u64le(b + 56, c->time_us);
+    rd_put_u64le(b + 504, rd_checksum64(b, 504, RD_SEED_CONTROL));
+
+    const char *what = "open";
+    int rc = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    what = "write";
+    rc = wal_pwrite_all(fd, b, sizeof(b), 0);
+    if (rc == 0) {
+        what = "fdatasync";
+        if (fdatasync(fd) < 0)
+            rc = -errno;
+    }
+    if (close(fd) < 0 && rc == 0) {
+        what = "close";
+        rc = -errno;
+    }
+    if (rc < 0)
+        goto fail;
+    what = "rename";
+    if (rename(tmp, path) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    what = "fsync the directory of";
+    rc = fsync_dir(dir);
+    if (rc < 0)
+        goto fail;
+    return 0;
+fail:
+    rd_error("could not %s control file \"%s\": %s", what, tmp, rd_strerror(rc));
+    return rc;
+}
+
+/* ================================================================ the log writer */
+
+struct wal_buf {
+    uint8_t *data;
+    size_t len, cap;
+    uint64_t start_lsn; /* LSN of data[0] */
+    uint64_t commits;   /* commit records in it */
+};
+
+struct wal_fd {
+    uint64_t segno;
+    int fd;
+};
+
+struct wal_flush_io {
+    struct rd_io io;
+    struct wal *w;
+    int is_fsync;
+    size_t expect; /* bytes for a write */
+    uint64_t segno;
+};
+
+struct wal {
+    char dir[PATH_MAX];
+    char wal_dir[PATH_MAX];
+    struct wal_options opt;
+    uint64_t seg_size;
+    struct wal_control ctl; /* as last written */
+    uint32_t timeline;
+    uint64_t system_id;
+    int recovered;
+
+    uint64_t insert_lsn;  /* end of the last record */
+    uint64_t prev_lsn;    /* start of the last record */
+    uint64_t flushed_lsn; /* durable below this */
+    uint64_t ckpt_end_lsn;/* end of the last CHECKPOINT record (0 = none this run) */
+    uint64_t last_ckpt_ms;
+    uint64_t keep_lsn;
+    uint64_t prepared_segno; /* highest segment file known to exist, zero-filled and synced */
+    int have_prepared;
+
+    struct wal_buf bufs[2];
+    int active; /* index of the buffer appends go to */
+    int in_flight;
+    int notify_pending; /* flushed_lsn advanced outside the loop: tell on_flushed */
+    struct wal_flush_io *ios;
+    size_t ios_total, ios_done;
+    uint64_t flush_started_us;
+
+    struct wal_fd *fds;
+    size_t nfds, fds_cap;
+
+    struct wal_stats st;
+};
+
+/* ---------------------------------------------------------------- segment files */
+
+static void seg_path(const struct wal *w, uint64_t segno, char *dst, size_t len)
+{
+    char name[32];
+    wal_seg_name(name, sizeof(name), w->timeline, segno);
+    snprintf(dst, len, "%s/%s", w->wal_dir, name);
+}
+
+/*
+ * Creates segment segno zero-filled to full size with its header, under a
+ * temporary name, fdatasynced, renamed into place, directory fsynced — so a
+ * segment file either does not exist or is complete. Called ahead of need
+ * (when the current segment is half full), so the commit path never pays.
+ */
+static int seg_create(struct wal *w, uint64_t segno)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    seg_path(w, segno, path, sizeof(path));
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == w->seg_size)
+        return 0; /* exists already (after a restart) */
+    snprintf(tmp, sizeof(tmp), "%s/segtemp.%d", w->wal_dir, (int)getpid());
+    const char *what = "create";
+    int rc = 0;
+    uint8_t *zero = calloc(1, WAL_SEG_SIZE_MIN);
+    if (zero == NULL)
+        return -ENOMEM;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    what = "write";
+    for (uint64_t off = 0; off < w->seg_size && rc == 0; off += WAL_SEG_SIZE_MIN)
+        rc = wal_pwrite_all(fd, zero, WAL_SEG_SIZE_MIN, off);
+    if (rc == 0) {
+        struct wal_seg_header h = {WAL_FORMAT_VERSION, w->timeline, segno, w->seg_size, w->system_id};
+        uint8_t hb[WAL_SEG_HDR_SIZE];
+        wal_seg_header_encode(hb, &h);
+        rc = wal_pwrite_all(fd, hb, sizeof(hb), 0);
+    }
+    if (rc == 0) {
+        what = "fdatasync";
+        if (fdatasync(fd) < 0)
+            rc = -errno;
+    }
+    if (close(fd) < 0 && rc == 0) {
+        what = "close";
+        rc = -errno;
+    }
+    if (rc < 0)
+        goto fail;
+    what = "rename";
+    if (rename(tmp, path) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    what = "fsync the directory of";
+    rc = fsync_dir(w->wal_dir);
+    if (rc < 0)
+        goto fail;
+    free(zero);
+    return 0;
+fail:
+    free(zero);
+    rd_error("could not %s WAL segment \"%s\": %s", what, tmp, rd_strerror(rc));
+    return rc;
+}
+
+/* Makes sure segment segno exists (creating it and any missing before it). */
+static int seg_prepare(struct wal *w, uint64_t segno)
+{
+    if (w->have_prepared && w->prepared_segno >= segno)
+        return 0;
+    uint64_t from = w->have_prepared ? w->prepared_segno + 1 : segno;
+    for (uint64_t s = from; s <= segno; s++) {
+        int rc = seg_create(w, s);
+        if (rc < 0)
+            return rc;
+        w->prepared_segno = s;
+        w->have_prepared = 1;
+    }
+    return 0;
+}
+
+/* Returns an open fd for segment segno (kept open until pruned). */
+static int seg_fd(struct wal *w, uint64_t segno)
+{
+    for (size_t i = 0; i < w->nfds; i++)
+        if (w->fds[i].segno == segno)
+            return w->fds[i].fd;
+    if (w->nfds == w->fds_cap) {
+        size_t cap = w->fds_cap ? w->fds_cap * 2 : 8;
+        struct wal_fd *p = realloc(w->fds, cap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        w->fds = p;
+        w->fds_cap = cap;
+    }
+    char path[PATH_MAX];
+    seg_path(w, segno, path, sizeof(path));
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        rd_error("could not open WAL segment \"%s\": %s", path, rd_strerror(rc));
+        return rc;
+    }
+    w->fds[w->nfds++] = (struct wal_fd){segno, fd};
+    return fd;
+}
+
+/* Closes fds of segments below segno. A failed close of a WAL file whose
+ * writes were already fdatasynced loses nothing, but is logged. */
+static void seg_fds_prune(struct wal *w, uint64_t below_segno)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < w->nfds; i++) {
+        if (w->fds[i].segno < below_segno) {
+            if (close(w->fds[i].fd) < 0)
+                rd_warn("could not close WAL segment %" PRIu64 ": %s", w->fds[i].segno,
+                        strerror(errno));
+        } else {
+            w->fds[j++] = w->fds[i];
+        }
+    }
+    w->nfds = j;
+}
+
+static void prune_fds(struct wal *w)
+{
+    uint64_t need = w->bufs[w->active].start_lsn;
+    if (w->in_flight)
+        need = RD_MIN(need, w->bufs[!w->active].start_lsn);
+    seg_fds_prune(w, RD_MIN(need, w->flushed_lsn) / w->seg_size);
+}
+
+/* ---------------------------------------------------------------- appending */
+
+static uint8_t *buf_grow(struct wal *w, size_t n)
+{
+    struct wal_buf *b = &w->bufs[w->active];
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : WAL_BUF_INITIAL;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (cap > WAL_BUF_MAX)
+            return NULL;
+        uint8_t *p = realloc(b->data, cap); /* never the in-flight buffer (W5) */
+        if (p == NULL)
+            return NULL;
+        b->data = p;
+        b->cap = cap;
+    }
+    uint8_t *dst = b->data + b->len;
+    b->len += n;
+    w->insert_lsn += n;
+    return dst;
+}
+
+/* Starts the segment that insert_lsn is at the beginning of: the header bytes
+ * go into the buffer too (identical to the file's), so the buffer is one
+ * contiguous LSN range. */
+static int begin_segment(struct wal *w)
+{
+    uint64_t segno = w->insert_lsn / w->seg_size;
+    rd_assert(w->insert_lsn % w->seg_size == 0);
+    int rc = seg_prepare(w, segno);
+    if (rc < 0)
+        return rc;
+    uint8_t *dst = buf_grow(w, WAL_SEG_HDR_SIZE);
+    if (dst == NULL)
+        return RD_EFULL;
+    struct wal_seg_header h = {WAL_FORMAT_VERSION, w->timeline, segno, w->seg_size, w->system_id};
+    wal_seg_header_encode(dst, &h);
+    return 0;
+}
+
+/* Appends one record; *start_lsn / *end_lsn its position. */
+static int append_record(struct wal *w, uint8_t type, uint8_t flags, uint32_t page_id,
+                         const uint8_t *body, size_t body_len, uint64_t *start_lsn, uint64_t *end_lsn)
+{
+    rd_assert(w->recovered);
+    if (body_len > WAL_BODY_MAX)
+        return RD_ETOOBIG;
+    size_t aligned = RD_ALIGN_UP(WAL_RECORD_HDR_SIZE + body_len, WAL_RECORD_ALIGN);
+    int rc;
+    if (w->insert_lsn % w->seg_size == 0 && (rc = begin_segment(w)) < 0)
+        return rc;
+    uint64_t rest = w->seg_size - w->insert_lsn % w->seg_size;
+    if (aligned > rest) {
+        uint8_t *dst = buf_grow(w, rest);
+        if (dst == NULL)
+            return RD_EFULL;
+        memset(dst, 0, rest);
+        if (rest >= WAL_RECORD_HDR_SIZE) {
+            wal_record_encode(dst, rest, w->prev_lsn, WAL_REC_SWITCH, 0, ENGINE_PAGE_NONE, NULL, 0);
+            w->prev_lsn = w->insert_lsn - rest;
+        }
+        if ((rc = begin_segment(w)) < 0)
+            return rc;
+    }
+    uint64_t start = w->insert_lsn;
+    uint8_t *dst = buf_grow(w, aligned);
+    if (dst == NULL)
+        return RD_EFULL;
+    wal_record_encode(dst, aligned, w->prev_lsn, type, flags, page_id, body, body_len);
+    w->prev_lsn = start;
+    w->st.records++;
+    w->st.record_bytes += aligned;
+    if (type == WAL_REC_PAGE_IMAGE) {
+        w->st.image_records++;
+        w->st.image_bytes += aligned;
+    }
+    if (type == WAL_REC_COMMIT) {
+        w->st.commits++;
+        w->bufs[w->active].commits++;
+    }
+    *start_lsn = start;
+    *end_lsn = w->insert_lsn;
+    /* Prepare the next segment once this one is half full (W6). */
+    uint64_t segno = start / w->seg_size;
+    if (w->insert_lsn % w->seg_size >= w->seg_size / 2 && (rc = seg_prepare(w, segno + 1)) < 0)
+        return rc;
+    return 0;
+}
+
+static int sink_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags, const uint8_t *body,
+                     size_t body_len, uint64_t *end_lsn)
+{
+    struct wal *w = ctx;
+    if (rec_type != WAL_REC_PAGE_DELTA && rec_type != WAL_REC_PAGE_IMAGE)
+        return RD_EPROTO;
+    if (page_id == ENGINE_PAGE_NONE || body_len == 0)
+        return RD_EPROTO;
+    uint64_t start;
+    return append_record(w, rec_type, flags, page_id, body, body_len, &start, end_lsn);
+}
+
+static int sink_flush_to(void *ctx, uint64_t lsn) { return wal_flush_sync(ctx, lsn); }
+
+struct engine_sink wal_engine_sink(struct wal *w)
+{
+    return (struct engine_sink){.ctx = w, .emit = sink_emit, .flush_to = sink_flush_to};
+}
+
+int wal_append_commit(struct wal *w, uint64_t txn_id, uint64_t *end_lsn)
+{
+    uint8_t body[WAL_COMMIT_BODY];
+    rd_put_u64le(body, rd_wall_us());
+    rd_put_u64le(body + 8, txn_id);
+    uint64_t start;
+    return append_record(w, WAL_REC_COMMIT, 0, ENGINE_PAGE_NONE, body, sizeof(body), &start, end_lsn);
+}
+
+uint64_t wal_insert_lsn(const struct wal *w) { return w->insert_lsn; }
+uint64_t wal_flushed_lsn(const struct wal *w) { return w->flushed_lsn; }
+int wal_flush_in_flight(const struct wal *w) { return w->in_flight; }
+uint64_t wal_unflushed_bytes(const struct wal *w) { return w->bufs[w->active].len; }
+void wal_set_keep_lsn(struct wal *w, uint64_t lsn) { w->keep_lsn = lsn; }
+
+/* ---------------------------------------------------------------- flushing */
+
+static void flush_advanced(struct wal *w, uint64_t lsn)
+{
+    if (lsn > w->flushed_lsn)
+        w->flushed_lsn = lsn;
+}
+
+/* Writes buffer bytes [from, b end) with pwrite, one piece per segment;
+ * records the first and last segment touched. */
+static void sync_write_buf(struct wal *w, const struct wal_buf *b, uint64_t from, uint64_t *seg_lo,
+                           uint64_t *seg_hi)
+{
+    uint64_t end = b->start_lsn + b->len;
+    from = RD_MAX(from, b->start_lsn);
+    while (from < end) {
+        uint64_t segno = from / w->seg_size;
+        uint64_t piece_end = RD_MIN(end, (segno + 1) * w->seg_size);
+        int fd = seg_fd(w, segno);
+        int rc = fd < 0 ? fd
+                        : wal_pwrite_all(fd, b->data + (from - b->start_lsn), piece_end - from,
+                                         from % w->seg_size);
+        if (rc < 0) {
+            char path[PATH_MAX];
+            seg_path(w, segno, path, sizeof(path));
+            rd_panic("could not write WAL segment \"%s\": %s", path, rd_strerror(rc));
+        }
+        *seg_lo = RD_MIN(*seg_lo, segno);
+        *seg_hi = RD_MAX(*seg_hi, segno);
+        from = piece_end;
+    }
+}
+
+int wal_flush_sync(struct wal *w, uint64_t lsn)
+{
+    if (w->flushed_lsn >= lsn)
+        return 0;
+    if (lsn > w->insert_lsn) {
+        rd_error("asked to flush WAL up to %X/%X, beyond its end %X/%X", (unsigned)(lsn >> 32),
+                 (unsigned)lsn, (unsigned)(w->insert_lsn >> 32), (unsigned)w->insert_lsn);
+        return RD_ESTATE;
+    }
+    uint64_t t0 = rd_now_us();
+    uint64_t seg_lo = UINT64_MAX, seg_hi = 0;
+    uint64_t from = w->flushed_lsn;
+    /* Rewriting bytes an in-flight write also carries is harmless: identical. */
+    if (w->in_flight)
+        sync_write_buf(w, &w->bufs[!w->active], from, &seg_lo, &seg_hi);
+    sync_write_buf(w, &w->bufs[w->active], from, &seg_lo, &seg_hi);
+    for (uint64_t s = seg_lo; s <= seg_hi && seg_lo != UINT64_MAX; s++) {
+        int fd = seg_fd(w, s);
+        if (fd < 0 || fdatasync(fd) < 0) {
+            char path[PATH_MAX];
+            seg_path(w, s, path, sizeof(path));
+            rd_panic("could not fdatasync WAL segment \"%s\": %s", path,
+                     rd_strerror(fd < 0 ? fd : -errno));
+        }
+        w->st.fsyncs++;
+    }
+    w->st.flushes++;
+    w->st.flush_bytes += w->insert_lsn - from;
+    w->st.flush_lat_us_total += rd_now_us() - t0;
+    struct wal_buf *a = &w->bufs[w->active];
+    w->st.group_commits_max = RD_MAX(w->st.group_commits_max, a->commits);
+    flush_advanced(w, w->insert_lsn);
+    w->notify_pending = 1;
+    /* Everything in the active buffer is durable: drop it. */
+    a->start_lsn = w->insert_lsn;
+    a->len = 0;
+    a->commits = 0;
+    if (!w->in_flight)
+        prune_fds(w);
+    return 0;
+}
+
+static void flush_io_done(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct wal_flush_io *fio = (struct wal_flush_io *)io;
+    struct wal *w = fio->w;
+    if (cqe->res < 0 || (!fio->is_fsync && (size_t)cqe->res != fio->expect)) {
+        char path[PATH_MAX];
+        seg_path(w, fio->segno, path, sizeof(path));
+        rd_panic("could not %s WAL segment \"%s\": %s", fio->is_fsync ? "fdatasync" : "write", path,
+                 cqe->res < 0 ? strerror(-cqe->res) : "short write");
+    }
+    if (++w->ios_done < w->ios_total)
+        return;
+    /* The whole batch is durable. */
+    struct wal_buf *b = &w->bufs[!w->active];
+    uint64_t end = b->start_lsn + b->len;
+    w->st.flushes++;
+    w->st.flush_bytes += b->len;
+    w->st.flush_lat_us_total += rd_now_us() - w->flush_started_us;
+    w->st.group_commits_max = RD_MAX(w->st.group_commits_max, b->commits);
+    w->in_flight = 0;
+    free(w->ios);
+    w->ios = NULL;
+    b->len = 0;
+    b->commits = 0;
+    flush_advanced(w, end);
+    w->notify_pending = 0;
+    prune_fds(w);
+    if (w->opt.on_flushed != NULL)
+        w->opt.on_flushed(w->opt.on_flushed_arg, w->flushed_lsn);
+}
+
+void wal_flush_async(struct wal *w)
+{
+    rd_assert(w->opt.loop != NULL);
+    if (w->in_flight)
+        return;
+    struct wal_buf *a = &w->bufs[w->active];
+    if (a->len == 0) {
+        if (w->notify_pending && w->opt.on_flushed != NULL) {
+            w->notify_pending = 0;
+            w->opt.on_flushed(w->opt.on_flushed_arg, w->flushed_lsn);
+        }
+        return;
+    }
+    /* Swap: the full buffer goes in flight, appends continue in the other. */
+    struct wal_buf *b = a;
+    w->active = !w->active;
+    a = &w->bufs[w->active];
+    a->start_lsn = b->start_lsn + b->len;
+    a->len = 0;
+    a->commits = 0;
+    rd_assert(a->start_lsn == w->insert_lsn);
+
+    uint64_t end = b->start_lsn + b->len;
+    uint64_t seg_lo = b->start_lsn / w->seg_size, seg_hi = (end - 1) / w->seg_size;
+    size_t nseg = (size_t)(seg_hi - seg_lo + 1);
+    w->ios = calloc(2 * nseg, sizeof(*w->ios));
+    if (w->ios == NULL)
+        rd_panic("could not write WAL: out of memory for %zu flush operations", 2 * nseg);
+    w->ios_total = 2 * nseg;
+    w->ios_done = 0;
+    w->in_flight = 1;
+    w->flush_started_us = rd_now_us();
+    struct io_uring *ring = &w->opt.loop->ring;
+    uint64_t from = b->start_lsn;
+    for (size_t i = 0; i < nseg; i++) {
+        uint64_t segno = seg_lo + i;
+        uint64_t piece_end = RD_MIN(end, (segno + 1) * w->seg_size);
+        int fd = seg_fd(w, segno);
+        if (fd < 0) {
+            char path[PATH_MAX];
+            seg_path(w, segno, path, sizeof(path));
+            rd_panic("could not write WAL segment \"%s\": %s", path, rd_strerror(fd));
+        }
+        /* A write and its fsync must be in one submission to stay linked. */
+        if (io_uring_sq_space_left(ring) < 2) {
+            int rc = rd_loop_submit(w->opt.loop);
+            if (rc < 0)
+                rd_panic("could not submit WAL write: %s", strerror(-rc));
+        }
+        struct wal_flush_io *wio = &w->ios[2 * i], *sio = &w->ios[2 * i + 1];
+        *wio = (struct wal_flush_io){{flush_io_done}, w, 0, (size_t)(piece_end - from), segno};
+        *sio = (struct wal_flush_io){{flush_io_done}, w, 1, 0, segno};
+        struct io_uring_sqe *sqe = rd_loop_sqe(w->opt.loop, &wio->io);
+        io_uring_prep_write(sqe, fd, b->data + (from - b->start_lsn), (unsigned)(piece_end - from),
+                            from % w->seg_size);
+        io_uring_sqe_set_data(sqe, &wio->io);
+        sqe->flags |= IOSQE_IO_LINK;
+        sqe = rd_loop_sqe(w->opt.loop, &sio->io);
+        io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data(sqe, &sio->io);
+        w->st.fsyncs++;
+        from = piece_end;
+    }
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+static int mkdir_p(const char *path)
+{
+    if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+        int rc = -errno;
+        rd_error("could not create directory \"%s\": %s", path, strerror(errno));
+        return rc;
+    }
+    return 0;
+}
+
+/* Lists segment numbers of this timeline in the wal dir: *lo, *hi; returns count or -errno. */
+static long seg_list(const struct wal *w, uint64_t *lo, uint64_t *hi)
+{
+    DIR *d = opendir(w->wal_dir);
+    if (d == NULL)
+        return -errno;
+    long n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint32_t tl;
+        uint64_t s;
+        if (wal_seg_name_parse(de->d_name, &tl, &s) != 0 || tl != w->timeline)
+            continue;
+        if (n == 0 || s < *lo)
+            *lo = s;
+        if (n == 0 || s > *hi)
+            *hi = s;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Deletes segments of this timeline with segno in [lo, hi]; fsyncs the dir. */
+static int seg_remove_range(struct wal *w, uint64_t lo, uint64_t hi)
+{
+    uint64_t a = 0, b = 0;
+    long n = seg_list(w, &a, &b);
+    if (n < 0)
+        return (int)n;
+    if (n == 0)
+        return 0;
+    lo = RD_MAX(lo, a);
+    hi = RD_MIN(hi, b);
+    int removed = 0;
+    for (uint64_t s = lo; s <= hi && lo <= hi; s++) {
+        char path[PATH_MAX];
+        seg_path(w, s, path, sizeof(path));
+        if (unlink(path) < 0) {
+            if (errno == ENOENT)
+                continue;
+            int rc = -errno;
+            rd_error("could not remove WAL segment \"%s\": %s", path, strerror(errno));
+            return rc;
+        }
+        removed++;
+    }
+    return removed ? fsync_dir(w->wal_dir) : 0;
+}
+
+int wal_open(const struct wal_options *opt, struct wal **out)
+{
+    rd_assert(opt->dir != NULL);
+    struct wal *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    w->opt = *opt;
+    snprintf(w->dir, sizeof(w->dir), "%s", opt->dir);
+    snprintf(w->wal_dir, sizeof(w->wal_dir), "%s/wal", opt->dir);
+    w->opt.dir = w->dir;
+    int rc;
+    if ((rc = mkdir_p(w->dir)) < 0 || (rc = mkdir_p(w->wal_dir)) < 0)
+        goto fail;
+    rc = wal_control_read(w->dir, &w->ctl);
+    if (rc == -ENOENT) {
+        DIR *d = opendir(w->wal_dir);
+        int any = d == NULL;
+        struct dirent *de;
+        while (d != NULL && (de = readdir(d)) != NULL) {
+            uint32_t tl;
+            uint64_t s;
+            any |= wal_seg_name_parse(de->d_name, &tl, &s) == 0;
+        }
+        if (d != NULL)
+            closedir(d);
+        if (any) {
+            rd_error("control file \"%s/control\" is missing but WAL segments exist in \"%s\": "
+                     "refusing to initialise over them",
+                     w->dir, w->wal_dir);
+            rc = RD_ECORRUPT;
+            goto fail;
+        }
+        /* A new log. */
+        uint64_t sysid = 0;
+        if (getrandom(&sysid, sizeof(sysid), 0) != (ssize_t)sizeof(sysid)) {
+            rc = -errno;
+            rd_error("could not get random bytes for the system id: %s", strerror(errno));
+            goto fail;
+        }
+        w->ctl = (struct wal_control){
+            .system_id = sysid,
+            .timeline = 1,
+            .state = WAL_STATE_IN_PRODUCTION,
+            .checkpoint_lsn = 0,
+            .redo_lsn = WAL_SEG_HDR_SIZE,
+            .segment_size_bytes = opt->segment_size_bytes ? opt->segment_size_bytes
+                                                          : WAL_SEGMENT_SIZE_DEFAULT,
+            .time_us = rd_wall_us(),
+        };
+        if (!seg_size_ok(w->ctl.segment_size_bytes)) {
+            rd_error("WAL segment size %" PRIu64 " is invalid: a power of two from 1 MiB to 1 GiB",
+                     w->ctl.segment_size_bytes);
+            rc = -EINVAL;
+            goto fail;
+        }
+        w->seg_size = w->ctl.segment_size_bytes;
+        w->timeline = 1;
+        w->system_id = sysid;
+        if ((rc = seg_prepare(w, 0)) < 0 || (rc = wal_control_write(w->dir, &w->ctl)) < 0)
+            goto fail;
+        rd_info("initialised a new WAL in \"%s\" (system id %016" PRIX64 ", segment size %" PRIu64
+                " bytes)",
+                w->dir, sysid, w->seg_size);
+    } else if (rc < 0) {
+        goto fail;
+    } else {
+        w->seg_size = w->ctl.segment_size_bytes;
+        w->timeline = w->ctl.timeline;
+        w->system_id = w->ctl.system_id;
+        if (opt->segment_size_bytes != 0 && opt->segment_size_bytes != w->seg_size)
+            rd_warn("WAL segment size %" PRIu64 " requested, but \"%s\" was created with %" PRIu64
+                    "; using the latter",
+                    opt->segment_size_bytes, w->dir, w->seg_size);
+    }
+    w->insert_lsn = w->flushed_lsn = w->ctl.redo_lsn;
+    w->last_ckpt_ms = rd_now_ms();
+    *out = w;
+    return 0;
+fail:
+    free(w);
+    return rc;
+}
+
+int wal_close(struct wal *w)
+{
+    if (w == NULL)
+        return 0;
+    rd_assert(!w->in_flight); /* the kernel still owns the buffers (L1) */
+    int rc = 0;
+    for (size_t i = 0; i < w->nfds; i++)
+        if (close(w->fds[i].fd) < 0 && rc == 0)
+            rc = -errno;
+    free(w->fds);
+    free(w->bufs[0].data);
+    free(w->bufs[1].data);
+    free(w);
+    return rc;
+}
+
+void wal_get_stats(const struct wal *w, struct wal_stats *out)
+{
+    *out = w->st;
+    out->insert_lsn = w->insert_lsn;
+    out->flushed_lsn = w->flushed_lsn;
+    out->redo_lsn = w->ctl.redo_lsn;
+    out->timeline = w->timeline;
+    out->system_id = w->system_id;
+}
+
+/* ---------------------------------------------------------------- recovery */
+
+static void log_corruption(struct wal_reader *r)
+{
+    struct wal_reader_stop s;
+    wal_reader_stop_info(r, &s);
+    if (strcmp(s.path, s.valid_path) == 0)
+        rd_error("WAL corruption at segment file \"%s\" offset %" PRIu64 " (lsn %X/%X): %s; valid "
+                 "records follow at offset %" PRIu64 " — refusing to start",
+                 s.path, s.offset, (unsigned)(s.lsn >> 32), (unsigned)s.lsn, s.reason, s.valid_offset);
+    else
+        rd_error("WAL corruption at segment file \"%s\" offset %" PRIu64 " (lsn %X/%X): %s; valid "
+                 "records follow in segment file \"%s\" at offset %" PRIu64 " — refusing to start",
+                 s.path, s.offset, (unsigned)(s.lsn >> 32), (unsigned)s.lsn, s.reason, s.valid_path,
+                 s.valid_offset);
+}
+
+/*
+ * Pass 1: finds the end of the valid log and the cut point — the end of the
+ * last COMMIT or CHECKPOINT record (or the redo point if there is none).
+ * *prev_at_cut is the start of the record that ends at the cut.
+ */
+static int recover_scan(struct wal *w, uint64_t *cut, uint64_t *prev_at_cut, uint64_t *end,
+                        uint64_t *nrecords)
+{
+    struct wal_reader *r;
+    int rc = wal_reader_open(w->dir, w->ctl.redo_lsn, &r);
+    if (rc < 0)
+        return rc;
+    *cut = *end = w->ctl.redo_lsn;
+    *prev_at_cut = 0;
+    *nrecords = 0;
+    int first = 1;
+    struct wal_record rec;
+    while ((rc = wal_reader_next(r, &rec)) == 1) {
+        if (first) {
+            *prev_at_cut = rec.prev_lsn; /* the record before redo */
+            first = 0;
+        }
+        (*nrecords)++;
+        *end = rec.end_lsn;
+        if (rec.type == WAL_REC_COMMIT || rec.type == WAL_REC_CHECKPOINT) {
+            *cut = rec.end_lsn;
+            *prev_at_cut = rec.lsn;
+        }
+    }
+    if (rc == RD_ECORRUPT)
+        log_corruption(r);
+    else if (rc == 0) {
+        struct wal_reader_stop s;
+        wal_reader_stop_info(r, &s);
+        if (s.reason != NULL)
+            rd_info("end of WAL at lsn %X/%X: %s", (unsigned)(s.lsn >> 32), (unsigned)s.lsn, s.reason);
+    }
+    wal_reader_close(r);
+    return rc;
+}
+
+/* Zeroes the log from cut to the end of its segment, deletes later segments,
+ * fdatasyncs every segment from the redo point up to the cut. */
+static int recover_truncate(struct wal *w, uint64_t cut)
+{
+    uint64_t segno = cut / w->seg_size, off = cut % w->seg_size;
+    int rc;
+    if (off == 0) {
+        /* The cut is a segment boundary: segment segno starts afresh. */
+        if ((rc = seg_remove_range(w, segno, UINT64_MAX)) < 0)
+            return rc;
+    } else {
+        if ((rc = seg_remove_range(w, segno + 1, UINT64_MAX)) < 0)
+            return rc;
+        w->have_prepared = 0;
+        if ((rc = seg_prepare(w, segno)) < 0) /* redo may sit in a segment never created */
+            return rc;
+        char path[PATH_MAX];
+        seg_path(w, segno, path, sizeof(path));
+        int fd = seg_fd(w, segno);
+        if (fd < 0)
+            return fd;
+        /* Zero the rest of the segment, unless it already is (a clean restart). */
+        uint64_t len = w->seg_size - off;
+        uint8_t *tail = malloc(len);
+        if (tail == NULL)
+            return -ENOMEM;
+        long n = wal_pread_all(fd, tail, len, off);
+        rc = n < 0 ? (int)n : 0;
+        int dirty = rc < 0 || (uint64_t)n != len;
+        for (uint64_t i = 0; !dirty && i < len; i++)
+            dirty = tail[i] != 0;
+        if (dirty) {
+            memset(tail, 0, len);
+            rc = wal_pwrite_all(fd, tail, len, off);
+        }
+        free(tail);
+        if (rc < 0) {
+            rd_error("could not write WAL segment \"%s\": %s", path, rd_strerror(rc));
+            return rc;
+        }
+    }
+    /* Bytes read during recovery may exist only in the page cache (the last
+     * process died before its fdatasync): make them durable before any data
+     * page derived from them can be written. */
+    uint64_t last = off == 0 ? segno : segno + 1;
+    for (uint64_t s = w->ctl.redo_lsn / w->seg_size; s < last; s++) {
+        int fd = seg_fd(w, s);
+        if (fd < 0)
+            return fd;
+        if (fdatasync(fd) < 0) {
+            char path[PATH_MAX];
+            seg_path(w, s, path, sizeof(path));
+            rd_panic("could not fdatasync WAL segment \"%s\": %s", path, strerror(errno));
+        }
+    }
+    w->have_prepared = 0;
+    if (off != 0) {
+        w->prepared_segno = segno;
+        w->have_prepared = 1;
+    } else if (segno > 0) {
+        w->prepared_segno = segno - 1;
+        w->have_prepared = 1;
+    }
+    return 0;
+}
+
+/* Pass 2: applies every page record that ends at or before the cut. */
+static int recover_replay(struct wal *w, struct engine *e, uint64_t cut, uint64_t *applied)
+{
+    struct wal_reader *r;
+    int rc = wal_reader_open(w->dir, w->ctl.redo_lsn, &r);
+    if (rc < 0)
+        return rc;
+    struct wal_record rec;
+    *applied = 0;
+    while ((rc = wal_reader_next(r, &rec)) == 1 && rec.end_lsn <= cut) {
+        if (rec.type != WAL_REC_PAGE_DELTA && rec.type != WAL_REC_PAGE_IMAGE)
+            continue;
+        rc = engine_redo(e, rec.page_id, rec.type, rec.body, rec.body_len, rec.end_lsn);
+        if (rc < 0) {
+            rd_error("could not replay WAL record at lsn %X/%X (page %" PRIu32 ", %s): %s",
+                     (unsigned)(rec.lsn >> 32), (unsigned)rec.lsn, rec.page_id,
+                     wal_rec_type_name(rec.type), rd_strerror(rc));
+            break;
+        }
+        (*applied)++;
+    }
+    wal_reader_close(r);
+    return rc < 0 ? rc : 0;
+}
+
+int wal_recover(struct wal *w, struct engine *e)
+{
+    rd_assert(!w->recovered);
+    uint64_t t0 = rd_now_us();
+    uint64_t cut, prev, end, nrec, applied;
+    int rc = recover_scan(w, &cut, &prev, &end, &nrec);
+    if (rc < 0)
+        return rc;
+    if (end > cut)
+        rd_info("discarding %" PRIu64 " bytes of WAL after the last commit at %X/%X (transaction "
+                "without a commit record)",
+                end - cut, (unsigned)(cut >> 32), (unsigned)cut);
+    if ((rc = recover_truncate(w, cut)) < 0)
+        return rc;
+    w->insert_lsn = w->flushed_lsn = cut;
+    w->prev_lsn = prev;
+    w->bufs[0].start_lsn = w->bufs[1].start_lsn = cut;
+    w->recovered = 1;
+    if (cut % w->seg_size != 0 && (rc = seg_prepare(w, cut / w->seg_size)) < 0)
+        return rc;
+    if ((rc = recover_replay(w, e, cut, &applied)) < 0)
+        return rc;
+    if ((rc = engine_reload_meta(e)) < 0) {
+        rd_error("could not reload the engine's meta page after recovery: %s", rd_strerror(rc));
+        return rc;
+    }
+    engine_set_fpi_threshold(e, w->ctl.redo_lsn);
+    w->ctl.state = WAL_STATE_IN_PRODUCTION;
+    w->ctl.time_us = rd_wall_us();
+    if ((rc = wal_control_write(w->dir, &w->ctl)) < 0)
+        return rc;
+    rd_info("recovery: replayed %" PRIu64 " page records of %" PRIu64 " from redo %X/%X to %X/%X in "
+            "%" PRIu64 " ms",
+            applied, nrec, (unsigned)(w->ctl.redo_lsn >> 32), (unsigned)w->ctl.redo_lsn,
+            (unsigned)(cut >> 32), (unsigned)cut, (rd_now_us() - t0) / 1000);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+static int checkpoint(struct wal *w, struct engine *e, uint32_t state)
+{
+    rd_assert(w->recovered);
+    uint64_t redo = w->insert_lsn;
+    int rc = wal_flush_sync(w, w->insert_lsn);
+    if (rc < 0)
+        return rc;
+    if ((rc = engine_flush_dirty(e)) < 0) {
+        rd_error("checkpoint: could not flush dirty pages: %s", rd_strerror(rc));
+        return rc;
+    }
+    uint8_t body[WAL_CHECKPOINT_BODY];
+    uint64_t now = rd_wall_us();
+    rd_put_u64le(body, redo);
+    rd_put_u32le(body + 8, w->timeline);
+    rd_put_u64le(body + 12, now);
+    uint64_t start, end;
+    if ((rc = append_record(w, WAL_REC_CHECKPOINT, 0, ENGINE_PAGE_NONE, body, sizeof(body), &start,
+                            &end)) < 0)
+        return rc;
+    if ((rc = wal_flush_sync(w, end)) < 0)
+        return rc;
+    struct wal_control c = w->ctl;
+    c.state = state;
+    c.checkpoint_lsn = start;
+    c.redo_lsn = redo;
+    c.time_us = now;
+    if ((rc = wal_control_write(w->dir, &c)) < 0)
+        return rc;
+    w->ctl = c;
+    engine_set_fpi_threshold(e, redo);
+    w->ckpt_end_lsn = end;
+    w->last_ckpt_ms = rd_now_ms();
+    w->st.checkpoints++;
+    /* Remove segments wholly below the redo point and the keep LSN. */
+    uint64_t keep = redo;
+    if (w->keep_lsn != 0)
+        keep = RD_MIN(keep, w->keep_lsn);
+    uint64_t keep_seg = keep / w->seg_size;
+    if (keep_seg > 0) {
+        prune_fds(w);
+        if ((rc = seg_remove_range(w, 0, keep_seg - 1)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int wal_checkpoint(struct wal *w, struct engine *e) { return checkpoint(w, e, WAL_STATE_IN_PRODUCTION); }
+
+int wal_needs_checkpoint(const struct wal *w)
+{
+    if (!w->recovered || w->insert_lsn == w->ckpt_end_lsn || w->insert_lsn == w->ctl.redo_lsn)
+        return 0; /* nothing logged since the last checkpoint */
+    if (w->opt.checkpoint_wal_bytes != 0 && w->insert_lsn - w->ctl.redo_lsn > w->opt.checkpoint_wal_bytes)
+        return 1;
+    if (w->opt.checkpoint_interval_ms != 0 &&
+        rd_now_ms() - w->last_ckpt_ms > w->opt.checkpoint_interval_ms)
+        return 1;
+    return 0;
+}
+
+int wal_shutdown(struct wal *w, struct engine *e)
+{
+    int rc = checkpoint(w, e, WAL_STATE_SHUT_DOWN);
+    if (rc == 0)
+        rd_info("WAL shut down cleanly at %X/%X", (unsigned)(w->insert_lsn >> 32),
+                (unsigned)w->insert_lsn);
+    return rc;
+}

@@ -1,0 +1,161 @@
+/*
+ * wal.h — the classic write-ahead log (PostgreSQL style): segment files,
+ * LSN = byte position in the log stream, every record checksummed, commit
+ * records, group commit with one write + fdatasync per batch issued through
+ * io_uring, checkpoints with a control file written atomically, full-page
+ * images on the first change to a page after a checkpoint, crash recovery
+ * from the checkpoint's redo point. See wal/README.md for formats/invariants.
+ *
+ * Threading: single-threaded; the async flush runs on the caller's rd_loop.
+ */
+#ifndef RD_WAL_H
+#define RD_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/loop.h"
+#include "engine/engine.h"
+
+#define WAL_SEGMENT_SIZE_DEFAULT (16u * 1024u * 1024u)
+#define WAL_RECORD_HDR_SIZE 32u
+#define WAL_RECORD_ALIGN 8u
+#define WAL_SEG_HDR_SIZE 64u
+
+/* WAL record types. Values 1 and 2 are the engine's page-change records
+ * (engine_rec_type); the rest are the WAL's own. Never renumber. */
+enum wal_rec_type {
+    WAL_REC_PAGE_DELTA = 1, /* = ENGINE_REC_PAGE_DELTA */
+    WAL_REC_PAGE_IMAGE = 2, /* = ENGINE_REC_PAGE_IMAGE */
+    WAL_REC_COMMIT = 16,    /* body: u64 commit wall time (µs since epoch), u64 txn id */
+    WAL_REC_CHECKPOINT = 17,/* body: u64 redo lsn, u32 timeline, u64 wall time µs */
+    WAL_REC_SWITCH = 18,    /* no body: the rest of this segment is unused */
+    WAL_REC_TIMELINE = 19,  /* body: u32 new timeline, u32 previous, u64 switch lsn (issue 3) */
+};
+
+struct wal_options {
+    const char *dir;                /* instance dir: holds control and wal/ (created if missing) */
+    uint64_t segment_size_bytes;    /* power of two, >= 1 MiB; fixed at init, stored in control */
+    uint64_t checkpoint_wal_bytes;  /* wal_needs_checkpoint() after this much WAL since the last */
+    uint64_t checkpoint_interval_ms;/* ... or after this much time */
+    struct rd_loop *loop;           /* for async flushes; NULL = wal_flush_sync only */
+    /* Called (from the loop) each time the durable LSN advances. */
+    void (*on_flushed)(void *arg, uint64_t flushed_lsn);
+    void *on_flushed_arg;
+};
+
+struct wal_stats {
+    uint64_t records, record_bytes;       /* appended */
+    uint64_t image_records, image_bytes;  /* full-page images among them */
+    uint64_t commits;
+    uint64_t flushes, fsyncs, flush_bytes;/* write+fdatasync batches */
+    uint64_t group_commits_max;           /* most commits in one flush */
+    uint64_t checkpoints;
+    uint64_t flush_lat_us_total;
+    uint64_t insert_lsn, flushed_lsn, redo_lsn;
+    uint32_t timeline;
+    uint64_t system_id;
+};
+
+struct wal;
+
+/* Opens the log in opt->dir; initialises a new one (random system id, timeline
+ * 1, empty first segment, control file) if the dir holds none. Does not replay:
+ * call wal_recover next. RD_ECORRUPT / RD_EVERSION with a logged message naming
+ * the file for a bad control file. */
+int wal_open(const struct wal_options *opt, struct wal **out);
+
+/* Crash recovery: replays every record from the control file's redo point
+ * into the engine (engine_redo), stopping at the end of valid log. A torn tail
+ * (an invalid record with nothing valid after it) is truncated; an invalid
+ * record followed by valid ones is corruption: returns RD_ECORRUPT after logging
+ * the segment file and offset. Afterwards the engine's dirty pages hold the
+ * recovered state, insert and flushed LSN are set to the end of valid log, and
+ * the engine's FPI threshold is set to the redo point. */
+int wal_recover(struct wal *w, struct engine *e);
+
+/* The sink to give the engine (engine_options.sink). */
+struct engine_sink wal_engine_sink(struct wal *w);
+
+/* Appends a commit record; *end_lsn is the LSN a client must wait for. */
+int wal_append_commit(struct wal *w, uint64_t txn_id, uint64_t *end_lsn);
+
+uint64_t wal_insert_lsn(const struct wal *w);  /* end of the last appended record */
+uint64_t wal_flushed_lsn(const struct wal *w); /* everything below is durable */
+int wal_flush_in_flight(const struct wal *w);
+/* Bytes appended but not yet handed to a write: the server stops reading
+ * client input while this is above its limit (back-pressure). */
+uint64_t wal_unflushed_bytes(const struct wal *w);
+
+/* Group commit: if there are unflushed bytes and no flush is in flight, queues
+ * the write(s) and a linked fdatasync on the loop; everything appended until
+ * the completion shares the next flush. A failed or short write or fsync is
+ * fatal: rd_panic (never retried, never acknowledged). */
+void wal_flush_async(struct wal *w);
+
+/* Blocking: makes the log durable up to at least lsn with pwrite+fdatasync.
+ * Used by eviction (engine flush_to), checkpoints and shutdown. */
+int wal_flush_sync(struct wal *w, uint64_t lsn);
+
+/* Checkpoint: redo = insert LSN; flush WAL; engine_flush_dirty; append and
+ * flush a CHECKPOINT record; write the control file atomically (tmp, fsync,
+ * rename, fsync dir); set the engine's FPI threshold to redo; remove segments
+ * wholly below redo (and below wal_set_keep_lsn's value). Blocking. */
+int wal_checkpoint(struct wal *w, struct engine *e);
+int wal_needs_checkpoint(const struct wal *w);
+/* Clean shutdown: checkpoint and mark the control file "shut down". */
+int wal_shutdown(struct wal *w, struct engine *e);
+/* Frees memory and closes files (no flush). */
+int wal_close(struct wal *w);
+
+/* Segments at or above this LSN are kept by checkpoints (replication slots). */
+void wal_set_keep_lsn(struct wal *w, uint64_t lsn);
+
+void wal_get_stats(const struct wal *w, struct wal_stats *out);
+
+/* ---- reading the log (recovery, redoubt-dump, WAL sender) ---- */
+
+struct wal_record {
+    uint64_t lsn;      /* start */
+    uint64_t end_lsn;  /* start + aligned total length */
+    uint64_t prev_lsn;
+    uint8_t type;
+    uint8_t flags;     /* ENGINE_REC_FLAG_MTR_END ... */
+    uint32_t page_id;  /* ENGINE_PAGE_NONE for non-page records */
+    const uint8_t *body; /* valid until the next wal_reader call */
+    uint32_t body_len;
+};
+
+struct wal_reader;
+/* Reads the log in dir (the instance dir) from start_lsn (0 = the oldest segment's first record). */
+int wal_reader_open(const char *dir, uint64_t start_lsn, struct wal_reader **out);
+/* 1 and *rec filled, 0 at the end of valid log, or a negative error
+ * (RD_ECORRUPT: invalid record; wal_reader_position says where). */
+int wal_reader_next(struct wal_reader *r, struct wal_record *rec);
+/* Segment file path and offset of the reader's current position (for messages). */
+void wal_reader_position(const struct wal_reader *r, char *path, size_t path_len, uint64_t *offset);
+void wal_reader_close(struct wal_reader *r);
+
+/* Encodes/decodes one record (header + body) — pure functions, fuzzed. */
+size_t wal_record_encode(uint8_t *dst, size_t dst_cap, uint64_t prev_lsn, uint8_t type, uint8_t flags,
+                         uint32_t page_id, const uint8_t *body, size_t body_len);
+/* Validates and decodes the record at src (avail bytes available). Returns the
+ * aligned total length (>0), or RD_ECORRUPT. rec->lsn/end_lsn are left to the caller. */
+int wal_record_decode(const uint8_t *src, size_t avail, struct wal_record *rec);
+const char *wal_rec_type_name(uint8_t type);
+
+/* ---- control file ---- */
+struct wal_control {
+    uint64_t system_id;
+    uint32_t timeline;
+    uint32_t state;          /* WAL_STATE_* */
+    uint64_t checkpoint_lsn; /* start of the last CHECKPOINT record */
+    uint64_t redo_lsn;       /* replay starts here */
+    uint64_t segment_size_bytes;
+    uint64_t time_us;        /* wall time of the last update */
+};
+enum { WAL_STATE_IN_PRODUCTION = 1, WAL_STATE_SHUT_DOWN = 2 };
+int wal_control_read(const char *dir, struct wal_control *out);  /* RD_ECORRUPT, RD_EVERSION, -ENOENT */
+int wal_control_write(const char *dir, const struct wal_control *c); /* atomic */
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * wal_int.h — internals shared by wal/*.c, redoubt-dump and the WAL tests.
+ * Not part of the public interface (wal.h): may change without notice.
+ */
+#ifndef RD_WAL_INT_H
+#define RD_WAL_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wal/wal.h"
+
+/* Largest record body: a full-page image (4 + 8176 bytes) plus slack for a
+ * delta with many ranges. Larger bodies get RD_ETOOBIG. */
+#define WAL_BODY_MAX (ENGINE_PAGE_SIZE + 1024u)
+#define WAL_SEG_SIZE_MIN (1024u * 1024u)
+#define WAL_SEG_SIZE_MAX (1024u * 1024u * 1024u)
+#define WAL_CONTROL_SIZE 512u
+#define WAL_SEG_MAGIC "RDWALSEG"
+#define WAL_CONTROL_MAGIC "RDCONTRL"
+#define WAL_FORMAT_VERSION 1u
+
+/* Record header field offsets (see the table at the top of wal.c). */
+#define WAL_RH_TOTAL 0
+#define WAL_RH_TYPE 4
+#define WAL_RH_FLAGS 5
+#define WAL_RH_RSV1 6
+#define WAL_RH_PAGE 8
+#define WAL_RH_RSV2 12
+#define WAL_RH_PREV 16
+#define WAL_RH_CSUM 24
+
+/* Body sizes of the WAL's own records. */
+#define WAL_COMMIT_BODY 16u
+#define WAL_CHECKPOINT_BODY 20u
+#define WAL_TIMELINE_BODY 16u
+
+struct wal_seg_header {
+    uint32_t version;
+    uint32_t timeline;
+    uint64_t segno;
+    uint64_t segment_size_bytes;
+    uint64_t system_id;
+};
+
+/* Fills a 64-byte segment header. */
+void wal_seg_header_encode(uint8_t dst[WAL_SEG_HDR_SIZE], const struct wal_seg_header *h);
+/* Validates and decodes a segment header (magic, version, reserved zero,
+ * checksum, plausible size). Returns 0, RD_ECORRUPT or RD_EVERSION; *why gets a
+ * static reason. */
+int wal_seg_header_decode(const uint8_t *src, size_t avail, struct wal_seg_header *h,
+                          const char **why);
+
+/* Like wal_record_decode, but also says why a record is invalid (static string). */
+int wal_record_decode_why(const uint8_t *src, size_t avail, struct wal_record *rec, const char **why);
+
+/* "%08X%016X" into dst (at least 25 bytes). */
+void wal_seg_name(char *dst, size_t len, uint32_t timeline, uint64_t segno);
+/* Parses a 24-hex-digit segment name; 0 on success. */
+int wal_seg_name_parse(const char *name, uint32_t *timeline, uint64_t *segno);
+
+/* Why the reader stopped (after wal_reader_next returned 0 or RD_ECORRUPT):
+ * a static reason, the LSN of the first invalid record, and — for corruption —
+ * the file and offset of the first valid record found after it. */
+struct wal_reader_stop {
+    const char *reason;
+    uint64_t lsn;
+    char path[512];
+    uint64_t offset;
+    int corrupt;             /* valid records follow */
+    char valid_path[512];
+    uint64_t valid_offset;
+};
+void wal_reader_stop_info(const struct wal_reader *r, struct wal_reader_stop *out);
+uint64_t wal_reader_segment_size(const struct wal_reader *r);
+uint32_t wal_reader_timeline(const struct wal_reader *r);
+
+/* Writes all of buf at off (retrying short writes). 0 or -errno. */
+int wal_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+/* Reads up to len bytes at off; returns bytes read (short only at EOF) or -errno. */
+long wal_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+#endif
