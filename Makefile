@@ -29,6 +29,7 @@ REPLAY_BINS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/replay_%)
 
 .PHONY: all deps test unit check fuzz fuzz-run bench demo clean integration replay
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 all: deps $(BINS)
 

@@ -77,7 +77,6 @@
  * Segments are never recycled (old ones are deleted, new ones zero-filled), so
  * stale records from an earlier life of a file can never appear after the end.
  */
-#define _GNU_SOURCE
 #include "wal/wal.h"
 
 #include <dirent.h>
@@ -106,8 +105,8 @@
 
 _Static_assert(WAL_RECORD_HDR_SIZE == 32, "record header is 32 bytes");
 _Static_assert(WAL_SEG_HDR_SIZE == 64, "segment header is 64 bytes");
-_Static_assert(WAL_REC_PAGE_DELTA == ENGINE_REC_PAGE_DELTA, "type 1 is the engine's");
-_Static_assert(WAL_REC_PAGE_IMAGE == ENGINE_REC_PAGE_IMAGE, "type 2 is the engine's");
+_Static_assert((int)WAL_REC_PAGE_DELTA == (int)ENGINE_REC_PAGE_DELTA, "type 1 is the engine's");
+_Static_assert((int)WAL_REC_PAGE_IMAGE == (int)ENGINE_REC_PAGE_IMAGE, "type 2 is the engine's");
 _Static_assert(WAL_BODY_MAX + WAL_RECORD_HDR_SIZE + WAL_SEG_HDR_SIZE < WAL_SEG_SIZE_MIN / 2,
                "a record fits in half a segment");
 
@@ -473,8 +472,8 @@ struct wal_flush_io {
 };
 
 struct wal {
-    char dir[PATH_MAX];
-    char wal_dir[PATH_MAX];
+    char dir[WAL_DIR_MAX];
+    char wal_dir[WAL_DIR_MAX + 8];
     struct wal_options opt;
     uint64_t seg_size;
     struct wal_control ctl; /* as last written */
@@ -1002,6 +1001,10 @@ static int seg_remove_range(struct wal *w, uint64_t lo, uint64_t hi)
 int wal_open(const struct wal_options *opt, struct wal **out)
 {
     rd_assert(opt->dir != NULL);
+    if (strlen(opt->dir) >= WAL_DIR_MAX) {
+        rd_error("instance dir path is too long (%zu bytes, at most %u)", strlen(opt->dir), WAL_DIR_MAX - 1);
+        return -ENAMETOOLONG;
+    }
     struct wal *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return -ENOMEM;

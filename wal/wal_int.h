@@ -1,10 +1,11 @@
 /*
- * wal_int.h — internals shared by wal/*.c, redoubt-dump and the WAL tests.
+ * wal_int.h — internals shared by the wal module's .c files, redoubt-dump and the WAL tests.
  * Not part of the public interface (wal.h): may change without notice.
  */
 #ifndef RD_WAL_INT_H
 #define RD_WAL_INT_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,8 @@
 #define WAL_SEG_MAGIC "RDWALSEG"
 #define WAL_CONTROL_MAGIC "RDCONTRL"
 #define WAL_FORMAT_VERSION 1u
+/* Longest instance dir path accepted (so every derived path fits PATH_MAX). */
+#define WAL_DIR_MAX 3800u
 
 /* Record header field offsets (see the table at the top of wal.c). */
 #define WAL_RH_TOTAL 0
@@ -65,10 +68,10 @@ int wal_seg_name_parse(const char *name, uint32_t *timeline, uint64_t *segno);
 struct wal_reader_stop {
     const char *reason;
     uint64_t lsn;
-    char path[512];
+    char path[PATH_MAX];
     uint64_t offset;
     int corrupt;             /* valid records follow */
-    char valid_path[512];
+    char valid_path[PATH_MAX];
     uint64_t valid_offset;
 };
 void wal_reader_stop_info(const struct wal_reader *r, struct wal_reader_stop *out);
