@@ -686,19 +686,20 @@ int engine_exists(struct engine *e, const uint8_t *key, size_t key_len)
     return found ? 1 : 0;
 }
 
-/* Delivers the keys of one leaf from pos; returns 1 when the scan is complete. */
+/* Delivers the keys of one leaf from pos; sets *done when max_keys were delivered. */
 static int scan_leaf(struct engine *e, int32_t f, unsigned pos, size_t max_keys, int with_values,
                      engine_scan_fn fn, void *arg, struct rd_buf *next, size_t *count,
-                     struct rd_buf *vbuf)
+                     struct rd_buf *vbuf, bool *done)
 {
     const uint8_t *p = pool_data(e, f);
     for (unsigned i = pos; i < pg_nslots(p); i++) {
         unsigned klen;
         const uint8_t *k = pg_key(p, i, &klen);
         if (*count >= max_keys) {
+            *done = true;
             if (next && rd_buf_append(next, k, klen) < 0)
                 return -ENOMEM;
-            return 1;
+            return 0;
         }
         const uint8_t *c = pg_cell(p, i);
         size_t vlen = rd_get_u32le(c + 2);
@@ -739,16 +740,17 @@ int engine_scan(struct engine *e, const uint8_t *start, size_t start_len, size_t
             break;
         bool found;
         unsigned pos = seek_len ? pg_search(pool_data(e, f), seek, seek_len, &found) : 0;
-        rc = scan_leaf(e, f, pos, max_keys, with_values, fn, arg, next, &count, &vbuf);
+        bool done = false;
+        rc = scan_leaf(e, f, pos, max_keys, with_values, fn, arg, next, &count, &vbuf, &done);
         pool_unpin(e, f);
-        if (rc != 0 || ub_len == 0)
+        if (rc != 0 || done || ub_len == 0)
             break;
         memcpy(cur, ub, ub_len);
         seek = cur;
         seek_len = ub_len;
     }
     rd_buf_free(&vbuf);
-    return rc == 1 ? 0 : rc;
+    return rc;
 }
 
 uint64_t engine_key_count(const struct engine *e) { return rd_get_u64le(meta_page(e) + META_OFF_KEYS); }
@@ -813,8 +815,20 @@ int engine_redo(struct engine *e, uint32_t page_id, uint8_t rec_type, const uint
         return rc;
     uint8_t *p = pool_data(e, f);
     if (engine_page_lsn(p) < end_lsn) {
-        rc = engine_page_apply(p, rec_type, body, body_len, end_lsn);
+        /* Apply to a copy and check the result's structure first: readers
+         * trust in-memory pages, so a bad record must not reach them (E7). */
+        uint8_t *tmp = e->scratch2;
+        memcpy(tmp, p, ENGINE_PAGE_SIZE);
+        rc = engine_page_apply(tmp, rec_type, body, body_len, end_lsn);
         rd_assert(rc == 0); /* validated above */
+        if (pg_check(tmp, page_id) < 0) {
+            rd_error("engine: %s record for page %u ending at LSN %llu leaves a malformed page",
+                     engine_rec_type_name(rec_type), page_id, (unsigned long long)end_lsn);
+            pool_unpin(e, f);
+            pool_discard(e, f); /* a NOREAD frame must not pose as the page */
+            return RD_ECORRUPT;
+        }
+        memcpy(p, tmp, ENGINE_PAGE_SIZE);
         e->frames[f].dirty = true;
     }
     pool_unpin(e, f);

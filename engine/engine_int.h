@@ -171,6 +171,8 @@ void pool_free(struct engine *e);
 /* Pins page pid into a frame (reading it unless POOL_NOREAD); *fidx is the frame. */
 int pool_get(struct engine *e, uint32_t pid, enum pool_mode mode, int32_t *fidx);
 void pool_unpin(struct engine *e, int32_t fidx);
+/* Forgets an unpinned clean frame (e.g. one filled with zeros by POOL_NOREAD). */
+void pool_discard(struct engine *e, int32_t fidx);
 int pool_write_frame(struct engine *e, int32_t fidx);
 static inline uint8_t *pool_data(struct engine *e, int32_t fidx) { return e->frames[fidx].data; }
 

@@ -233,6 +233,16 @@ void pool_unpin(struct engine *e, int32_t fidx)
     e->frames[fidx].pins--;
 }
 
+void pool_discard(struct engine *e, int32_t fidx)
+{
+    struct frame *fr = &e->frames[fidx];
+    if (fr->pins > 0 || fr->dirty || fr->mtr_slot >= 0 || fr->page_id == ENGINE_PAGE_NONE ||
+        fidx == e->meta_frame)
+        return;
+    hash_remove(e, fidx);
+    fr->page_id = ENGINE_PAGE_NONE;
+}
+
 int engine_debug_read_page(struct engine *e, uint32_t pid, uint8_t *out)
 {
     int32_t f;

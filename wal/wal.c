@@ -493,6 +493,7 @@ struct wal {
     struct wal_buf bufs[2];
     int active; /* index of the buffer appends go to */
     int in_flight;
+    int closed;         /* wal_close ran while a flush was in flight: free at its completion */
     int notify_pending; /* flushed_lsn advanced outside the loop: tell on_flushed */
     struct wal_flush_io *ios;
     size_t ios_total, ios_done;
@@ -524,8 +525,8 @@ static int seg_create(struct wal *w, uint64_t segno)
     char path[PATH_MAX], tmp[PATH_MAX];
     seg_path(w, segno, path, sizeof(path));
     struct stat sb;
-    if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == w->seg_size)
-        return 0; /* exists already (after a restart) */
+    if (stat(path, &sb) == 0)
+        return 0; /* exists already (after a restart): never replace a segment */
     snprintf(tmp, sizeof(tmp), "%s/segtemp.%d", w->wal_dir, (int)getpid());
     const char *what = "create";
     int rc = 0;
@@ -840,6 +841,8 @@ int wal_flush_sync(struct wal *w, uint64_t lsn)
     return 0;
 }
 
+static int wal_free(struct wal *w);
+
 static void flush_io_done(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
     struct wal_flush_io *fio = (struct wal_flush_io *)io;
@@ -852,6 +855,11 @@ static void flush_io_done(struct rd_io *io, const struct io_uring_cqe *cqe)
     }
     if (++w->ios_done < w->ios_total)
         return;
+    if (w->closed) { /* the owner is gone: release what the kernel held (W5) */
+        w->in_flight = 0;
+        wal_free(w);
+        return;
+    }
     /* The whole batch is durable. */
     struct wal_buf *b = &w->bufs[!w->active];
     uint64_t end = b->start_lsn + b->len;
@@ -998,6 +1006,23 @@ static int seg_remove_range(struct wal *w, uint64_t lo, uint64_t hi)
     return removed ? fsync_dir(w->wal_dir) : 0;
 }
 
+/* A crash during seg_create leaves segtemp.PID behind: never a segment, just delete it. */
+static void remove_temp_segments(const struct wal *w)
+{
+    DIR *d = opendir(w->wal_dir);
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "segtemp.", 8) != 0)
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%.64s", w->wal_dir, de->d_name);
+        if (unlink(path) < 0)
+            rd_warn("could not remove leftover \"%s\": %s", path, strerror(errno));
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
 int wal_open(const struct wal_options *opt, struct wal **out)
 {
     rd_assert(opt->dir != NULL);
@@ -1071,6 +1096,7 @@ int wal_open(const struct wal_options *opt, struct wal **out)
         w->seg_size = w->ctl.segment_size_bytes;
         w->timeline = w->ctl.timeline;
         w->system_id = w->ctl.system_id;
+        remove_temp_segments(w);
         if (opt->segment_size_bytes != 0 && opt->segment_size_bytes != w->seg_size)
             rd_warn("WAL segment size %" PRIu64 " requested, but \"%s\" was created with %" PRIu64
                     "; using the latter",
@@ -1085,11 +1111,9 @@ fail:
     return rc;
 }
 
-int wal_close(struct wal *w)
+static int wal_free(struct wal *w)
 {
-    if (w == NULL)
-        return 0;
-    rd_assert(!w->in_flight); /* the kernel still owns the buffers (L1) */
+    rd_assert(!w->in_flight);
     int rc = 0;
     for (size_t i = 0; i < w->nfds; i++)
         if (close(w->fds[i].fd) < 0 && rc == 0)
@@ -1097,8 +1121,24 @@ int wal_close(struct wal *w)
     free(w->fds);
     free(w->bufs[0].data);
     free(w->bufs[1].data);
+    free(w->ios);
     free(w);
     return rc;
+}
+
+int wal_close(struct wal *w)
+{
+    if (w == NULL)
+        return 0;
+    if (w->in_flight) {
+        /* The kernel still owns the in-flight buffer and its fds (L1): the last
+         * completion frees everything. If the loop never runs again, the memory
+         * is left to the process exit. */
+        rd_warn("WAL closed with a flush in flight: released when it completes");
+        w->closed = 1;
+        return 0;
+    }
+    return wal_free(w);
 }
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out)
