@@ -72,6 +72,7 @@ struct bench_opts {
     enum bench_mode mode;
     const char *state_path;
     int multi;
+    const char *key_prefix; /* acked mode: prepended to every key */
 };
 
 struct client {
@@ -368,9 +369,9 @@ static void acked_send(struct bench *b, struct client *c, uint64_t now_us, char 
 {
     uint64_t seq = c->seq++;
     uint64_t k = seq % b->keys_per_client;
-    char key[48], keym[48];
-    int kn = snprintf(key, sizeof(key), "ack:%u:%" PRIu64, c->id, k);
-    int kmn = snprintf(keym, sizeof(keym), "ackm:%u:%" PRIu64, c->id, k);
+    char key[160], keym[160];
+    int kn = snprintf(key, sizeof(key), "%sack:%u:%" PRIu64, b->o.key_prefix, c->id, k);
+    int kmn = snprintf(keym, sizeof(keym), "%sack:%u:%" PRIu64 ":m", b->o.key_prefix, c->id, k);
     size_t vn = acked_value(b, c->id, seq, vbuf, vcap);
     struct resp_arg set1[3] = {{(const uint8_t *)"SET", 3}, {(const uint8_t *)key, (size_t)kn}, {(uint8_t *)vbuf, vn}};
     int rc;
@@ -456,7 +457,8 @@ static int acked_write_state(struct bench *b)
                 acked_value(b, ci, (uint64_t)c->inflight_seq[k], vi, vcap);
             else
                 strcpy(vi, "-");
-            fprintf(f, "ack:%u:%" PRIu64 " %s %s%s\n", ci, k, va, vi, acked_is_multi(b, k) ? " m" : "");
+            fprintf(f, "%sack:%u:%" PRIu64 " %s %s%s\n", b->o.key_prefix, ci, k, va, vi,
+                    acked_is_multi(b, k) ? " m" : "");
             keys++;
         }
     }
@@ -779,7 +781,7 @@ static int verify_run(struct bench *b)
                 die("out of memory");
             want++;
             if (items[i].multi) {
-                snprintf(keym, sizeof(keym), "ackm:%s", items[i].key + (strncmp(items[i].key, "ack:", 4) ? 0 : 4));
+                snprintf(keym, sizeof(keym), "%s:m", items[i].key); /* the pair's second key */
                 get[1] = keym;
                 if (resp_command_str(&out, 2, get) < 0)
                     die("out of memory");
@@ -877,7 +879,8 @@ static void usage(FILE *f)
             "  --label TEXT      name of this run in the output\n"
             "  --mode M          run | acked | verify (run)\n"
             "  --state FILE      acked: write the ack state; verify: read it\n"
-            "  --multi           acked: every 2nd key is written by MULTI/SET/SET ackm/EXEC\n");
+            "  --key-prefix P    acked: prefix every key with P (one prefix per round of a kill test)\n"
+            "  --multi           acked: every 2nd key is written by MULTI/SET/SET key:m/EXEC\n");
 }
 
 static uint64_t parse_u64(const char *name, const char *s, uint64_t lo, uint64_t hi)
@@ -909,11 +912,11 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
         {"json", no_argument, 0, 'j'},           {"label", required_argument, 0, 'l'},
         {"warmup", required_argument, 0, 'w'},   {"mode", required_argument, 0, 'm'},
         {"state", required_argument, 0, 'S'},    {"multi", no_argument, 0, 'M'},
-        {"help", no_argument, 0, 'H'},           {0, 0, 0, 0},
+        {"key-prefix", required_argument, 0, 'K'}, {"help", no_argument, 0, 'H'},           {0, 0, 0, 0},
     };
     *o = (struct bench_opts){.host = "127.0.0.1", .port = "6379", .clients = 8, .duration_s = 10,
                              .warmup_s = 1, .keyspace = 100000, .value_size = 100, .pipeline = 1,
-                             .label = "", .mode = MODE_RUN};
+                             .label = "", .mode = MODE_RUN, .key_prefix = ""};
     int have_seed = 0, ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -930,6 +933,11 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
         case 'l': o->label = optarg; break;
         case 'S': o->state_path = optarg; break;
         case 'M': o->multi = 1; break;
+        case 'K':
+            if (strlen(optarg) > 64)
+                die("--key-prefix is limited to 64 bytes");
+            o->key_prefix = optarg;
+            break;
         case 'm':
             if (strcmp(optarg, "run") == 0)
                 o->mode = MODE_RUN;

@@ -147,14 +147,16 @@ static int mtr_commit(struct engine *e)
         }
         rd_put_u64le(fr->data + PG_OFF_LSN, end_lsn);
         fr->dirty = true;
-        if (e->in_txn)
+        if (e->in_txn && !fr->txn_dirty) {
             fr->txn_dirty = true;
+            e->txn_frames[e->ntxn_frames++] = e->mtr.pages[i].frame;
+        }
         e->st.records_emitted++;
         e->st.record_bytes += len;
     }
     if (rc < 0) { /* keep pages unevictable: they must never reach the file */
         for (unsigned i = 0; i < e->mtr.npages; i++)
-            e->frames[e->mtr.pages[i].frame].txn_dirty = true;
+            e->frames[e->mtr.pages[i].frame].txn_dirty = true; /* stays set for good */
     }
     mtr_release(e);
     return rc;
@@ -769,8 +771,9 @@ void engine_txn_end(struct engine *e)
     e->in_txn = false;
     if (e->failed)
         return; /* pages ahead of the log stay pinned in memory */
-    for (size_t i = 0; i < e->nframes; i++)
-        e->frames[i].txn_dirty = false;
+    for (size_t i = 0; i < e->ntxn_frames; i++)
+        e->frames[e->txn_frames[i]].txn_dirty = false;
+    e->ntxn_frames = 0;
 }
 
 void engine_set_fpi_threshold(struct engine *e, uint64_t redo_lsn) { e->fpi_threshold = redo_lsn; }

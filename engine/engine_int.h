@@ -159,6 +159,8 @@ struct engine {
     uint8_t *scratch;     /* PG_DELTA_MAX: record bodies, split copies */
     uint8_t *scratch2;    /* ENGINE_PAGE_SIZE */
     bool in_txn;
+    int32_t *txn_frames; /* frames with txn_dirty set (at most nframes) */
+    size_t ntxn_frames;
     int failed; /* sticky: a sink error left pages ahead of the log */
     uint64_t fpi_threshold;
     struct engine_stats st;

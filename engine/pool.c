@@ -25,10 +25,12 @@ int pool_init(struct engine *e, size_t nframes)
         hsize *= 2;
     e->hash_mask = hsize - 1;
     e->frames = calloc(nframes, sizeof(*e->frames));
+    e->txn_frames = calloc(nframes, sizeof(*e->txn_frames));
+    e->ntxn_frames = 0;
     e->hash = malloc(hsize * sizeof(*e->hash));
     if (posix_memalign((void **)&e->frame_mem, 4096, nframes * ENGINE_PAGE_SIZE) != 0)
         e->frame_mem = NULL;
-    if (e->frames == NULL || e->hash == NULL || e->frame_mem == NULL)
+    if (e->frames == NULL || e->txn_frames == NULL || e->hash == NULL || e->frame_mem == NULL)
         return -ENOMEM;
     memset(e->frame_mem, 0, nframes * ENGINE_PAGE_SIZE);
     for (size_t i = 0; i < hsize; i++)
@@ -45,6 +47,8 @@ int pool_init(struct engine *e, size_t nframes)
 void pool_free(struct engine *e)
 {
     free(e->frames);
+    free(e->txn_frames);
+    e->txn_frames = NULL;
     free(e->hash);
     free(e->frame_mem);
     e->frames = NULL;
