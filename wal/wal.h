@@ -158,4 +158,73 @@ enum { WAL_STATE_IN_PRODUCTION = 1, WAL_STATE_SHUT_DOWN = 2 };
 int wal_control_read(const char *dir, struct wal_control *out);  /* RD_ECORRUPT, RD_EVERSION, -ENOENT */
 int wal_control_write(const char *dir, const struct wal_control *c); /* atomic */
 
+/* ---- replication (classic mode, issue 3) ---- */
+
+/* Replica: appends one record exactly as encoded by the primary (header +
+ * body, as carried in REPL_WAL). Validates it (wal_record_decode, then the
+ * prev-LSN chain against this log) and places it with the same layout rule as
+ * the primary (segment switch included), so both logs are byte-identical;
+ * returns RD_ECORRUPT if the record is invalid or lands anywhere but at
+ * expected_lsn. *end_lsn is the LSN after it. */
+int wal_append_encoded(struct wal *w, const uint8_t *rec, size_t avail, uint64_t expected_lsn,
+                       uint64_t *end_lsn, size_t *consumed);
+
+/* LSN everything below which has been handed to write() and completed (the
+ * write CQE of a flush batch), i.e. in the OS page cache: remote_write. */
+uint64_t wal_written_lsn(const struct wal *w);
+
+/* Sender: sequential reader over this log's segment files for one replica.
+ * wal_sender_read copies whole encoded records whose start LSN lies in
+ * [from_lsn, upto_lsn) — upto_lsn must be <= wal_flushed_lsn — appending at
+ * most max_bytes (but at least one record if any) to out. Sets *first_lsn (the
+ * LSN of the first record copied, which is from_lsn or, if from_lsn was the
+ * end of a segment's usable space, the next segment's first record) and
+ * *next_lsn (after the last copied). Returns the number of records copied,
+ * 0 if none, RD_ENOTFOUND if from_lsn is in a segment already removed (the
+ * replica must re-clone), RD_ECORRUPT. */
+struct wal_sender_cursor;
+int wal_sender_open(struct wal *w, struct wal_sender_cursor **out);
+int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upto_lsn, size_t max_bytes,
+                    struct rd_buf *out, uint64_t *first_lsn, uint64_t *next_lsn);
+void wal_sender_close(struct wal_sender_cursor *c);
+
+/* Oldest LSN still present in the segment files. */
+uint64_t wal_oldest_lsn(const struct wal *w);
+
+/* Cuts the log at lsn (a record boundary <= insert LSN): drops what follows
+ * in memory and on disk (zeroed, fdatasynced; later segments removed). Used by
+ * a replica being promoted to drop a transaction whose commit never arrived. */
+int wal_truncate(struct wal *w, uint64_t lsn);
+
+/* Promotion (PostgreSQL timelines): appends a WAL_REC_TIMELINE record
+ * (new = current + 1) at the insert LSN, flushes it, writes the history file
+ * wal/<TTTTTTTT>.history (one line per ancestor: "<tli> <switch lsn hex>"),
+ * updates the control file; from then on new segments carry the new timeline
+ * in their name and header; the segment in which the switch happens is copied
+ * to the new timeline's name (PostgreSQL does the same). *switch_lsn = the
+ * LSN of the TIMELINE record. */
+int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn);
+/* The timeline and where it began (0 for timeline 1), and its parent. */
+uint32_t wal_timeline(const struct wal *w);
+uint64_t wal_timeline_switch_lsn(const struct wal *w);
+uint32_t wal_timeline_parent(const struct wal *w);
+
+/* Replica: follows a primary's timeline switch seen in the stream (a
+ * WAL_REC_TIMELINE record was appended with wal_append_encoded): records the
+ * new timeline in the control file and history like wal_switch_timeline. */
+int wal_follow_timeline(struct wal *w, uint32_t new_timeline, uint64_t switch_lsn);
+
+/* Replica restart point: like a checkpoint but at the primary's CHECKPOINT
+ * record: flushes the engine's dirty pages, writes the control file with
+ * redo = redo_lsn (taken from that record) and checkpoint = its LSN, and removes
+ * segments below redo (and below the keep LSN). Appends nothing to the log. */
+int wal_restartpoint(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, uint64_t redo_lsn);
+
+/* Cloning: creates a new instance dir from a base backup: control file with
+ * system_id, timeline, redo/checkpoint LSN and segment size, and an empty WAL
+ * whose insert LSN is redo_lsn (the segment holding it created with the
+ * primary's header). Records then arrive with wal_append_encoded from redo_lsn. */
+int wal_init_from_backup(const char *dir, uint64_t system_id, uint32_t timeline, uint64_t redo_lsn,
+                         uint64_t checkpoint_lsn, uint64_t segment_size_bytes);
+
 #endif
