@@ -18,7 +18,7 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-
 LDFLAGS := $(SAN)
 LIBS    := -luring -llz4 -lxxhash -lm
 
-MODULES := common engine wal server
+MODULES := common engine wal replica server
 LIB_SRC := $(filter-out server/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BINS    := $(BUILD)/bin/redoubt $(BUILD)/bin/redoubt-dump $(BUILD)/bin/redoubt-bench

@@ -11,6 +11,10 @@
  *           --state FILE: what was acknowledged and what was in flight.
  *   verify  reads FILE, GETs every key, and checks no acknowledged write is
  *           lost and no MULTI block is torn.
+ *   lag     replica visibility lag: a probe connection SETs a unique value on
+ *           the primary, then GETs it from --replica-port in a tight loop until
+ *           it is there; the lag of every probe goes into an rd_hist. Optional
+ *           run-mode load (--clients) on the primary runs in a second thread.
  *
  * Invariants
  *   B1. A latency sample is (time the reply was parsed) - (time the request
@@ -19,7 +23,11 @@
  *       (+OK, or EXEC answering +OK for both SETs); anything sent and not
  *       answered with success since is the key's in-flight value.
  *   B3. Every loop and buffer is bounded: reads per wake-up, replies per
- *       read, clients, pipeline depth, verify window.
+ *       read, clients, pipeline depth, verify window, lag samples and the
+ *       time one probe may wait (BENCH_LAG_PROBE_TIMEOUT_US).
+ *   B4. A lag sample is (time of the first replica GET reply holding the
+ *       probe's value) - (time the primary's +OK for the probe SET was
+ *       parsed), in µs; the time from sending the SET is kept as well.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +37,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,6 +63,9 @@
 #define BENCH_VERIFY_WINDOW 512
 #define BENCH_CONNECT_TIMEOUT_MS 5000
 #define BENCH_DRAIN_US 5000000u
+#define BENCH_LAG_MAX_SAMPLES 10000000u
+#define BENCH_LAG_PROBE_TIMEOUT_US 30000000u
+#define BENCH_LAG_PAUSE_US 1000u /* between probes, so the probe is a light writer */
 
 enum bench_mode { MODE_RUN, MODE_ACKED, MODE_VERIFY };
 
@@ -73,6 +85,10 @@ struct bench_opts {
     const char *state_path;
     int multi;
     const char *key_prefix; /* acked mode: prepended to every key */
+    int lag;                /* --mode lag: mode stays MODE_RUN for the load clients */
+    int clients_given;
+    const char *replica_host, *replica_port;
+    uint64_t samples;
 };
 
 struct client {
@@ -825,16 +841,149 @@ static int verify_run(struct bench *b)
     return lost || st.torn || st.errors ? 1 : 0;
 }
 
+/* ------------------------------------------------------------ lag mode */
+
+struct lag_result {
+    struct rd_hist ack_hist;  /* B4: from the primary's ack to visible on the replica */
+    struct rd_hist send_hist; /* from sending the SET to visible on the replica */
+    uint64_t samples, poll_gets, error_replies;
+    double secs;
+};
+
+static void *lag_load_thread(void *arg)
+{
+    bench_loop(arg);
+    return NULL;
+}
+
+/* One blocking request on fd; the reply is parsed into *r (points into in).
+ * Returns the bytes to consume from in, or -1 if the connection is gone. */
+static int lag_request(int fd, struct rd_buf *out, struct rd_buf *in, size_t argc, const char *const *argv,
+                       struct resp_reply *r)
+{
+    rd_buf_reset(out);
+    if (resp_command_str(out, argc, argv) < 0)
+        die("out of memory");
+    if (write_all(fd, out->data, out->len) < 0)
+        return -1;
+    return read_replies(fd, in, r, 1);
+}
+
+static int lag_connect(const char *host, const char *port)
+{
+    char why[256];
+    int fd = bench_connect(host, port, why, sizeof(why));
+    if (fd < 0)
+        die("%s (lag probe)", why);
+    return fd;
+}
+
+/* Probes until end_us or o.samples; exits 1 if a probe is never visible. */
+static void lag_probe(struct bench *b, uint64_t start_us, uint64_t end_us, struct lag_result *res)
+{
+    int pfd = lag_connect(b->o.host, b->o.port);
+    int rfd = lag_connect(b->o.replica_host, b->o.replica_port);
+    struct rd_buf out = {0}, pin = {0}, rin = {0};
+    char key[96], val[96];
+    rd_hist_init(&res->ack_hist);
+    rd_hist_init(&res->send_hist);
+    while (rd_now_us() < start_us)
+        usleep(1000);
+    uint64_t t_first = rd_now_us();
+    for (uint64_t i = 0; i < b->o.samples && rd_now_us() < end_us; i++) {
+        snprintf(key, sizeof(key), "lag:%" PRIu64 ":%" PRIu64, b->o.seed % 1000000007u, i % 64u);
+        int vn = snprintf(val, sizeof(val), "probe:%" PRIu64 ":%" PRIu64, b->o.seed, i);
+        const char *set[3] = {"SET", key, val}, *get[2] = {"GET", key};
+        struct resp_reply r;
+        uint64_t t_send = rd_now_us();
+        int used = lag_request(pfd, &out, &pin, 3, set, &r);
+        if (used < 0)
+            die("lag: lost the connection to the primary %s:%s", b->o.host, b->o.port);
+        uint64_t t_ack = rd_now_us();
+        int ok = resp_reply_is_status(&r, "OK");
+        if (!ok)
+            fprintf(stderr, "redoubt-bench: lag: probe SET on the primary failed: %.*s\n",
+                    r.type == RESP_ERROR ? (int)RD_MIN(r.len, 200u) : 0, r.type == RESP_ERROR ? (const char *)r.str : "");
+        resp_reply_free(&r);
+        rd_buf_consume(&pin, (size_t)used);
+        if (!ok) {
+            res->error_replies++;
+            usleep(100000);
+            continue;
+        }
+        for (;;) { /* tight poll, bounded by BENCH_LAG_PROBE_TIMEOUT_US (B3) */
+            used = lag_request(rfd, &out, &rin, 2, get, &r);
+            if (used < 0)
+                die("lag: lost the connection to the replica %s:%s", b->o.replica_host, b->o.replica_port);
+            uint64_t now = rd_now_us();
+            res->poll_gets++;
+            int seen = r.type == RESP_BULK && r.len == (size_t)vn && memcmp(r.str, val, (size_t)vn) == 0;
+            if (r.type == RESP_ERROR && res->error_replies++ < BENCH_ERRORS_SHOWN)
+                fprintf(stderr, "redoubt-bench: lag: replica GET error: %.*s\n", (int)RD_MIN(r.len, 200u),
+                        (const char *)r.str);
+            resp_reply_free(&r);
+            rd_buf_consume(&rin, (size_t)used);
+            if (seen) {
+                rd_hist_record(&res->ack_hist, now - t_ack);
+                rd_hist_record(&res->send_hist, now - t_send);
+                res->samples++;
+                break;
+            }
+            if (now - t_ack > BENCH_LAG_PROBE_TIMEOUT_US) {
+                fprintf(stderr, "redoubt-bench: lag: %s=%s not visible on the replica %s:%s after %u s\n", key, val,
+                        b->o.replica_host, b->o.replica_port, BENCH_LAG_PROBE_TIMEOUT_US / 1000000u);
+                exit(1);
+            }
+        }
+        usleep(BENCH_LAG_PAUSE_US);
+    }
+    res->secs = (double)(rd_now_us() - t_first) / 1e6;
+    rd_buf_free(&out);
+    rd_buf_free(&pin);
+    rd_buf_free(&rin);
+    if (close(pfd) < 0 || close(rfd) < 0)
+        fprintf(stderr, "redoubt-bench: close: %s\n", strerror(errno));
+}
+
+static void lag_report(const struct bench *b, const struct lag_result *res)
+{
+    const struct rd_hist *h = &res->ack_hist, *hs = &res->send_hist;
+    if (b->o.json) {
+        printf(",\"replica_host\":");
+        json_str(stdout, b->o.replica_host);
+        printf(",\"replica_port\":%s,\"samples\":%" PRIu64 ",\"lag_secs\":%.3f,\"lag_poll_gets\":%" PRIu64
+               ",\"lag_error_replies\":%" PRIu64 ",\"lag_p50_us\":%" PRIu64 ",\"lag_p90_us\":%" PRIu64
+               ",\"lag_p99_us\":%" PRIu64 ",\"lag_p999_us\":%" PRIu64 ",\"lag_max_us\":%" PRIu64
+               ",\"lag_mean_us\":%.1f,\"set_to_visible_p50_us\":%" PRIu64 ",\"set_to_visible_p99_us\":%" PRIu64
+               ",\"set_to_visible_max_us\":%" PRIu64,
+               b->o.replica_port, res->samples, res->secs, res->poll_gets, res->error_replies,
+               rd_hist_percentile(h, 50), rd_hist_percentile(h, 90), rd_hist_percentile(h, 99),
+               rd_hist_percentile(h, 99.9), h->total ? h->max : 0, rd_hist_mean(h), rd_hist_percentile(hs, 50),
+               rd_hist_percentile(hs, 99), hs->total ? hs->max : 0);
+        return;
+    }
+    printf("lag: %" PRIu64 " samples over %.2f s, replica %s:%s, %" PRIu64 " replica GETs, %" PRIu64
+           " error replies\n",
+           res->samples, res->secs, b->o.replica_host, b->o.replica_port, res->poll_gets, res->error_replies);
+    printf("visibility_lag_us (primary ack -> readable on replica) p50 %" PRIu64 "  p90 %" PRIu64 "  p99 %" PRIu64
+           "  p999 %" PRIu64 "  max %" PRIu64 "  mean %.1f\n",
+           rd_hist_percentile(h, 50), rd_hist_percentile(h, 90), rd_hist_percentile(h, 99),
+           rd_hist_percentile(h, 99.9), h->total ? h->max : 0, rd_hist_mean(h));
+    printf("set_to_visible_us (SET sent -> readable on replica) p50 %" PRIu64 "  p99 %" PRIu64 "  max %" PRIu64
+           "\n",
+           rd_hist_percentile(hs, 50), rd_hist_percentile(hs, 99), hs->total ? hs->max : 0);
+}
+
 /* ------------------------------------------------------------ reporting */
 
-static void report(struct bench *b, const char *commit, const char *machine)
+static void report(struct bench *b, const char *commit, const char *machine, const struct lag_result *lag)
 {
     double secs = (double)(b->end_us - b->measure_start_us) / 1e6;
     double ops_s = secs > 0 ? (double)b->ops / secs : 0;
     const struct rd_hist *h = &b->hist;
     uint64_t p50 = rd_hist_percentile(h, 50), p90 = rd_hist_percentile(h, 90), p99 = rd_hist_percentile(h, 99),
              p999 = rd_hist_percentile(h, 99.9);
-    const char *mode = b->o.mode == MODE_RUN ? "run" : "acked";
+    const char *mode = b->o.lag ? "lag" : b->o.mode == MODE_RUN ? "run" : "acked";
     if (b->o.json) {
         printf("{\"label\":");
         json_str(stdout, b->o.label);
@@ -849,9 +998,17 @@ static void report(struct bench *b, const char *commit, const char *machine)
         json_str(stdout, commit);
         printf(",\"machine\":");
         json_str(stdout, machine);
+        if (lag)
+            lag_report(b, lag);
         printf("}\n");
         return;
     }
+    if (lag)
+        lag_report(b, lag);
+    if (lag && b->o.clients == 0)
+        return;
+    if (lag)
+        printf("load on the primary (%u clients):\n", b->o.clients);
     printf("ops %" PRIu64 "  errors %" PRIu64 "  connections lost %" PRIu64 "  (over %.2f s%s)\n", b->ops,
            b->errors, b->conn_lost, secs, b->o.mode == MODE_RUN ? " after warm-up" : "");
     printf("throughput %.0f ops/s\n", ops_s);
@@ -880,7 +1037,12 @@ static void usage(FILE *f)
             "  --mode M          run | acked | verify (run)\n"
             "  --state FILE      acked: write the ack state; verify: read it\n"
             "  --key-prefix P    acked: prefix every key with P (one prefix per round of a kill test)\n"
-            "  --multi           acked: every 2nd key is written by MULTI/SET/SET key:m/EXEC\n");
+            "  --multi           acked: every 2nd key is written by MULTI/SET/SET key:m/EXEC\n"
+            "  --mode lag        replica visibility lag (needs --replica-port); --clients N adds\n"
+            "                    run-mode load on the primary (default 0 in lag mode)\n"
+            "  --replica-host H  lag: replica address (--host)\n"
+            "  --replica-port P  lag: replica port\n"
+            "  --samples K       lag: at most K probes (100000); the run ends at --duration anyway\n");
 }
 
 static uint64_t parse_u64(const char *name, const char *s, uint64_t lo, uint64_t hi)
@@ -912,17 +1074,25 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
         {"json", no_argument, 0, 'j'},           {"label", required_argument, 0, 'l'},
         {"warmup", required_argument, 0, 'w'},   {"mode", required_argument, 0, 'm'},
         {"state", required_argument, 0, 'S'},    {"multi", no_argument, 0, 'M'},
-        {"key-prefix", required_argument, 0, 'K'}, {"help", no_argument, 0, 'H'},           {0, 0, 0, 0},
+        {"key-prefix", required_argument, 0, 'K'}, {"help", no_argument, 0, 'H'},
+        {"replica-host", required_argument, 0, 'R'}, {"replica-port", required_argument, 0, 'r'},
+        {"samples", required_argument, 0, 'n'},  {0, 0, 0, 0},
     };
     *o = (struct bench_opts){.host = "127.0.0.1", .port = "6379", .clients = 8, .duration_s = 10,
                              .warmup_s = 1, .keyspace = 100000, .value_size = 100, .pipeline = 1,
-                             .label = "", .mode = MODE_RUN, .key_prefix = ""};
+                             .label = "", .mode = MODE_RUN, .key_prefix = "", .samples = 100000};
     int have_seed = 0, ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
         case 'h': o->host = optarg; break;
         case 'p': parse_u64("port", optarg, 1, 65535); o->port = optarg; break;
-        case 'c': o->clients = (unsigned)parse_u64("clients", optarg, 1, BENCH_MAX_CLIENTS); break;
+        case 'c':
+            o->clients = (unsigned)parse_u64("clients", optarg, 0, BENCH_MAX_CLIENTS);
+            o->clients_given = 1;
+            break;
+        case 'R': o->replica_host = optarg; break;
+        case 'r': parse_u64("replica-port", optarg, 1, 65535); o->replica_port = optarg; break;
+        case 'n': o->samples = parse_u64("samples", optarg, 1, BENCH_LAG_MAX_SAMPLES); break;
         case 'd': o->duration_s = parse_secs("duration", optarg); break;
         case 'w': o->warmup_s = parse_secs("warmup", optarg); break;
         case 'k': o->keyspace = parse_u64("keyspace", optarg, 1, 100000000); break;
@@ -946,9 +1116,9 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
             else if (strcmp(optarg, "verify") == 0)
                 o->mode = MODE_VERIFY;
             else if (strcmp(optarg, "lag") == 0)
-                die("--mode lag is not implemented yet");
+                o->mode = MODE_RUN, o->lag = 1;
             else
-                die("unknown --mode \"%s\" (run, acked, verify)", optarg);
+                die("unknown --mode \"%s\" (run, acked, verify, lag)", optarg);
             break;
         case 'H': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -956,6 +1126,16 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
     }
     if (optind < argc)
         die("unexpected argument \"%s\" (see --help)", argv[optind]);
+    if (o->lag) {
+        if (o->replica_port == NULL)
+            die("--mode lag needs --replica-port P");
+        if (o->replica_host == NULL)
+            o->replica_host = o->host;
+        if (!o->clients_given)
+            o->clients = 0;
+    } else if (o->clients == 0) {
+        die("--clients must be at least 1 in mode run/acked");
+    }
     if (o->mode != MODE_RUN && o->state_path == NULL)
         die("--mode %s needs --state FILE", o->mode == MODE_ACKED ? "acked" : "verify");
     if (o->mode == MODE_ACKED) {
@@ -980,13 +1160,16 @@ int main(int argc, char **argv)
     machine_desc(machine, sizeof(machine));
     FILE *info = b.o.json ? stderr : stdout;
     fprintf(info, "redoubt-bench: mode %s, seed %" PRIu64 " (replay the key sequence with --seed %" PRIu64 ")\n",
-            b.o.mode == MODE_RUN ? "run" : "acked", b.o.seed, b.o.seed);
+            b.o.lag ? "lag" : b.o.mode == MODE_RUN ? "run" : "acked", b.o.seed, b.o.seed);
     if (!b.o.json) {
         printf("machine: %s; commit %s\n", machine, commit);
         printf("settings: host %s port %s clients %u pipeline %u keyspace %" PRIu64 " value_size %zu B warmup %g s "
                "duration %g s%s label \"%s\"\n",
                b.o.host, b.o.port, b.o.clients, b.o.pipeline, b.o.keyspace, b.o.value_size, b.o.warmup_s,
                b.o.duration_s, b.o.multi ? " multi" : "", b.o.label);
+        if (b.o.lag)
+            printf("lag: replica %s:%s, at most %" PRIu64 " samples\n", b.o.replica_host, b.o.replica_port,
+                   b.o.samples);
         fflush(stdout);
     }
 
@@ -995,7 +1178,7 @@ int main(int argc, char **argv)
         die("epoll_create1: %s", strerror(errno));
     rd_hist_init(&b.hist);
     b.cl = xcalloc(b.o.clients, sizeof(*b.cl));
-    b.keys_per_client = RD_MAX(b.o.keyspace / b.o.clients, 1u);
+    b.keys_per_client = RD_MAX(b.o.keyspace / RD_MAX(b.o.clients, 1u), 1u);
     b.value = xcalloc(1, b.o.value_size + 1);
     uint64_t vs = b.o.seed ^ 0x76616c7565ull;
     for (size_t i = 0; i < b.o.value_size; i++)
@@ -1023,7 +1206,19 @@ int main(int argc, char **argv)
     uint64_t start_us = rd_now_us();
     b.measure_start_us = start_us + (uint64_t)(b.o.warmup_s * 1e6);
     b.end_us = b.measure_start_us + (uint64_t)(b.o.duration_s * 1e6);
-    bench_loop(&b);
+    struct lag_result *lag = NULL;
+    if (b.o.lag) {
+        lag = xcalloc(1, sizeof(*lag));
+        pthread_t load;
+        int prc = b.o.clients ? pthread_create(&load, NULL, lag_load_thread, &b) : 0;
+        if (prc != 0)
+            die("pthread_create: %s", strerror(prc));
+        lag_probe(&b, b.measure_start_us, b.end_us, lag);
+        if (b.o.clients && (prc = pthread_join(load, NULL)) != 0)
+            die("pthread_join: %s", strerror(prc));
+    } else {
+        bench_loop(&b);
+    }
     uint64_t stop_us = rd_now_us();
     if (b.o.mode == MODE_ACKED || stop_us < b.end_us)
         b.end_us = RD_MAX(stop_us, b.measure_start_us); /* the server went away early, or drain time */
@@ -1045,7 +1240,8 @@ int main(int argc, char **argv)
     } else if (b.conn_lost > 0) {
         status = 1;
     }
-    report(&b, commit, machine);
+    report(&b, commit, machine, lag);
+    free(lag);
     for (unsigned i = 0; i < b.o.clients; i++) {
         struct client *c = &b.cl[i];
         if (c->alive && close(c->fd) < 0)

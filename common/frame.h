@@ -46,7 +46,7 @@ int frame_append(struct rd_buf *out, uint8_t type, uint64_t epoch, const void *p
 
 /* Decodes the frame at buf[0..len): returns the bytes it occupies (> 0), 0 if
  * incomplete, or RD_ECORRUPT (with *why a static sentence) for an invalid
- * frame. On success *payload/*payload_len is the raw payload: pointing into
+ * frame. On success *payload and *payload_len are the raw payload: pointing into
  * buf, or into scratch when it was compressed (valid until scratch changes). */
 int frame_decode(const uint8_t *buf, size_t len, struct frame_hdr *h, struct rd_buf *scratch,
                  const uint8_t **payload, size_t *payload_len, const char **why);

@@ -29,6 +29,7 @@ enum {
     CMD_NOAUTH = 1u << 1,  /* allowed before AUTH */
     CMD_NOQUEUE = 1u << 2, /* executed immediately even inside MULTI */
     CMD_NOMULTI = 1u << 3, /* refused inside MULTI */
+    CMD_NOSTORAGE = 1u << 4, /* works while a replica is still cloning */
 };
 
 struct cmd_def {
@@ -225,15 +226,75 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct resp_arg
     s->shutdown_requested = 1; /* the loop checkpoints and exits; the client sees EOF */
 }
 
+/* WAIT numreplicas timeout_ms: blocks this client until numreplicas replicas
+ * have flushed its last write, or the timeout (0 = forever) expires; replies
+ * with the number that had (Redis semantics). */
 static void cmd_wait(struct server *s, struct conn *c, const struct resp_args *a)
 {
-    (void)s;
     int64_t n, t;
     if (arg_int64(&a->v[1], &n) < 0 || arg_int64(&a->v[2], &t) < 0 || n < 0 || t < 0) {
         reply_err(c, "ERR value is not an integer or out of range");
         return;
     }
-    reply_int(c, 0); /* standalone: no replicas acknowledge anything */
+    if (s->role == SERVER_ROLE_REPLICA) {
+        reply_err(c, "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if "
+                     "a replica is configured to be writable (which is not the default) writes to replicas are "
+                     "just local and are not propagated.");
+        return;
+    }
+    size_t have = repl_count_acked(s, c->last_write_lsn);
+    if ((int64_t)have >= n || s->role != SERVER_ROLE_PRIMARY) {
+        reply_int(c, (int64_t)have);
+        return;
+    }
+    c->wait_active = 1;
+    c->wait_num = n;
+    c->wait_deadline_ms = t == 0 ? UINT64_MAX : rd_now_ms() + (uint64_t)t;
+    s->nwaiting++;
+}
+
+static void cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    repl_cmd_replicate(s, c, a);
+}
+
+/* REPLICAOF host port | REPLICAOF NO ONE (promote). */
+static void cmd_replicaof(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    char err[512];
+    if (arg_eq(&a->v[1], "no") && arg_eq(&a->v[2], "one")) {
+        if (s->role != SERVER_ROLE_REPLICA) {
+            reply_ok(c); /* already a primary: Redis answers OK too */
+            return;
+        }
+        if (repl_promote(s, err, sizeof(err)) < 0)
+            reply_err(c, "%s", err);
+        else
+            reply_ok(c);
+        return;
+    }
+    int64_t port;
+    if (arg_int64(&a->v[2], &port) < 0 || port < 1 || port > 65535 || a->v[1].len == 0 || a->v[1].len > 255) {
+        reply_err(c, "ERR Invalid master port or host");
+        return;
+    }
+    char host[256];
+    memcpy(host, a->v[1].ptr, a->v[1].len);
+    host[a->v[1].len] = 0;
+    if (repl_repoint(s, host, (int)port, err, sizeof(err)) < 0)
+        reply_err(c, "%s", err);
+    else
+        reply_ok(c);
+}
+
+static void cmd_promote(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    (void)a;
+    char err[512];
+    if (repl_promote(s, err, sizeof(err)) < 0)
+        reply_err(c, "%s", err);
+    else
+        reply_ok(c);
 }
 
 /* ------------------------------------------------------------ keys */
@@ -615,8 +676,13 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
 {
     struct wal_stats ws;
     struct engine_stats es;
-    wal_get_stats(s->wal, &ws);
-    engine_get_stats(s->engine, &es);
+    memset(&ws, 0, sizeof(ws));
+    memset(&es, 0, sizeof(es));
+    if (s->wal)
+        wal_get_stats(s->wal, &ws);
+    if (s->engine)
+        engine_get_stats(s->engine, &es);
+    static const char *roles[] = {"standalone", "primary", "replica"};
     uint64_t up_s = (rd_now_ms() - s->start_ms) / 1000;
     int all = sec == NULL || strcasecmp(sec, "all") == 0 || strcasecmp(sec, "everything") == 0 ||
               strcasecmp(sec, "default") == 0;
@@ -624,10 +690,10 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
     if (SEC("server")) {
         rd_buf_appendf(b,
                        "# Server\r\nredis_version:7.0.0\r\nredoubt_version:0.1.0\r\nredis_mode:standalone\r\n"
-                       "role:standalone\r\nprocess_id:%d\r\ntcp_port:%d\r\nuptime_in_seconds:%" PRIu64
+                       "redoubt_role:%s\r\nprocess_id:%d\r\ntcp_port:%d\r\nuptime_in_seconds:%" PRIu64
                        "\r\ndata_dir:%s\r\ncommit_level:%s\r\nsystem_id:%" PRIu64 "\r\n\r\n",
-                       (int)getpid(), s->cfg.port, up_s, s->cfg.dir,
-                       s->cfg.commit == SERVER_COMMIT_ASYNC ? "async" : "local", ws.system_id);
+                       roles[s->role], (int)getpid(), s->cfg.port, up_s, s->cfg.dir,
+                       server_commit_name(s->cfg.commit), ws.system_id);
     }
     if (SEC("clients"))
         rd_buf_appendf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n", s->nconns,
@@ -664,11 +730,8 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
                        s->stats.txns, s->stats.errors, s->stats.protocol_errors, s->stats.replies_delayed,
                        s->stats.net_in_bytes, s->stats.net_out_bytes, s->loop.turns);
     if (SEC("replication"))
-        rd_buf_appendf(b,
-                       "# Replication\r\nrole:master\r\nredoubt_role:standalone\r\nconnected_slaves:0\r\n"
-                       "master_repl_offset:%" PRIu64 "\r\n\r\n",
-                       ws.flushed_lsn);
-    if (SEC("keyspace"))
+        repl_info(s, b);
+    if (SEC("keyspace") && s->engine)
         rd_buf_appendf(b, "# Keyspace\r\ndb0:keys=%" PRIu64 ",expires=0,avg_ttl=0\r\n\r\n",
                        engine_key_count(s->engine));
 #undef SEC
@@ -691,10 +754,7 @@ static void cmd_info(struct server *s, struct conn *c, const struct resp_args *a
 static void cmd_role(struct server *s, struct conn *c, const struct resp_args *a)
 {
     (void)a;
-    reply_array(c, 3);
-    reply_cstr(c, "master");
-    reply_int(c, (int64_t)wal_flushed_lsn(s->wal));
-    reply_array(c, 0);
+    repl_role_reply(s, c);
 }
 
 static void cmd_config(struct server *s, struct conn *c, const struct resp_args *a)
@@ -750,12 +810,12 @@ static void cmd_discard(struct server *s, struct conn *c, const struct resp_args
 static void cmd_command(struct server *s, struct conn *c, const struct resp_args *a);
 
 static const struct cmd_def cmd_table[] = {
-    {"ping", -1, CMD_NOAUTH, cmd_ping},
-    {"echo", 2, 0, cmd_echo},
-    {"quit", -1, CMD_NOAUTH | CMD_NOQUEUE, cmd_quit},
-    {"auth", -2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI, cmd_auth},
-    {"select", 2, 0, cmd_select},
-    {"client", -2, CMD_NOQUEUE, cmd_client},
+    {"ping", -1, CMD_NOAUTH | CMD_NOSTORAGE, cmd_ping},
+    {"echo", 2, CMD_NOSTORAGE, cmd_echo},
+    {"quit", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOSTORAGE, cmd_quit},
+    {"auth", -2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_auth},
+    {"select", 2, CMD_NOSTORAGE, cmd_select},
+    {"client", -2, CMD_NOQUEUE | CMD_NOSTORAGE, cmd_client},
     {"get", 2, 0, cmd_get},
     {"set", -3, CMD_WRITE, cmd_set},
     {"setnx", 3, CMD_WRITE, cmd_setnx},
@@ -772,15 +832,19 @@ static const struct cmd_def cmd_table[] = {
     {"mset", -3, CMD_WRITE, cmd_mset},
     {"scan", -2, 0, cmd_scan},
     {"dbsize", 1, 0, cmd_dbsize},
-    {"info", -1, 0, cmd_info},
-    {"role", 1, 0, cmd_role},
-    {"config", -2, 0, cmd_config},
-    {"wait", 3, CMD_NOMULTI, cmd_wait},
+    {"info", -1, CMD_NOSTORAGE, cmd_info},
+    {"role", 1, CMD_NOSTORAGE, cmd_role},
+    {"config", -2, CMD_NOSTORAGE, cmd_config},
+    {"wait", 3, CMD_NOMULTI | CMD_NOSTORAGE, cmd_wait},
+    {"replicaof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof},
+    {"slaveof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof},
+    {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote},
+    {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate},
     {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi},
     {"exec", 1, CMD_NOQUEUE, cmd_exec},
     {"discard", 1, CMD_NOQUEUE, cmd_discard},
-    {"command", -1, 0, cmd_command},
-    {"shutdown", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_shutdown},
+    {"command", -1, CMD_NOSTORAGE, cmd_command},
+    {"shutdown", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_shutdown},
 };
 
 static void cmd_command(struct server *s, struct conn *c, const struct resp_args *a)
@@ -891,7 +955,7 @@ static void multi_queue(struct server *s, struct conn *c, const struct resp_args
         rd_panic("out of memory for a reply");
 }
 
-static uint64_t txn_commit_if_changed(struct server *s, uint64_t lsn_before)
+static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t lsn_before)
 {
     if (wal_insert_lsn(s->wal) == lsn_before)
         return s->last_commit_lsn; /* read-only: depends on the newest commit it could see */
@@ -900,6 +964,7 @@ static uint64_t txn_commit_if_changed(struct server *s, uint64_t lsn_before)
     if (rc < 0)
         rd_panic("could not append a commit record: %s", rd_strerror(rc));
     s->last_commit_lsn = lsn;
+    c->last_write_lsn = lsn;
     s->stats.txns++;
     return lsn;
 }
@@ -945,7 +1010,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
     engine_txn_end(s->engine);
     free(q.v);
     multi_reset(c);
-    conn_reply_done(s, c, txn_commit_if_changed(s, before));
+    conn_reply_done(s, c, txn_commit_if_changed(s, c, before));
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -984,6 +1049,20 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
         conn_reply_done(s, c, 0);
         return;
     }
+    if (s->role == SERVER_ROLE_REPLICA && (d->flags & CMD_WRITE)) {
+        reply_err(c, "READONLY You can't write against a read only replica.");
+        if (c->in_multi)
+            c->multi_dirty = 1;
+        conn_reply_done(s, c, 0);
+        return;
+    }
+    if (!(d->flags & CMD_NOSTORAGE) &&
+        (s->engine == NULL || (s->role == SERVER_ROLE_REPLICA && !repl_replica_readable(s)))) {
+        reply_err(c, "LOADING this replica is cloning from its primary or has not replayed up to a consistent "
+                     "point yet");
+        conn_reply_done(s, c, 0);
+        return;
+    }
     if (c->in_multi && (d->flags & CMD_NOMULTI)) {
         reply_err(c, "ERR Command not allowed inside a transaction");
         c->multi_dirty = 1;
@@ -1005,11 +1084,13 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
         engine_txn_begin(s->engine);
         d->fn(s, c, a);
         engine_txn_end(s->engine);
-        conn_reply_done(s, c, txn_commit_if_changed(s, before));
+        conn_reply_done(s, c, txn_commit_if_changed(s, c, before));
         return;
     }
     s->stats.read_commands++;
     d->fn(s, c, a);
+    if (c->kind != CONN_CLIENT || c->wait_active)
+        return; /* became a walsender (frames follow, never held back) / blocked in WAIT */
     /* A read reflects every commit appended so far: it waits for the newest. */
     conn_reply_done(s, c, s->last_commit_lsn);
 }

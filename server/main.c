@@ -15,15 +15,26 @@ static void usage(FILE *f)
             "A Redoubt database instance: a B+tree engine with a write-ahead log,\n"
             "speaking the Redis protocol (RESP2) so redis-cli and redis-benchmark work.\n"
             "\n"
-            "  --role standalone     instance role (standalone: one node, local WAL; the\n"
-            "                        replication roles come with classic and aurora modes)\n"
+            "  --role ROLE           standalone (one node, local WAL), primary (classic: ships its\n"
+            "                        WAL to replicas) or replica (classic: streams from --primary)\n"
             "  --dir DIR             data directory (created if missing): control, wal/, data.rdb\n"
             "  --port N              client port (default 6380)\n"
             "  --bind ADDR           IPv4 address to listen on (default 127.0.0.1)\n"
             "  --cache-mb N          buffer pool size in MiB (default 128)\n"
-            "  --commit LEVEL        local: a reply waits until its commit is fsynced (default)\n"
-            "                        async: reply at once, flush in the background (can lose\n"
-            "                        acknowledged writes on a crash; kept for measurement)\n"
+            "  --commit LEVEL        as PostgreSQL's synchronous_commit; a reply waits until its\n"
+            "                        commit is: local: fsynced here (default); remote_write /\n"
+            "                        remote_flush / remote_apply: also written / fsynced / applied\n"
+            "                        by the --sync-replicas; async: nothing (replies at once, can\n"
+            "                        lose acknowledged writes on a crash; kept for measurement)\n"
+            "  --sync-replicas SPEC  'ANY k (r1,r2,...)' or 'FIRST k (r1,r2,...)': which replicas\n"
+            "                        a remote_* commit waits for (none connected: commits wait)\n"
+            "  --primary HOST:PORT   replica: the primary to stream from (an empty --dir clones it)\n"
+            "  --name NAME           replica: its name (sync-replicas, INFO; default the port)\n"
+            "  --wal-keep-mb N       primary: most WAL kept for a disconnected replica (default 1024);\n"
+            "                        beyond it the replica must re-clone\n"
+            "  --peers H:P,...       primary: refuse to start if one of these is a primary on a\n"
+            "                        newer timeline (this node was failed over)\n"
+            "  --replica-timeout-ms N  drop a replication link silent for N ms (default 10000)\n"
             "  --requirepass PASS    require AUTH PASS before other commands\n"
             "  --maxclients N        refuse connections beyond N (default 10000)\n"
             "  --max-query-buffer-mb N   per-client unparsed input limit (default 8)\n"
@@ -54,7 +65,8 @@ int main(int argc, char **argv)
     server_config_defaults(&cfg);
     enum {
         OPT_ROLE = 1000, OPT_DIR, OPT_PORT, OPT_BIND, OPT_CACHE, OPT_COMMIT, OPT_PASS, OPT_MAXCLIENTS,
-        OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP,
+        OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
+        OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT,
     };
     static const struct option opts[] = {
         {"role", required_argument, NULL, OPT_ROLE},
@@ -71,29 +83,67 @@ int main(int argc, char **argv)
         {"checkpoint-interval-s", required_argument, NULL, OPT_CKPT_INT},
         {"wal-segment-mb", required_argument, NULL, OPT_SEG},
         {"help", no_argument, NULL, OPT_HELP},
+        {"sync-replicas", required_argument, NULL, OPT_SYNC},
+        {"primary", required_argument, NULL, OPT_PRIMARY},
+        {"name", required_argument, NULL, OPT_NAME},
+        {"wal-keep-mb", required_argument, NULL, OPT_KEEP},
+        {"peers", required_argument, NULL, OPT_PEERS},
+        {"replica-timeout-ms", required_argument, NULL, OPT_RTIMEOUT},
         {NULL, 0, NULL, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case OPT_ROLE:
-            if (strcmp(optarg, "standalone") != 0) {
-                fprintf(stderr, "redoubt: --role %s is not available yet (only standalone)\n", optarg);
+            if (strcmp(optarg, "standalone") == 0)
+                cfg.role = SERVER_ROLE_STANDALONE;
+            else if (strcmp(optarg, "primary") == 0)
+                cfg.role = SERVER_ROLE_PRIMARY;
+            else if (strcmp(optarg, "replica") == 0)
+                cfg.role = SERVER_ROLE_REPLICA;
+            else {
+                fprintf(stderr, "redoubt: --role must be standalone, primary or replica (got \"%s\"); the aurora "
+                                "roles (writer, reader) are not built yet\n", optarg);
                 return 2;
             }
             break;
+        case OPT_SYNC: {
+            char err[256];
+            if (server_parse_sync_replicas(&cfg, optarg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "redoubt: --sync-replicas: %s\n", err);
+                return 2;
+            }
+            break;
+        }
+        case OPT_PRIMARY:
+            if (strchr(optarg, ':') == NULL) {
+                fprintf(stderr, "redoubt: --primary expects HOST:PORT, got \"%s\"\n", optarg);
+                return 2;
+            }
+            cfg.primary_addr = optarg;
+            break;
+        case OPT_NAME: cfg.name = optarg; break;
+        case OPT_KEEP: cfg.wal_keep_bytes = (uint64_t)parse_num("--wal-keep-mb", optarg, 1, 1 << 20) << 20; break;
+        case OPT_PEERS: cfg.peers = optarg; break;
+        case OPT_RTIMEOUT: cfg.replica_timeout_ms = (uint64_t)parse_num("--replica-timeout-ms", optarg, 0, 86400000); break;
         case OPT_DIR: cfg.dir = optarg; break;
         case OPT_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
         case OPT_BIND: cfg.bind_addr = optarg; break;
         case OPT_CACHE: cfg.cache_mb = (size_t)parse_num("--cache-mb", optarg, 1, 1 << 20); break;
         case OPT_COMMIT:
-            if (strcmp(optarg, "local") == 0)
+            if (strcmp(optarg, "local") == 0 || strcmp(optarg, "on") == 0)
                 cfg.commit = SERVER_COMMIT_LOCAL;
-            else if (strcmp(optarg, "async") == 0)
+            else if (strcmp(optarg, "async") == 0 || strcmp(optarg, "off") == 0)
                 cfg.commit = SERVER_COMMIT_ASYNC;
+            else if (strcmp(optarg, "remote_write") == 0)
+                cfg.commit = SERVER_COMMIT_REMOTE_WRITE;
+            else if (strcmp(optarg, "remote_flush") == 0)
+                cfg.commit = SERVER_COMMIT_REMOTE_FLUSH;
+            else if (strcmp(optarg, "remote_apply") == 0)
+                cfg.commit = SERVER_COMMIT_REMOTE_APPLY;
             else {
-                fprintf(stderr, "redoubt: --commit must be local or async (got \"%s\"); "
-                                "remote levels come with the replica roles\n", optarg);
+                fprintf(stderr, "redoubt: --commit must be async, local, remote_write, remote_flush or "
+                                "remote_apply (got \"%s\")\n", optarg);
                 return 2;
             }
             break;
@@ -133,6 +183,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "redoubt: --dir is required (see --help)\n");
         return 2;
     }
-    rd_log_init("standalone", RD_LOG_INFO);
+    if (cfg.role == SERVER_ROLE_REPLICA && cfg.primary_addr == NULL) {
+        fprintf(stderr, "redoubt: --role replica needs --primary HOST:PORT\n");
+        return 2;
+    }
+    if (cfg.role != SERVER_ROLE_REPLICA && cfg.primary_addr != NULL) {
+        fprintf(stderr, "redoubt: --primary is for --role replica\n");
+        return 2;
+    }
+    static char default_name[32];
+    if (cfg.name == NULL) {
+        snprintf(default_name, sizeof(default_name), "replica%d", cfg.port);
+        cfg.name = default_name;
+    }
+    static const char *roles[] = {"standalone", "primary", "replica"};
+    rd_log_init(roles[cfg.role], RD_LOG_INFO);
     return server_run(&cfg);
 }

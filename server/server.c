@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -67,6 +68,8 @@ void server_config_defaults(struct server_config *c)
     c->checkpoint_wal_bytes = 256u << 20;
     c->checkpoint_interval_ms = 300000;
     c->wal_segment_bytes = WAL_SEGMENT_SIZE_DEFAULT;
+    c->wal_keep_bytes = 1024u << 20;
+    c->replica_timeout_ms = 10000;
 }
 
 /* ------------------------------------------------------------ connections */
@@ -83,7 +86,7 @@ static void conn_arm_recv(struct server *s, struct conn *c)
     c->recv_armed = 1;
 }
 
-static void conn_mark_ready(struct server *s, struct conn *c)
+void conn_mark_ready(struct server *s, struct conn *c)
 {
     if (c->on_ready_list || c->closing)
         return;
@@ -102,6 +105,10 @@ static void conn_free(struct server *s, struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (c->kind != CONN_CLIENT)
+        repl_on_conn_closed(s, c);
+    if (c->wait_active)
+        s->nwaiting--;
     if (close(c->fd) < 0)
         rd_warn("close of client fd %d failed: %s", c->fd, strerror(errno));
     rd_buf_free(&c->in);
@@ -113,7 +120,7 @@ static void conn_free(struct server *s, struct conn *c)
     free(c);
 }
 
-static void conn_close(struct server *s, struct conn *c)
+void conn_close(struct server *s, struct conn *c)
 {
     if (!c->closing) {
         c->closing = 1;
@@ -129,7 +136,7 @@ void conn_close_after_reply(struct conn *c) { c->close_after_send = 1; }
 
 void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
 {
-    if (s->cfg.commit == SERVER_COMMIT_ASYNC || lsn <= s->durable_lsn)
+    if (s->cfg.commit == SERVER_COMMIT_ASYNC || s->role == SERVER_ROLE_REPLICA || lsn <= s->release_lsn)
         lsn = 0;
     if (lsn == 0 && c->nmarks == 0)
         return; /* everything in out is releasable */
@@ -157,7 +164,7 @@ static size_t conn_releasable(const struct server *s, const struct conn *c)
     if (c->nmarks == 0)
         return c->out.len;
     size_t i = 0;
-    while (i < c->nmarks && c->marks[i].lsn <= s->durable_lsn)
+    while (i < c->nmarks && c->marks[i].lsn <= s->release_lsn)
         i++;
     return i == 0 ? 0 : c->marks[i - 1].end;
 }
@@ -300,6 +307,11 @@ static void server_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
             rd_warn("close failed: %s", strerror(errno));
         return;
     }
+    conn_new(s, fd, CONN_CLIENT);
+}
+
+struct conn *conn_new(struct server *s, int fd, enum conn_kind kind)
+{
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
         rd_debug("TCP_NODELAY failed: %s", strerror(errno)); /* unix sockets etc. */
@@ -318,7 +330,16 @@ static void server_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    c->kind = kind;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
+        snprintf(c->addr, sizeof(c->addr), "%s:%d", ip, ntohs(sa.sin_port));
+    }
     conn_arm_recv(s, c);
+    return c;
 }
 
 static void server_arm_accept(struct server *s)
@@ -332,6 +353,12 @@ static void server_arm_accept(struct server *s)
 
 static void conn_process(struct server *s, struct conn *c)
 {
+    if (c->kind != CONN_CLIENT) {
+        repl_process_input(s, c);
+        return;
+    }
+    if (c->wait_active)
+        return; /* blocked in WAIT: input waits (repl_tick wakes it) */
     unsigned n = 0;
     size_t off = 0;
     while (!c->closing && !c->close_after_send && n < SERVER_CMDS_PER_TURN) {
@@ -362,6 +389,12 @@ static void conn_process(struct server *s, struct conn *c)
         n++;
         c->cmds++;
         cmd_execute(s, c, &c->args);
+        if (c->kind != CONN_CLIENT || c->wait_active) { /* became a walsender / blocked */
+            rd_buf_consume(&c->in, off);
+            if (c->in.len > 0)
+                conn_mark_ready(s, c);
+            return;
+        }
     }
     rd_buf_consume(&c->in, off);
     if (n == SERVER_CMDS_PER_TURN && c->in.len > 0 && !c->closing)
@@ -394,6 +427,7 @@ static void server_on_flushed(void *arg, uint64_t flushed_lsn)
     struct server *s = arg;
     if (flushed_lsn > s->durable_lsn)
         s->durable_lsn = flushed_lsn;
+    server_update_release(s);
     /* Sends are queued at the end of the turn for every conn (server_send_all). */
 }
 
@@ -425,13 +459,14 @@ static void server_arm_timer(struct server *s)
 
 static void server_maybe_checkpoint(struct server *s)
 {
-    if (!wal_needs_checkpoint(s->wal))
+    if (s->role == SERVER_ROLE_REPLICA || s->wal == NULL || !wal_needs_checkpoint(s->wal))
         return;
     uint64_t t0 = rd_now_us();
     int rc = wal_checkpoint(s->wal, s->engine);
     if (rc < 0)
         rd_panic("checkpoint failed: %s", rd_strerror(rc));
     s->durable_lsn = RD_MAX(s->durable_lsn, wal_flushed_lsn(s->wal));
+    server_update_release(s);
     rd_info("checkpoint complete in %llu ms", (unsigned long long)((rd_now_us() - t0) / 1000));
 }
 
@@ -519,13 +554,15 @@ static int server_lock_dir(const char *dir)
     return fd; /* kept open for the life of the process */
 }
 
-static int server_open_storage(struct server *s)
+int server_open_storage(struct server *s)
 {
     if (mkdir(s->cfg.dir, 0755) < 0 && errno != EEXIST) {
         rd_error("could not create data directory \"%s\": %s", s->cfg.dir, strerror(errno));
         return -errno;
     }
-    int lock = server_lock_dir(s->cfg.dir);
+    static int lock = -1;
+    if (lock < 0)
+        lock = server_lock_dir(s->cfg.dir);
     if (lock < 0)
         return lock;
     struct wal_options wo = {
@@ -560,13 +597,18 @@ static int server_open_storage(struct server *s)
         rd_error("crash recovery failed: %s", rd_strerror(rc));
         return rc;
     }
-    rc = wal_checkpoint(s->wal, s->engine); /* end-of-recovery checkpoint, as PostgreSQL */
-    if (rc < 0) {
-        rd_error("end-of-recovery checkpoint failed: %s", rd_strerror(rc));
-        return rc;
+    if (s->role != SERVER_ROLE_REPLICA) {
+        /* End-of-recovery checkpoint, as PostgreSQL. A replica appends nothing
+         * of its own: its log stays byte-identical to the primary's. */
+        rc = wal_checkpoint(s->wal, s->engine);
+        if (rc < 0) {
+            rd_error("end-of-recovery checkpoint failed: %s", rd_strerror(rc));
+            return rc;
+        }
     }
     s->durable_lsn = wal_flushed_lsn(s->wal);
     s->last_commit_lsn = s->durable_lsn;
+    s->release_lsn = s->durable_lsn;
     rd_info("recovered in %llu ms: %llu keys, log ends at %llX/%llX",
             (unsigned long long)((rd_now_us() - t0) / 1000),
             (unsigned long long)engine_key_count(s->engine),
@@ -623,12 +665,27 @@ int server_run(const struct server_config *cfg)
         rd_error("%s", why);
         return 1;
     }
+    s->role = s->cfg.role;
     if (server_setup_buffers(s) < 0)
         return 1;
-    if (server_open_storage(s) < 0)
+    if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
         return 1;
+    char control[4096];
+    snprintf(control, sizeof(control), "%s/control", s->cfg.dir);
+    if (s->role == SERVER_ROLE_REPLICA && access(control, F_OK) != 0) {
+        /* Empty replica: storage is created by the base backup (repl.c). */
+        if (mkdir(s->cfg.dir, 0755) < 0 && errno != EEXIST) {
+            rd_error("could not create data directory \"%s\": %s", s->cfg.dir, strerror(errno));
+            return 1;
+        }
+        rd_info("data directory \"%s\" has no control file: cloning from the primary", s->cfg.dir);
+    } else if (server_open_storage(s) < 0) {
+        return 1;
+    }
     if (server_listen(s) < 0)
         return 1;
+    if (s->role == SERVER_ROLE_REPLICA)
+        repl_start_replica(s);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -639,9 +696,9 @@ int server_run(const struct server_config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     server_arm_accept(s);
-    rd_info("ready to accept connections on %s:%d (role standalone, commit %s, dir %s)",
-            s->cfg.bind_addr, s->cfg.port, s->cfg.commit == SERVER_COMMIT_ASYNC ? "async" : "local",
-            s->cfg.dir);
+    static const char *roles[] = {"standalone", "primary", "replica"};
+    rd_info("ready to accept connections on %s:%d (role %s, commit %s, dir %s)", s->cfg.bind_addr,
+            s->cfg.port, roles[s->role], server_commit_name(s->cfg.commit), s->cfg.dir);
 
     while (!s->shutdown_requested && !server_signal_stop) {
         if (!s->timer_armed)
@@ -652,31 +709,99 @@ int server_run(const struct server_config *cfg)
         if (rc < 0)
             rd_panic("io_uring wait failed: %s", strerror(-rc));
         server_process_ready(s);
-        wal_flush_async(s->wal);
+        if (s->wal != NULL)
+            wal_flush_async(s->wal);
+        repl_tick(s);
         server_send_all(s);
-        if (!wal_flush_in_flight(s->wal))
+        if (s->wal != NULL && !wal_flush_in_flight(s->wal))
             server_maybe_checkpoint(s);
     }
     if (server_signal_stop)
         rd_info("received a termination signal: shutting down");
     /* Clean shutdown: everything appended becomes durable before anyone hears
      * about it, then a final checkpoint. */
-    rc = wal_shutdown(s->wal, s->engine);
-    if (rc < 0)
-        rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));
-    s->durable_lsn = wal_flushed_lsn(s->wal);
+    if (s->role == SERVER_ROLE_REPLICA) {
+        repl_shutdown(s); /* restart point, nothing appended */
+    } else {
+        rc = wal_shutdown(s->wal, s->engine);
+        if (rc < 0)
+            rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));
+        s->durable_lsn = wal_flushed_lsn(s->wal);
+        server_update_release(s);
+    }
     server_send_all(s);
     rd_loop_run_once(&s->loop, 0);
     server_close_all(s);
     if (close(s->listen_fd) < 0)
         rd_warn("close of listener failed: %s", strerror(errno));
-    rc = engine_close(s->engine);
-    if (rc < 0)
+    if (s->engine != NULL && (rc = engine_close(s->engine)) < 0)
         rd_error("closing the data file failed: %s", rd_strerror(rc));
-    rc = wal_close(s->wal);
-    if (rc < 0)
+    if (s->wal != NULL && (rc = wal_close(s->wal)) < 0)
         rd_error("closing the WAL failed: %s", rd_strerror(rc));
     rd_info("shut down cleanly");
     int status = s->exit_status;
     return status;
+}
+
+/* ------------------------------------------------------------ commit levels */
+
+const char *server_commit_name(enum server_commit c)
+{
+    static const char *names[] = {"local", "async", "remote_write", "remote_flush", "remote_apply"};
+    return (unsigned)c < RD_ARRAY_LEN(names) ? names[c] : "?";
+}
+
+int server_parse_sync_replicas(struct server_config *c, const char *spec, char *err, size_t err_len)
+{
+    const char *p = spec;
+    while (*p == ' ')
+        p++;
+    c->sync_method = SERVER_SYNC_FIRST;
+    if (strncasecmp(p, "ANY", 3) == 0 && (p[3] == ' ')) {
+        c->sync_method = SERVER_SYNC_ANY;
+        p += 3;
+    } else if (strncasecmp(p, "FIRST", 5) == 0 && (p[5] == ' ')) {
+        p += 5;
+    }
+    char *end = NULL;
+    long k = strtol(p, &end, 10);
+    if (end == p || k < 1 || k > SERVER_SYNC_MAX_NAMES) {
+        snprintf(err, err_len, "expected 'ANY k (name, ...)' or 'FIRST k (name, ...)' with 1 <= k <= %d",
+                 SERVER_SYNC_MAX_NAMES);
+        return -1;
+    }
+    p = end;
+    while (*p == ' ')
+        p++;
+    if (*p != '(') {
+        snprintf(err, err_len, "expected '(' after the number in \"%s\"", spec);
+        return -1;
+    }
+    p++;
+    c->sync_nnames = 0;
+    for (;;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (*p == ')')
+            break;
+        if (*p == 0) {
+            snprintf(err, err_len, "missing ')' in \"%s\"", spec);
+            return -1;
+        }
+        size_t n = strcspn(p, " ,)");
+        if (n == 0 || n >= sizeof(c->sync_names[0]) || c->sync_nnames == SERVER_SYNC_MAX_NAMES) {
+            snprintf(err, err_len, "bad or too many replica names in \"%s\"", spec);
+            return -1;
+        }
+        memcpy(c->sync_names[c->sync_nnames], p, n);
+        c->sync_names[c->sync_nnames][n] = 0;
+        c->sync_nnames++;
+        p += n;
+    }
+    if ((unsigned)k > c->sync_nnames) {
+        snprintf(err, err_len, "%ld sync replicas asked for but only %u named", k, c->sync_nnames);
+        return -1;
+    }
+    c->sync_num = (unsigned)k;
+    return 0;
 }

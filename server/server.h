@@ -10,8 +10,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum server_role { SERVER_ROLE_STANDALONE = 0 };
-enum server_commit { SERVER_COMMIT_LOCAL = 0, SERVER_COMMIT_ASYNC = 1 };
+enum server_role { SERVER_ROLE_STANDALONE = 0, SERVER_ROLE_PRIMARY = 1, SERVER_ROLE_REPLICA = 2 };
+/* PostgreSQL's synchronous_commit levels. */
+enum server_commit {
+    SERVER_COMMIT_LOCAL = 0,        /* local WAL fdatasync */
+    SERVER_COMMIT_ASYNC = 1,        /* no wait at all (can lose acked writes) */
+    SERVER_COMMIT_REMOTE_WRITE = 2, /* + sync replicas wrote it (OS cache) */
+    SERVER_COMMIT_REMOTE_FLUSH = 3, /* + sync replicas fdatasynced it */
+    SERVER_COMMIT_REMOTE_APPLY = 4, /* + sync replicas applied it (visible there) */
+};
+enum server_sync_method { SERVER_SYNC_ANY = 0, SERVER_SYNC_FIRST = 1 };
+#define SERVER_SYNC_MAX_NAMES 16
 
 struct server_config {
     enum server_role role;
@@ -28,7 +37,22 @@ struct server_config {
     uint64_t checkpoint_wal_bytes;
     uint64_t checkpoint_interval_ms;
     uint64_t wal_segment_bytes;
+    /* replication */
+    const char *name;                  /* replica name (application_name) */
+    const char *primary_addr;          /* replica: HOST:PORT of the primary */
+    enum server_sync_method sync_method;
+    unsigned sync_num;                 /* k of ANY/FIRST k (...); 0: no sync replicas */
+    unsigned sync_nnames;
+    char sync_names[SERVER_SYNC_MAX_NAMES][64];
+    uint64_t wal_keep_bytes;           /* most WAL kept for registered replicas */
+    const char *peers;                 /* primary: h:p,... checked for a newer timeline at start */
+    uint64_t replica_timeout_ms;       /* no traffic for this long: the link is dead */
 };
+
+/* Parses 'ANY k (a,b)' / 'FIRST k (a,b)' / 'k (a,b)' (= FIRST) into c.
+ * Returns 0, or -1 with a message in err. */
+int server_parse_sync_replicas(struct server_config *c, const char *spec, char *err, size_t err_len);
+const char *server_commit_name(enum server_commit c);
 
 void server_config_defaults(struct server_config *c);
 /* Runs until SHUTDOWN or SIGTERM/SIGINT (clean: checkpoint) — returns the

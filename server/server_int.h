@@ -12,6 +12,14 @@
 #include "server/server.h"
 #include "wal/wal.h"
 
+enum conn_kind {
+    CONN_CLIENT = 0,    /* a RESP client */
+    CONN_WALSENDER = 1, /* primary side of a replica's connection: frames */
+    CONN_UPSTREAM = 2,  /* replica side of its connection to the primary: frames */
+};
+
+struct repl_peer; /* repl.c */
+
 /* A reply byte range that may be sent only once lsn is durable. */
 struct conn_mark {
     size_t end; /* offset in conn.out just past the replies that need lsn */
@@ -20,6 +28,13 @@ struct conn_mark {
 
 struct conn {
     uint64_t id;
+    enum conn_kind kind;
+    struct repl_peer *peer; /* CONN_WALSENDER */
+    char addr[300];         /* peer ip:port */
+    uint64_t last_write_lsn; /* commit LSN of this client's newest write (WAIT) */
+    int wait_active;        /* blocked in WAIT */
+    uint64_t wait_deadline_ms;
+    int64_t wait_num;
     int fd;
     struct server *srv;
     struct rd_io recv_io;
@@ -63,8 +78,73 @@ struct server_stats {
     uint64_t net_in_bytes, net_out_bytes;
 };
 
+/* Replica side: the link to the primary and the apply state. */
+enum upstream_state {
+    UP_IDLE = 0,       /* not a replica, or promoted */
+    UP_DISCONNECTED,   /* waiting to reconnect */
+    UP_CONNECTING,
+    UP_HANDSHAKE,      /* REDOUBT.REPLICATE sent, waiting for HELLO / BACKUP_BEGIN */
+    UP_CLONING,        /* receiving a base backup */
+    UP_STREAMING,
+};
+
+#define UPSTREAM_ECHO_RING 1024
+
+struct upstream {
+    enum upstream_state state;
+    char host[256];
+    int port;
+    struct conn *conn;
+    int fd;                    /* connecting socket */
+    struct rd_io connect_io, timeout_io;
+    int connect_in_flight, timeout_in_flight;
+    struct __kernel_timespec connect_timeout;
+    uint64_t next_attempt_ms;
+    uint64_t last_msg_ms;      /* last frame received */
+    uint64_t primary_flush_lsn;
+    uint64_t primary_send_us;  /* send time of the newest WAL/keepalive */
+    uint64_t system_id;
+    uint64_t apply_lsn;        /* end of the last applied commit/checkpoint/timeline record */
+    uint64_t apply_time_us;    /* primary send time of the message holding it */
+    uint64_t consistent_lsn;   /* reads are served once apply_lsn >= this (after a clone) */
+    uint64_t last_ckpt_lsn, last_ckpt_redo; /* newest CHECKPOINT record applied */
+    uint64_t last_restartpoint_ms;
+    struct rd_buf pending;     /* records since the last commit, not applied yet */
+    /* primary send times of received messages, to echo per LSN (lag measurement) */
+    struct { uint64_t end_lsn, send_us; } echo[UPSTREAM_ECHO_RING];
+    size_t echo_head, echo_n;
+    uint64_t write_echo_us, flush_echo_us, apply_echo_us;
+    uint64_t sent_write, sent_flush, sent_apply; /* last status sent */
+    uint64_t status_sent_ms;
+    /* clone */
+    int clone_fd;
+    uint32_t clone_npages, clone_pages_done;
+    uint64_t clone_redo_lsn, clone_ckpt_lsn, clone_seg_size;
+    uint32_t clone_timeline;
+    int reclone_requested;
+    char last_error[512];
+    uint64_t bytes_received, msgs_received;
+    struct rd_buf pending_scratch; /* decompressed frames */
+};
+
+/* Primary side: replication slots, one per replica name (in memory). */
+#define SERVER_MAX_SLOTS 32
+struct repl_slot {
+    char name[64];
+    int in_use;
+    int active;            /* a connection streams to it now */
+    uint64_t restart_lsn;  /* the replica's confirmed flush LSN: WAL from here is kept */
+};
+
 struct server {
     struct server_config cfg;
+    enum server_role role;
+    uint64_t release_lsn;  /* replies tagged <= this may be sent (local + sync replicas) */
+    struct upstream up;
+    struct repl_slot slots[SERVER_MAX_SLOTS];
+    size_t npeers;
+    size_t nwaiting;       /* conns blocked in WAIT */
+    uint64_t repl_bytes_sent;
     struct rd_loop loop;
     struct wal *wal;
     struct engine *engine;
@@ -93,6 +173,29 @@ struct server {
     int exit_status;
     struct resp_limits limits;
 };
+
+/* server.c */
+void server_update_release(struct server *s);
+void conn_close(struct server *s, struct conn *c);
+void conn_mark_ready(struct server *s, struct conn *c);
+struct conn *conn_new(struct server *s, int fd, enum conn_kind kind);
+int server_open_storage(struct server *s);
+
+/* repl.c — both sides of classic replication. */
+void repl_process_input(struct server *s, struct conn *c); /* frames on a WALSENDER/UPSTREAM conn */
+void repl_on_conn_closed(struct server *s, struct conn *c);
+void repl_tick(struct server *s);                          /* once per loop turn */
+/* REDOUBT.REPLICATE on a client connection: turns it into a walsender. */
+void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a);
+int repl_promote(struct server *s, char *err, size_t err_len);
+int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
+void repl_start_replica(struct server *s);
+int repl_check_peers(struct server *s);
+void repl_info(struct server *s, struct rd_buf *b);
+void repl_role_reply(struct server *s, struct conn *c);
+size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */
+int repl_replica_readable(const struct server *s);          /* hot standby consistent */
+void repl_shutdown(struct server *s);
 
 /* commands.c */
 void cmd_execute(struct server *s, struct conn *c, const struct resp_args *args);

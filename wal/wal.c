@@ -479,11 +479,15 @@ struct wal {
     struct wal_control ctl; /* as last written */
     uint32_t timeline;
     uint64_t system_id;
+    struct wal_chain chain; /* current timeline and its ancestors (wal_timeline.c) */
     int recovered;
+    int prev_unknown;     /* no record before insert_lsn is known (new log, fresh backup):
+                             wal_append_encoded accepts the first record's prev as is */
 
     uint64_t insert_lsn;  /* end of the last record */
     uint64_t prev_lsn;    /* start of the last record */
     uint64_t flushed_lsn; /* durable below this */
+    uint64_t written_lsn; /* written (write CQEs done, or pwrite) below this; >= flushed_lsn */
     uint64_t ckpt_end_lsn;/* end of the last CHECKPOINT record (0 = none this run) */
     uint64_t last_ckpt_ms;
     uint64_t keep_lsn;
@@ -496,22 +500,32 @@ struct wal {
     int closed;         /* wal_close ran while a flush was in flight: free at its completion */
     int notify_pending; /* flushed_lsn advanced outside the loop: tell on_flushed */
     struct wal_flush_io *ios;
-    size_t ios_total, ios_done;
+    size_t ios_total, ios_done, writes_done;
     uint64_t flush_started_us;
 
     struct wal_fd *fds;
     size_t nfds, fds_cap;
+    /* fds replaced by a timeline switch while a flush was in flight (the
+     * kernel may still use them, W5): closed once no flush is in flight */
+    int *retired;
+    size_t nretired;
 
     struct wal_stats st;
 };
 
 /* ---------------------------------------------------------------- segment files */
 
+/* The file of segment segno: an existing one of the newest chain timeline that
+ * touches the segment, else the name to create it under. Returns its timeline. */
+static uint32_t seg_path_ex(const struct wal *w, uint64_t segno, char *dst, size_t len, int *exists)
+{
+    return wal_chain_seg_path(w->wal_dir, &w->chain, w->seg_size, segno, dst, len, exists);
+}
+
 static void seg_path(const struct wal *w, uint64_t segno, char *dst, size_t len)
 {
-    char name[32];
-    wal_seg_name(name, sizeof(name), w->timeline, segno);
-    snprintf(dst, len, "%s/%s", w->wal_dir, name);
+    int exists;
+    seg_path_ex(w, segno, dst, len, &exists);
 }
 
 /*
@@ -523,9 +537,9 @@ static void seg_path(const struct wal *w, uint64_t segno, char *dst, size_t len)
 static int seg_create(struct wal *w, uint64_t segno)
 {
     char path[PATH_MAX], tmp[PATH_MAX];
-    seg_path(w, segno, path, sizeof(path));
-    struct stat sb;
-    if (stat(path, &sb) == 0)
+    int exists;
+    uint32_t tli = seg_path_ex(w, segno, path, sizeof(path), &exists);
+    if (exists)
         return 0; /* exists already (after a restart): never replace a segment */
     snprintf(tmp, sizeof(tmp), "%s/segtemp.%d", w->wal_dir, (int)getpid());
     const char *what = "create";
@@ -542,7 +556,7 @@ static int seg_create(struct wal *w, uint64_t segno)
     for (uint64_t off = 0; off < w->seg_size && rc == 0; off += WAL_SEG_SIZE_MIN)
         rc = wal_pwrite_all(fd, zero, WAL_SEG_SIZE_MIN, off);
     if (rc == 0) {
-        struct wal_seg_header h = {WAL_FORMAT_VERSION, w->timeline, segno, w->seg_size, w->system_id};
+        struct wal_seg_header h = {WAL_FORMAT_VERSION, tli, segno, w->seg_size, w->system_id};
         uint8_t hb[WAL_SEG_HDR_SIZE];
         wal_seg_header_encode(hb, &h);
         rc = wal_pwrite_all(fd, hb, sizeof(hb), 0);
@@ -634,8 +648,40 @@ static void seg_fds_prune(struct wal *w, uint64_t below_segno)
     w->nfds = j;
 }
 
+static void close_retired(struct wal *w)
+{
+    for (size_t i = 0; i < w->nretired; i++)
+        if (close(w->retired[i]) < 0)
+            rd_warn("could not close a replaced WAL segment: %s", strerror(errno));
+    w->nretired = 0;
+}
+
+/* Drops the cached fd of segment segno (its file is being removed or replaced). */
+static void seg_fd_forget(struct wal *w, uint64_t segno)
+{
+    for (size_t i = 0; i < w->nfds; i++) {
+        if (w->fds[i].segno != segno)
+            continue;
+        int fd = w->fds[i].fd;
+        w->fds[i] = w->fds[--w->nfds];
+        int *p = w->in_flight ? realloc(w->retired, (w->nretired + 1) * sizeof(*p)) : NULL;
+        if (p != NULL) {
+            w->retired = p;
+            w->retired[w->nretired++] = fd;
+        } else {
+            if (w->in_flight)
+                rd_panic("could not retire a WAL segment fd: out of memory");
+            if (close(fd) < 0)
+                rd_warn("could not close WAL segment %" PRIu64 ": %s", segno, strerror(errno));
+        }
+        return;
+    }
+}
+
 static void prune_fds(struct wal *w)
 {
+    if (!w->in_flight)
+        close_retired(w);
     uint64_t need = w->bufs[w->active].start_lsn;
     if (w->in_flight)
         need = RD_MIN(need, w->bufs[!w->active].start_lsn);
@@ -678,7 +724,10 @@ static int begin_segment(struct wal *w)
     uint8_t *dst = buf_grow(w, WAL_SEG_HDR_SIZE);
     if (dst == NULL)
         return RD_EFULL;
-    struct wal_seg_header h = {WAL_FORMAT_VERSION, w->timeline, segno, w->seg_size, w->system_id};
+    char path[PATH_MAX];
+    int exists;
+    uint32_t tli = seg_path_ex(w, segno, path, sizeof(path), &exists);
+    struct wal_seg_header h = {WAL_FORMAT_VERSION, tli, segno, w->seg_size, w->system_id};
     wal_seg_header_encode(dst, &h);
     return 0;
 }
@@ -772,6 +821,8 @@ static void flush_advanced(struct wal *w, uint64_t lsn)
 {
     if (lsn > w->flushed_lsn)
         w->flushed_lsn = lsn;
+    if (lsn > w->written_lsn)
+        w->written_lsn = lsn;
 }
 
 /* Writes buffer bytes [from, b end) with pwrite, one piece per segment;
@@ -853,6 +904,12 @@ static void flush_io_done(struct rd_io *io, const struct io_uring_cqe *cqe)
         rd_panic("could not %s WAL segment \"%s\": %s", fio->is_fsync ? "fdatasync" : "write", path,
                  cqe->res < 0 ? strerror(-cqe->res) : "short write");
     }
+    if (!fio->is_fsync && !w->closed && ++w->writes_done == w->ios_total / 2) {
+        /* Every write of the batch completed: its bytes are in the page cache. */
+        const struct wal_buf *wb = &w->bufs[!w->active];
+        if (wb->start_lsn + wb->len > w->written_lsn)
+            w->written_lsn = wb->start_lsn + wb->len;
+    }
     if (++w->ios_done < w->ios_total)
         return;
     if (w->closed) { /* the owner is gone: release what the kernel held (W5) */
@@ -909,6 +966,7 @@ void wal_flush_async(struct wal *w)
         rd_panic("could not write WAL: out of memory for %zu flush operations", 2 * nseg);
     w->ios_total = 2 * nseg;
     w->ios_done = 0;
+    w->writes_done = 0;
     w->in_flight = 1;
     w->flush_started_us = rd_now_us();
     struct io_uring *ring = &w->opt.loop->ring;
@@ -956,54 +1014,38 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
-/* Lists segment numbers of this timeline in the wal dir: *lo, *hi; returns count or -errno. */
-static long seg_list(const struct wal *w, uint64_t *lo, uint64_t *hi)
+/* Deletes the segment files with segno in [lo, hi] of every timeline of the
+ * chain (including an ancestor's copy of a switch segment, and leftovers past
+ * an ancestor's end); fsyncs the dir. */
+static int seg_remove_range(struct wal *w, uint64_t lo, uint64_t hi)
 {
     DIR *d = opendir(w->wal_dir);
     if (d == NULL)
         return -errno;
-    long n = 0;
+    int removed = 0, rc = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         uint32_t tl;
         uint64_t s;
-        if (wal_seg_name_parse(de->d_name, &tl, &s) != 0 || tl != w->timeline)
+        if (wal_seg_name_parse(de->d_name, &tl, &s) != 0 || s < lo || s > hi ||
+            wal_chain_find(&w->chain, tl) < 0)
             continue;
-        if (n == 0 || s < *lo)
-            *lo = s;
-        if (n == 0 || s > *hi)
-            *hi = s;
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-/* Deletes segments of this timeline with segno in [lo, hi]; fsyncs the dir. */
-static int seg_remove_range(struct wal *w, uint64_t lo, uint64_t hi)
-{
-    uint64_t a = 0, b = 0;
-    long n = seg_list(w, &a, &b);
-    if (n < 0)
-        return (int)n;
-    if (n == 0)
-        return 0;
-    lo = RD_MAX(lo, a);
-    hi = RD_MIN(hi, b);
-    int removed = 0;
-    for (uint64_t s = lo; s <= hi && lo <= hi; s++) {
         char path[PATH_MAX];
-        seg_path(w, s, path, sizeof(path));
+        snprintf(path, sizeof(path), "%s/%.64s", w->wal_dir, de->d_name);
+        seg_fd_forget(w, s);
         if (unlink(path) < 0) {
             if (errno == ENOENT)
                 continue;
-            int rc = -errno;
+            rc = -errno;
             rd_error("could not remove WAL segment \"%s\": %s", path, strerror(errno));
-            return rc;
+            break;
         }
         removed++;
     }
-    return removed ? fsync_dir(w->wal_dir) : 0;
+    closedir(d);
+    if (rc == 0 && removed)
+        rc = fsync_dir(w->wal_dir);
+    return rc;
 }
 
 /* A crash during seg_create leaves segtemp.PID behind: never a segment, just delete it. */
@@ -1085,6 +1127,8 @@ int wal_open(const struct wal_options *opt, struct wal **out)
         w->seg_size = w->ctl.segment_size_bytes;
         w->timeline = 1;
         w->system_id = sysid;
+        if ((rc = wal_chain_load(w->wal_dir, 1, &w->chain)) < 0)
+            goto fail;
         if ((rc = seg_prepare(w, 0)) < 0 || (rc = wal_control_write(w->dir, &w->ctl)) < 0)
             goto fail;
         rd_info("initialised a new WAL in \"%s\" (system id %016" PRIX64 ", segment size %" PRIu64
@@ -1096,17 +1140,20 @@ int wal_open(const struct wal_options *opt, struct wal **out)
         w->seg_size = w->ctl.segment_size_bytes;
         w->timeline = w->ctl.timeline;
         w->system_id = w->ctl.system_id;
+        if ((rc = wal_chain_load(w->wal_dir, w->timeline, &w->chain)) < 0)
+            goto fail;
         remove_temp_segments(w);
         if (opt->segment_size_bytes != 0 && opt->segment_size_bytes != w->seg_size)
             rd_warn("WAL segment size %" PRIu64 " requested, but \"%s\" was created with %" PRIu64
                     "; using the latter",
                     opt->segment_size_bytes, w->dir, w->seg_size);
     }
-    w->insert_lsn = w->flushed_lsn = w->ctl.redo_lsn;
+    w->insert_lsn = w->flushed_lsn = w->written_lsn = w->ctl.redo_lsn;
     w->last_ckpt_ms = rd_now_ms();
     *out = w;
     return 0;
 fail:
+    wal_chain_free(&w->chain);
     free(w);
     return rc;
 }
@@ -1119,6 +1166,9 @@ static int wal_free(struct wal *w)
         if (close(w->fds[i].fd) < 0 && rc == 0)
             rc = -errno;
     free(w->fds);
+    close_retired(w);
+    free(w->retired);
+    wal_chain_free(&w->chain);
     free(w->bufs[0].data);
     free(w->bufs[1].data);
     free(w->ios);
@@ -1153,6 +1203,8 @@ void wal_get_stats(const struct wal *w, struct wal_stats *out)
 
 /* ---------------------------------------------------------------- recovery */
 
+static int finish_switch(struct wal *w, uint32_t new_tli, uint64_t switch_lsn);
+
 static void log_corruption(struct wal_reader *r)
 {
     struct wal_reader_stop s;
@@ -1173,8 +1225,13 @@ static void log_corruption(struct wal_reader *r)
  * last COMMIT or CHECKPOINT record (or the redo point if there is none).
  * *prev_at_cut is the start of the record that ends at the cut.
  */
+struct pending_tl {
+    uint32_t new_tli, prev_tli;
+    uint64_t lsn;
+};
+
 static int recover_scan(struct wal *w, uint64_t *cut, uint64_t *prev_at_cut, uint64_t *end,
-                        uint64_t *nrecords)
+                        uint64_t *nrecords, struct pending_tl *tl)
 {
     struct wal_reader *r;
     int rc = wal_reader_open(w->dir, w->ctl.redo_lsn, &r);
@@ -1192,9 +1249,15 @@ static int recover_scan(struct wal *w, uint64_t *cut, uint64_t *prev_at_cut, uin
         }
         (*nrecords)++;
         *end = rec.end_lsn;
-        if (rec.type == WAL_REC_COMMIT || rec.type == WAL_REC_CHECKPOINT) {
+        /* COMMIT, CHECKPOINT and TIMELINE are consistency points (W7). */
+        if (rec.type == WAL_REC_COMMIT || rec.type == WAL_REC_CHECKPOINT || rec.type == WAL_REC_TIMELINE) {
             *cut = rec.end_lsn;
             *prev_at_cut = rec.lsn;
+        }
+        if (rec.type == WAL_REC_TIMELINE && rd_get_u32le(rec.body) > tl->new_tli) {
+            tl->new_tli = rd_get_u32le(rec.body);
+            tl->prev_tli = rd_get_u32le(rec.body + 4);
+            tl->lsn = rec.lsn;
         }
     }
     if (rc == RD_ECORRUPT)
@@ -1305,7 +1368,8 @@ int wal_recover(struct wal *w, struct engine *e)
     rd_assert(!w->recovered);
     uint64_t t0 = rd_now_us();
     uint64_t cut, prev, end, nrec, applied;
-    int rc = recover_scan(w, &cut, &prev, &end, &nrec);
+    struct pending_tl tl = {0, 0, 0};
+    int rc = recover_scan(w, &cut, &prev, &end, &nrec, &tl);
     if (rc < 0)
         return rc;
     if (end > cut)
@@ -1314,8 +1378,9 @@ int wal_recover(struct wal *w, struct engine *e)
                 end - cut, (unsigned)(cut >> 32), (unsigned)cut);
     if ((rc = recover_truncate(w, cut)) < 0)
         return rc;
-    w->insert_lsn = w->flushed_lsn = cut;
+    w->insert_lsn = w->flushed_lsn = w->written_lsn = cut;
     w->prev_lsn = prev;
+    w->prev_unknown = nrec == 0;
     w->bufs[0].start_lsn = w->bufs[1].start_lsn = cut;
     w->recovered = 1;
     if (cut % w->seg_size != 0 && (rc = seg_prepare(w, cut / w->seg_size)) < 0)
@@ -1327,6 +1392,20 @@ int wal_recover(struct wal *w, struct engine *e)
         return rc;
     }
     engine_set_fpi_threshold(e, w->ctl.redo_lsn);
+    if (tl.new_tli > w->timeline) {
+        /* A TIMELINE record whose switch did not complete (crash between the
+         * record and the control file update): complete it now. */
+        if (tl.prev_tli != w->timeline) {
+            rd_error("WAL holds a switch from timeline %" PRIu32 " to %" PRIu32 " at %X/%X, but this "
+                     "log is on timeline %" PRIu32,
+                     tl.prev_tli, tl.new_tli, (unsigned)(tl.lsn >> 32), (unsigned)tl.lsn, w->timeline);
+            return RD_ECORRUPT;
+        }
+        rd_info("completing the switch to timeline %" PRIu32 " at %X/%X", tl.new_tli,
+                (unsigned)(tl.lsn >> 32), (unsigned)tl.lsn);
+        if ((rc = finish_switch(w, tl.new_tli, tl.lsn)) < 0)
+            return rc;
+    }
     w->ctl.state = WAL_STATE_IN_PRODUCTION;
     w->ctl.time_us = rd_wall_us();
     if ((rc = wal_control_write(w->dir, &w->ctl)) < 0)
@@ -1408,4 +1487,578 @@ int wal_shutdown(struct wal *w, struct engine *e)
         rd_info("WAL shut down cleanly at %X/%X", (unsigned)(w->insert_lsn >> 32),
                 (unsigned)w->insert_lsn);
     return rc;
+}
+
+/* ================================================================ replication (classic mode) */
+
+uint64_t wal_written_lsn(const struct wal *w) { return w->written_lsn; }
+
+uint32_t wal_timeline(const struct wal *w) { return w->timeline; }
+uint64_t wal_timeline_switch_lsn(const struct wal *w) { return w->chain.v[w->chain.n - 1].begin_lsn; }
+uint32_t wal_timeline_parent(const struct wal *w)
+{
+    return w->chain.n >= 2 ? w->chain.v[w->chain.n - 2].tli : 0;
+}
+
+static void fmt_lsn2(char *dst, size_t len, uint64_t lsn)
+{
+    snprintf(dst, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+}
+
+/* Where append_record would put a record of aligned size `aligned` now. */
+static uint64_t landing_lsn(const struct wal *w, size_t aligned)
+{
+    uint64_t at = w->insert_lsn;
+    if (at % w->seg_size == 0)
+        at += WAL_SEG_HDR_SIZE;
+    if (aligned > w->seg_size - at % w->seg_size)
+        at = at - at % w->seg_size + w->seg_size + WAL_SEG_HDR_SIZE;
+    return at;
+}
+
+int wal_append_encoded(struct wal *w, const uint8_t *rec, size_t avail, uint64_t expected_lsn,
+                       uint64_t *end_lsn, size_t *consumed)
+{
+    rd_assert(w->recovered);
+    struct wal_record r;
+    const char *why;
+    char exp[32], at_s[32];
+    fmt_lsn2(exp, sizeof(exp), expected_lsn);
+    int n = wal_record_decode_why(rec, avail, &r, &why);
+    if (n < 0) {
+        rd_error("replicated WAL record for lsn %s is invalid: %s", exp, why);
+        return RD_ECORRUPT;
+    }
+    size_t aligned = (size_t)n;
+    /* The same placement rule as append_record, but a SWITCH is never made up
+     * here: the primary's own SWITCH records arrive in the stream. */
+    uint64_t at = wal_next_record_lsn(w->insert_lsn, w->seg_size);
+    fmt_lsn2(at_s, sizeof(at_s), at);
+    if (r.type != WAL_REC_SWITCH && aligned > w->seg_size - at % w->seg_size) {
+        rd_error("replicated WAL record for lsn %s (%zu bytes) does not fit in the rest of the segment "
+                 "at %s, and no SWITCH record preceded it",
+                 exp, aligned, at_s);
+        return RD_ECORRUPT;
+    }
+    if (wal_next_record_lsn(expected_lsn, w->seg_size) != at) {
+        rd_error("replicated WAL record for lsn %s would land at %s", exp, at_s);
+        return RD_ECORRUPT;
+    }
+    if (!w->prev_unknown && r.prev_lsn != w->prev_lsn) {
+        char a[32], b[32];
+        fmt_lsn2(a, sizeof(a), r.prev_lsn);
+        fmt_lsn2(b, sizeof(b), w->prev_lsn);
+        rd_error("replicated WAL record at %s has prev lsn %s, but the previous record is at %s", at_s, a,
+                 b);
+        return RD_ECORRUPT;
+    }
+    int rc;
+    uint64_t off = w->insert_lsn % w->seg_size;
+    if (off != 0 && at != w->insert_lsn) { /* < 32 bytes left: implicit move to the next segment */
+        uint8_t *dst = buf_grow(w, w->seg_size - off);
+        if (dst == NULL)
+            return RD_EFULL;
+        memset(dst, 0, w->seg_size - off);
+        off = 0;
+    }
+    if (off == 0 && (rc = begin_segment(w)) < 0)
+        return rc;
+    rd_assert(w->insert_lsn == at);
+    uint8_t *dst = buf_grow(w, aligned);
+    if (dst == NULL)
+        return RD_EFULL;
+    size_t total = WAL_RECORD_HDR_SIZE + r.body_len;
+    memcpy(dst, rec, total);
+    memset(dst + total, 0, aligned - total);
+    w->prev_lsn = at;
+    w->prev_unknown = 0;
+    if (r.type == WAL_REC_SWITCH) { /* the rest of the segment is unused */
+        uint64_t rest = w->seg_size - w->insert_lsn % w->seg_size;
+        if (rest != w->seg_size) {
+            if ((dst = buf_grow(w, rest)) == NULL)
+                return RD_EFULL;
+            memset(dst, 0, rest);
+        }
+    }
+    w->st.records++;
+    w->st.record_bytes += aligned;
+    if (r.type == WAL_REC_PAGE_IMAGE) {
+        w->st.image_records++;
+        w->st.image_bytes += aligned;
+    }
+    if (r.type == WAL_REC_COMMIT) {
+        w->st.commits++;
+        w->bufs[w->active].commits++;
+    }
+    *end_lsn = w->insert_lsn;
+    *consumed = aligned;
+    uint64_t segno = at / w->seg_size;
+    if ((w->insert_lsn % w->seg_size >= w->seg_size / 2 || w->insert_lsn % w->seg_size == 0) &&
+        (rc = seg_prepare(w, segno + 1)) < 0)
+        return rc;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- WAL sender */
+
+#define WAL_REC_MAX_ALIGNED RD_ALIGN_UP(WAL_RECORD_HDR_SIZE + WAL_BODY_MAX, WAL_RECORD_ALIGN)
+
+struct wal_sender_cursor {
+    struct wal *w;
+    uint8_t *buf;
+    size_t cap;
+    uint64_t next_lsn; /* after the last record returned (0: none yet) */
+    uint64_t last_lsn; /* start of the last record returned */
+};
+
+int wal_sender_open(struct wal *w, struct wal_sender_cursor **out)
+{
+    struct wal_sender_cursor *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    c->w = w;
+    *out = c;
+    return 0;
+}
+
+void wal_sender_close(struct wal_sender_cursor *c)
+{
+    if (c == NULL)
+        return;
+    free(c->buf);
+    free(c);
+}
+
+int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upto_lsn, size_t max_bytes,
+                    struct rd_buf *out, uint64_t *first_lsn, uint64_t *next_lsn)
+{
+    struct wal *w = c->w;
+    uint64_t seg = w->seg_size;
+    uint64_t pos = wal_next_record_lsn(from_lsn, seg);
+    if (upto_lsn > w->flushed_lsn)
+        upto_lsn = w->flushed_lsn; /* only durable records are ever sent */
+    *first_lsn = *next_lsn = pos;
+    /* Continuing where the last call stopped: check the prev chain across calls too. */
+    int check_prev = c->next_lsn != 0 && wal_next_record_lsn(c->next_lsn, seg) == pos;
+    int count = 0, stop = 0;
+    size_t bytes = 0;
+    while (!stop && pos < upto_lsn) {
+        uint64_t segno = pos / seg, off = pos % seg;
+        char path[PATH_MAX];
+        int exists;
+        seg_path_ex(w, segno, path, sizeof(path), &exists);
+        int fd = exists ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        if (fd < 0) {
+            if (count > 0)
+                break;
+            if (!exists || errno == ENOENT) {
+                rd_warn("WAL sender: segment file \"%s\" for lsn %X/%X was removed", path,
+                        (unsigned)(pos >> 32), (unsigned)pos);
+                return RD_ENOTFOUND;
+            }
+            int rc = -errno;
+            rd_error("WAL sender: could not open \"%s\": %s", path, strerror(errno));
+            return rc;
+        }
+        /* The durable bytes of this segment from pos, but at most what this
+         * call may still send plus one largest record: a window never cuts a
+         * record that could still be sent. */
+        uint64_t lim = RD_MIN(seg, w->flushed_lsn - segno * seg);
+        size_t budget = max_bytes > bytes ? max_bytes - bytes : 0;
+        size_t want = (size_t)RD_MIN(lim - off, (uint64_t)budget + WAL_REC_MAX_ALIGNED);
+        if (want > c->cap) {
+            uint8_t *np = realloc(c->buf, want);
+            if (np == NULL) {
+                close(fd);
+                return -ENOMEM;
+            }
+            c->buf = np;
+            c->cap = want;
+        }
+        long got = wal_pread_all(fd, c->buf, want, off);
+        int err = got < 0 ? (int)-got : 0;
+        close(fd);
+        if (got < 0) {
+            rd_error("WAL sender: could not read \"%s\": %s", path, strerror(err));
+            return -err;
+        }
+        size_t p = 0;
+        for (;;) {
+            if (pos >= upto_lsn) {
+                stop = 1;
+                break;
+            }
+            if (wal_next_record_lsn(pos, seg) != pos) { /* segment end or a tail < 32 bytes */
+                pos = wal_next_record_lsn(pos, seg);
+                break;
+            }
+            struct wal_record r;
+            const char *why = "the durable part of the segment ends inside a record";
+            int n = p < (size_t)got ? wal_record_decode_why(c->buf + p, (size_t)got - p, &r, &why) : RD_ECORRUPT;
+            if (n > 0 && check_prev && r.prev_lsn != c->last_lsn) {
+                n = RD_ECORRUPT;
+                why = "prev LSN does not point at the previous record";
+            }
+            if (n < 0) {
+                rd_error("WAL sender: invalid record in \"%s\" at offset %" PRIu64 " (lsn %X/%X): %s", path,
+                         off + p, (unsigned)(pos >> 32), (unsigned)pos, why);
+                return RD_ECORRUPT;
+            }
+            if (count > 0 && bytes + (size_t)n > max_bytes) {
+                stop = 1;
+                break;
+            }
+            if (rd_buf_append(out, c->buf + p, (size_t)n) < 0)
+                return -ENOMEM;
+            if (count == 0)
+                *first_lsn = pos;
+            count++;
+            bytes += (size_t)n;
+            c->last_lsn = pos;
+            check_prev = 1;
+            p += (size_t)n;
+            pos = r.type == WAL_REC_SWITCH ? (segno + 1) * seg : pos + (uint64_t)n;
+            c->next_lsn = *next_lsn = pos;
+        }
+    }
+    return count;
+}
+
+uint64_t wal_oldest_lsn(const struct wal *w)
+{
+    uint64_t *segs = NULL;
+    long n = wal_chain_list(w->wal_dir, &w->chain, w->seg_size, &segs);
+    uint64_t lsn = n > 0 ? segs[0] * w->seg_size : w->insert_lsn;
+    free(segs);
+    return lsn;
+}
+
+/* ---------------------------------------------------------------- truncation */
+
+int wal_truncate(struct wal *w, uint64_t lsn)
+{
+    rd_assert(w->recovered);
+    char s[32];
+    fmt_lsn2(s, sizeof(s), lsn);
+    if (w->in_flight) {
+        rd_error("cannot truncate the WAL at %s with a flush in flight", s);
+        return RD_ESTATE;
+    }
+    if (lsn > w->insert_lsn || lsn < w->ctl.redo_lsn || (w->chain.n > 1 && lsn <= wal_timeline_switch_lsn(w))) {
+        rd_error("cannot truncate the WAL at %s: outside [redo, end] of the current timeline", s);
+        return -EINVAL;
+    }
+    if (lsn == w->insert_lsn)
+        return 0;
+    int rc = wal_flush_sync(w, w->insert_lsn); /* the reader below reads the files */
+    if (rc < 0)
+        return rc;
+    struct wal_reader *r;
+    if ((rc = wal_reader_open(w->dir, w->ctl.redo_lsn, &r)) < 0)
+        return rc;
+    uint64_t target = wal_next_record_lsn(lsn, w->seg_size);
+    int found = wal_next_record_lsn(w->ctl.redo_lsn, w->seg_size) == target, any = 0;
+    uint64_t prev = 0;
+    struct wal_record rec;
+    while (!found && (rc = wal_reader_next(r, &rec)) == 1) {
+        if (!any)
+            prev = rec.prev_lsn;
+        any = 1;
+        uint64_t end = rec.type == WAL_REC_SWITCH ? rec.lsn - rec.lsn % w->seg_size + w->seg_size : rec.end_lsn;
+        if (rec.lsn >= target)
+            break;
+        if (wal_next_record_lsn(end, w->seg_size) == target) {
+            found = 1;
+            prev = rec.lsn;
+        }
+    }
+    wal_reader_close(r);
+    if (!found) {
+        rd_error("cannot truncate the WAL at %s: not a record boundary", s);
+        return rc < 0 ? rc : -EINVAL;
+    }
+    if ((rc = recover_truncate(w, lsn)) < 0)
+        return rc;
+    prune_fds(w);
+    w->insert_lsn = w->flushed_lsn = w->written_lsn = lsn;
+    w->prev_lsn = prev;
+    w->prev_unknown = !any && w->prev_unknown;
+    for (int i = 0; i < 2; i++) {
+        w->bufs[i].start_lsn = lsn;
+        w->bufs[i].len = 0;
+        w->bufs[i].commits = 0;
+    }
+    if (lsn % w->seg_size != 0 && (rc = seg_prepare(w, lsn / w->seg_size)) < 0)
+        return rc;
+    rd_info("WAL truncated at %s", s);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- timelines */
+
+/* Copies segment segno to the new timeline's name with a new header (tmp,
+ * fdatasync, rename; the caller fsyncs the dir). Replaces an earlier copy. */
+static int seg_copy_to_timeline(struct wal *w, uint64_t segno, uint32_t new_tli)
+{
+    char src[PATH_MAX], dst[PATH_MAX], tmp[PATH_MAX], name[32];
+    int exists;
+    seg_path_ex(w, segno, src, sizeof(src), &exists);
+    wal_seg_name(name, sizeof(name), new_tli, segno);
+    snprintf(dst, sizeof(dst), "%s/%s", w->wal_dir, name);
+    snprintf(tmp, sizeof(tmp), "%s/segtemp.%d", w->wal_dir, (int)getpid());
+    uint8_t *data = calloc(1, w->seg_size);
+    if (data == NULL)
+        return -ENOMEM;
+    const char *what = "read";
+    int rc = 0, fd = -1;
+    if (exists) {
+        fd = open(src, O_RDONLY | O_CLOEXEC);
+        long got = fd < 0 ? -errno : wal_pread_all(fd, data, w->seg_size, 0);
+        if (fd >= 0)
+            close(fd);
+        if (got < 0) {
+            rc = (int)got;
+            goto fail;
+        }
+    }
+    struct wal_seg_header h = {WAL_FORMAT_VERSION, new_tli, segno, w->seg_size, w->system_id};
+    wal_seg_header_encode(data, &h);
+    what = "create";
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    what = "write";
+    rc = wal_pwrite_all(fd, data, w->seg_size, 0);
+    if (rc == 0 && fdatasync(fd) < 0) {
+        what = "fdatasync";
+        rc = -errno;
+    }
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, dst) < 0) {
+        what = "rename";
+        rc = -errno;
+    }
+    if (rc < 0)
+        goto fail;
+    free(data);
+    return 0;
+fail:
+    free(data);
+    rd_error("could not %s WAL segment \"%s\" (copy of \"%s\" for timeline %" PRIu32 "): %s", what, tmp, src,
+             new_tli, rd_strerror(rc));
+    return rc;
+}
+
+/*
+ * The TIMELINE record at switch_lsn is durable in the current timeline's
+ * files: copies the segments from the switch one to the end of the log under
+ * the new timeline's name (new header, same records), writes the history file,
+ * then the control file (the commit point), then removes the old timeline's
+ * files past the switch segment. Idempotent (recovery completes a switch cut
+ * short by a crash with it).
+ */
+static int finish_switch(struct wal *w, uint32_t new_tli, uint64_t switch_lsn)
+{
+    uint64_t first = switch_lsn / w->seg_size;
+    uint64_t last = RD_MAX(first, (w->insert_lsn - 1) / w->seg_size);
+    int rc;
+    for (uint64_t s = first; s <= last; s++)
+        if ((rc = seg_copy_to_timeline(w, s, new_tli)) < 0)
+            return rc;
+    if ((rc = fsync_dir(w->wal_dir)) < 0)
+        return rc;
+    struct wal_chain nc = {NULL, 0};
+    nc.v = malloc((w->chain.n + 1) * sizeof(*nc.v));
+    if (nc.v == NULL)
+        return -ENOMEM;
+    memcpy(nc.v, w->chain.v, w->chain.n * sizeof(*nc.v));
+    nc.n = w->chain.n;
+    if ((rc = wal_chain_push(&nc, new_tli, switch_lsn)) < 0 || (rc = wal_history_write(w->wal_dir, &nc)) < 0) {
+        wal_chain_free(&nc);
+        return rc;
+    }
+    struct wal_control c = w->ctl;
+    c.timeline = new_tli;
+    c.time_us = rd_wall_us();
+    if ((rc = wal_control_write(w->dir, &c)) < 0) {
+        wal_chain_free(&nc);
+        return rc;
+    }
+    w->ctl = c;
+    uint32_t old_tli = w->timeline;
+    wal_chain_free(&w->chain);
+    w->chain = nc;
+    w->timeline = new_tli;
+    /* Cached fds of the switch segment and later name the old files. */
+    for (size_t i = 0; i < w->nfds;) {
+        if (w->fds[i].segno >= first)
+            seg_fd_forget(w, w->fds[i].segno);
+        else
+            i++;
+    }
+    /* The old timeline's files past the switch segment (prepared, empty, or
+     * copied above) are no longer part of this log. */
+    DIR *d = opendir(w->wal_dir);
+    struct dirent *de;
+    int removed = 0;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        uint32_t tl;
+        uint64_t sn;
+        if (wal_seg_name_parse(de->d_name, &tl, &sn) != 0 || tl != old_tli || sn <= first)
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%.64s", w->wal_dir, de->d_name);
+        if (unlink(path) == 0)
+            removed++;
+        else
+            rd_warn("could not remove WAL segment \"%s\": %s", path, strerror(errno));
+    }
+    if (d != NULL)
+        closedir(d);
+    if (removed && (rc = fsync_dir(w->wal_dir)) < 0)
+        return rc;
+    w->prepared_segno = last;
+    w->have_prepared = 1;
+    rd_info("now on timeline %" PRIu32 " (from %" PRIu32 " at %X/%X)", new_tli, old_tli,
+            (unsigned)(switch_lsn >> 32), (unsigned)switch_lsn);
+    return 0;
+}
+
+int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn)
+{
+    rd_assert(w->recovered);
+    uint32_t new_tli = w->timeline + 1;
+    uint64_t at = landing_lsn(w, RD_ALIGN_UP(WAL_RECORD_HDR_SIZE + WAL_TIMELINE_BODY, WAL_RECORD_ALIGN));
+    uint8_t body[WAL_TIMELINE_BODY];
+    rd_put_u32le(body, new_tli);
+    rd_put_u32le(body + 4, w->timeline);
+    rd_put_u64le(body + 8, at);
+    uint64_t start, end;
+    int rc = append_record(w, WAL_REC_TIMELINE, 0, ENGINE_PAGE_NONE, body, sizeof(body), &start, &end);
+    if (rc < 0)
+        return rc;
+    rd_assert(start == at);
+    if ((rc = wal_flush_sync(w, end)) < 0 || (rc = finish_switch(w, new_tli, at)) < 0)
+        return rc;
+    *switch_lsn = at;
+    return 0;
+}
+
+int wal_follow_timeline(struct wal *w, uint32_t new_timeline, uint64_t switch_lsn)
+{
+    rd_assert(w->recovered);
+    char s[32];
+    fmt_lsn2(s, sizeof(s), switch_lsn);
+    if (new_timeline <= w->timeline || switch_lsn >= w->insert_lsn ||
+        switch_lsn <= wal_timeline_switch_lsn(w)) {
+        rd_error("cannot follow timeline %" PRIu32 " at %s from timeline %" PRIu32 " (log ends at %X/%X)",
+                 new_timeline, s, w->timeline, (unsigned)(w->insert_lsn >> 32), (unsigned)w->insert_lsn);
+        return -EINVAL;
+    }
+    int rc = wal_flush_sync(w, w->insert_lsn);
+    if (rc < 0)
+        return rc;
+    /* The TIMELINE record must be in this log, at switch_lsn. */
+    uint8_t b[RD_ALIGN_UP(WAL_RECORD_HDR_SIZE + WAL_TIMELINE_BODY, WAL_RECORD_ALIGN)];
+    int fd = seg_fd(w, switch_lsn / w->seg_size);
+    long got = fd < 0 ? fd : wal_pread_all(fd, b, sizeof(b), switch_lsn % w->seg_size);
+    struct wal_record r;
+    if (got < 0)
+        return (int)got;
+    if (wal_record_decode(b, (size_t)got, &r) < 0 || r.type != WAL_REC_TIMELINE ||
+        rd_get_u32le(r.body) != new_timeline || rd_get_u32le(r.body + 4) != w->timeline ||
+        rd_get_u64le(r.body + 8) != switch_lsn) {
+        rd_error("cannot follow timeline %" PRIu32 ": no matching TIMELINE record at %s", new_timeline, s);
+        return RD_ECORRUPT;
+    }
+    return finish_switch(w, new_timeline, switch_lsn);
+}
+
+/* ---------------------------------------------------------------- restart points, cloning */
+
+int wal_restartpoint(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, uint64_t redo_lsn)
+{
+    rd_assert(w->recovered);
+    if (redo_lsn > checkpoint_lsn || checkpoint_lsn >= w->insert_lsn || redo_lsn < w->ctl.redo_lsn) {
+        rd_error("restart point: checkpoint %X/%X redo %X/%X is not within this log", (unsigned)(checkpoint_lsn >> 32),
+                 (unsigned)checkpoint_lsn, (unsigned)(redo_lsn >> 32), (unsigned)redo_lsn);
+        return -EINVAL;
+    }
+    int rc = wal_flush_sync(w, w->insert_lsn); /* W8: the CHECKPOINT record is durable */
+    if (rc < 0)
+        return rc;
+    if ((rc = engine_flush_dirty(e)) < 0) {
+        rd_error("restart point: could not flush dirty pages: %s", rd_strerror(rc));
+        return rc;
+    }
+    struct wal_control c = w->ctl;
+    c.state = WAL_STATE_IN_PRODUCTION;
+    c.checkpoint_lsn = checkpoint_lsn;
+    c.redo_lsn = redo_lsn;
+    c.time_us = rd_wall_us();
+    if ((rc = wal_control_write(w->dir, &c)) < 0)
+        return rc;
+    w->ctl = c;
+    w->last_ckpt_ms = rd_now_ms();
+    w->st.checkpoints++;
+    uint64_t keep = redo_lsn;
+    if (w->keep_lsn != 0)
+        keep = RD_MIN(keep, w->keep_lsn);
+    uint64_t keep_seg = keep / w->seg_size;
+    if (keep_seg > 0) {
+        prune_fds(w);
+        if ((rc = seg_remove_range(w, 0, keep_seg - 1)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int wal_init_from_backup(const char *dir, uint64_t system_id, uint32_t timeline, uint64_t redo_lsn,
+                         uint64_t checkpoint_lsn, uint64_t segment_size_bytes)
+{
+    if (strlen(dir) >= WAL_DIR_MAX)
+        return -ENAMETOOLONG;
+    if (!seg_size_ok(segment_size_bytes) || timeline == 0 || redo_lsn % segment_size_bytes < WAL_SEG_HDR_SIZE ||
+        (checkpoint_lsn != 0 && checkpoint_lsn < redo_lsn)) {
+        rd_error("init from backup: invalid segment size, timeline or redo/checkpoint LSN");
+        return -EINVAL;
+    }
+    struct wal *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    snprintf(w->dir, sizeof(w->dir), "%s", dir);
+    snprintf(w->wal_dir, sizeof(w->wal_dir), "%s/wal", dir);
+    w->seg_size = segment_size_bytes;
+    w->timeline = timeline;
+    w->system_id = system_id;
+    struct wal_control old;
+    int rc;
+    if ((rc = mkdir_p(w->dir)) < 0 || (rc = mkdir_p(w->wal_dir)) < 0)
+        goto out;
+    if ((rc = wal_control_read(w->dir, &old)) != -ENOENT) {
+        rd_error("init from backup: \"%s\" already holds a control file", dir);
+        rc = -EEXIST;
+        goto out;
+    }
+    /* A history file copied from the primary beforehand names the segments of
+     * earlier timelines like the primary's. */
+    if ((rc = wal_chain_load(w->wal_dir, timeline, &w->chain)) < 0)
+        goto out;
+    if ((rc = seg_prepare(w, redo_lsn / segment_size_bytes)) < 0)
+        goto out;
+    w->ctl = (struct wal_control){
+        .system_id = system_id,
+        .timeline = timeline,
+        .state = WAL_STATE_IN_PRODUCTION,
+        .checkpoint_lsn = checkpoint_lsn,
+        .redo_lsn = redo_lsn,
+        .segment_size_bytes = segment_size_bytes,
+        .time_us = rd_wall_us(),
+    };
+    rc = wal_control_write(w->dir, &w->ctl);
+out:
+    wal_free(w);
+    return rc < 0 ? rc : 0;
 }

@@ -83,4 +83,42 @@ int wal_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Reads up to len bytes at off; returns bytes read (short only at EOF) or -errno. */
 long wal_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
+/* ---- timelines (wal_timeline.c) ----
+ * A chain is the current timeline and its ancestors, oldest first: timeline
+ * v[i].tli covers the LSNs [v[i].begin_lsn, v[i].end_lsn) (end UINT64_MAX for
+ * the newest, v[n-1]). It comes from wal/<TTTTTTTT>.history of the current
+ * timeline (one line per ancestor, "<tli> <X/Y>": that ancestor ended at X/Y,
+ * where the next one in the file, or the current one, begins). */
+struct wal_tl {
+    uint32_t tli;
+    uint64_t begin_lsn, end_lsn;
+};
+struct wal_chain {
+    struct wal_tl *v;
+    size_t n;
+};
+/* Loads the chain of timeline tli from wal_dir/TTTTTTTT.history (a missing file
+ * gives the chain {tli} alone). RD_ECORRUPT for a malformed file. */
+int wal_chain_load(const char *wal_dir, uint32_t tli, struct wal_chain *out);
+void wal_chain_free(struct wal_chain *c);
+/* Ends the current timeline at switch_lsn and appends new_tli (in memory). */
+int wal_chain_push(struct wal_chain *c, uint32_t new_tli, uint64_t switch_lsn);
+/* Writes wal_dir/<current>.history atomically (tmp, fdatasync, rename, fsync dir). */
+int wal_history_write(const char *wal_dir, const struct wal_chain *c);
+void wal_history_name(char *dst, size_t len, uint32_t tli);
+/* The timeline whose file holds segment segno: the newest chain timeline whose
+ * LSN range touches the segment and whose file exists; if none exists, the
+ * newest whose range touches it (the one to create it under). Fills path
+ * (wal_dir/name) and *exists. */
+uint32_t wal_chain_seg_path(const char *wal_dir, const struct wal_chain *c, uint64_t seg_size,
+                            uint64_t segno, char *path, size_t len, int *exists);
+/* Index of tli in the chain, or -1. */
+int wal_chain_find(const struct wal_chain *c, uint32_t tli);
+/* Sorted, distinct segment numbers that have a file of a chain timeline whose
+ * range touches them. Returns the count (and *out, to free) or -errno. */
+long wal_chain_list(const char *wal_dir, const struct wal_chain *c, uint64_t seg_size, uint64_t **out);
+/* The LSN where the next record goes when the log ends at lsn: skips a segment
+ * header and a segment tail shorter than a record header. */
+uint64_t wal_next_record_lsn(uint64_t lsn, uint64_t seg_size);
+
 #endif

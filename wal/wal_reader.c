@@ -26,7 +26,8 @@
 struct wal_reader {
     char wal_dir[WAL_DIR_MAX + 8];
     uint64_t seg_size;
-    uint32_t timeline;
+    uint32_t timeline;   /* the newest of the chain */
+    struct wal_chain chain;
     uint64_t pos;      /* next record */
     uint64_t prev;     /* start of the last record returned */
     int have_prev;
@@ -38,67 +39,34 @@ struct wal_reader {
     struct wal_reader_stop stop;
 };
 
-static void path_of(const struct wal_reader *r, uint64_t segno, char *dst, size_t len)
+static uint32_t path_of(const struct wal_reader *r, uint64_t segno, char *dst, size_t len)
 {
-    char name[32];
-    wal_seg_name(name, sizeof(name), r->timeline, segno);
-    snprintf(dst, len, "%s/%s", r->wal_dir, name);
+    int exists;
+    return wal_chain_seg_path(r->wal_dir, &r->chain, r->seg_size, segno, dst, len, &exists);
 }
 
-/* Segment numbers of the reader's timeline, sorted ascending. */
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static long list_segments(const char *wal_dir, uint32_t *timeline, uint64_t **out)
+/* The newest timeline that has a segment file (no control file to say). */
+static uint32_t newest_timeline(const char *wal_dir)
 {
     DIR *d = opendir(wal_dir);
-    if (d == NULL)
-        return -errno;
-    size_t n = 0, cap = 16;
-    uint64_t *v = malloc(cap * sizeof(*v));
-    uint32_t best_tl = 0;
+    uint32_t best = 0;
     struct dirent *de;
-    while (v != NULL && (de = readdir(d)) != NULL) {
+    while (d != NULL && (de = readdir(d)) != NULL) {
         uint32_t tl;
         uint64_t s;
-        if (wal_seg_name_parse(de->d_name, &tl, &s) != 0)
-            continue;
-        if (*timeline == 0 && tl > best_tl) { /* no timeline given: the newest */
-            best_tl = tl;
-            n = 0;
-        }
-        if (tl != (*timeline ? *timeline : best_tl))
-            continue;
-        if (n == cap) {
-            uint64_t *p = realloc(v, 2 * cap * sizeof(*v));
-            if (p == NULL) {
-                free(v);
-                v = NULL;
-                break;
-            }
-            v = p;
-            cap *= 2;
-        }
-        v[n++] = s;
+        if (wal_seg_name_parse(de->d_name, &tl, &s) == 0 && tl > best)
+            best = tl;
     }
-    closedir(d);
-    if (v == NULL)
-        return -ENOMEM;
-    if (*timeline == 0)
-        *timeline = best_tl;
-    qsort(v, n, sizeof(*v), cmp_u64);
-    *out = v;
-    return (long)n;
+    if (d != NULL)
+        closedir(d);
+    return best;
 }
 
 /* Loads segment segno into r->seg (a short or missing file reads as zeros). */
 static int load_segment(struct wal_reader *r, uint64_t segno)
 {
     char path[PATH_MAX];
-    path_of(r, segno, path, sizeof(path));
+    uint32_t file_tl = path_of(r, segno, path, sizeof(path));
     r->segno = segno;
     r->loaded = 1;
     r->missing = 0;
@@ -125,7 +93,7 @@ static int load_segment(struct wal_reader *r, uint64_t segno)
     const char *why;
     if (wal_seg_header_decode(r->seg, (size_t)n, &h, &why) != 0)
         r->hdr_why = why;
-    else if (h.segno != segno || h.segment_size_bytes != r->seg_size || h.timeline != r->timeline)
+    else if (h.segno != segno || h.segment_size_bytes != r->seg_size || h.timeline != file_tl)
         r->hdr_why = "segment header does not match its file name or the segment size";
     return 0;
 }
@@ -173,8 +141,7 @@ static int scan_forward(struct wal_reader *r, uint64_t from_off)
         return 1;
     }
     uint64_t *segs = NULL;
-    uint32_t tl = r->timeline;
-    long n = list_segments(r->wal_dir, &tl, &segs);
+    long n = wal_chain_list(r->wal_dir, &r->chain, r->seg_size, &segs);
     if (n < 0)
         return (int)n;
     uint64_t here = r->segno;
@@ -222,39 +189,57 @@ int wal_reader_open(const char *dir, uint64_t start_lsn, struct wal_reader **out
     int rc = wal_control_read(dir, &c);
     uint64_t *segs = NULL;
     long n = 0;
+    r->timeline = rc == 0 ? c.timeline : newest_timeline(r->wal_dir);
+    if (rc == 0 || r->timeline != 0) {
+        int crc = wal_chain_load(r->wal_dir, r->timeline, &r->chain);
+        if (crc < 0) {
+            free(r);
+            return crc;
+        }
+    }
     if (rc == 0) {
         r->seg_size = c.segment_size_bytes;
-        r->timeline = c.timeline;
-        n = list_segments(r->wal_dir, &r->timeline, &segs);
+        n = wal_chain_list(r->wal_dir, &r->chain, r->seg_size, &segs);
+    } else if (r->timeline == 0) {
+        rc = -ENOENT;
     } else {
         /* No usable control file (redoubt-dump on a damaged dir): take the
-         * newest timeline and the segment size from the oldest segment's header. */
-        n = list_segments(r->wal_dir, &r->timeline, &segs);
-        if (n > 0) {
-            char path[PATH_MAX];
-            path_of(r, segs[0], path, sizeof(path));
-            uint8_t hb[WAL_SEG_HDR_SIZE];
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            long got = fd < 0 ? -errno : wal_pread_all(fd, hb, sizeof(hb), 0);
-            if (fd >= 0 && close(fd) < 0 && got >= 0)
-                got = -errno;
-            struct wal_seg_header h;
-            if (got < 0)
-                rc = (int)got;
-            else if (wal_seg_header_decode(hb, (size_t)got, &h, NULL) != 0)
-                rc = RD_ECORRUPT;
-            else {
-                r->seg_size = h.segment_size_bytes;
-                rc = 0;
+         * newest timeline and the segment size from one of its segments' header. */
+        char path[PATH_MAX];
+        DIR *d = opendir(r->wal_dir);
+        struct dirent *de;
+        path[0] = 0;
+        while (d != NULL && (de = readdir(d)) != NULL) {
+            uint32_t tl;
+            uint64_t s;
+            if (wal_seg_name_parse(de->d_name, &tl, &s) == 0 && tl == r->timeline) {
+                snprintf(path, sizeof(path), "%s/%s", r->wal_dir, de->d_name);
+                break;
             }
-        } else if (n == 0) {
-            rc = -ENOENT;
+        }
+        if (d != NULL)
+            closedir(d);
+        uint8_t hb[WAL_SEG_HDR_SIZE];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        long got = fd < 0 ? -errno : wal_pread_all(fd, hb, sizeof(hb), 0);
+        if (fd >= 0 && close(fd) < 0 && got >= 0)
+            got = -errno;
+        struct wal_seg_header h;
+        if (got < 0)
+            rc = (int)got;
+        else if (wal_seg_header_decode(hb, (size_t)got, &h, NULL) != 0)
+            rc = RD_ECORRUPT;
+        else {
+            r->seg_size = h.segment_size_bytes;
+            rc = 0;
+            n = wal_chain_list(r->wal_dir, &r->chain, r->seg_size, &segs);
         }
     }
     if (rc == 0 && n < 0)
         rc = (int)n;
     if (rc < 0) {
         free(segs);
+        wal_chain_free(&r->chain);
         free(r);
         return rc;
     }
@@ -264,6 +249,7 @@ int wal_reader_open(const char *dir, uint64_t start_lsn, struct wal_reader **out
     r->pos = start_lsn;
     r->seg = malloc(r->seg_size);
     if (r->seg == NULL) {
+        wal_chain_free(&r->chain);
         free(r);
         return -ENOMEM;
     }
@@ -333,5 +319,6 @@ void wal_reader_close(struct wal_reader *r)
     if (r == NULL)
         return;
     free(r->seg);
+    wal_chain_free(&r->chain);
     free(r);
 }

@@ -77,6 +77,8 @@ def check(cond, msg):
 class Server:
     """A redoubt process. start() waits until it answers PING."""
 
+    role = "standalone"
+
     def __init__(self, dir=None, port=None, args=()):
         self.dir = dir or os.path.join(tmpdir(), "data")
         self.port = port or free_port()
@@ -84,9 +86,16 @@ class Server:
         self.proc = None
         self.log_path = self.dir.rstrip("/") + ".log"
 
+    def role_args(self):
+        """Arguments that follow --role (subclasses add --primary, --name ...)."""
+        return []
+
+    def command(self):
+        return [REDOUBT, "--role", self.role] + self.role_args() + ["--dir", self.dir, "--port", str(self.port)] + self.args
+
     def start(self, wait=True, timeout=30):
         log = open(self.log_path, "ab")
-        cmd = [REDOUBT, "--role", "standalone", "--dir", self.dir, "--port", str(self.port)] + self.args
+        cmd = self.command()
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         _procs.append(self.proc)
@@ -134,6 +143,21 @@ class Server:
                 return f.read()[-6000:]
         except OSError:
             return "(no log)"
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def log_since(self, offset):
+        """The log written after byte offset (from log_size()), whole."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def cli(self, *args, stdin=None, check_rc=True, raw=False):
         cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port)]
@@ -189,3 +213,242 @@ def raw_exchange(port, data, read_timeout=2.0):
         closed = True
     s.close()
     return out, closed
+
+
+# ---------------------------------------------------------------- RESP client
+
+class RespError(Exception):
+    """An error reply (-ERR ...). Returned (not raised) by Resp.call."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+class Resp:
+    """A minimal blocking RESP2 client for one connection. call() returns
+    str (status), RespError (error reply), int, bytes (bulk), None (nil) or a
+    list; a lost connection raises OSError / ConnectionError."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=30):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.sock.makefile("rb")
+
+    def close(self):
+        try:
+            self.f.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    @staticmethod
+    def encode(*args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if not isinstance(a, bytes):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def send(self, *args):
+        self.sock.sendall(self.encode(*args))
+
+    def read(self):
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("connection closed by the server")
+        t, rest = line[:1], line[1:-2]
+        if t == b"+":
+            return rest.decode(errors="replace")
+        if t == b"-":
+            return RespError(rest.decode(errors="replace"))
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            if len(data) != n + 2:
+                raise ConnectionError("connection closed in a bulk reply")
+            return data[:-2]
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise ConnectionError(f"bad reply line {line[:60]!r}")
+
+    def call(self, *args):
+        self.send(*args)
+        return self.read()
+
+    def pipeline(self, cmds):
+        self.sock.sendall(b"".join(self.encode(*c) for c in cmds))
+        return [self.read() for _ in cmds]
+
+
+def dump(port, batch=500):
+    """Every key and value of the server on port: {bytes key: bytes value},
+    read with SCAN + MGET (hot-standby reads work on replicas)."""
+    c = Resp(port, timeout=60)
+    try:
+        keys, cursor = set(), b"0"
+        for _ in range(10_000_000):  # bounded: SCAN ends when the cursor is 0
+            r = c.call("SCAN", cursor, "COUNT", 1000)
+            if isinstance(r, RespError):
+                fail(f"SCAN on port {port}: {r}")
+            cursor, ks = r
+            keys.update(ks)
+            if cursor == b"0":
+                break
+        keys = sorted(keys)
+        out = {}
+        for i in range(0, len(keys), batch):
+            chunk = keys[i:i + batch]
+            vals = c.call("MGET", *chunk)
+            if isinstance(vals, RespError):
+                fail(f"MGET on port {port}: {vals}")
+            for k, v in zip(chunk, vals):
+                if v is not None:  # a key deleted between SCAN and MGET (live primary)
+                    out[k] = v
+        return out
+    finally:
+        c.close()
+
+
+def diff_dumps(a, b, name_a="a", name_b="b", show=5):
+    """'' if equal, else a short description of the differences."""
+    if a == b:
+        return ""
+    only_a = [k for k in a if k not in b]
+    only_b = [k for k in b if k not in a]
+    differ = [k for k in a if k in b and a[k] != b[k]]
+    lines = [f"{len(a)} keys on {name_a}, {len(b)} on {name_b}: {len(only_a)} only on {name_a}, "
+             f"{len(only_b)} only on {name_b}, {len(differ)} differ"]
+    for k in only_a[:show]:
+        lines.append(f"  only on {name_a}: {k!r}")
+    for k in only_b[:show]:
+        lines.append(f"  only on {name_b}: {k!r}")
+    for k in differ[:show]:
+        lines.append(f"  {k!r}: {name_a}={a[k][:40]!r} {name_b}={b[k][:40]!r}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- classic replication
+
+class Primary(Server):
+    """redoubt --role primary (classic). args: --commit, --sync-replicas, --peers ..."""
+    role = "primary"
+
+
+class Replica(Server):
+    """redoubt --role replica --primary 127.0.0.1:PORT --name NAME. An empty
+    (or missing) dir clones from the primary, then streams."""
+    role = "replica"
+
+    def __init__(self, primary_port, name, dir=None, port=None, args=()):
+        super().__init__(dir=dir, port=port, args=args)
+        self.primary_port = primary_port
+        self.name = name
+
+    def role_args(self):
+        return ["--primary", f"127.0.0.1:{self.primary_port}", "--name", self.name]
+
+    def start(self, wait=True, timeout=120):  # cloning takes longer than a plain start
+        return super().start(wait=wait, timeout=timeout)
+
+
+def as_replica(node, primary_port, name=None):
+    """The same dir and port as node (any role), to be started as a replica of primary_port."""
+    r = Replica(primary_port, name or getattr(node, "name", "old"), dir=node.dir, port=node.port, args=node.args)
+    r.log_path = node.log_path
+    return r
+
+
+def as_primary(node, args=None):
+    """The same dir, port and log as node, to be started as --role primary."""
+    p = Primary(dir=node.dir, port=node.port, args=node.args if args is None else args)
+    p.log_path = node.log_path
+    return p
+
+
+def parse_kv_line(v):
+    """'name=r1,ip=127.0.0.1,port=5,state=streaming' -> dict."""
+    d = {}
+    for part in v.split(","):
+        if "=" in part:
+            k, x = part.split("=", 1)
+            d[k] = x
+    return d
+
+
+def repl_info(node):
+    """INFO replication as a dict; the primary's slaveN lines become
+    d['slaves'] = [{'name':..., 'state':..., 'apply_lsn':...}, ...]."""
+    d = node.info("replication")
+    d["slaves"] = [parse_kv_line(v) for k, v in sorted(d.items()) if k.startswith("slave") and k[5:].isdigit()]
+    return d
+
+
+def lsn(d, key):
+    """An LSN field of an INFO dict as an int (decimal; also accepts 0x.. and
+    PostgreSQL-style HI/LO hex); -1 when absent."""
+    v = d.get(key)
+    if v is None or v == "":
+        return -1
+    if "/" in v:
+        hi, lo = v.split("/", 1)
+        return (int(hi, 16) << 32) | int(lo, 16)
+    return int(v, 0)
+
+
+def wait_for(what, pred, timeout=60, interval=0.05):
+    """Polls pred() until it returns a true value (returned); fail() after timeout."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = pred()
+        except (OSError, ValueError, ConnectionError):
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_streaming(primary, nreplicas, timeout=120):
+    """Until the primary lists nreplicas replicas in state streaming."""
+    def ok():
+        d = repl_info(primary)
+        return sum(1 for s in d["slaves"] if s.get("state") == "streaming") >= nreplicas
+    wait_for(f"{nreplicas} streaming replicas on port {primary.port}", ok, timeout)
+
+
+def wait_converged(primary, replicas, timeout=120):
+    """Until every replica's apply_lsn reaches the primary's master_repl_offset
+    (read first, in the same poll). Returns the offset reached."""
+    def ok():
+        off = lsn(repl_info(primary), "master_repl_offset")
+        applied = [lsn(repl_info(r), "apply_lsn") for r in replicas]
+        return off if off > 0 and all(a >= off for a in applied) else None
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            off = ok()
+            if off:
+                return off
+        except (OSError, ValueError, ConnectionError):
+            pass
+        time.sleep(0.05)
+    state = "; ".join(f"port {r.port}: apply_lsn {repl_info(r).get('apply_lsn')}" for r in replicas if r.alive())
+    fail(f"replicas did not converge within {timeout}s: primary master_repl_offset "
+         f"{repl_info(primary).get('master_repl_offset')}; {state}")
+
+
+def percentiles(samples):
+    """(p50, p99, max) of a list of numbers (nearest rank)."""
+    if not samples:
+        return (0, 0, 0)
+    s = sorted(samples)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]
+    return (pick(0.50), pick(0.99), s[-1])
