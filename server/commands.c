@@ -267,9 +267,10 @@ static void cmd_replicaof(struct server *s, struct conn *c, const struct resp_ar
             reply_ok(c); /* already a primary: Redis answers OK too */
             return;
         }
-        if (repl_promote(s, err, sizeof(err)) < 0)
+        int rc = repl_promote(s, c, err, sizeof(err));
+        if (rc < 0)
             reply_err(c, "%s", err);
-        else
+        else if (rc == 0)
             reply_ok(c);
         return;
     }
@@ -291,9 +292,10 @@ static void cmd_promote(struct server *s, struct conn *c, const struct resp_args
 {
     (void)a;
     char err[512];
-    if (repl_promote(s, err, sizeof(err)) < 0)
+    int rc = repl_promote(s, c, err, sizeof(err));
+    if (rc < 0)
         reply_err(c, "%s", err);
-    else
+    else if (rc == 0)
         reply_ok(c);
 }
 

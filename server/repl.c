@@ -113,6 +113,8 @@ static void peer_error(struct server *s, struct conn *c, const char *fmt, ...)
     conn_close_after_reply(c);
 }
 
+static int promote_finish(struct server *s);
+
 static int arg_u64(const struct resp_arg *a, int base, uint64_t *out)
 {
     char tmp[40];
@@ -475,7 +477,7 @@ static void waits_check(struct server *s)
 {
     uint64_t now = rd_now_ms();
     for (struct conn *c = s->conns; c && s->nwaiting > 0; c = c->next) {
-        if (!c->wait_active)
+        if (!c->wait_active || c == s->promote_waiter)
             continue;
         size_t n = repl_count_acked(s, c->last_write_lsn);
         if ((int64_t)n >= c->wait_num || now >= c->wait_deadline_ms || c->closing) {
@@ -1030,6 +1032,8 @@ void repl_tick(struct server *s)
             last_keep_ms = rd_now_ms();
         }
     }
+    if (s->promote_pending && !wal_flush_in_flight(s->wal))
+        promote_finish(s);
     if (s->nwaiting > 0)
         waits_check(s);
     if (s->role != SERVER_ROLE_REPLICA)
@@ -1053,25 +1057,13 @@ void repl_tick(struct server *s)
 
 /* ================================================================ promotion, re-pointing */
 
-int repl_promote(struct server *s, char *err, size_t err_len)
+/* Promotion runs in two steps because an asynchronous WAL write may still be
+ * in flight: it must land before the log is cut and a TIMELINE record is
+ * written at the same place. repl_promote stops replication; the finish step
+ * runs once no flush is in flight (at once, or from repl_tick). */
+static int promote_finish(struct server *s)
 {
     struct upstream *u = &s->up;
-    if (s->role != SERVER_ROLE_REPLICA) {
-        snprintf(err, err_len, "ERR this node is already a primary");
-        return -1;
-    }
-    if (s->engine == NULL || u->state == UP_CLONING) {
-        snprintf(err, err_len, "ERR cannot promote: the base backup has not finished");
-        return -1;
-    }
-    if (u->apply_lsn < u->consistent_lsn) {
-        snprintf(err, err_len, "ERR cannot promote: replay has not reached the consistent point yet");
-        return -1;
-    }
-    u->state = UP_IDLE;
-    if (u->conn)
-        conn_close(s, u->conn);
-    u->conn = NULL;
     /* Records of a transaction whose COMMIT never arrived are dropped. */
     rd_buf_reset(&u->pending);
     int rc;
@@ -1089,10 +1081,60 @@ int repl_promote(struct server *s, char *err, size_t err_len)
     s->durable_lsn = wal_flushed_lsn(s->wal);
     s->last_commit_lsn = s->durable_lsn;
     s->release_lsn = s->durable_lsn;
+    s->promote_pending = 0;
     char l1[32];
     lsn_str(switch_lsn, l1, sizeof(l1));
     rd_info("promoted: primary on timeline %u (switched at %s); accepting writes", wal_timeline(s->wal), l1);
+    if (s->promote_waiter) {
+        struct conn *c = s->promote_waiter;
+        s->promote_waiter = NULL;
+        c->wait_active = 0;
+        s->nwaiting--;
+        if (resp_simple(&c->out, "OK") < 0)
+            rd_panic("out of memory");
+        conn_reply_done(s, c, 0);
+        if (c->in.len > 0)
+            conn_mark_ready(s, c);
+    }
     return 0;
+}
+
+int repl_promote(struct server *s, struct conn *c, char *err, size_t err_len)
+{
+    struct upstream *u = &s->up;
+    if (s->role != SERVER_ROLE_REPLICA) {
+        snprintf(err, err_len, "ERR this node is already a primary");
+        return -1;
+    }
+    if (s->promote_pending) {
+        snprintf(err, err_len, "ERR a promotion is already in progress");
+        return -1;
+    }
+    if (s->engine == NULL || u->state == UP_CLONING) {
+        snprintf(err, err_len, "ERR cannot promote: the base backup has not finished");
+        return -1;
+    }
+    if (u->apply_lsn < u->consistent_lsn) {
+        snprintf(err, err_len, "ERR cannot promote: replay has not reached the consistent point yet");
+        return -1;
+    }
+    rd_info("promotion requested: stopping replication from %s:%d", u->host, u->port);
+    u->state = UP_IDLE;
+    if (u->conn)
+        conn_close(s, u->conn);
+    u->conn = NULL;
+    s->promote_pending = 1;
+    if (!wal_flush_in_flight(s->wal)) {
+        promote_finish(s);
+        return 0;
+    }
+    /* The client waits (like WAIT) until repl_tick finishes the promotion. */
+    s->promote_waiter = c;
+    c->wait_active = 1;
+    c->wait_num = -1;
+    c->wait_deadline_ms = UINT64_MAX;
+    s->nwaiting++;
+    return 1;
 }
 
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len)

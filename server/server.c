@@ -109,6 +109,8 @@ static void conn_free(struct server *s, struct conn *c)
         repl_on_conn_closed(s, c);
     if (c->wait_active)
         s->nwaiting--;
+    if (s->promote_waiter == c)
+        s->promote_waiter = NULL;
     if (close(c->fd) < 0)
         rd_warn("close of client fd %d failed: %s", c->fd, strerror(errno));
     rd_buf_free(&c->in);

@@ -143,7 +143,9 @@ struct server {
     struct upstream up;
     struct repl_slot slots[SERVER_MAX_SLOTS];
     size_t npeers;
-    size_t nwaiting;       /* conns blocked in WAIT */
+    size_t nwaiting;       /* conns blocked in WAIT (or waiting for a promotion) */
+    int promote_pending;
+    struct conn *promote_waiter;
     uint64_t repl_bytes_sent;
     struct rd_loop loop;
     struct wal *wal;
@@ -187,7 +189,8 @@ void repl_on_conn_closed(struct server *s, struct conn *c);
 void repl_tick(struct server *s);                          /* once per loop turn */
 /* REDOUBT.REPLICATE on a client connection: turns it into a walsender. */
 void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a);
-int repl_promote(struct server *s, char *err, size_t err_len);
+/* 0 promoted, 1 in progress (c is answered when done), -1 refused (err). */
+int repl_promote(struct server *s, struct conn *c, char *err, size_t err_len);
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
 void repl_start_replica(struct server *s);
 int repl_check_peers(struct server *s);

@@ -3,12 +3,14 @@
  *
  *   redoubt-dump wal DIR [--from LSN]   one line per WAL record, then why it stopped
  *   redoubt-dump control DIR            the control file
+ *   redoubt-dump timeline DIR           control file timeline, history file(s), segments per timeline
  *   redoubt-dump page FILE N            one page of a data file, described
  *   redoubt-dump pages FILE             one line per page of a data file
  *
  * Exit status: 0 success (the end of a WAL is not an error), 1 usage or I/O
  * error, 2 corruption found.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -31,6 +33,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: redoubt-dump wal DIR [--from LSN]   WAL records from LSN (X/Y hex; default: oldest)\n"
             "       redoubt-dump control DIR            the control file DIR/control\n"
+            "       redoubt-dump timeline DIR           timeline (control), history files, segments per timeline\n"
             "       redoubt-dump page FILE N            page N of a data file (e.g. DIR/data.rdb)\n"
             "       redoubt-dump pages FILE             one line per page of a data file\n"
             "       redoubt-dump --help\n"
@@ -187,6 +190,98 @@ static int dump_control(const char *dir)
     return 0;
 }
 
+/* ---------------------------------------------------------------- timeline */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int dump_timeline(const char *dir)
+{
+    struct wal_control c;
+    int rc = wal_control_read(dir, &c);
+    int status = 0;
+    char wal_dir[4200];
+    snprintf(wal_dir, sizeof(wal_dir), "%s/wal", dir);
+    if (rc < 0) {
+        fprintf(stderr, "redoubt-dump: cannot read control file \"%s/control\": %s\n", dir, rd_strerror(rc));
+        status = rc == RD_ECORRUPT ? 2 : 1;
+    } else {
+        printf("control file timeline: %" PRIu32 "\n", c.timeline);
+        struct wal_chain ch;
+        rc = wal_chain_load(wal_dir, c.timeline, &ch);
+        if (rc < 0) {
+            printf("  history of timeline %" PRIu32 ": unreadable (%s)\n", c.timeline, rd_strerror(rc));
+            status = 2;
+        } else {
+            printf("  chain (oldest first):\n");
+            for (size_t i = 0; i < ch.n; i++) {
+                char b[32], e[32];
+                fmt_lsn(b, sizeof(b), ch.v[i].begin_lsn);
+                if (ch.v[i].end_lsn == UINT64_MAX)
+                    snprintf(e, sizeof(e), "(current)");
+                else
+                    fmt_lsn(e, sizeof(e), ch.v[i].end_lsn);
+                printf("    timeline %-4" PRIu32 " from %-12s to %s\n", ch.v[i].tli, b, e);
+            }
+            if (c.timeline > 1 && ch.n == 1)
+                printf("  (no history file for timeline %" PRIu32 ")\n", c.timeline);
+            wal_chain_free(&ch);
+        }
+    }
+    /* Every history file, verbatim, and the segment files per timeline. */
+    DIR *d = opendir(wal_dir);
+    if (d == NULL) {
+        fprintf(stderr, "redoubt-dump: cannot open \"%s\": %s\n", wal_dir, strerror(errno));
+        return 1;
+    }
+    char *names[4096];
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 4096)
+        if (strstr(de->d_name, ".history") != NULL || strlen(de->d_name) == 24)
+            names[n++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, n, sizeof(*names), cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]);
+        if (len < 8 || strcmp(names[i] + len - 8, ".history") != 0)
+            continue;
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", wal_dir, names[i]);
+        printf("history file %s:\n", path);
+        FILE *f = fopen(path, "r");
+        char line[256];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+            printf("  %s%s", line, line[strlen(line) - 1] == '\n' ? "" : "\n");
+        if (f != NULL)
+            fclose(f);
+    }
+    uint32_t cur_tl = 0;
+    uint64_t first = 0, last = 0, count = 0;
+    for (size_t i = 0; i <= n; i++) {
+        uint32_t tl = 0;
+        uint64_t s = 0;
+        int seg = i < n && wal_seg_name_parse(names[i], &tl, &s) == 0;
+        if (i < n && !seg)
+            continue;
+        if (count > 0 && (i == n || tl != cur_tl)) {
+            printf("timeline %" PRIu32 ": %" PRIu64 " segment file(s), segno %" PRIX64 " .. %" PRIX64 "\n",
+                   cur_tl, count, first, last);
+            count = 0;
+        }
+        if (i == n)
+            break;
+        if (count == 0) {
+            cur_tl = tl;
+            first = s;
+        }
+        last = s;
+        count++;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    return status;
+}
+
 /* ---------------------------------------------------------------- pages */
 
 static int open_data(const char *path, uint64_t *npages)
@@ -302,6 +397,8 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "control") == 0)
         return dump_control(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "timeline") == 0)
+        return dump_timeline(argv[2]);
     if (argc == 4 && strcmp(argv[1], "page") == 0)
         return dump_page(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "pages") == 0)

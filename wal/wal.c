@@ -1222,7 +1222,7 @@ static void log_corruption(struct wal_reader *r)
 
 /*
  * Pass 1: finds the end of the valid log and the cut point — the end of the
- * last COMMIT or CHECKPOINT record (or the redo point if there is none).
+ * last COMMIT, CHECKPOINT or TIMELINE record (or the redo point if there is none).
  * *prev_at_cut is the start of the record that ends at the cut.
  */
 struct pending_tl {
@@ -1692,6 +1692,13 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
                 pos = wal_next_record_lsn(pos, seg);
                 break;
             }
+            if (count > 0 && p + 4 <= (size_t)got) { /* message full? (before the window may cut it) */
+                uint64_t len = RD_ALIGN_UP((uint64_t)rd_get_u32le(c->buf + p), WAL_RECORD_ALIGN);
+                if (bytes + len > max_bytes) {
+                    stop = 1;
+                    break;
+                }
+            }
             struct wal_record r;
             const char *why = "the durable part of the segment ends inside a record";
             int n = p < (size_t)got ? wal_record_decode_why(c->buf + p, (size_t)got - p, &r, &why) : RD_ECORRUPT;
@@ -1949,6 +1956,8 @@ int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn)
 int wal_follow_timeline(struct wal *w, uint32_t new_timeline, uint64_t switch_lsn)
 {
     rd_assert(w->recovered);
+    /* The end of the record before it is accepted too (as by wal_append_encoded). */
+    switch_lsn = wal_next_record_lsn(switch_lsn, w->seg_size);
     char s[32];
     fmt_lsn2(s, sizeof(s), switch_lsn);
     if (new_timeline <= w->timeline || switch_lsn >= w->insert_lsn ||
@@ -1981,6 +1990,7 @@ int wal_follow_timeline(struct wal *w, uint32_t new_timeline, uint64_t switch_ls
 int wal_restartpoint(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, uint64_t redo_lsn)
 {
     rd_assert(w->recovered);
+    checkpoint_lsn = wal_next_record_lsn(checkpoint_lsn, w->seg_size); /* as wal_append_encoded */
     if (redo_lsn > checkpoint_lsn || checkpoint_lsn >= w->insert_lsn || redo_lsn < w->ctl.redo_lsn) {
         rd_error("restart point: checkpoint %X/%X redo %X/%X is not within this log", (unsigned)(checkpoint_lsn >> 32),
                  (unsigned)checkpoint_lsn, (unsigned)(redo_lsn >> 32), (unsigned)redo_lsn);
