@@ -144,8 +144,8 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     uint64_t cluster, tli, start;
     if (a->n != 6 || arg_u64(&a->v[1], 16, &cluster) < 0 || arg_u64(&a->v[3], 10, &tli) < 0 ||
         arg_u64(&a->v[4], 10, &start) < 0 || a->v[2].len == 0 || a->v[2].len >= 64 ||
-        !(a->v[5].len == 5 && (strncasecmp((const char *)a->v[5].ptr, "CLONE", 5) == 0 ||
-                               strncasecmp((const char *)a->v[5].ptr, "STREAM", 5) == 0)) ||
+        !((a->v[5].len == 5 && strncasecmp((const char *)a->v[5].ptr, "CLONE", 5) == 0) ||
+          (a->v[5].len == 6 && strncasecmp((const char *)a->v[5].ptr, "STREAM", 6) == 0)) ||
         tli > UINT32_MAX) {
         rd_warn("client %s sent a malformed REDOUBT.REPLICATE", c->addr);
         resp_error(&c->out, "ERR syntax: REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE>");

@@ -43,6 +43,7 @@
 #define SERVER_BGID 7
 #define SERVER_CMDS_PER_TURN 256
 #define SERVER_TIMER_US 100000u
+#define SERVER_REPL_INPUT_MAX_BYTES (256u << 20)
 
 static volatile sig_atomic_t server_signal_stop;
 
@@ -261,9 +262,12 @@ static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         if (cqe->res > 0 && !c->closing) {
             s->stats.net_in_bytes += (uint64_t)cqe->res;
-            if (c->in.len + (size_t)cqe->res > s->cfg.max_query_buffer_bytes) {
-                rd_warn("client %llu closed: query buffer over %zu bytes", (unsigned long long)c->id,
-                        s->cfg.max_query_buffer_bytes);
+            /* Replication links carry frames of up to FRAME_MAX_PAYLOAD; a peer
+             * that floods is bounded by the same rule with a larger limit. */
+            size_t limit = c->kind == CONN_CLIENT ? s->cfg.max_query_buffer_bytes : SERVER_REPL_INPUT_MAX_BYTES;
+            if (c->in.len + (size_t)cqe->res > limit) {
+                rd_warn("client %llu (%s) closed: input buffer over %zu bytes", (unsigned long long)c->id, c->addr,
+                        limit);
                 conn_close(s, c);
             } else if (rd_buf_append(&c->in, s->br_bufs + (size_t)bid * s->br_buf_size,
                                      (size_t)cqe->res) < 0) {
