@@ -674,8 +674,6 @@ int server_run(const struct server_config *cfg)
     s->role = s->cfg.role;
     if (server_setup_buffers(s) < 0)
         return 1;
-    if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
-        return 1;
     char control[4096];
     snprintf(control, sizeof(control), "%s/control", s->cfg.dir);
     if (s->role == SERVER_ROLE_REPLICA && access(control, F_OK) != 0) {
@@ -688,6 +686,9 @@ int server_run(const struct server_config *cfg)
     } else if (server_open_storage(s) < 0) {
         return 1;
     }
+    /* A failed-over primary must not accept writes on its old timeline. */
+    if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
+        return 1;
     if (server_listen(s) < 0)
         return 1;
     if (s->role == SERVER_ROLE_REPLICA)
