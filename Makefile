@@ -18,10 +18,11 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-
 LDFLAGS := $(SAN)
 LIBS    := -luring -llz4 -lxxhash -lm
 
-MODULES := common engine wal replica server
-LIB_SRC := $(filter-out server/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+MODULES := common engine wal redo replica storage-node server
+LIB_SRC := $(filter-out server/main.c storage-node/sn_main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-BINS    := $(BUILD)/bin/redoubt $(BUILD)/bin/redoubt-dump $(BUILD)/bin/redoubt-bench
+BINS    := $(BUILD)/bin/redoubt $(BUILD)/bin/redoubt-dump $(BUILD)/bin/redoubt-bench \
+           $(if $(wildcard storage-node/sn_main.c),$(BUILD)/bin/redoubt-storage)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -45,6 +46,10 @@ $(BUILD)/lib/libredoubt.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/bin/redoubt: $(BUILD)/obj/server/main.o $(BUILD)/lib/libredoubt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bin/redoubt-storage: $(BUILD)/obj/storage-node/sn_main.o $(BUILD)/lib/libredoubt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
