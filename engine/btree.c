@@ -877,6 +877,23 @@ static int create_initial(struct engine *e)
         return rc;
     pg_init(pool_data(e, lf), 1, PG_LEAF);
     e->frames[mf].dirty = e->frames[lf].dirty = true;
+    if (e->fd < 0 && e->sink.read_page != NULL) {
+        /* A new shared volume: the storage nodes learn the two pages from
+         * image records, one mini-transaction. */
+        int32_t fr[2] = {mf, lf};
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            size_t len = pg_build_image(pool_data(e, fr[i]), e->scratch);
+            uint64_t end_lsn = 0;
+            rc = e->sink.emit(e->sink.ctx, (uint32_t)i, ENGINE_REC_PAGE_IMAGE, i == 1 ? ENGINE_REC_FLAG_MTR_END : 0,
+                              e->scratch, len, &end_lsn);
+            if (rc == 0) {
+                rd_put_u64le(pool_data(e, fr[i]) + PG_OFF_LSN, end_lsn);
+                e->st.records_emitted++;
+                e->st.image_records++;
+            }
+        }
+        goto out;
+    }
     if (e->fd >= 0) {
         if ((rc = pool_write_frame(e, mf)) < 0 || (rc = pool_write_frame(e, lf)) < 0)
             goto out;
@@ -939,9 +956,25 @@ int engine_open(const struct engine_options *opt, struct engine **out)
             rd_warn("data file \"%s\" is %lld bytes, not a whole number of pages", e->path,
                     (long long)size);
     }
-    if (size == 0) {
+    int fresh = size == 0;
+    if (e->fd < 0 && e->sink.read_page != NULL) { /* shared storage: is the volume new? */
+        int32_t mf;
+        rc = pool_get(e, 0, POOL_READ, &mf);
+        if (rc < 0)
+            goto fail;
+        fresh = engine_page_type(pool_data(e, mf)) == 0;
+        if (fresh) {
+            pool_unpin(e, mf);
+            pool_discard(e, mf);
+        } else {
+            e->meta_frame = mf;
+            if ((rc = meta_check(e)) < 0)
+                goto fail;
+        }
+    }
+    if (fresh) {
         rc = create_initial(e);
-    } else {
+    } else if (e->meta_frame < 0) {
         int32_t mf;
         rc = pool_get(e, 0, POOL_READ, &mf); /* logs a checksum failure with the path */
         if (rc == 0) {

@@ -62,11 +62,24 @@ struct engine_sink {
      * data file.
      */
     int (*flush_to)(void *ctx, uint64_t lsn);
+    /*
+     * No data file (aurora): where pages come from and when they may leave.
+     * read_page fills one page (sealed, or all zeros for a page never written)
+     * from shared storage at the owner's read point; 0 or a negative error.
+     * durable_lsn returns the LSN up to which the owner's changes are durable
+     * elsewhere (VDL): a dirty page with LSN <= it may be dropped from the
+     * pool. Both may be NULL (then missing pages read as zeros and dirty pages
+     * stay in the pool).
+     */
+    int (*read_page)(void *ctx, uint32_t page_id, uint8_t *page);
+    uint64_t (*durable_lsn)(void *ctx);
 };
 
 struct engine_options {
     /* Data file path; created (with an initial meta page, fsynced) if missing
-     * or empty. NULL: no data file — pages live only in the pool (aurora). */
+     * or empty. NULL: no data file — pages come from sink.read_page and live
+     * in the pool (aurora); a volume whose meta page reads as zeros is
+     * initialised by emitting page images of the meta and root pages. */
     const char *data_path;
     size_t cache_pages; /* buffer pool frames; minimum 64 */
     struct engine_sink sink;
@@ -119,6 +132,11 @@ int engine_scan(struct engine *e, const uint8_t *start, size_t start_len, size_t
                 int with_values, engine_scan_fn fn, void *arg, struct rd_buf *next);
 
 uint64_t engine_key_count(const struct engine *e);
+
+/* Aurora readers: forget a cached page (its next use reads it again through
+ * sink.read_page); page 0 (meta) is re-read at once. Pinned or dirty pages
+ * are not touched (returns RD_ESTATE). 0 if dropped or not cached. */
+int engine_invalidate_page(struct engine *e, uint32_t page_id);
 
 /*
  * Transactions (no-steal): between txn_begin and txn_end, every page the

@@ -128,7 +128,9 @@ static bool evictable(const struct engine *e, const struct frame *fr)
 {
     if (fr->pins > 0 || fr->mtr_slot >= 0 || fr->txn_dirty)
         return false;
-    return !(fr->dirty && e->fd < 0);
+    if (fr->dirty && e->fd < 0) /* no file: droppable once durable in shared storage */
+        return e->sink.durable_lsn != NULL && engine_page_lsn(fr->data) <= e->sink.durable_lsn(e->sink.ctx);
+    return true;
 }
 
 /* Finds a frame to reuse (writing it out if dirty). RD_ETOOBIG if none can be. */
@@ -148,11 +150,12 @@ static int find_victim(struct engine *e, int32_t *out)
             fr->ref = false;
             continue;
         }
-        if (fr->dirty) {
+        if (fr->dirty && e->fd >= 0) {
             int rc = pool_write_frame(e, f);
             if (rc < 0)
                 return rc;
         }
+        fr->dirty = false;
         hash_remove(e, f);
         fr->page_id = ENGINE_PAGE_NONE;
         e->st.evictions++;
@@ -165,6 +168,18 @@ static int find_victim(struct engine *e, int32_t *out)
 static int read_page(struct engine *e, uint32_t pid, uint8_t *buf)
 {
     memset(buf, 0, ENGINE_PAGE_SIZE);
+    if (e->fd < 0 && e->sink.read_page != NULL) {
+        int rc = e->sink.read_page(e->sink.ctx, pid, buf);
+        if (rc < 0) {
+            rd_error("could not read page %u from shared storage: %s", pid, rd_strerror(rc));
+            return rc;
+        }
+        if (engine_page_verify(buf) < 0 || (engine_page_type(buf) != 0 && pg_check(buf, pid) < 0)) {
+            rd_error("page %u from shared storage fails its checksum or layout check", pid);
+            return RD_ECORRUPT;
+        }
+        return 0;
+    }
     if (e->fd < 0 || pid >= e->file_pages)
         return 0; /* never written: a zero page */
     off_t off = (off_t)pid * ENGINE_PAGE_SIZE;
@@ -255,5 +270,23 @@ int engine_debug_read_page(struct engine *e, uint32_t pid, uint8_t *out)
         return rc;
     memcpy(out, pool_data(e, f), ENGINE_PAGE_SIZE);
     pool_unpin(e, f);
+    return 0;
+}
+
+int engine_invalidate_page(struct engine *e, uint32_t pid)
+{
+    int32_t f = hash_find(e, pid);
+    if (f < 0)
+        return 0;
+    struct frame *fr = &e->frames[f];
+    if (f == e->meta_frame) {
+        if (fr->dirty || fr->mtr_slot >= 0)
+            return RD_ESTATE;
+        return read_page(e, 0, fr->data);
+    }
+    if (fr->pins > 0 || fr->dirty || fr->mtr_slot >= 0)
+        return RD_ESTATE;
+    hash_remove(e, f);
+    fr->page_id = ENGINE_PAGE_NONE;
     return 0;
 }

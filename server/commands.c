@@ -263,6 +263,13 @@ static void cmd_replicaof(struct server *s, struct conn *c, const struct resp_ar
 {
     char err[512];
     if (arg_eq(&a->v[1], "no") && arg_eq(&a->v[2], "one")) {
+        if (s->role == SERVER_ROLE_READER) {
+            if (aurora_promote(s, err, sizeof(err)) < 0)
+                reply_err(c, "%s", err);
+            else
+                reply_ok(c);
+            return;
+        }
         if (s->role != SERVER_ROLE_REPLICA) {
             reply_ok(c); /* already a primary: Redis answers OK too */
             return;
@@ -292,11 +299,23 @@ static void cmd_promote(struct server *s, struct conn *c, const struct resp_args
 {
     (void)a;
     char err[512];
+    if (s->role == SERVER_ROLE_READER) {
+        if (aurora_promote(s, err, sizeof(err)) < 0)
+            reply_err(c, "%s", err);
+        else
+            reply_ok(c);
+        return;
+    }
     int rc = repl_promote(s, c, err, sizeof(err));
     if (rc < 0)
         reply_err(c, "%s", err);
     else if (rc == 0)
         reply_ok(c);
+}
+
+static void cmd_reader(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    aurora_cmd_reader(s, c, a);
 }
 
 /* ------------------------------------------------------------ keys */
@@ -684,7 +703,7 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
         wal_get_stats(s->wal, &ws);
     if (s->engine)
         engine_get_stats(s->engine, &es);
-    static const char *roles[] = {"standalone", "primary", "replica"};
+    static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
     uint64_t up_s = (rd_now_ms() - s->start_ms) / 1000;
     int all = sec == NULL || strcasecmp(sec, "all") == 0 || strcasecmp(sec, "everything") == 0 ||
               strcasecmp(sec, "default") == 0;
@@ -731,8 +750,12 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
                        s->stats.connections_received, s->stats.connections_rejected, s->stats.commands,
                        s->stats.txns, s->stats.errors, s->stats.protocol_errors, s->stats.replies_delayed,
                        s->stats.net_in_bytes, s->stats.net_out_bytes, s->loop.turns);
-    if (SEC("replication"))
-        repl_info(s, b);
+    if (SEC("replication")) {
+        if (server_is_aurora(s))
+            aurora_info(s, b);
+        else
+            repl_info(s, b);
+    }
     if (SEC("keyspace") && s->engine)
         rd_buf_appendf(b, "# Keyspace\r\ndb0:keys=%" PRIu64 ",expires=0,avg_ttl=0\r\n\r\n",
                        engine_key_count(s->engine));
@@ -756,6 +779,22 @@ static void cmd_info(struct server *s, struct conn *c, const struct resp_args *a
 static void cmd_role(struct server *s, struct conn *c, const struct resp_args *a)
 {
     (void)a;
+    if (s->role == SERVER_ROLE_WRITER) {
+        reply_array(c, 3);
+        reply_cstr(c, "master");
+        reply_int(c, (int64_t)s->aur.q.vdl);
+        reply_array(c, 0);
+        return;
+    }
+    if (s->role == SERVER_ROLE_READER) {
+        reply_array(c, 5);
+        reply_cstr(c, "slave");
+        reply_cstr(c, s->aur.writer_host);
+        reply_int(c, s->aur.writer_port);
+        reply_cstr(c, s->aur.feed_conn ? "connected" : "connecting");
+        reply_int(c, (int64_t)s->aur.read_lsn);
+        return;
+    }
     repl_role_reply(s, c);
 }
 
@@ -842,6 +881,7 @@ static const struct cmd_def cmd_table[] = {
     {"slaveof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof},
     {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote},
     {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate},
+    {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader},
     {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi},
     {"exec", 1, CMD_NOQUEUE, cmd_exec},
     {"discard", 1, CMD_NOQUEUE, cmd_discard},
@@ -957,12 +997,19 @@ static void multi_queue(struct server *s, struct conn *c, const struct resp_args
         rd_panic("out of memory for a reply");
 }
 
+/* The log the commit goes to: the local WAL, or aurora's redo stream. */
+static uint64_t log_insert_lsn(const struct server *s)
+{
+    return s->role == SERVER_ROLE_WRITER ? aurora_insert_lsn(s) : wal_insert_lsn(s->wal);
+}
+
 static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t lsn_before)
 {
-    if (wal_insert_lsn(s->wal) == lsn_before)
+    if (log_insert_lsn(s) == lsn_before)
         return s->last_commit_lsn; /* read-only: depends on the newest commit it could see */
     uint64_t lsn;
-    int rc = wal_append_commit(s->wal, ++s->next_txn_id, &lsn);
+    int rc = s->role == SERVER_ROLE_WRITER ? aurora_append_commit(s, ++s->next_txn_id, &lsn)
+                                           : wal_append_commit(s->wal, ++s->next_txn_id, &lsn);
     if (rc < 0)
         rd_panic("could not append a commit record: %s", rd_strerror(rc));
     s->last_commit_lsn = lsn;
@@ -984,7 +1031,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
         return;
     }
     struct resp_args q = {0};
-    uint64_t before = wal_insert_lsn(s->wal);
+    uint64_t before = log_insert_lsn(s);
     engine_txn_begin(s->engine);
     reply_array(c, c->multi_count);
     for (size_t off = 0; off < c->multi_q.len;) {
@@ -1051,7 +1098,13 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
         conn_reply_done(s, c, 0);
         return;
     }
-    if (s->role == SERVER_ROLE_REPLICA && (d->flags & CMD_WRITE)) {
+    if (s->role == SERVER_ROLE_WRITER && s->aur.fenced && (d->flags & CMD_WRITE)) {
+        reply_err(c, "ERR this writer was fenced: a newer writer holds a higher volume epoch, no write can be "
+                     "acknowledged here");
+        conn_reply_done(s, c, 0);
+        return;
+    }
+    if ((s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER) && (d->flags & CMD_WRITE)) {
         reply_err(c, "READONLY You can't write against a read only replica.");
         if (c->in_multi)
             c->multi_dirty = 1;
@@ -1082,7 +1135,7 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     }
     if (d->flags & CMD_WRITE) {
         s->stats.write_commands++;
-        uint64_t before = wal_insert_lsn(s->wal);
+        uint64_t before = log_insert_lsn(s);
         engine_txn_begin(s->engine);
         d->fn(s, c, a);
         engine_txn_end(s->engine);

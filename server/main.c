@@ -35,6 +35,9 @@ static void usage(FILE *f)
             "  --peers H:P,...       primary: refuse to start if one of these is a primary on a\n"
             "                        newer timeline (this node was failed over)\n"
             "  --replica-timeout-ms N  drop a replication link silent for N ms (default 10000)\n"
+            "  --storage H:P,...     aurora writer/reader: the six storage nodes (redoubt-storage)\n"
+            "  --writer HOST:PORT    aurora reader: the writer whose feed it follows\n"
+            "                        (aurora roles keep no local files; --dir is not needed)\n"
             "  --requirepass PASS    require AUTH PASS before other commands\n"
             "  --maxclients N        refuse connections beyond N (default 10000)\n"
             "  --max-query-buffer-mb N   per-client unparsed input limit (default 8)\n"
@@ -66,7 +69,7 @@ int main(int argc, char **argv)
     enum {
         OPT_ROLE = 1000, OPT_DIR, OPT_PORT, OPT_BIND, OPT_CACHE, OPT_COMMIT, OPT_PASS, OPT_MAXCLIENTS,
         OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
-        OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT,
+        OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER,
     };
     static const struct option opts[] = {
         {"role", required_argument, NULL, OPT_ROLE},
@@ -89,6 +92,8 @@ int main(int argc, char **argv)
         {"wal-keep-mb", required_argument, NULL, OPT_KEEP},
         {"peers", required_argument, NULL, OPT_PEERS},
         {"replica-timeout-ms", required_argument, NULL, OPT_RTIMEOUT},
+        {"storage", required_argument, NULL, OPT_STORAGE},
+        {"writer", required_argument, NULL, OPT_WRITER},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -101,9 +106,13 @@ int main(int argc, char **argv)
                 cfg.role = SERVER_ROLE_PRIMARY;
             else if (strcmp(optarg, "replica") == 0)
                 cfg.role = SERVER_ROLE_REPLICA;
+            else if (strcmp(optarg, "writer") == 0)
+                cfg.role = SERVER_ROLE_WRITER;
+            else if (strcmp(optarg, "reader") == 0)
+                cfg.role = SERVER_ROLE_READER;
             else {
-                fprintf(stderr, "redoubt: --role must be standalone, primary or replica (got \"%s\"); the aurora "
-                                "roles (writer, reader) are not built yet\n", optarg);
+                fprintf(stderr, "redoubt: --role must be standalone, primary, replica, writer or reader "
+                                "(got \"%s\")\n", optarg);
                 return 2;
             }
             break;
@@ -125,6 +134,8 @@ int main(int argc, char **argv)
         case OPT_NAME: cfg.name = optarg; break;
         case OPT_KEEP: cfg.wal_keep_bytes = (uint64_t)parse_num("--wal-keep-mb", optarg, 1, 1 << 20) << 20; break;
         case OPT_PEERS: cfg.peers = optarg; break;
+        case OPT_STORAGE: cfg.storage = optarg; break;
+        case OPT_WRITER: cfg.writer_addr = optarg; break;
         case OPT_RTIMEOUT: cfg.replica_timeout_ms = (uint64_t)parse_num("--replica-timeout-ms", optarg, 0, 86400000); break;
         case OPT_DIR: cfg.dir = optarg; break;
         case OPT_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
@@ -179,7 +190,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "redoubt: unexpected argument \"%s\" (see --help)\n", argv[optind]);
         return 2;
     }
-    if (cfg.dir == NULL) {
+    int aurora = cfg.role == SERVER_ROLE_WRITER || cfg.role == SERVER_ROLE_READER;
+    if (aurora && cfg.storage == NULL) {
+        fprintf(stderr, "redoubt: --role writer/reader needs --storage H:P,H:P,H:P,H:P,H:P,H:P (six nodes)\n");
+        return 2;
+    }
+    if (cfg.role == SERVER_ROLE_READER && cfg.writer_addr == NULL) {
+        fprintf(stderr, "redoubt: --role reader needs --writer HOST:PORT\n");
+        return 2;
+    }
+    if (cfg.dir == NULL && !aurora) {
         fprintf(stderr, "redoubt: --dir is required (see --help)\n");
         return 2;
     }
@@ -196,7 +216,7 @@ int main(int argc, char **argv)
         snprintf(default_name, sizeof(default_name), "replica%d", cfg.port);
         cfg.name = default_name;
     }
-    static const char *roles[] = {"standalone", "primary", "replica"};
+    static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
     rd_log_init(roles[cfg.role], RD_LOG_INFO);
     return server_run(&cfg);
 }

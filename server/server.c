@@ -106,8 +106,10 @@ static void conn_free(struct server *s, struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
-    if (c->kind != CONN_CLIENT)
+    if (c->kind == CONN_WALSENDER || c->kind == CONN_UPSTREAM)
         repl_on_conn_closed(s, c);
+    else if (c->kind != CONN_CLIENT)
+        aurora_on_conn_closed(s, c);
     if (c->wait_active)
         s->nwaiting--;
     if (s->promote_waiter == c)
@@ -139,7 +141,8 @@ void conn_close_after_reply(struct conn *c) { c->close_after_send = 1; }
 
 void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
 {
-    if (s->cfg.commit == SERVER_COMMIT_ASYNC || s->role == SERVER_ROLE_REPLICA || lsn <= s->release_lsn)
+    if (s->cfg.commit == SERVER_COMMIT_ASYNC || s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER ||
+        lsn <= s->release_lsn)
         lsn = 0;
     if (lsn == 0 && c->nmarks == 0)
         return; /* everything in out is releasable */
@@ -359,12 +362,18 @@ static void server_arm_accept(struct server *s)
 
 static void conn_process(struct server *s, struct conn *c)
 {
-    if (c->kind != CONN_CLIENT) {
+    if (c->kind == CONN_WALSENDER || c->kind == CONN_UPSTREAM) {
         repl_process_input(s, c);
+        return;
+    }
+    if (c->kind != CONN_CLIENT) {
+        aurora_process_input(s, c);
         return;
     }
     if (c->wait_active)
         return; /* blocked in WAIT: input waits (repl_tick wakes it) */
+    if (s->role == SERVER_ROLE_WRITER && aurora_backpressure(s))
+        return; /* LSNs too far above VDL: wait for acks (vdl_advanced wakes it) */
     unsigned n = 0;
     size_t off = 0;
     while (!c->closing && !c->close_after_send && n < SERVER_CMDS_PER_TURN) {
@@ -675,8 +684,12 @@ int server_run(const struct server_config *cfg)
     if (server_setup_buffers(s) < 0)
         return 1;
     char control[4096];
-    snprintf(control, sizeof(control), "%s/control", s->cfg.dir);
-    if (s->role == SERVER_ROLE_REPLICA && access(control, F_OK) != 0) {
+    snprintf(control, sizeof(control), "%s/control", s->cfg.dir ? s->cfg.dir : ".");
+    if (server_is_aurora(s)) {
+        /* No local files: the volume lives on the storage nodes. */
+        if (aurora_init(s) < 0)
+            return 1;
+    } else if (s->role == SERVER_ROLE_REPLICA && access(control, F_OK) != 0) {
         /* Empty replica: storage is created by the base backup (repl.c). */
         if (mkdir(s->cfg.dir, 0755) < 0 && errno != EEXIST) {
             rd_error("could not create data directory \"%s\": %s", s->cfg.dir, strerror(errno));
@@ -703,7 +716,7 @@ int server_run(const struct server_config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     server_arm_accept(s);
-    static const char *roles[] = {"standalone", "primary", "replica"};
+    static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
     rd_info("ready to accept connections on %s:%d (role %s, commit %s, dir %s)", s->cfg.bind_addr,
             s->cfg.port, roles[s->role], server_commit_name(s->cfg.commit), s->cfg.dir);
 
@@ -718,7 +731,12 @@ int server_run(const struct server_config *cfg)
         server_process_ready(s);
         if (s->wal != NULL)
             wal_flush_async(s->wal);
-        repl_tick(s);
+        if (server_is_aurora(s)) {
+            aurora_ship(s);
+            aurora_tick(s);
+        } else {
+            repl_tick(s);
+        }
         server_send_all(s);
         if (s->wal != NULL && !wal_flush_in_flight(s->wal))
             server_maybe_checkpoint(s);
@@ -729,6 +747,9 @@ int server_run(const struct server_config *cfg)
      * about it, then a final checkpoint. */
     if (s->role == SERVER_ROLE_REPLICA) {
         repl_shutdown(s); /* restart point, nothing appended */
+    } else if (server_is_aurora(s)) {
+        /* Nothing local to flush: what is acknowledged is on a write quorum. */
+        aurora_ship(s);
     } else {
         rc = wal_shutdown(s->wal, s->engine);
         if (rc < 0)

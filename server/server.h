@@ -10,7 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum server_role { SERVER_ROLE_STANDALONE = 0, SERVER_ROLE_PRIMARY = 1, SERVER_ROLE_REPLICA = 2 };
+enum server_role {
+    SERVER_ROLE_STANDALONE = 0,
+    SERVER_ROLE_PRIMARY = 1, /* classic */
+    SERVER_ROLE_REPLICA = 2, /* classic */
+    SERVER_ROLE_WRITER = 3,  /* aurora */
+    SERVER_ROLE_READER = 4,  /* aurora */
+};
 /* PostgreSQL's synchronous_commit levels. */
 enum server_commit {
     SERVER_COMMIT_LOCAL = 0,        /* local WAL fdatasync */
@@ -47,6 +53,8 @@ struct server_config {
     uint64_t wal_keep_bytes;           /* most WAL kept for registered replicas */
     const char *peers;                 /* primary: h:p,... checked for a newer timeline at start */
     uint64_t replica_timeout_ms;       /* no traffic for this long: the link is dead */
+    const char *storage;               /* aurora: the six storage nodes, h:p,... */
+    const char *writer_addr;           /* aurora reader: HOST:PORT of the writer */
 };
 
 /* Parses 'ANY k (a,b)' / 'FIRST k (a,b)' / 'k (a,b)' (= FIRST) into c.

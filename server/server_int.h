@@ -16,7 +16,57 @@ enum conn_kind {
     CONN_CLIENT = 0,    /* a RESP client */
     CONN_WALSENDER = 1, /* primary side of a replica's connection: frames */
     CONN_UPSTREAM = 2,  /* replica side of its connection to the primary: frames */
+    CONN_STORAGE = 3,   /* aurora writer -> storage node link: frames */
+    CONN_READER_FEED = 4, /* aurora writer side of a reader's feed: frames */
+    CONN_FEED_UP = 5,   /* aurora reader side of its feed from the writer: frames */
 };
+
+#include "redo/redo.h"
+
+/* ---- aurora (aurora.c) ---- */
+struct aur_ctl { /* blocking control socket to a storage node (epochs, GetPage) */
+    int fd;
+    struct rd_buf in, scratch;
+    uint64_t retry_ms;
+};
+#define AUR_SENT_RING 4096
+struct aur_node {
+    char host[256];
+    int port;
+    struct conn *conn; /* async redo link (writer) */
+    uint64_t retry_ms;
+    int down_logged, ever_up;
+    uint64_t scl, acks, last_ack_ms, ack_lat_us;
+    struct { uint64_t last_lsn, send_us; } sent[AUR_SENT_RING];
+    size_t sent_head, nsent;
+};
+struct aurora {
+    struct aur_node node[REDO_NODES];
+    struct aur_ctl ctl[REDO_NODES];
+    uint64_t epoch;
+    int role_writer, fenced;
+    uint64_t last_lsn;     /* last LSN assigned */
+    uint64_t read_lsn;     /* GetPage read point */
+    uint64_t recovered_vdl;
+    struct redo_batch batch;
+    int batch_open;
+    struct redo_quorum q;
+    struct rd_buf frame, feed, scratch;
+    struct { uint64_t lsn; uint32_t page_id; } *changed; /* pages changed above VDL, for the feed */
+    size_t nchanged, changed_cap;
+    size_t nreaders;
+    uint64_t req_id, getpage_requests, getpage_hedged;
+    uint64_t redo_records, commits, redo_bytes_raw, redo_bytes_batch, redo_bytes_wire, net_bytes_sent, frames_sent;
+    uint64_t readpoint_ms, min_read_point, status_ms;
+    /* reader */
+    char writer_host[256];
+    int writer_port;
+    struct conn *feed_conn;
+    uint64_t feed_retry_ms, writer_vdl, feed_send_us, lag_us, feed_msgs;
+    int meta_stale;
+};
+
+struct repl_peer; /* repl.c */
 
 struct repl_peer; /* repl.c */
 
@@ -32,6 +82,9 @@ struct conn {
     struct repl_peer *peer; /* CONN_WALSENDER */
     char addr[300];         /* peer ip:port */
     uint64_t last_write_lsn; /* commit LSN of this client's newest write (WAIT) */
+    int sn_idx;             /* CONN_STORAGE: node index */
+    char reader_name[64];   /* CONN_READER_FEED */
+    uint64_t reader_point;  /* CONN_READER_FEED: the reader's read point */
     int wait_active;        /* blocked in WAIT */
     uint64_t wait_deadline_ms;
     int64_t wait_num;
@@ -141,6 +194,7 @@ struct server {
     enum server_role role;
     uint64_t release_lsn;  /* replies tagged <= this may be sent (local + sync replicas) */
     struct upstream up;
+    struct aurora aur;
     struct repl_slot slots[SERVER_MAX_SLOTS];
     size_t npeers;
     size_t nwaiting;       /* conns blocked in WAIT (or waiting for a promotion) */
@@ -199,6 +253,24 @@ void repl_role_reply(struct server *s, struct conn *c);
 size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */
 int repl_replica_readable(const struct server *s);          /* hot standby consistent */
 void repl_shutdown(struct server *s);
+
+/* aurora.c */
+int aurora_init(struct server *s);
+void aurora_ship(struct server *s);
+void aurora_tick(struct server *s);
+void aurora_process_input(struct server *s, struct conn *c);
+void aurora_on_conn_closed(struct server *s, struct conn *c);
+void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args *a);
+int aurora_promote(struct server *s, char *err, size_t err_len);
+void aurora_info(struct server *s, struct rd_buf *b);
+uint64_t aurora_insert_lsn(const struct server *s);
+int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn);
+int aurora_backpressure(const struct server *s);
+int aurora_become_writer(struct server *s);
+static inline int server_is_aurora(const struct server *s)
+{
+    return s->role == SERVER_ROLE_WRITER || s->role == SERVER_ROLE_READER;
+}
 
 /* commands.c */
 void cmd_execute(struct server *s, struct conn *c, const struct resp_args *args);

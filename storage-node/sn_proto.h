@@ -97,4 +97,9 @@ int sn_parse_readpoint(const uint8_t *p, size_t n, uint64_t *min_read_lsn);
 int sn_parse_error(const uint8_t *p, size_t n, uint32_t *code, char *text, size_t text_cap);
 int sn_parse_log(const uint8_t *p, size_t n, uint64_t *req_id, const uint8_t **batch, size_t *batch_len);
 
+/* Additions (storage-node/): longest SN_MSG_ERROR text (the encoder
+ * truncates, the decoder refuses longer), and a name for logs. */
+#define SN_ERROR_MAX_TEXT 512u
+const char *sn_msg_name(uint8_t type);
+
 #endif

@@ -451,11 +451,33 @@ fail:
 
 /* ================================================================ the log writer */
 
+/* In direct mode (open_datasync) a buffer starts on a block boundary: the
+ * `pre` bytes before start_lsn are a copy of the log's partial last block,
+ * already durable, rewritten (identical) by the next write of that block. */
 struct wal_buf {
-    uint8_t *data;
-    size_t len, cap;
+    uint8_t *mem;       /* WAL_DIO_ALIGN-aligned allocation of cap bytes */
+    uint8_t *data;      /* mem + pre: the byte at start_lsn */
+    size_t pre, len, cap;
     uint64_t start_lsn; /* LSN of data[0] */
     uint64_t commits;   /* commit records in it */
+};
+
+/* Asynchronous preparation of the next segment file through the loop: one
+ * operation in flight at a time — header block, zero chunks, fdatasync — then
+ * (in the completion) rename and fsync of the dir. Allocated on its own: an
+ * abandoned preparation (prep->w == NULL) lives until its last completion. */
+struct wal_prep {
+    struct rd_io io;
+    struct wal *w;      /* NULL once abandoned */
+    struct wal_prep *next_orphan;
+    uint64_t segno;
+    uint32_t tli;
+    int fd;
+    int stage;          /* 0 header block, 1 zero chunks, 2 fdatasync */
+    uint64_t off;       /* next chunk offset */
+    size_t expect;
+    uint8_t *chunk;     /* WAL_PREP_CHUNK zero bytes, aligned; the first block carries the header */
+    char tmp[PATH_MAX];
 };
 
 struct wal_fd {
@@ -493,6 +515,9 @@ struct wal {
     uint64_t keep_lsn;
     uint64_t prepared_segno; /* highest segment file known to exist, zero-filled and synced */
     int have_prepared;
+    int direct;              /* WAL_SYNC_OPEN_DATASYNC in use: O_DIRECT|O_DSYNC segment fds */
+    struct wal_prep *prep;   /* asynchronous preparation of the next segment, or NULL */
+    uint64_t prep_failed_segno; /* + 1: an asynchronous preparation of it failed: do not retry */
 
     struct wal_buf bufs[2];
     int active; /* index of the buffer appends go to */
@@ -500,7 +525,7 @@ struct wal {
     int closed;         /* wal_close ran while a flush was in flight: free at its completion */
     int notify_pending; /* flushed_lsn advanced outside the loop: tell on_flushed */
     struct wal_flush_io *ios;
-    size_t ios_total, ios_done, writes_done;
+    size_t ios_total, ios_done, writes_total, writes_done;
     uint64_t flush_started_us;
 
     struct wal_fd *fds;
@@ -542,6 +567,7 @@ static int seg_create(struct wal *w, uint64_t segno)
     if (exists)
         return 0; /* exists already (after a restart): never replace a segment */
     snprintf(tmp, sizeof(tmp), "%s/segtemp.%d", w->wal_dir, (int)getpid());
+    uint64_t t0 = rd_now_us();
     const char *what = "create";
     int rc = 0;
     uint8_t *zero = calloc(1, WAL_SEG_SIZE_MIN);
@@ -582,18 +608,30 @@ static int seg_create(struct wal *w, uint64_t segno)
     if (rc < 0)
         goto fail;
     free(zero);
-    return 0;
+    w->st.segments_created_sync++;
+    rd_debug("created WAL segment \"%s\" synchronously in %" PRIu64 " us", path, rd_now_us() - t0);
+    return 1;
 fail:
     free(zero);
     rd_error("could not %s WAL segment \"%s\": %s", what, tmp, rd_strerror(rc));
     return rc;
 }
 
-/* Makes sure segment segno exists (creating it and any missing before it). */
+static void prep_abandon(struct wal *w, int wait);
+
+/* Makes sure segment segno exists (creating it and any missing before it),
+ * synchronously. An asynchronous preparation of it (or of an earlier one)
+ * that has not completed is abandoned: its temp file is removed. */
 static int seg_prepare(struct wal *w, uint64_t segno)
 {
     if (w->have_prepared && w->prepared_segno >= segno)
         return 0;
+    if (w->prep != NULL && w->prep->segno <= segno) {
+        rd_info("WAL segment %" PRIu64 " is not ready yet (background preparation at stage %d, %" PRIu64
+                " of %" PRIu64 " bytes): creating it synchronously",
+                w->prep->segno, w->prep->stage, w->prep->off, w->seg_size);
+        prep_abandon(w, 0);
+    }
     uint64_t from = w->have_prepared ? w->prepared_segno + 1 : segno;
     for (uint64_t s = from; s <= segno; s++) {
         int rc = seg_create(w, s);
@@ -621,7 +659,7 @@ static int seg_fd(struct wal *w, uint64_t segno)
     }
     char path[PATH_MAX];
     seg_path(w, segno, path, sizeof(path));
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = open(path, O_RDWR | O_CLOEXEC | (w->direct ? O_DIRECT | O_DSYNC : 0));
     if (fd < 0) {
         int rc = -errno;
         rd_error("could not open WAL segment \"%s\": %s", path, rd_strerror(rc));
@@ -688,21 +726,242 @@ static void prune_fds(struct wal *w)
     seg_fds_prune(w, RD_MIN(need, w->flushed_lsn) / w->seg_size);
 }
 
+/* ---------------------------------------------------------------- waiting for own completions */
+
+/* Waits until `need` completions matched by `match` are in the CQ ring,
+ * WITHOUT consuming anything: the loop dispatches them (and everything else)
+ * later as usual. Used where a blocking caller (wal_flush_sync, wal_close)
+ * must know that an operation of ours finished, from inside an engine call
+ * where running the loop's dispatch would be re-entrant. */
+static void wait_cqes_peek(struct rd_loop *l, int (*match)(void *ctx, const struct io_uring_cqe *cqe),
+                           void *ctx, size_t need, const char *what)
+{
+    struct io_uring *ring = &l->ring;
+    for (;;) {
+        size_t found = 0;
+        unsigned head, seen = 0;
+        struct io_uring_cqe *cqe;
+        io_uring_for_each_cqe(ring, head, cqe)
+        {
+            seen++;
+            if (match(ctx, cqe))
+                found++;
+        }
+        if (found >= need)
+            return;
+        if (seen >= ring->cq.ring_entries)
+            rd_panic("could not wait for %s: the completion queue is full", what);
+        int rc = io_uring_submit_and_wait(ring, seen + 1);
+        if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY)
+            rd_panic("could not wait for %s: %s", what, strerror(-rc));
+    }
+}
+
+/* ---------------------------------------------------------------- asynchronous segment preparation */
+
+/* Abandoned preparations still waiting for their last completion (reachable,
+ * so leak checkers do not flag a loop destroyed before it arrived). */
+static struct wal_prep *prep_orphans;
+
+static void prep_free(struct wal_prep *p)
+{
+    if (p->fd >= 0 && close(p->fd) < 0)
+        rd_warn("could not close \"%s\": %s", p->tmp, strerror(errno));
+    free(p->chunk);
+    free(p);
+}
+
+static void prep_submit(struct wal_prep *p)
+{
+    struct wal *w = p->w;
+    struct io_uring_sqe *sqe = rd_loop_sqe(w->opt.loop, &p->io);
+    if (p->stage == 2) {
+        io_uring_prep_fsync(sqe, p->fd, IORING_FSYNC_DATASYNC);
+        p->expect = 0;
+    } else {
+        p->expect = (size_t)RD_MIN((uint64_t)WAL_PREP_CHUNK, w->seg_size - p->off);
+        io_uring_prep_write(sqe, p->fd, p->chunk, (unsigned)p->expect, p->off);
+    }
+    io_uring_sqe_set_data(sqe, &p->io);
+}
+
+static void prep_cqe(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct wal_prep *p = (struct wal_prep *)io;
+    struct wal *w = p->w;
+    if (w == NULL) { /* abandoned: its temp file is already unlinked */
+        for (struct wal_prep **pp = &prep_orphans; *pp != NULL; pp = &(*pp)->next_orphan)
+            if (*pp == p) {
+                *pp = p->next_orphan;
+                break;
+            }
+        prep_free(p);
+        return;
+    }
+    if (cqe->res < 0 || (p->stage < 2 && (size_t)cqe->res != p->expect)) {
+        rd_warn("background preparation of WAL segment \"%s\" failed (%s): it will be created "
+                "synchronously when needed",
+                p->tmp, cqe->res < 0 ? strerror(-cqe->res) : "short write");
+        w->prep_failed_segno = p->segno + 1;
+        w->prep = NULL;
+        if (unlink(p->tmp) < 0)
+            rd_warn("could not remove \"%s\": %s", p->tmp, strerror(errno));
+        prep_free(p);
+        return;
+    }
+    if (p->stage < 2) {
+        if (p->stage == 0)
+            memset(p->chunk, 0, WAL_SEG_HDR_SIZE); /* from now on a chunk of zeros */
+        p->stage = 1;
+        p->off += p->expect;
+        if (p->off >= w->seg_size)
+            p->stage = 2;
+        prep_submit(p);
+        return;
+    }
+    /* Zero-filled with its header and fdatasynced: rename it into place. */
+    w->prep = NULL;
+    int fd = p->fd;
+    p->fd = -1;
+    if (close(fd) < 0)
+        rd_warn("could not close \"%s\": %s", p->tmp, strerror(errno));
+    char path[PATH_MAX];
+    int exists;
+    uint32_t tli = seg_path_ex(w, p->segno, path, sizeof(path), &exists);
+    if (exists || tli != p->tli) { /* made meanwhile (synchronously), or the timeline moved on */
+        if (unlink(p->tmp) < 0)
+            rd_warn("could not remove \"%s\": %s", p->tmp, strerror(errno));
+        prep_free(p);
+        return;
+    }
+    if (rename(p->tmp, path) < 0) {
+        rd_warn("could not rename \"%s\" to \"%s\": %s (the segment will be created synchronously)", p->tmp,
+                path, strerror(errno));
+        w->prep_failed_segno = p->segno + 1;
+        unlink(p->tmp);
+        prep_free(p);
+        return;
+    }
+    int rc = fsync_dir(w->wal_dir);
+    if (rc < 0) /* the segment's name might not survive a crash: never write records into it */
+        rd_panic("could not fsync WAL directory \"%s\": %s", w->wal_dir, rd_strerror(rc));
+    if (w->have_prepared && w->prepared_segno + 1 == p->segno)
+        w->prepared_segno = p->segno;
+    w->st.segments_prepared_async++;
+    rd_debug("prepared WAL segment \"%s\" in the background", path);
+    prep_free(p);
+}
+
+/* Starts preparing segment segno in the background (needs the loop). Any
+ * failure just leaves the work to the synchronous path. */
+static void prep_start(struct wal *w, uint64_t segno)
+{
+    char path[PATH_MAX];
+    int exists;
+    uint32_t tli = seg_path_ex(w, segno, path, sizeof(path), &exists);
+    if (exists)
+        return;
+    struct wal_prep *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return;
+    p->io.on_cqe = prep_cqe;
+    p->w = w;
+    p->segno = segno;
+    p->tli = tli;
+    p->fd = -1;
+    snprintf(p->tmp, sizeof(p->tmp), "%s/segtemp.%d.%" PRIu64, w->wal_dir, (int)getpid(), segno);
+    p->chunk = aligned_alloc(WAL_DIO_ALIGN, WAL_PREP_CHUNK);
+    if (p->chunk == NULL) {
+        prep_free(p);
+        return;
+    }
+    memset(p->chunk, 0, WAL_PREP_CHUNK);
+    struct wal_seg_header h = {WAL_FORMAT_VERSION, tli, segno, w->seg_size, w->system_id};
+    wal_seg_header_encode(p->chunk, &h);
+    /* Direct writes when the WAL uses them: the zeros go to the device chunk
+     * by chunk instead of in one burst at the fdatasync. */
+    int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+    p->fd = w->direct ? open(p->tmp, flags | O_DIRECT, 0600) : -1;
+    if (p->fd < 0)
+        p->fd = open(p->tmp, flags, 0600);
+    if (p->fd < 0) {
+        rd_warn("could not create \"%s\": %s (the segment will be created synchronously)", p->tmp,
+                strerror(errno));
+        w->prep_failed_segno = segno + 1;
+        prep_free(p);
+        return;
+    }
+    w->prep = p;
+    prep_submit(p);
+}
+
+static int prep_match(void *ctx, const struct io_uring_cqe *cqe)
+{
+    return io_uring_cqe_get_data(cqe) == ctx;
+}
+
+/* Gives up the current preparation: its temp file is removed now; the
+ * struct lives until its in-flight operation completes. With wait, blocks
+ * until that operation finished (wal_close), and releases the fd and buffer. */
+static void prep_abandon(struct wal *w, int wait)
+{
+    struct wal_prep *p = w->prep;
+    if (p == NULL)
+        return;
+    w->prep = NULL;
+    p->w = NULL;
+    if (unlink(p->tmp) < 0 && errno != ENOENT)
+        rd_warn("could not remove \"%s\": %s", p->tmp, strerror(errno));
+    if (wait) {
+        wait_cqes_peek(w->opt.loop, prep_match, &p->io, 1, "a WAL segment preparation");
+        if (p->fd >= 0 && close(p->fd) < 0)
+            rd_warn("could not close \"%s\": %s", p->tmp, strerror(errno));
+        p->fd = -1;
+        free(p->chunk);
+        p->chunk = NULL;
+    }
+    p->next_orphan = prep_orphans;
+    prep_orphans = p;
+}
+
+/* After an append that left the current segment segno filled to off: makes
+ * sure segment segno + 1 is (being) prepared. With a loop, in the background
+ * from a quarter on; without, synchronously at half (W6). */
+static int prepare_next(struct wal *w, uint64_t segno, uint64_t off)
+{
+    if (w->have_prepared && w->prepared_segno > segno)
+        return 0;
+    if (w->opt.loop == NULL)
+        return off >= w->seg_size / 2 ? seg_prepare(w, segno + 1) : 0;
+    if (off >= w->seg_size / WAL_PREP_START_DIV && w->prep == NULL && w->prep_failed_segno != segno + 2)
+        prep_start(w, segno + 1);
+    return 0;
+}
+
+int wal_prep_in_flight(const struct wal *w) { return w->prep != NULL; }
+uint64_t wal_prep_segno(const struct wal *w) { return w->prep != NULL ? w->prep->segno : UINT64_MAX; }
+
 /* ---------------------------------------------------------------- appending */
 
 static uint8_t *buf_grow(struct wal *w, size_t n)
 {
     struct wal_buf *b = &w->bufs[w->active];
-    if (b->len + n > b->cap) {
+    if (b->pre + b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : WAL_BUF_INITIAL;
-        while (cap < b->len + n)
+        while (cap < b->pre + b->len + n)
             cap *= 2;
         if (cap > WAL_BUF_MAX)
             return NULL;
-        uint8_t *p = realloc(b->data, cap); /* never the in-flight buffer (W5) */
+        /* Never the in-flight buffer (W5). Aligned for direct I/O; cap stays a
+         * multiple of WAL_DIO_ALIGN, so a write rounded up to a block fits. */
+        uint8_t *p = aligned_alloc(WAL_DIO_ALIGN, cap);
         if (p == NULL)
             return NULL;
-        b->data = p;
+        if (b->mem != NULL)
+            memcpy(p, b->mem, b->pre + b->len);
+        free(b->mem);
+        b->mem = p;
+        b->data = p + b->pre;
         b->cap = cap;
     }
     uint8_t *dst = b->data + b->len;
@@ -774,9 +1033,9 @@ static int append_record(struct wal *w, uint8_t type, uint8_t flags, uint32_t pa
     }
     *start_lsn = start;
     *end_lsn = w->insert_lsn;
-    /* Prepare the next segment once this one is half full (W6). */
-    uint64_t segno = start / w->seg_size;
-    if (w->insert_lsn % w->seg_size >= w->seg_size / 2 && (rc = seg_prepare(w, segno + 1)) < 0)
+    /* Prepare the next segment ahead of need (W6). */
+    if (w->insert_lsn % w->seg_size != 0 &&
+        (rc = prepare_next(w, start / w->seg_size, w->insert_lsn % w->seg_size)) < 0)
         return rc;
     return 0;
 }
@@ -825,20 +1084,94 @@ static void flush_advanced(struct wal *w, uint64_t lsn)
         w->written_lsn = lsn;
 }
 
+/* Empties buffer b to start at lsn. In direct mode its first `lsn % block`
+ * bytes get a copy of the log's partial last block, from tail (which may
+ * point into b itself). */
+static void buf_restart(struct wal *w, struct wal_buf *b, uint64_t lsn, const uint8_t *tail)
+{
+    b->start_lsn = lsn;
+    b->len = 0;
+    b->commits = 0;
+    b->pre = w->direct ? (size_t)(lsn % WAL_DIO_ALIGN) : 0;
+    if (b->pre > 0)
+        memmove(b->mem, tail, b->pre);
+    b->data = b->mem + b->pre;
+}
+
+/* The bytes [lsn - lsn % block, lsn) of buffer b, which ends at lsn. */
+static const uint8_t *buf_tail(const struct wal *w, const struct wal_buf *b)
+{
+    size_t pre = w->direct ? (size_t)((b->start_lsn + b->len) % WAL_DIO_ALIGN) : 0;
+    return b->mem + b->pre + b->len - pre;
+}
+
+/* Both buffers empty at lsn (recovery, truncation); in direct mode the
+ * partial block before lsn is read back from its segment file. */
+static int bufs_reset_at(struct wal *w, uint64_t lsn)
+{
+    for (int i = 0; i < 2; i++)
+        buf_restart(w, &w->bufs[i], lsn, w->bufs[i].mem); /* pre is filled below */
+    struct wal_buf *a = &w->bufs[w->active];
+    if (a->pre == 0)
+        return 0;
+    char path[PATH_MAX];
+    seg_path(w, lsn / w->seg_size, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    long n = fd < 0 ? -errno : wal_pread_all(fd, a->mem, a->pre, lsn % w->seg_size - a->pre);
+    if (fd >= 0)
+        close(fd);
+    if (n >= 0 && (size_t)n != a->pre)
+        n = -EIO;
+    if (n < 0) {
+        rd_error("could not read WAL segment \"%s\": %s", path, rd_strerror((int)n));
+        return (int)n;
+    }
+    return 0;
+}
+
+/* Where a write of buffer bytes [from, piece_end) (within one segment) goes:
+ * in direct mode widened to whole blocks (the zero padding after the buffer's
+ * end is set by buf_pad). Sets *ptr and *len; returns the file offset. */
+static uint64_t write_range(const struct wal *w, const struct wal_buf *b, uint64_t from, uint64_t piece_end,
+                            const uint8_t **ptr, size_t *len)
+{
+    if (w->direct) {
+        uint64_t wfrom = from - from % WAL_DIO_ALIGN;
+        uint64_t wend = RD_ALIGN_UP(piece_end, (uint64_t)WAL_DIO_ALIGN);
+        *ptr = b->mem + (wfrom - (b->start_lsn - b->pre));
+        *len = (size_t)(wend - wfrom);
+        return wfrom % w->seg_size;
+    }
+    *ptr = b->data + (from - b->start_lsn);
+    *len = (size_t)(piece_end - from);
+    return from % w->seg_size;
+}
+
+/* Direct mode: zeroes the buffer from its end to the next block boundary. */
+static void buf_pad(const struct wal *w, struct wal_buf *b)
+{
+    if (!w->direct)
+        return;
+    size_t used = b->pre + b->len;
+    memset(b->mem + used, 0, RD_ALIGN_UP(used, (size_t)WAL_DIO_ALIGN) - used);
+}
+
 /* Writes buffer bytes [from, b end) with pwrite, one piece per segment;
  * records the first and last segment touched. */
-static void sync_write_buf(struct wal *w, const struct wal_buf *b, uint64_t from, uint64_t *seg_lo,
+static void sync_write_buf(struct wal *w, struct wal_buf *b, uint64_t from, uint64_t *seg_lo,
                            uint64_t *seg_hi)
 {
     uint64_t end = b->start_lsn + b->len;
     from = RD_MAX(from, b->start_lsn);
+    buf_pad(w, b);
     while (from < end) {
         uint64_t segno = from / w->seg_size;
         uint64_t piece_end = RD_MIN(end, (segno + 1) * w->seg_size);
+        const uint8_t *ptr;
+        size_t len;
+        uint64_t off = write_range(w, b, from, piece_end, &ptr, &len);
         int fd = seg_fd(w, segno);
-        int rc = fd < 0 ? fd
-                        : wal_pwrite_all(fd, b->data + (from - b->start_lsn), piece_end - from,
-                                         from % w->seg_size);
+        int rc = fd < 0 ? fd : wal_pwrite_all(fd, ptr, len, off);
         if (rc < 0) {
             char path[PATH_MAX];
             seg_path(w, segno, path, sizeof(path));
@@ -848,6 +1181,29 @@ static void sync_write_buf(struct wal *w, const struct wal_buf *b, uint64_t from
         *seg_hi = RD_MAX(*seg_hi, segno);
         from = piece_end;
     }
+}
+
+static void flush_io_check(struct wal *w, const struct wal_flush_io *fio, int res)
+{
+    if (res < 0 || (!fio->is_fsync && (size_t)res != fio->expect)) {
+        char path[PATH_MAX];
+        seg_path(w, fio->segno, path, sizeof(path));
+        rd_panic("could not %s WAL segment \"%s\": %s", fio->is_fsync ? "fdatasync" : "write", path,
+                 res < 0 ? strerror(-res) : "short write");
+    }
+}
+
+static int flush_match(void *ctx, const struct io_uring_cqe *cqe)
+{
+    struct wal *w = ctx;
+    const void *d = io_uring_cqe_get_data(cqe);
+    for (size_t i = 0; i < w->ios_total; i++) {
+        if (d == &w->ios[i].io) {
+            flush_io_check(w, &w->ios[i], cqe->res); /* a failure is fatal now, not later */
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int wal_flush_sync(struct wal *w, uint64_t lsn)
@@ -862,11 +1218,18 @@ int wal_flush_sync(struct wal *w, uint64_t lsn)
     uint64_t t0 = rd_now_us();
     uint64_t seg_lo = UINT64_MAX, seg_hi = 0;
     uint64_t from = w->flushed_lsn;
-    /* Rewriting bytes an in-flight write also carries is harmless: identical. */
-    if (w->in_flight)
+    if (w->in_flight && w->direct) {
+        /* The in-flight write carries zero padding after its end in the block
+         * the active buffer starts in: writing that block now could be undone
+         * by the in-flight write landing later. Wait until it completed (its
+         * O_DSYNC write is then durable); the loop dispatches it as usual. */
+        wait_cqes_peek(w->opt.loop, flush_match, w, w->ios_total - w->ios_done, "a WAL write");
+    } else if (w->in_flight) {
+        /* Rewriting bytes an in-flight write also carries is harmless: identical. */
         sync_write_buf(w, &w->bufs[!w->active], from, &seg_lo, &seg_hi);
+    }
     sync_write_buf(w, &w->bufs[w->active], from, &seg_lo, &seg_hi);
-    for (uint64_t s = seg_lo; s <= seg_hi && seg_lo != UINT64_MAX; s++) {
+    for (uint64_t s = seg_lo; !w->direct && s <= seg_hi && seg_lo != UINT64_MAX; s++) {
         int fd = seg_fd(w, s);
         if (fd < 0 || fdatasync(fd) < 0) {
             char path[PATH_MAX];
@@ -884,9 +1247,7 @@ int wal_flush_sync(struct wal *w, uint64_t lsn)
     flush_advanced(w, w->insert_lsn);
     w->notify_pending = 1;
     /* Everything in the active buffer is durable: drop it. */
-    a->start_lsn = w->insert_lsn;
-    a->len = 0;
-    a->commits = 0;
+    buf_restart(w, a, w->insert_lsn, buf_tail(w, a));
     if (!w->in_flight)
         prune_fds(w);
     return 0;
@@ -898,14 +1259,10 @@ static void flush_io_done(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
     struct wal_flush_io *fio = (struct wal_flush_io *)io;
     struct wal *w = fio->w;
-    if (cqe->res < 0 || (!fio->is_fsync && (size_t)cqe->res != fio->expect)) {
-        char path[PATH_MAX];
-        seg_path(w, fio->segno, path, sizeof(path));
-        rd_panic("could not %s WAL segment \"%s\": %s", fio->is_fsync ? "fdatasync" : "write", path,
-                 cqe->res < 0 ? strerror(-cqe->res) : "short write");
-    }
-    if (!fio->is_fsync && !w->closed && ++w->writes_done == w->ios_total / 2) {
-        /* Every write of the batch completed: its bytes are in the page cache. */
+    flush_io_check(w, fio, cqe->res);
+    if (!fio->is_fsync && !w->closed && ++w->writes_done == w->writes_total) {
+        /* Every write of the batch completed: its bytes are in the page cache
+         * (direct mode: on stable storage). */
         const struct wal_buf *wb = &w->bufs[!w->active];
         if (wb->start_lsn + wb->len > w->written_lsn)
             w->written_lsn = wb->start_lsn + wb->len;
@@ -949,22 +1306,24 @@ void wal_flush_async(struct wal *w)
         }
         return;
     }
-    /* Swap: the full buffer goes in flight, appends continue in the other. */
+    /* Swap: the full buffer goes in flight, appends continue in the other
+     * (which in direct mode starts with a copy of the partial last block). */
     struct wal_buf *b = a;
     w->active = !w->active;
     a = &w->bufs[w->active];
-    a->start_lsn = b->start_lsn + b->len;
-    a->len = 0;
-    a->commits = 0;
+    buf_restart(w, a, b->start_lsn + b->len, buf_tail(w, b));
     rd_assert(a->start_lsn == w->insert_lsn);
+    buf_pad(w, b);
 
     uint64_t end = b->start_lsn + b->len;
     uint64_t seg_lo = b->start_lsn / w->seg_size, seg_hi = (end - 1) / w->seg_size;
     size_t nseg = (size_t)(seg_hi - seg_lo + 1);
-    w->ios = calloc(2 * nseg, sizeof(*w->ios));
+    size_t per_seg = w->direct ? 1 : 2; /* write [+ linked fdatasync] */
+    w->ios = calloc(per_seg * nseg, sizeof(*w->ios));
     if (w->ios == NULL)
-        rd_panic("could not write WAL: out of memory for %zu flush operations", 2 * nseg);
-    w->ios_total = 2 * nseg;
+        rd_panic("could not write WAL: out of memory for %zu flush operations", per_seg * nseg);
+    w->ios_total = per_seg * nseg;
+    w->writes_total = nseg;
     w->ios_done = 0;
     w->writes_done = 0;
     w->in_flight = 1;
@@ -981,23 +1340,28 @@ void wal_flush_async(struct wal *w)
             rd_panic("could not write WAL segment \"%s\": %s", path, rd_strerror(fd));
         }
         /* A write and its fsync must be in one submission to stay linked. */
-        if (io_uring_sq_space_left(ring) < 2) {
+        if (io_uring_sq_space_left(ring) < per_seg) {
             int rc = rd_loop_submit(w->opt.loop);
             if (rc < 0)
                 rd_panic("could not submit WAL write: %s", strerror(-rc));
         }
-        struct wal_flush_io *wio = &w->ios[2 * i], *sio = &w->ios[2 * i + 1];
-        *wio = (struct wal_flush_io){{flush_io_done}, w, 0, (size_t)(piece_end - from), segno};
-        *sio = (struct wal_flush_io){{flush_io_done}, w, 1, 0, segno};
+        const uint8_t *ptr;
+        size_t len;
+        uint64_t off = write_range(w, b, from, piece_end, &ptr, &len);
+        struct wal_flush_io *wio = &w->ios[per_seg * i];
+        *wio = (struct wal_flush_io){{flush_io_done}, w, 0, len, segno};
         struct io_uring_sqe *sqe = rd_loop_sqe(w->opt.loop, &wio->io);
-        io_uring_prep_write(sqe, fd, b->data + (from - b->start_lsn), (unsigned)(piece_end - from),
-                            from % w->seg_size);
+        io_uring_prep_write(sqe, fd, ptr, (unsigned)len, off);
         io_uring_sqe_set_data(sqe, &wio->io);
-        sqe->flags |= IOSQE_IO_LINK;
-        sqe = rd_loop_sqe(w->opt.loop, &sio->io);
-        io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-        io_uring_sqe_set_data(sqe, &sio->io);
-        w->st.fsyncs++;
+        if (!w->direct) {
+            struct wal_flush_io *sio = &w->ios[per_seg * i + 1];
+            *sio = (struct wal_flush_io){{flush_io_done}, w, 1, 0, segno};
+            sqe->flags |= IOSQE_IO_LINK;
+            sqe = rd_loop_sqe(w->opt.loop, &sio->io);
+            io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+            io_uring_sqe_set_data(sqe, &sio->io);
+            w->st.fsyncs++;
+        }
         from = piece_end;
     }
 }
@@ -1054,7 +1418,7 @@ static void remove_temp_segments(const struct wal *w)
     DIR *d = opendir(w->wal_dir);
     struct dirent *de;
     while (d != NULL && (de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, "segtemp.", 8) != 0)
+        if (strncmp(de->d_name, "segtemp.", 8) != 0 && strncmp(de->d_name, "directprobe.", 12) != 0)
             continue;
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/%.64s", w->wal_dir, de->d_name);
@@ -1063,6 +1427,80 @@ static void remove_temp_segments(const struct wal *w)
     }
     if (d != NULL)
         closedir(d);
+}
+
+/* The default when neither the option nor RD_WAL_SYNC_METHOD chooses. */
+#define WAL_SYNC_DEFAULT WAL_SYNC_FDATASYNC
+
+const char *wal_sync_method_name(int method)
+{
+    switch (method) {
+    case WAL_SYNC_AUTO: return "auto";
+    case WAL_SYNC_FDATASYNC: return "fdatasync";
+    case WAL_SYNC_OPEN_DATASYNC: return "open_datasync";
+    default: return "unknown";
+    }
+}
+
+/* Can this file system take O_DIRECT|O_DSYNC writes of WAL_DIO_ALIGN blocks?
+ * 0 or -errno (tmpfs: EINVAL at open). */
+static int probe_direct(const char *wal_dir)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s/directprobe.%d", wal_dir, (int)getpid());
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT | O_DSYNC, 0600);
+    if (fd < 0) {
+        int rc = -errno;
+        unlink(tmp);
+        return rc;
+    }
+    int rc = 0;
+    void *b = aligned_alloc(WAL_DIO_ALIGN, WAL_DIO_ALIGN);
+    if (b == NULL) {
+        rc = -ENOMEM;
+    } else {
+        memset(b, 0, WAL_DIO_ALIGN);
+        ssize_t n = pwrite(fd, b, WAL_DIO_ALIGN, 0);
+        rc = n < 0 ? -errno : n != (ssize_t)WAL_DIO_ALIGN ? -EIO : 0;
+        free(b);
+    }
+    close(fd);
+    unlink(tmp);
+    return rc;
+}
+
+/* Chooses the sync method: the option, else RD_WAL_SYNC_METHOD, else the
+ * default; open_datasync only if the probe succeeds. */
+static void choose_sync_method(struct wal *w)
+{
+    int m = w->opt.sync_method;
+    const char *src = "wal option";
+    if (m == WAL_SYNC_AUTO) {
+        const char *env = getenv("RD_WAL_SYNC_METHOD");
+        src = "RD_WAL_SYNC_METHOD";
+        if (env != NULL && strcmp(env, "fdatasync") == 0)
+            m = WAL_SYNC_FDATASYNC;
+        else if (env != NULL && strcmp(env, "open_datasync") == 0)
+            m = WAL_SYNC_OPEN_DATASYNC;
+        else if (env != NULL && env[0] != 0)
+            rd_warn("RD_WAL_SYNC_METHOD=\"%s\" is not fdatasync or open_datasync: ignored", env);
+    }
+    if (m == WAL_SYNC_AUTO) {
+        m = WAL_SYNC_DEFAULT;
+        src = "default";
+    }
+    if (m == WAL_SYNC_OPEN_DATASYNC) {
+        int rc = probe_direct(w->wal_dir);
+        if (rc < 0) {
+            rd_warn("O_DIRECT|O_DSYNC writes are not possible in \"%s\" (%s): WAL sync method fdatasync",
+                    w->wal_dir, rd_strerror(rc));
+            m = WAL_SYNC_FDATASYNC;
+            src = "fallback";
+        }
+    }
+    w->direct = m == WAL_SYNC_OPEN_DATASYNC;
+    w->st.sync_method = (uint32_t)m;
+    rd_info("WAL sync method %s (%s) in \"%s\"", wal_sync_method_name(m), src, w->wal_dir);
 }
 
 int wal_open(const struct wal_options *opt, struct wal **out)
@@ -1082,6 +1520,16 @@ int wal_open(const struct wal_options *opt, struct wal **out)
     int rc;
     if ((rc = mkdir_p(w->dir)) < 0 || (rc = mkdir_p(w->wal_dir)) < 0)
         goto fail;
+    for (int i = 0; i < 2; i++) {
+        struct wal_buf *b = &w->bufs[i];
+        if ((b->mem = aligned_alloc(WAL_DIO_ALIGN, WAL_BUF_INITIAL)) == NULL) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        b->data = b->mem;
+        b->cap = WAL_BUF_INITIAL;
+    }
+    choose_sync_method(w);
     rc = wal_control_read(w->dir, &w->ctl);
     if (rc == -ENOENT) {
         DIR *d = opendir(w->wal_dir);
@@ -1154,6 +1602,8 @@ int wal_open(const struct wal_options *opt, struct wal **out)
     return 0;
 fail:
     wal_chain_free(&w->chain);
+    free(w->bufs[0].mem);
+    free(w->bufs[1].mem);
     free(w);
     return rc;
 }
@@ -1161,6 +1611,8 @@ fail:
 static int wal_free(struct wal *w)
 {
     rd_assert(!w->in_flight);
+    if (w->prep != NULL)
+        prep_abandon(w, 1);
     int rc = 0;
     for (size_t i = 0; i < w->nfds; i++)
         if (close(w->fds[i].fd) < 0 && rc == 0)
@@ -1169,8 +1621,8 @@ static int wal_free(struct wal *w)
     close_retired(w);
     free(w->retired);
     wal_chain_free(&w->chain);
-    free(w->bufs[0].data);
-    free(w->bufs[1].data);
+    free(w->bufs[0].mem);
+    free(w->bufs[1].mem);
     free(w->ios);
     free(w);
     return rc;
@@ -1180,6 +1632,8 @@ int wal_close(struct wal *w)
 {
     if (w == NULL)
         return 0;
+    if (w->prep != NULL)
+        prep_abandon(w, 1); /* before the loop may be destroyed */
     if (w->in_flight) {
         /* The kernel still owns the in-flight buffer and its fds (L1): the last
          * completion frees everything. If the loop never runs again, the memory
@@ -1199,6 +1653,7 @@ void wal_get_stats(const struct wal *w, struct wal_stats *out)
     out->redo_lsn = w->ctl.redo_lsn;
     out->timeline = w->timeline;
     out->system_id = w->system_id;
+    out->sync_method = w->direct ? WAL_SYNC_OPEN_DATASYNC : WAL_SYNC_FDATASYNC;
 }
 
 /* ---------------------------------------------------------------- recovery */
@@ -1278,6 +1733,7 @@ static int recover_truncate(struct wal *w, uint64_t cut)
 {
     uint64_t segno = cut / w->seg_size, off = cut % w->seg_size;
     int rc;
+    prep_abandon(w, 0); /* it could land past the cut */
     if (off == 0) {
         /* The cut is a segment boundary: segment segno starts afresh. */
         if ((rc = seg_remove_range(w, segno, UINT64_MAX)) < 0)
@@ -1290,14 +1746,20 @@ static int recover_truncate(struct wal *w, uint64_t cut)
             return rc;
         char path[PATH_MAX];
         seg_path(w, segno, path, sizeof(path));
-        int fd = seg_fd(w, segno);
-        if (fd < 0)
-            return fd;
+        /* A buffered fd of its own: the writer's may be O_DIRECT (unaligned here). */
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+            rc = -errno;
+            rd_error("could not open WAL segment \"%s\": %s", path, rd_strerror(rc));
+            return rc;
+        }
         /* Zero the rest of the segment, unless it already is (a clean restart). */
         uint64_t len = w->seg_size - off;
         uint8_t *tail = malloc(len);
-        if (tail == NULL)
+        if (tail == NULL) {
+            close(fd);
             return -ENOMEM;
+        }
         long n = wal_pread_all(fd, tail, len, off);
         rc = n < 0 ? (int)n : 0;
         int dirty = rc < 0 || (uint64_t)n != len;
@@ -1306,8 +1768,12 @@ static int recover_truncate(struct wal *w, uint64_t cut)
         if (dirty) {
             memset(tail, 0, len);
             rc = wal_pwrite_all(fd, tail, len, off);
+            if (rc == 0 && fdatasync(fd) < 0)
+                rd_panic("could not fdatasync WAL segment \"%s\": %s", path, strerror(errno));
         }
         free(tail);
+        if (close(fd) < 0 && rc == 0)
+            rc = -errno;
         if (rc < 0) {
             rd_error("could not write WAL segment \"%s\": %s", path, rd_strerror(rc));
             return rc;
@@ -1381,9 +1847,10 @@ int wal_recover(struct wal *w, struct engine *e)
     w->insert_lsn = w->flushed_lsn = w->written_lsn = cut;
     w->prev_lsn = prev;
     w->prev_unknown = nrec == 0;
-    w->bufs[0].start_lsn = w->bufs[1].start_lsn = cut;
     w->recovered = 1;
     if (cut % w->seg_size != 0 && (rc = seg_prepare(w, cut / w->seg_size)) < 0)
+        return rc;
+    if ((rc = bufs_reset_at(w, cut)) < 0)
         return rc;
     if ((rc = recover_replay(w, e, cut, &applied)) < 0)
         return rc;
@@ -1593,10 +2060,11 @@ int wal_append_encoded(struct wal *w, const uint8_t *rec, size_t avail, uint64_t
     *end_lsn = w->insert_lsn;
     *consumed = aligned;
     uint64_t segno = at / w->seg_size;
-    if ((w->insert_lsn % w->seg_size >= w->seg_size / 2 || w->insert_lsn % w->seg_size == 0) &&
-        (rc = seg_prepare(w, segno + 1)) < 0)
-        return rc;
-    return 0;
+    if (w->insert_lsn % w->seg_size == 0)
+        rc = seg_prepare(w, segno + 1);
+    else
+        rc = prepare_next(w, segno, w->insert_lsn % w->seg_size);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---------------------------------------------------------------- WAL sender */
@@ -1790,12 +2258,9 @@ int wal_truncate(struct wal *w, uint64_t lsn)
     w->insert_lsn = w->flushed_lsn = w->written_lsn = lsn;
     w->prev_lsn = prev;
     w->prev_unknown = !any && w->prev_unknown;
-    for (int i = 0; i < 2; i++) {
-        w->bufs[i].start_lsn = lsn;
-        w->bufs[i].len = 0;
-        w->bufs[i].commits = 0;
-    }
     if (lsn % w->seg_size != 0 && (rc = seg_prepare(w, lsn / w->seg_size)) < 0)
+        return rc;
+    if ((rc = bufs_reset_at(w, lsn)) < 0)
         return rc;
     rd_info("WAL truncated at %s", s);
     return 0;
@@ -1871,6 +2336,7 @@ static int finish_switch(struct wal *w, uint32_t new_tli, uint64_t switch_lsn)
     uint64_t first = switch_lsn / w->seg_size;
     uint64_t last = RD_MAX(first, (w->insert_lsn - 1) / w->seg_size);
     int rc;
+    prep_abandon(w, 0); /* it would carry the old timeline's name and header */
     for (uint64_t s = first; s <= last; s++)
         if ((rc = seg_copy_to_timeline(w, s, new_tli)) < 0)
             return rc;
@@ -1971,8 +2437,12 @@ int wal_follow_timeline(struct wal *w, uint32_t new_timeline, uint64_t switch_ls
         return rc;
     /* The TIMELINE record must be in this log, at switch_lsn. */
     uint8_t b[RD_ALIGN_UP(WAL_RECORD_HDR_SIZE + WAL_TIMELINE_BODY, WAL_RECORD_ALIGN)];
-    int fd = seg_fd(w, switch_lsn / w->seg_size);
-    long got = fd < 0 ? fd : wal_pread_all(fd, b, sizeof(b), switch_lsn % w->seg_size);
+    char path[PATH_MAX];
+    seg_path(w, switch_lsn / w->seg_size, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* buffered: the writer's fd may be O_DIRECT */
+    long got = fd < 0 ? -errno : wal_pread_all(fd, b, sizeof(b), switch_lsn % w->seg_size);
+    if (fd >= 0)
+        close(fd);
     struct wal_record r;
     if (got < 0)
         return (int)got;

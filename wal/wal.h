@@ -33,6 +33,15 @@ enum wal_rec_type {
     WAL_REC_TIMELINE = 19,  /* body: u32 new timeline, u32 previous, u64 switch lsn (issue 3) */
 };
 
+/* How WAL writes are made durable (wal/README.md, "Sync methods"). */
+enum wal_sync_method {
+    WAL_SYNC_AUTO = 0,          /* RD_WAL_SYNC_METHOD from the environment, else the default */
+    WAL_SYNC_FDATASYNC = 1,     /* buffered write + linked fdatasync (the default) */
+    WAL_SYNC_OPEN_DATASYNC = 2, /* O_DIRECT|O_DSYNC writes of whole 4 KiB blocks, no fsync;
+                                   falls back to fdatasync where O_DIRECT is refused (tmpfs) */
+};
+const char *wal_sync_method_name(int method);
+
 struct wal_options {
     const char *dir;                /* instance dir: holds control and wal/ (created if missing) */
     uint64_t segment_size_bytes;    /* power of two, >= 1 MiB; fixed at init, stored in control */
@@ -42,6 +51,7 @@ struct wal_options {
     /* Called (from the loop) each time the durable LSN advances. */
     void (*on_flushed)(void *arg, uint64_t flushed_lsn);
     void *on_flushed_arg;
+    enum wal_sync_method sync_method; /* WAL_SYNC_AUTO (0) unless forced */
 };
 
 struct wal_stats {
@@ -55,6 +65,9 @@ struct wal_stats {
     uint64_t insert_lsn, flushed_lsn, redo_lsn;
     uint32_t timeline;
     uint64_t system_id;
+    uint32_t sync_method;            /* the method in use: WAL_SYNC_FDATASYNC or _OPEN_DATASYNC */
+    uint64_t segments_prepared_async;/* next segments made ready in the background */
+    uint64_t segments_created_sync;  /* ... created on the append path (fallback or no loop) */
 };
 
 struct wal;

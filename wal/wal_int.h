@@ -20,6 +20,14 @@
 #define WAL_SEG_MAGIC "RDWALSEG"
 #define WAL_CONTROL_MAGIC "RDCONTRL"
 #define WAL_FORMAT_VERSION 1u
+/* Direct I/O (WAL_SYNC_OPEN_DATASYNC): block size of every write's offset,
+ * length and buffer address. */
+#define WAL_DIO_ALIGN 4096u
+/* Asynchronous segment preparation: zero-fill write size, and the fill level
+ * of the current segment (1/WAL_PREP_START_DIV) at which the next one is started. */
+#define WAL_PREP_CHUNK (1024u * 1024u)
+#define WAL_PREP_START_DIV 4u
+
 /* Longest instance dir path accepted (so every derived path fits PATH_MAX). */
 #define WAL_DIR_MAX 3800u
 
@@ -120,5 +128,10 @@ long wal_chain_list(const char *wal_dir, const struct wal_chain *c, uint64_t seg
 /* The LSN where the next record goes when the log ends at lsn: skips a segment
  * header and a segment tail shorter than a record header. */
 uint64_t wal_next_record_lsn(uint64_t lsn, uint64_t seg_size);
+
+/* Tests: 1 while an asynchronous segment preparation has an operation in flight. */
+int wal_prep_in_flight(const struct wal *w);
+/* Tests: segment number being prepared asynchronously, or UINT64_MAX. */
+uint64_t wal_prep_segno(const struct wal *w);
 
 #endif

@@ -1,0 +1,127 @@
+/*
+ * sn_int.h — internals of the storage-node daemon shared by its files and
+ * its unit tests: the hot-log record format (sn_hotlog.c), the in-memory
+ * record store with SCL and per-page history (sn_store.c), and the daemon
+ * entry point (sn_node.c). Formats and invariants: storage-node/README.md.
+ */
+#ifndef RD_SN_INT_H
+#define RD_SN_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "redo/redo.h"
+
+/* ------------------------------------------------------------ hot log */
+
+/* Seed of every hot-log checksum (file header and records): "HLOG1". */
+#define SN_SEED_HOTLOG 0x484c4f4731ull
+/* Seed of the meta file checksum: "SMETA". */
+#define SN_SEED_META 0x534d455441ull
+
+#define SN_HOTLOG_MAGIC 0x4c484452u /* "RDHL" little-endian */
+#define SN_HOTLOG_VERSION 1u
+#define SN_HOTLOG_FILE_HDR_SIZE 32u
+#define SN_HOTLOG_REC_HDR_SIZE 24u
+/* Largest encoded redo record: a REDO_MAX_BODY body plus its varints. */
+#define SN_HOTLOG_MAX_PAYLOAD (REDO_MAX_BODY + 64u)
+#define SN_HOTLOG_MAX_REC (SN_HOTLOG_REC_HDR_SIZE + SN_HOTLOG_MAX_PAYLOAD)
+/* Page ids above this are refused (the page store is a sparse file of
+ * page_id * 8 KiB: 2^24 pages = 128 GiB). */
+#define SN_MAX_PAGE_ID ((1u << 24) - 1u)
+
+/* Writes the 32-byte file header. */
+void sn_hotlog_file_hdr(uint8_t *dst, uint32_t node_id);
+/* 0, RD_EVERSION (known magic, other version) or RD_ECORRUPT. */
+int sn_hotlog_check_file_hdr(const uint8_t *src, size_t n, uint32_t *node_id);
+
+/* Appends one record (header + redo_rec_encode_abs payload) to out.
+ * Returns the bytes appended (> 0), RD_ETOOBIG or -ENOMEM. */
+int sn_hotlog_rec_append(struct rd_buf *out, uint64_t epoch, const struct redo_rec *r);
+/* Decodes the record at src[0..n): 1 and *used (r->body points into src),
+ * 0 if src holds only part of it, RD_ECORRUPT if it is invalid. */
+int sn_hotlog_rec_decode(const uint8_t *src, size_t n, uint64_t *epoch, struct redo_rec *r, size_t *used);
+
+/* Scans a whole hot-log image (after the file header) at base offset
+ * SN_HOTLOG_FILE_HDR_SIZE. fn is called for each valid record in order
+ * (off = its file offset). Stops at the first invalid or partial record. */
+struct sn_scan_result {
+    uint64_t valid_end;   /* file offset just past the last valid record */
+    uint64_t records;
+    int corrupt;          /* 1: a bad record with more bytes after it (not a torn tail) */
+    int torn;             /* 1: a partial or bad last record (cut at valid_end) */
+};
+typedef int (*sn_scan_fn)(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const struct redo_rec *r);
+int sn_hotlog_scan(const uint8_t *file, size_t file_len, sn_scan_fn fn, void *arg, struct sn_scan_result *res);
+
+/* ------------------------------------------------------------ record store */
+
+struct sn_rec {
+    uint64_t lsn, prev_pg_lsn;
+    uint64_t epoch;     /* frame epoch under which the record was received */
+    uint64_t hl_off;    /* offset of its hot-log record */
+    uint32_t hl_len;    /* bytes of its hot-log record (header + payload) */
+    uint32_t page_id;
+    uint32_t body_len;
+    uint8_t type, flags;
+    uint8_t durable;    /* its hot-log bytes are fdatasynced */
+    uint8_t *body;      /* owned copy while lsn > coalesced_lsn, else NULL (read from the hot log) */
+};
+
+struct sn_tab_ent { uint64_t key; uint32_t val; };
+struct sn_tab { struct sn_tab_ent *e; size_t cap, n; }; /* key 0 = empty slot */
+
+struct sn_page_hist {
+    uint32_t page_id;
+    int corrupt;        /* its page-store image failed verification and was not repaired */
+    uint64_t *lsn;      /* records of this page with coalesced_lsn < lsn <= scl, ascending */
+    uint32_t n, cap;
+};
+
+struct sn_store {
+    struct sn_rec *recs;
+    size_t nrecs, recs_cap;
+    struct sn_tab by_lsn;          /* lsn -> index in recs */
+    struct sn_page_hist *pages;
+    size_t npages, pages_cap;
+    struct sn_tab by_page;         /* page_id + 1 -> index in pages */
+    uint64_t scl;                  /* every LSN in [1, scl] is held and durable */
+    uint64_t durable_max;          /* highest durable LSN held (maybe above a gap) */
+    uint64_t max_cpl;              /* highest consistency point <= scl */
+    uint64_t coalesced_lsn;        /* page store holds every record <= this */
+    uint64_t hot_records;          /* records with an in-memory body */
+};
+
+void sn_store_init(struct sn_store *st);
+void sn_store_free(struct sn_store *st);
+/* The record with this LSN, or NULL. Valid until the next add/truncate. */
+struct sn_rec *sn_store_get(struct sn_store *st, uint64_t lsn);
+/* Adds a record not held yet (asserted). Copies the body when
+ * r->lsn > coalesced_lsn. Returns 0 or -ENOMEM. */
+int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, uint64_t hl_off,
+                 uint32_t hl_len, int durable);
+/* Advances scl over durable consecutive LSNs; returns how far it moved. */
+uint64_t sn_store_advance(struct sn_store *st);
+/* Drops every record above keep_upto (keep_upto >= coalesced_lsn). */
+void sn_store_truncate(struct sn_store *st, uint64_t keep_upto);
+/* The page store now holds every record <= upto (<= scl): drops history and bodies. */
+void sn_store_gc(struct sn_store *st, uint64_t upto);
+struct sn_page_hist *sn_store_page(struct sn_store *st, uint32_t page_id);
+/* page holds the page-store image of page_id (as of coalesced_lsn or a
+ * little later, see README); applies the page's records with
+ * page_lsn < lsn <= read_lsn. 0, RD_ESTALE if the image is already newer
+ * than read_lsn, RD_ECORRUPT if a record does not apply. */
+int sn_store_materialise(struct sn_store *st, uint32_t page_id, uint64_t read_lsn, uint8_t *page);
+
+/* ------------------------------------------------------------ daemon */
+
+struct sn_config {
+    const char *dir;
+    const char *bind_addr;
+    int port;
+    uint32_t node_id;
+    const char *peers; /* "h:p,h:p" or NULL */
+};
+int sn_node_run(const struct sn_config *cfg);
+
+#endif

@@ -1,0 +1,1720 @@
+/*
+ * sn_node.c — the storage-node daemon (aurora mode): io_uring loop,
+ * connections, the foreground write path, and the background work (gap fill,
+ * coalesce, GC). Formats, invariants (N1..) and failure behaviour are in
+ * storage-node/README.md.
+ *
+ * Foreground (one loop turn, sn_node_run):
+ *   1. submit, wait for completions (or the 50 ms timer), dispatch: accepts
+ *      make conns, multishot recvs append to conn.in, the hot-log write +
+ *      linked fdatasync completes (sn_on_sync: records become durable, SCL
+ *      advances, waiting writers get their ACK);
+ *   2. process every conn with input: frames (WRITE → validate → append to
+ *      the pending hot-log buffer; GETPAGE, FETCH, EPOCH …) or RESP;
+ *   3. sn_flush_kick: everything appended in this turn (and while the last
+ *      flush was in flight) shares the next write + fdatasync;
+ *   4. background work when due; queue sends.
+ *
+ * N1: an ACK is queued only in sn_send_acks, called when the flush holding
+ * every record its writer sent has completed its fdatasync.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/checksum.h"
+#include "common/err.h"
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/util.h"
+#include "engine/engine.h"
+#include "redo/redo.h"
+#include "storage-node/sn_int.h"
+#include "storage-node/sn_proto.h"
+
+#define SN_BGID 11
+#define SN_TIMER_US 50000u
+#define SN_FRAMES_PER_TURN 64u
+#define SN_CONN_INPUT_MAX_BYTES (FRAME_MAX_PAYLOAD + 2u * FRAME_HDR_SIZE + (1u << 20))
+#define SN_CONN_OUTPUT_MAX_BYTES (256u << 20)
+#define SN_MAX_CONNS 1024u
+#define SN_MAX_PEERS 16u
+#define SN_FETCH_MAX_BYTES (4u << 20)      /* cap on one LOG answer */
+#define SN_FETCH_ASK_BYTES (1u << 20)      /* what gap fill asks for */
+#define SN_FETCH_TIMEOUT_MS 2000u
+#define SN_PROBE_INTERVAL_MS 250u          /* ask a peer even without a known gap */
+#define SN_COALESCE_INTERVAL_MS 100u
+#define SN_COALESCE_BATCH 2048u            /* records applied per coalesce round */
+#define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
+#define SN_MAX_HOT_RECORDS (1u << 20)      /* beyond: coalesce past the read point (logged) */
+#define SN_MAX_TRUNC 64u
+#define SN_PENDING_MAX_BYTES (64u << 20)   /* stop reading writers beyond this, until a flush */
+
+/* ------------------------------------------------------------ meta file */
+/*
+ * DIR/meta (written whole: tmp + fdatasync + rename + fsync of the dir):
+ *   0   4  magic "RDSM" (0x4d534452)       4   4  version (1)
+ *   8   4  node id                         12  4  number of truncation ranges (<= 64)
+ *   16  8  epoch                           24  8  coalesced_lsn
+ *   32  8  scl when written (informative)  40  8  zero
+ *   48  64 × 24  truncation ranges {u64 epoch, u64 keep_upto_lsn, u64 hot-log offset}
+ *   1584 8 XXH3-64 of [0,1584), seed SN_SEED_META
+ */
+#define SN_META_MAGIC 0x4d534452u
+#define SN_META_VERSION 1u
+#define SN_META_TRUNC_OFF 48u
+#define SN_META_SIZE (SN_META_TRUNC_OFF + SN_MAX_TRUNC * 24u + 8u)
+_Static_assert(SN_META_SIZE == 1592u, "meta layout");
+
+struct sn_trunc { uint64_t epoch, keep_upto, hl_off; };
+
+/* ------------------------------------------------------------ state */
+
+enum sn_proto_kind { SN_PROTO_UNKNOWN = 0, SN_PROTO_FRAMES, SN_PROTO_RESP };
+
+struct sn_node;
+
+struct sn_conn {
+    struct sn_node *node;
+    uint64_t id;
+    int fd;
+    char addr[64];
+    enum sn_proto_kind proto;
+    int peer;               /* index in node.peers for our outbound link, else -1 */
+    struct rd_io recv_io, send_io;
+    int recv_armed, send_in_flight, closing, close_after_send, on_ready;
+    int eof;                /* the peer closed its side: process what came, answer, close */
+    struct rd_buf in, out, sending, scratch;
+    size_t sending_off;
+    int ack_wait;           /* sent WRITE data: ACK due when done_gen >= ack_gen */
+    uint64_t ack_gen;
+    uint64_t ack_epoch;     /* epoch of its newest WRITE frame */
+    uint64_t stale_logged;  /* last refused epoch logged for this conn */
+    struct sn_conn *prev, *next, *next_ready;
+};
+
+enum sn_peer_state { SN_PEER_IDLE = 0, SN_PEER_CONNECTING, SN_PEER_UP };
+
+struct sn_peer {
+    struct sn_node *node;
+    int idx;
+    char name[280];
+    struct sockaddr_in sa;
+    enum sn_peer_state state;
+    int fd;
+    struct sn_conn *conn;
+    struct rd_io connect_io;
+    uint64_t next_attempt_ms;
+    int down_logged;
+};
+
+struct sn_pend { uint64_t lsn, off; };
+
+struct sn_stats {
+    uint64_t gaps_filled, getpage_requests, corrupt_detected, repaired;
+    uint64_t writes, stale_refused, records_received, duplicates, flushes;
+    uint64_t fetches_served, truncated_refused;
+};
+
+struct sn_node {
+    struct sn_config cfg;
+    char dir[4096];
+    struct rd_loop loop;
+    int listen_fd;
+    struct rd_io accept_io, timer_io;
+    int accept_armed, timer_armed;
+    struct io_uring_buf_ring *br;
+    uint8_t *br_bufs;
+    unsigned br_entries;
+    size_t br_buf_size;
+    struct sn_conn *conns, *ready_head;
+    size_t nconns;
+    uint64_t next_conn_id;
+    /* durable state */
+    uint64_t epoch;
+    struct sn_trunc trunc[SN_MAX_TRUNC];
+    uint32_t ntrunc;
+    struct sn_store st;
+    int hl_fd, pages_fd, meta_dir_fd;
+    uint64_t hl_end;        /* file offset of the next appended record */
+    uint64_t hl_synced;     /* bytes of the hot log known durable */
+    /* flush pipeline */
+    struct rd_buf hl_pending, hl_flight;
+    struct sn_pend *pend, *flight;
+    size_t npend, pend_cap, nflight, flight_cap;
+    uint64_t flight_off;
+    int flight_active;
+    struct rd_io write_io, sync_io;
+    uint64_t next_gen, flight_gen, done_gen;
+    /* background */
+    uint64_t vdl_seen, min_read_point;
+    struct sn_peer peers[SN_MAX_PEERS];
+    size_t npeers, peer_rr;
+    uint64_t fetch_req_id, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
+    int fetch_outstanding, fetch_more, coalesce_blocked;
+    int hl_repair_pending;  /* the hot log lost records to corruption: count refetched ones */
+    struct sn_stats stats;
+};
+
+static volatile sig_atomic_t sn_stop;
+static void sn_on_signal(int sig) { (void)sig; sn_stop = 1; }
+
+static void sn_path(const struct sn_node *s, const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", s->dir, name);
+}
+
+/* ------------------------------------------------------------ meta */
+
+static int sn_meta_write(struct sn_node *s)
+{
+    uint8_t m[SN_META_SIZE];
+    memset(m, 0, sizeof(m));
+    rd_put_u32le(m, SN_META_MAGIC);
+    rd_put_u32le(m + 4, SN_META_VERSION);
+    rd_put_u32le(m + 8, s->cfg.node_id);
+    rd_put_u32le(m + 12, s->ntrunc);
+    rd_put_u64le(m + 16, s->epoch);
+    rd_put_u64le(m + 24, s->st.coalesced_lsn);
+    rd_put_u64le(m + 32, s->st.scl);
+    for (uint32_t i = 0; i < s->ntrunc; i++) {
+        uint8_t *t = m + SN_META_TRUNC_OFF + i * 24u;
+        rd_put_u64le(t, s->trunc[i].epoch);
+        rd_put_u64le(t + 8, s->trunc[i].keep_upto);
+        rd_put_u64le(t + 16, s->trunc[i].hl_off);
+    }
+    rd_put_u64le(m + SN_META_SIZE - 8, rd_checksum64(m, SN_META_SIZE - 8, SN_SEED_META));
+    char tmp[4200], path[4200];
+    sn_path(s, "meta.tmp", tmp, sizeof(tmp));
+    sn_path(s, "meta", path, sizeof(path));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rd_error("could not create \"%s\": %s", tmp, strerror(errno));
+        return -errno;
+    }
+    ssize_t w = write(fd, m, sizeof(m));
+    if (w != (ssize_t)sizeof(m)) {
+        int e = w < 0 ? errno : EIO;
+        rd_error("could not write \"%s\": %s", tmp, strerror(e));
+        close(fd);
+        return -e;
+    }
+    if (fdatasync(fd) < 0)
+        rd_panic("could not fdatasync \"%s\": %s", tmp, strerror(errno));
+    if (close(fd) < 0)
+        rd_panic("could not close \"%s\": %s", tmp, strerror(errno));
+    if (rename(tmp, path) < 0) {
+        rd_error("could not rename \"%s\" to \"%s\": %s", tmp, path, strerror(errno));
+        return -errno;
+    }
+    if (fsync(s->meta_dir_fd) < 0)
+        rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
+    return 0;
+}
+
+/* Persists the meta file or stops the process: a node that cannot record its
+ * epoch or truncation must not answer as if it had. */
+static void sn_meta_persist(struct sn_node *s)
+{
+    int rc = sn_meta_write(s);
+    if (rc < 0)
+        rd_panic("could not persist the meta file in \"%s\": %s", s->dir, rd_strerror(rc));
+}
+
+static int sn_meta_read(struct sn_node *s)
+{
+    char path[4200];
+    sn_path(s, "meta", path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0; /* a new node: epoch 0, nothing coalesced */
+        rd_error("could not open \"%s\": %s", path, strerror(errno));
+        return -errno;
+    }
+    uint8_t m[SN_META_SIZE];
+    ssize_t r = read(fd, m, sizeof(m));
+    close(fd);
+    if (r != (ssize_t)sizeof(m) || rd_get_u32le(m) != SN_META_MAGIC ||
+        rd_get_u64le(m + SN_META_SIZE - 8) != rd_checksum64(m, SN_META_SIZE - 8, SN_SEED_META)) {
+        rd_error("meta file \"%s\" is corrupt (size %zd, bad magic or checksum): refusing to start, "
+                 "the node's epoch is unknown",
+                 path, r);
+        return RD_ECORRUPT;
+    }
+    if (rd_get_u32le(m + 4) != SN_META_VERSION) {
+        rd_error("meta file \"%s\" has unknown version %u", path, rd_get_u32le(m + 4));
+        return RD_EVERSION;
+    }
+    s->ntrunc = rd_get_u32le(m + 12);
+    if (s->ntrunc > SN_MAX_TRUNC) {
+        rd_error("meta file \"%s\" lists %u truncation ranges (max %u)", path, s->ntrunc, SN_MAX_TRUNC);
+        return RD_ECORRUPT;
+    }
+    s->epoch = rd_get_u64le(m + 16);
+    s->st.coalesced_lsn = rd_get_u64le(m + 24);
+    for (uint32_t i = 0; i < s->ntrunc; i++) {
+        const uint8_t *t = m + SN_META_TRUNC_OFF + i * 24u;
+        s->trunc[i] = (struct sn_trunc){rd_get_u64le(t), rd_get_u64le(t + 8), rd_get_u64le(t + 16)};
+    }
+    return 0;
+}
+
+static uint64_t sn_truncated_above(const struct sn_node *s)
+{
+    return s->ntrunc ? s->trunc[s->ntrunc - 1].keep_upto : 0;
+}
+
+/* N6: a record delivered under `epoch` with this LSN lies in a range a later
+ * epoch truncated. */
+static int sn_trunc_refuses(const struct sn_node *s, uint64_t epoch, uint64_t lsn)
+{
+    for (uint32_t i = 0; i < s->ntrunc; i++)
+        if (epoch < s->trunc[i].epoch && lsn > s->trunc[i].keep_upto)
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe);
+static void sn_conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe);
+
+static void sn_arm_recv(struct sn_node *s, struct sn_conn *c)
+{
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->recv_io);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = SN_BGID;
+    c->recv_armed = 1;
+}
+
+static void sn_mark_ready(struct sn_node *s, struct sn_conn *c)
+{
+    if (c->on_ready || c->closing)
+        return;
+    c->on_ready = 1;
+    c->next_ready = s->ready_head;
+    s->ready_head = c;
+}
+
+static void sn_conn_free(struct sn_node *s, struct sn_conn *c)
+{
+    rd_assert(!c->recv_armed && !c->send_in_flight && !c->on_ready);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    if (c->peer >= 0) {
+        struct sn_peer *p = &s->peers[c->peer];
+        p->state = SN_PEER_IDLE;
+        p->conn = NULL;
+        p->next_attempt_ms = rd_now_ms() + 200;
+        rd_info("link to peer %s closed", p->name);
+    }
+    if (close(c->fd) < 0)
+        rd_warn("close of connection %s failed: %s", c->addr, strerror(errno));
+    rd_buf_free(&c->in);
+    rd_buf_free(&c->out);
+    rd_buf_free(&c->sending);
+    rd_buf_free(&c->scratch);
+    free(c);
+}
+
+static void sn_conn_close(struct sn_node *s, struct sn_conn *c)
+{
+    if (!c->closing) {
+        c->closing = 1;
+        c->ack_wait = 0;
+        if (shutdown(c->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+            rd_debug("shutdown of %s failed: %s", c->addr, strerror(errno));
+    }
+    if (!c->recv_armed && !c->send_in_flight && !c->on_ready)
+        sn_conn_free(s, c);
+}
+
+static struct sn_conn *sn_conn_new(struct sn_node *s, int fd, int peer)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+        rd_debug("TCP_NODELAY failed: %s", strerror(errno));
+    struct sn_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        rd_panic("out of memory for a connection");
+    c->node = s;
+    c->id = ++s->next_conn_id;
+    c->fd = fd;
+    c->peer = peer;
+    c->proto = peer >= 0 ? SN_PROTO_FRAMES : SN_PROTO_UNKNOWN;
+    c->recv_io.on_cqe = sn_conn_on_recv;
+    c->send_io.on_cqe = sn_conn_on_send;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    snprintf(c->addr, sizeof(c->addr), "fd %d", fd);
+    if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
+        snprintf(c->addr, sizeof(c->addr), "%s:%d", ip, ntohs(sa.sin_port));
+    }
+    sn_arm_recv(s, c);
+    return c;
+}
+
+static void sn_queue_send(struct sn_node *s, struct sn_conn *c)
+{
+    if (c->send_in_flight || (c->closing && !c->close_after_send))
+        return;
+    if (c->out.len == 0) {
+        if (c->close_after_send && !c->closing)
+            sn_conn_close(s, c);
+        return;
+    }
+    struct rd_buf t = c->sending; /* swap: the in-flight send owns its bytes (L1) */
+    c->sending = c->out;
+    c->out = t;
+    c->out.len = 0;
+    c->sending_off = 0;
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
+    io_uring_prep_send(sqe, c->fd, c->sending.data, c->sending.len, MSG_NOSIGNAL);
+    c->send_in_flight = 1;
+}
+
+static void sn_conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_conn *c = (struct sn_conn *)((char *)io - offsetof(struct sn_conn, send_io));
+    struct sn_node *s = c->node;
+    c->send_in_flight = 0;
+    if (cqe->res < 0) {
+        rd_debug("send to %s failed: %s", c->addr, strerror(-cqe->res));
+        c->close_after_send = 0;
+        sn_conn_close(s, c);
+        return;
+    }
+    c->sending_off += (size_t)cqe->res;
+    if (c->sending_off < c->sending.len) {
+        struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
+        io_uring_prep_send(sqe, c->fd, c->sending.data + c->sending_off, c->sending.len - c->sending_off,
+                           MSG_NOSIGNAL);
+        c->send_in_flight = 1;
+        return;
+    }
+    rd_buf_reset(&c->sending);
+    if (c->closing || (c->close_after_send && c->out.len == 0)) {
+        sn_conn_close(s, c);
+        return;
+    }
+    sn_queue_send(s, c);
+}
+
+static void sn_return_buffer(struct sn_node *s, unsigned bid)
+{
+    io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)bid * s->br_buf_size, (unsigned)s->br_buf_size,
+                          (unsigned short)bid, io_uring_buf_ring_mask(s->br_entries), 0);
+    io_uring_buf_ring_advance(s->br, 1);
+}
+
+static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_conn *c = (struct sn_conn *)((char *)io - offsetof(struct sn_conn, recv_io));
+    struct sn_node *s = c->node;
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (cqe->res > 0 && !c->closing) {
+            if (c->in.len + (size_t)cqe->res > SN_CONN_INPUT_MAX_BYTES) {
+                rd_warn("connection %s closed: input over %u bytes", c->addr, SN_CONN_INPUT_MAX_BYTES);
+                sn_conn_close(s, c);
+            } else if (rd_buf_append(&c->in, s->br_bufs + (size_t)bid * s->br_buf_size, (size_t)cqe->res) < 0) {
+                rd_panic("out of memory for connection input");
+            } else {
+                sn_mark_ready(s, c);
+            }
+        }
+        sn_return_buffer(s, bid);
+    }
+    if (more)
+        return;
+    c->recv_armed = 0;
+    if (cqe->res == -ENOBUFS && !c->closing) { /* back-pressure: re-arm */
+        sn_arm_recv(s, c);
+        return;
+    }
+    if (cqe->res == 0 && !c->closing && c->in.len > 0) { /* EOF after a last request */
+        c->eof = 1;
+        sn_mark_ready(s, c);
+        return;
+    }
+    if (cqe->res <= 0 || c->closing) {
+        sn_conn_close(s, c);
+        return;
+    }
+    sn_arm_recv(s, c);
+}
+
+static void sn_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, accept_io));
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        s->accept_armed = 0;
+    if (cqe->res < 0) {
+        if (cqe->res != -ECANCELED)
+            rd_warn("accept failed: %s", strerror(-cqe->res));
+        return;
+    }
+    if (s->nconns >= SN_MAX_CONNS) {
+        rd_warn("refusing a connection: %u connections open", SN_MAX_CONNS);
+        if (close(cqe->res) < 0)
+            rd_warn("close failed: %s", strerror(errno));
+        return;
+    }
+    sn_conn_new(s, cqe->res, -1);
+}
+
+static void sn_reply_error(struct sn_node *s, struct sn_conn *c, uint32_t code, const char *text)
+{
+    if (sn_send_error(&c->out, s->epoch, code, text) < 0)
+        rd_panic("out of memory for a reply");
+}
+
+/* ------------------------------------------------------------ hot log flush */
+
+static void sn_on_write_done(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, write_io));
+    if (cqe->res < 0)
+        rd_panic("could not write the hot log in \"%s\" at offset %llu: %s", s->dir,
+                 (unsigned long long)s->flight_off, strerror(-cqe->res));
+    if ((size_t)cqe->res != s->hl_flight.len)
+        rd_panic("short write to the hot log in \"%s\" (%d of %zu bytes at offset %llu)", s->dir, cqe->res,
+                 s->hl_flight.len, (unsigned long long)s->flight_off);
+}
+
+static void sn_send_acks(struct sn_node *s)
+{
+    for (struct sn_conn *c = s->conns; c; c = c->next) {
+        if (!c->ack_wait || c->ack_gen > s->done_gen || c->closing)
+            continue;
+        c->ack_wait = 0;
+        if (c->ack_epoch < s->epoch) {
+            /* N5: the epoch moved on while these records were being flushed: an
+             * old writer must not count this node toward its quorum. */
+            sn_reply_error(s, c, SN_ERR_STALE_EPOCH, "epoch changed before the write was acknowledged");
+            continue;
+        }
+        struct sn_ack a = {.scl = s->st.scl, .durable_lsn = s->st.durable_max, .epoch = s->epoch};
+        if (sn_send_ack(&c->out, s->epoch, &a) < 0)
+            rd_panic("out of memory for an ACK");
+    }
+}
+
+static void sn_on_sync_done(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, sync_io));
+    if (cqe->res < 0) /* PostgreSQL's rule: never retry an fsync, never ack */
+        rd_panic("could not fdatasync the hot log in \"%s\": %s", s->dir, strerror(-cqe->res));
+    for (size_t i = 0; i < s->nflight; i++) {
+        struct sn_rec *x = sn_store_get(&s->st, s->flight[i].lsn);
+        if (x == NULL || x->hl_off != s->flight[i].off)
+            continue; /* truncated while in flight */
+        x->durable = 1;
+        if (x->lsn > s->st.durable_max)
+            s->st.durable_max = x->lsn;
+    }
+    s->hl_synced = s->flight_off + s->hl_flight.len;
+    s->stats.flushes++;
+    s->nflight = 0;
+    rd_buf_reset(&s->hl_flight);
+    s->flight_active = 0;
+    s->done_gen = s->flight_gen;
+    sn_store_advance(&s->st);
+    sn_send_acks(s);
+}
+
+/* Starts the next group flush if none is in flight (one per loop turn). */
+static void sn_flush_kick(struct sn_node *s)
+{
+    if (s->flight_active)
+        return;
+    if (s->hl_pending.len == 0) {
+        /* Nothing new: everything before is durable, so the pending generation is done. */
+        s->done_gen = s->next_gen++;
+        sn_send_acks(s);
+        return;
+    }
+    struct rd_buf tb = s->hl_flight;
+    s->hl_flight = s->hl_pending;
+    s->hl_pending = tb;
+    rd_buf_reset(&s->hl_pending);
+    struct sn_pend *tp = s->flight;
+    size_t tc = s->flight_cap;
+    s->flight = s->pend;
+    s->flight_cap = s->pend_cap;
+    s->nflight = s->npend;
+    s->pend = tp;
+    s->pend_cap = tc;
+    s->npend = 0;
+    s->flight_off = s->hl_synced;
+    rd_assert(s->flight_off + s->hl_flight.len == s->hl_end);
+    s->flight_gen = s->next_gen++;
+    s->flight_active = 1;
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->write_io);
+    io_uring_prep_write(sqe, s->hl_fd, s->hl_flight.data, (unsigned)s->hl_flight.len, s->flight_off);
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = rd_loop_sqe(&s->loop, &s->sync_io);
+    io_uring_prep_fsync(sqe, s->hl_fd, IORING_FSYNC_DATASYNC);
+}
+
+/* ------------------------------------------------------------ accepting records */
+
+static int sn_rec_valid(const struct redo_rec *r)
+{
+    static uint8_t scratch[ENGINE_PAGE_SIZE];
+    if (r->lsn == 0 || r->body_len > REDO_MAX_BODY)
+        return 0;
+    if (r->type == REDO_REC_COMMIT)
+        return r->page_id == ENGINE_PAGE_NONE;
+    if (r->page_id > SN_MAX_PAGE_ID)
+        return 0;
+    /* engine_page_apply validates the whole body before changing the page. */
+    return engine_page_apply(scratch, r->type, r->body, r->body_len, r->lsn) == 0;
+}
+
+/*
+ * Validates a whole batch, then appends each record not held yet to the
+ * pending hot-log buffer (N2: each LSN once). src_epoch is the epoch the
+ * records were delivered under (stored with each). Returns the number of new
+ * records, or RD_ECORRUPT (nothing stored) with *why set.
+ */
+static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t *p, size_t n, uint64_t *vdl,
+                           const char **why)
+{
+    struct redo_batch_hdr h;
+    if (redo_batch_parse_hdr(p, n, &h) < 0) {
+        *why = "redo batch header is invalid";
+        return RD_ECORRUPT;
+    }
+    *vdl = h.vdl;
+    if (h.nrecords == 0)
+        return 0;
+    size_t off = REDO_BATCH_HDR_SIZE;
+    uint64_t prev = h.first_lsn - 1;
+    struct redo_rec r;
+    uint32_t count = 0;
+    int rc;
+    while ((rc = redo_batch_next(p, n, &off, &prev, &r)) == 1) {
+        if (!sn_rec_valid(&r)) {
+            *why = "redo record has an invalid page id, type or body";
+            return RD_ECORRUPT;
+        }
+        count++;
+    }
+    if (rc < 0 || count != h.nrecords) {
+        *why = "redo batch records do not decode";
+        return RD_ECORRUPT;
+    }
+    int added = 0;
+    off = REDO_BATCH_HDR_SIZE;
+    prev = h.first_lsn - 1;
+    while (redo_batch_next(p, n, &off, &prev, &r) == 1) {
+        if (sn_trunc_refuses(s, src_epoch, r.lsn)) {
+            s->stats.truncated_refused++;
+            continue;
+        }
+        if (sn_store_get(&s->st, r.lsn) != NULL) {
+            s->stats.duplicates++;
+            continue;
+        }
+        uint64_t at = s->hl_end;
+        int len = sn_hotlog_rec_append(&s->hl_pending, src_epoch, &r);
+        if (len < 0)
+            rd_panic("could not encode a hot-log record (lsn %llu): %s", (unsigned long long)r.lsn,
+                     rd_strerror(len));
+        if (sn_store_add(&s->st, &r, src_epoch, at, (uint32_t)len, 0) < 0)
+            rd_panic("out of memory for records");
+        if (s->npend == s->pend_cap) {
+            size_t cap = s->pend_cap ? s->pend_cap * 2 : 1024;
+            struct sn_pend *np = realloc(s->pend, cap * sizeof(*np));
+            if (np == NULL)
+                rd_panic("out of memory for the flush queue");
+            s->pend = np;
+            s->pend_cap = cap;
+        }
+        s->pend[s->npend++] = (struct sn_pend){r.lsn, at};
+        s->hl_end += (uint64_t)len;
+        added++;
+    }
+    s->stats.records_received += count;
+    return added;
+}
+
+/* Adopts a higher epoch from a writer (persisted before anything else). */
+static void sn_adopt_epoch(struct sn_node *s, uint64_t epoch, const char *why)
+{
+    if (epoch <= s->epoch)
+        return;
+    rd_info("adopting epoch %llu (was %llu): %s", (unsigned long long)epoch, (unsigned long long)s->epoch, why);
+    s->epoch = epoch;
+    sn_meta_persist(s);
+}
+
+static int sn_refuse_stale(struct sn_node *s, struct sn_conn *c, uint64_t epoch, const char *what)
+{
+    if (epoch >= s->epoch)
+        return 0;
+    s->stats.stale_refused++;
+    if (c->stale_logged != epoch) {
+        rd_warn("refusing a %s from epoch %llu: this node holds epoch %llu (%s)", what,
+                (unsigned long long)epoch, (unsigned long long)s->epoch, c->addr);
+        c->stale_logged = epoch;
+    }
+    char msg[160];
+    snprintf(msg, sizeof(msg), "stale epoch %llu: this node holds epoch %llu", (unsigned long long)epoch,
+             (unsigned long long)s->epoch);
+    sn_reply_error(s, c, SN_ERR_STALE_EPOCH, msg);
+    return 1;
+}
+
+static void sn_on_write(struct sn_node *s, struct sn_conn *c, const struct frame_hdr *fh, const uint8_t *p,
+                        size_t n)
+{
+    s->stats.writes++;
+    if (sn_refuse_stale(s, c, fh->epoch, "write")) /* N4 */
+        return;
+    sn_adopt_epoch(s, fh->epoch, "a write from a newer writer");
+    const char *why = NULL;
+    uint64_t vdl = 0;
+    int rc = sn_accept_batch(s, fh->epoch, p, n, &vdl, &why);
+    if (rc < 0) {
+        rd_warn("write from %s refused: %s; closing", c->addr, why);
+        sn_reply_error(s, c, SN_ERR_PROTO, why);
+        c->close_after_send = 1;
+        return;
+    }
+    if (vdl > s->vdl_seen)
+        s->vdl_seen = vdl;
+    c->ack_wait = 1;
+    c->ack_gen = s->next_gen; /* the flush that takes the pending buffer */
+    c->ack_epoch = fh->epoch;
+}
+
+/* ------------------------------------------------------------ page store */
+
+/* Reads one record's bytes back from the hot log and checks them (N7). */
+static int sn_read_rec(struct sn_node *s, const struct sn_rec *x, uint8_t *buf, struct redo_rec *r)
+{
+    ssize_t got = pread(s->hl_fd, buf, x->hl_len, (off_t)x->hl_off);
+    if (got != (ssize_t)x->hl_len) {
+        rd_error("could not read the hot-log record of lsn %llu at offset %llu: %s", (unsigned long long)x->lsn,
+                 (unsigned long long)x->hl_off, got < 0 ? strerror(errno) : "short read");
+        return got < 0 ? -errno : RD_ECORRUPT;
+    }
+    uint64_t epoch;
+    size_t used;
+    if (sn_hotlog_rec_decode(buf, x->hl_len, &epoch, r, &used) != 1 || r->lsn != x->lsn) {
+        s->stats.corrupt_detected++;
+        rd_error("hot-log record of lsn %llu at offset %llu failed its checksum: not served",
+                 (unsigned long long)x->lsn, (unsigned long long)x->hl_off);
+        return RD_ECORRUPT;
+    }
+    return 0;
+}
+
+static int sn_lsn_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void sn_page_write(struct sn_node *s, uint32_t page_id, uint8_t *page)
+{
+    engine_page_seal(page);
+    ssize_t w = pwrite(s->pages_fd, page, ENGINE_PAGE_SIZE, (off_t)page_id * ENGINE_PAGE_SIZE);
+    if (w != (ssize_t)ENGINE_PAGE_SIZE)
+        rd_panic("could not write page %u to the page store in \"%s\": %s", page_id, s->dir,
+                 w < 0 ? strerror(errno) : "short write");
+}
+
+/* Rebuilds a corrupt page-store image from the hot log: possible when the
+ * node holds every record 1..coalesced_lsn (the hot log is never trimmed). */
+static int sn_page_repair(struct sn_node *s, uint32_t page_id, uint8_t *page)
+{
+    if (s->st.scl < s->st.coalesced_lsn)
+        return RD_ECORRUPT;
+    size_t n = 0, cap = 64;
+    uint64_t *lsns = malloc(cap * sizeof(*lsns));
+    uint8_t *buf = malloc(SN_HOTLOG_MAX_REC);
+    if (lsns == NULL || buf == NULL)
+        rd_panic("out of memory for a page repair");
+    for (size_t i = 0; i < s->st.nrecs; i++) {
+        const struct sn_rec *x = &s->st.recs[i];
+        if (x->page_id != page_id || x->lsn > s->st.coalesced_lsn)
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            lsns = realloc(lsns, cap * sizeof(*lsns));
+            if (lsns == NULL)
+                rd_panic("out of memory for a page repair");
+        }
+        lsns[n++] = x->lsn;
+    }
+    qsort(lsns, n, sizeof(*lsns), sn_lsn_cmp);
+    memset(page, 0, ENGINE_PAGE_SIZE);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct redo_rec r;
+        rc = sn_read_rec(s, sn_store_get(&s->st, lsns[i]), buf, &r);
+        if (rc == 0)
+            rc = engine_page_apply(page, r.type, r.body, r.body_len, r.lsn);
+    }
+    free(lsns);
+    free(buf);
+    if (rc < 0)
+        return rc;
+    if (n > 0)
+        sn_page_write(s, page_id, page);
+    if (fdatasync(s->pages_fd) < 0)
+        rd_panic("could not fdatasync the page store in \"%s\": %s", s->dir, strerror(errno));
+    s->stats.repaired++;
+    rd_warn("page %u rebuilt from %zu hot-log records (its page-store image was corrupt)", page_id, n);
+    return 0;
+}
+
+/* Loads a page-store image, verified (N7); repairs it from the hot log when
+ * it fails. RD_ECORRUPT if it can be neither read nor repaired. */
+static int sn_page_load(struct sn_node *s, uint32_t page_id, uint8_t *page)
+{
+    struct sn_page_hist *h = sn_store_page(&s->st, page_id);
+    if (h && h->corrupt)
+        return RD_ECORRUPT;
+    ssize_t got = pread(s->pages_fd, page, ENGINE_PAGE_SIZE, (off_t)page_id * ENGINE_PAGE_SIZE);
+    if (got < 0)
+        rd_panic("could not read page %u from the page store in \"%s\": %s", page_id, s->dir, strerror(errno));
+    if (got < (ssize_t)ENGINE_PAGE_SIZE)
+        memset(page + got, 0, ENGINE_PAGE_SIZE - (size_t)got); /* never written */
+    if (engine_page_verify(page) == 0)
+        return 0;
+    s->stats.corrupt_detected++;
+    rd_error("page %u in the page store of \"%s\" failed its checksum: rebuilding it from the hot log", page_id,
+             s->dir);
+    if (sn_page_repair(s, page_id, page) == 0)
+        return 0;
+    rd_error("page %u cannot be rebuilt (records below lsn %llu are missing): it will answer CORRUPT", page_id,
+             (unsigned long long)s->st.coalesced_lsn);
+    h = sn_store_page(&s->st, page_id);
+    if (h)
+        h->corrupt = 1;
+    return RD_ECORRUPT;
+}
+
+/* Checks every page of the page store at start-up (bounded: 1 GiB). */
+static void sn_pages_verify_all(struct sn_node *s)
+{
+    struct stat sb;
+    if (fstat(s->pages_fd, &sb) < 0)
+        rd_panic("could not stat the page store: %s", strerror(errno));
+    uint64_t npages = (uint64_t)sb.st_size / ENGINE_PAGE_SIZE;
+    if (npages > (1u << 17))
+        npages = 1u << 17;
+    uint8_t *page = malloc(ENGINE_PAGE_SIZE);
+    if (page == NULL)
+        rd_panic("out of memory");
+    for (uint64_t i = 0; i < npages; i++) {
+        if (pread(s->pages_fd, page, ENGINE_PAGE_SIZE, (off_t)(i * ENGINE_PAGE_SIZE)) != (ssize_t)ENGINE_PAGE_SIZE)
+            break;
+        if (engine_page_verify(page) != 0)
+            sn_page_load(s, (uint32_t)i, page); /* logs, counts, repairs or marks */
+    }
+    free(page);
+}
+
+/* ------------------------------------------------------------ coalesce and GC */
+
+static uint64_t sn_coalesce_target(const struct sn_node *s)
+{
+    uint64_t t = RD_MIN(s->st.scl, s->vdl_seen); /* N8: never above VDL: truncation cannot undo it */
+    uint64_t rp = s->min_read_point;
+    if (rp == 0) /* no read point received: keep a window of history */
+        rp = s->st.scl > SN_HISTORY_RECORDS ? s->st.scl - SN_HISTORY_RECORDS : 0;
+    if (s->st.hot_records < SN_MAX_HOT_RECORDS)
+        t = RD_MIN(t, rp);
+    return RD_MIN(t, s->st.coalesced_lsn + SN_COALESCE_BATCH);
+}
+
+struct sn_touched { uint32_t page_id; uint8_t *img; };
+
+static void sn_coalesce(struct sn_node *s)
+{
+    uint64_t from = s->st.coalesced_lsn, to = sn_coalesce_target(s);
+    if (to <= from || s->coalesce_blocked)
+        return;
+    if (s->st.hot_records >= SN_MAX_HOT_RECORDS && to > s->min_read_point && s->min_read_point)
+        rd_warn("coalescing past the min read point %llu: %llu records in memory",
+                (unsigned long long)s->min_read_point, (unsigned long long)s->st.hot_records);
+    struct sn_touched *t = calloc(SN_COALESCE_BATCH, sizeof(*t));
+    size_t nt = 0;
+    if (t == NULL)
+        rd_panic("out of memory for coalescing");
+    int failed = 0;
+    for (uint64_t lsn = from + 1; lsn <= to && !failed; lsn++) {
+        struct sn_rec *x = sn_store_get(&s->st, lsn);
+        rd_assert(x != NULL && x->durable && x->body != NULL); /* S2, S4 */
+        if (x->page_id == ENGINE_PAGE_NONE)
+            continue;
+        size_t k = 0;
+        while (k < nt && t[k].page_id != x->page_id)
+            k++;
+        if (k == nt) {
+            t[nt].page_id = x->page_id;
+            t[nt].img = malloc(ENGINE_PAGE_SIZE);
+            if (t[nt].img == NULL)
+                rd_panic("out of memory for coalescing");
+            nt++;
+            if (sn_page_load(s, x->page_id, t[k].img) < 0) {
+                failed = 1;
+                break;
+            }
+        }
+        if (x->lsn <= engine_page_lsn(t[k].img))
+            continue; /* already applied (a coalesce that outran the meta file) */
+        if (engine_page_apply(t[k].img, x->type, x->body, x->body_len, x->lsn) < 0) {
+            rd_error("record lsn %llu does not apply to page %u: coalescing stops", (unsigned long long)lsn,
+                     x->page_id);
+            failed = 1;
+        }
+    }
+    if (failed) {
+        s->coalesce_blocked = 1;
+        rd_error("coalescing is blocked at lsn %llu (a corrupt page); GetPage of other pages still works",
+                 (unsigned long long)from);
+    } else {
+        for (size_t k = 0; k < nt; k++)
+            sn_page_write(s, t[k].page_id, t[k].img);
+        if (nt && fdatasync(s->pages_fd) < 0)
+            rd_panic("could not fdatasync the page store in \"%s\": %s", s->dir, strerror(errno));
+        sn_store_gc(&s->st, to); /* pages are durable; now the meta file may say so */
+        sn_meta_persist(s);
+    }
+    for (size_t k = 0; k < nt; k++)
+        free(t[k].img);
+    free(t);
+}
+
+/* ------------------------------------------------------------ requests */
+
+static void sn_on_getpage(struct sn_node *s, struct sn_conn *c, const uint8_t *p, size_t n)
+{
+    struct sn_getpage g;
+    if (sn_parse_getpage(p, n, &g) < 0) {
+        sn_reply_error(s, c, SN_ERR_PROTO, "GETPAGE payload is malformed");
+        c->close_after_send = 1;
+        return;
+    }
+    s->stats.getpage_requests++;
+    struct sn_page a = {.req_id = g.req_id, .status = SN_OK};
+    static uint8_t page[ENGINE_PAGE_SIZE];
+    if (g.read_lsn > s->st.scl) {
+        a.status = SN_ERR_NOT_YET;
+    } else if (g.read_lsn < s->st.coalesced_lsn) {
+        a.status = SN_ERR_TOO_OLD;
+    } else if (g.page_id > SN_MAX_PAGE_ID) {
+        memset(page, 0, sizeof(page)); /* never written: no record may name it */
+        a.page = page;
+    } else if (sn_page_load(s, g.page_id, page) < 0) {
+        a.status = SN_ERR_CORRUPT;
+    } else {
+        int rc = sn_store_materialise(&s->st, g.page_id, g.read_lsn, page);
+        if (rc == RD_ESTALE) {
+            a.status = SN_ERR_TOO_OLD;
+        } else if (rc < 0) {
+            s->stats.corrupt_detected++;
+            rd_error("page %u cannot be built at lsn %llu: %s", g.page_id, (unsigned long long)g.read_lsn,
+                     rd_strerror(rc));
+            a.status = SN_ERR_CORRUPT;
+        } else {
+            a.page_lsn = engine_page_lsn(page);
+            if (a.page_lsn != 0)
+                engine_page_seal(page);
+            a.page = page;
+        }
+    }
+    if (sn_send_page(&c->out, s->epoch, &a) < 0)
+        rd_panic("out of memory for a reply");
+}
+
+static void sn_on_fetch(struct sn_node *s, struct sn_conn *c, const uint8_t *p, size_t n)
+{
+    struct sn_fetch f;
+    if (sn_parse_fetch(p, n, &f) < 0) {
+        sn_reply_error(s, c, SN_ERR_PROTO, "FETCH payload is malformed");
+        c->close_after_send = 1;
+        return;
+    }
+    s->stats.fetches_served++;
+    size_t max_bytes = RD_MIN(RD_MAX(f.max_bytes, 1u), SN_FETCH_MAX_BYTES);
+    struct redo_batch b;
+    memset(&b, 0, sizeof(b)); /* begin keeps the buffer of a reused batch: start empty */
+    redo_batch_begin(&b, f.from_lsn);
+    uint8_t *buf = malloc(SN_HOTLOG_MAX_REC);
+    if (buf == NULL)
+        rd_panic("out of memory");
+    uint64_t min_epoch = UINT64_MAX;
+    size_t bytes = 0;
+    /* A batch is one run of consecutive LSNs: serve the held run from from_lsn. */
+    for (uint64_t lsn = f.from_lsn; lsn <= f.to_lsn && lsn != 0; lsn++) {
+        struct sn_rec *x = sn_store_get(&s->st, lsn);
+        if (x == NULL || !x->durable)
+            break;
+        if (bytes > 0 && bytes + x->body_len + 32 > max_bytes)
+            break;
+        struct redo_rec r = {.lsn = x->lsn, .prev_pg_lsn = x->prev_pg_lsn, .page_id = x->page_id,
+                             .type = x->type, .flags = x->flags, .body = x->body, .body_len = x->body_len};
+        if (x->body == NULL && sn_read_rec(s, x, buf, &r) < 0)
+            break; /* N7: a corrupt record is never served */
+        if (redo_batch_add(&b, &r) < 0)
+            rd_panic("could not build a LOG batch");
+        bytes += x->body_len + 32;
+        min_epoch = RD_MIN(min_epoch, x->epoch);
+    }
+    redo_batch_finish(&b, s->vdl_seen);
+    /* The LOG frame's epoch is the oldest epoch its records were received
+     * under, so the requester can apply its truncation ranges (N6). */
+    uint64_t epoch = min_epoch == UINT64_MAX ? s->epoch : min_epoch;
+    if (sn_send_log(&c->out, epoch, f.req_id, b.buf.data, b.buf.len) < 0)
+        rd_panic("out of memory for a LOG reply");
+    redo_batch_free(&b);
+    free(buf);
+}
+
+static void sn_reply_state(struct sn_node *s, struct sn_conn *c)
+{
+    struct sn_state st = {.epoch = s->epoch, .scl = s->st.scl, .max_cpl = s->st.max_cpl,
+                          .max_lsn = s->st.durable_max, .truncated_above = sn_truncated_above(s)};
+    if (sn_send_state(&c->out, s->epoch, &st) < 0)
+        rd_panic("out of memory for a reply");
+}
+
+static void sn_on_epoch(struct sn_node *s, struct sn_conn *c, const uint8_t *p, size_t n)
+{
+    uint64_t e;
+    if (sn_parse_epoch(p, n, &e) < 0) {
+        sn_reply_error(s, c, SN_ERR_PROTO, "EPOCH payload is malformed");
+        c->close_after_send = 1;
+        return;
+    }
+    sn_adopt_epoch(s, e, "EPOCH from a new writer"); /* N3: persisted before the answer */
+    sn_reply_state(s, c);
+}
+
+static void sn_on_truncate(struct sn_node *s, struct sn_conn *c, const struct frame_hdr *fh, const uint8_t *p,
+                           size_t n)
+{
+    struct sn_truncate t;
+    if (sn_parse_truncate(p, n, &t) < 0) {
+        sn_reply_error(s, c, SN_ERR_PROTO, "TRUNCATE payload is malformed");
+        c->close_after_send = 1;
+        return;
+    }
+    if (sn_refuse_stale(s, c, RD_MIN(t.epoch, fh->epoch), "truncation"))
+        return;
+    if (t.keep_upto_lsn < s->st.coalesced_lsn) {
+        rd_error("refusing to truncate above lsn %llu: records up to %llu are already coalesced into pages",
+                 (unsigned long long)t.keep_upto_lsn, (unsigned long long)s->st.coalesced_lsn);
+        sn_reply_error(s, c, SN_ERR_PROTO, "truncation point is below the coalesced point");
+        return;
+    }
+    if (s->ntrunc == SN_MAX_TRUNC) {
+        rd_error("refusing a truncation: %u truncation ranges recorded already", SN_MAX_TRUNC);
+        sn_reply_error(s, c, SN_ERR_PROTO, "too many truncation ranges");
+        return;
+    }
+    s->epoch = RD_MAX(s->epoch, t.epoch);
+    /* Records at hot-log offsets below hl_end with lsn > keep_upto are
+     * dropped now and at every restart; later ones are refused if older. */
+    s->trunc[s->ntrunc++] = (struct sn_trunc){t.epoch, t.keep_upto_lsn, s->hl_end};
+    sn_meta_persist(s);
+    uint64_t before = s->st.nrecs;
+    sn_store_truncate(&s->st, t.keep_upto_lsn);
+    rd_info("truncated above lsn %llu for epoch %llu: %llu records dropped", (unsigned long long)t.keep_upto_lsn,
+            (unsigned long long)t.epoch, (unsigned long long)(before - s->st.nrecs));
+    sn_reply_state(s, c);
+}
+
+static void sn_on_readpoint(struct sn_node *s, struct sn_conn *c, const struct frame_hdr *fh, const uint8_t *p,
+                            size_t n)
+{
+    uint64_t rp;
+    if (sn_parse_readpoint(p, n, &rp) < 0) {
+        sn_reply_error(s, c, SN_ERR_PROTO, "READPOINT payload is malformed");
+        c->close_after_send = 1;
+        return;
+    }
+    if (sn_refuse_stale(s, c, fh->epoch, "read point"))
+        return;
+    s->min_read_point = rp;
+}
+
+static void sn_on_log(struct sn_node *s, struct sn_conn *c, const struct frame_hdr *fh, const uint8_t *p, size_t n)
+{
+    uint64_t req_id;
+    const uint8_t *batch;
+    size_t blen;
+    if (sn_parse_log(p, n, &req_id, &batch, &blen) < 0) {
+        rd_warn("LOG from %s is malformed; closing", c->addr);
+        sn_conn_close(s, c);
+        return;
+    }
+    if (!s->fetch_outstanding || req_id != s->fetch_req_id)
+        return; /* an answer we gave up on */
+    s->fetch_outstanding = 0;
+    const char *why = NULL;
+    uint64_t vdl = 0;
+    int rc = sn_accept_batch(s, fh->epoch, batch, blen, &vdl, &why);
+    if (rc < 0) {
+        rd_warn("LOG from peer %s refused: %s; closing", c->addr, why);
+        sn_conn_close(s, c);
+        return;
+    }
+    if (fh->epoch >= s->epoch && vdl > s->vdl_seen)
+        s->vdl_seen = vdl;
+    s->stats.gaps_filled += (uint64_t)rc;
+    if (s->hl_repair_pending)
+        s->stats.repaired += (uint64_t)rc;
+    s->fetch_more = rc > 0;
+    if (rc > 0)
+        rd_debug("gap fill: %d records from %s", rc, c->addr);
+}
+
+/* ------------------------------------------------------------ frames */
+
+static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
+{
+    size_t off = 0;
+    unsigned nframes = 0;
+    while (!c->closing && !c->close_after_send && nframes < SN_FRAMES_PER_TURN) {
+        if (c->out.len + c->sending.len > SN_CONN_OUTPUT_MAX_BYTES) {
+            rd_warn("connection %s closed: it does not read its replies", c->addr);
+            sn_conn_close(s, c);
+            return;
+        }
+        if (c->peer < 0 && s->hl_pending.len > SN_PENDING_MAX_BYTES) {
+            nframes = SN_FRAMES_PER_TURN; /* back-pressure: let the flush catch up, retry */
+            break;
+        }
+        struct frame_hdr h;
+        const uint8_t *p;
+        size_t n;
+        const char *why = NULL;
+        int rc = frame_decode(c->in.data + off, c->in.len - off, &h, &c->scratch, &p, &n, &why);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            if (why && strstr(why, "checksum"))
+                rd_warn("frame from %s failed its checksum; closing", c->addr);
+            else
+                rd_warn("frame from %s is invalid (%s); closing", c->addr, why ? why : rd_strerror(rc));
+            sn_conn_close(s, c);
+            return;
+        }
+        off += (size_t)rc;
+        nframes++;
+        switch (h.type) {
+        case SN_MSG_WRITE: sn_on_write(s, c, &h, p, n); break;
+        case SN_MSG_GETPAGE: sn_on_getpage(s, c, p, n); break;
+        case SN_MSG_FETCH: sn_on_fetch(s, c, p, n); break;
+        case SN_MSG_LOG: sn_on_log(s, c, &h, p, n); break;
+        case SN_MSG_EPOCH: sn_on_epoch(s, c, p, n); break;
+        case SN_MSG_TRUNCATE: sn_on_truncate(s, c, &h, p, n); break;
+        case SN_MSG_READPOINT: sn_on_readpoint(s, c, &h, p, n); break;
+        case SN_MSG_ERROR: {
+            uint32_t code = 0;
+            char text[SN_ERROR_MAX_TEXT + 1];
+            if (sn_parse_error(p, n, &code, text, sizeof(text)) == 0)
+                rd_warn("%s reported error %u: %s", c->addr, code, text);
+            if (c->peer >= 0 && code == SN_ERR_STALE_EPOCH)
+                break;
+            break;
+        }
+        default:
+            rd_warn("frame of unexpected type %u (%s) from %s; closing", h.type, sn_msg_name(h.type), c->addr);
+            sn_reply_error(s, c, SN_ERR_PROTO, "unexpected message type");
+            c->close_after_send = 1;
+            break;
+        }
+    }
+    rd_buf_consume(&c->in, off);
+    if (c->in.len > 0 && !c->closing && !c->close_after_send && nframes == SN_FRAMES_PER_TURN)
+        sn_mark_ready(s, c);
+}
+
+/* ------------------------------------------------------------ RESP (INFO, PING) */
+
+static void sn_info(struct sn_node *s, struct rd_buf *b)
+{
+    size_t up = 0;
+    for (size_t i = 0; i < s->npeers; i++)
+        up += s->peers[i].state == SN_PEER_UP;
+    rd_buf_appendf(b,
+                   "# Storage\r\nrole:storage\r\nnode_id:%u\r\nepoch:%llu\r\nscl:%llu\r\ndurable_lsn:%llu\r\n"
+                   "max_cpl:%llu\r\nhot_log_bytes:%llu\r\ncoalesced_lsn:%llu\r\nmin_read_point:%llu\r\n"
+                   "vdl_seen:%llu\r\ntruncated_above:%llu\r\ngaps_filled:%llu\r\nrecords:%llu\r\n"
+                   "hot_records:%llu\r\npages:%llu\r\ngetpage_requests:%llu\r\ncorrupt_detected:%llu\r\n"
+                   "repaired:%llu\r\nwrites:%llu\r\nstale_refused:%llu\r\nduplicates:%llu\r\nflushes:%llu\r\n"
+                   "fetches_served:%llu\r\nconnected_peers:%zu\r\n",
+                   s->cfg.node_id, (unsigned long long)s->epoch, (unsigned long long)s->st.scl,
+                   (unsigned long long)s->st.durable_max, (unsigned long long)s->st.max_cpl,
+                   (unsigned long long)s->hl_synced, (unsigned long long)s->st.coalesced_lsn,
+                   (unsigned long long)s->min_read_point, (unsigned long long)s->vdl_seen,
+                   (unsigned long long)sn_truncated_above(s), (unsigned long long)s->stats.gaps_filled,
+                   (unsigned long long)s->st.nrecs, (unsigned long long)s->st.hot_records,
+                   (unsigned long long)s->st.npages, (unsigned long long)s->stats.getpage_requests,
+                   (unsigned long long)s->stats.corrupt_detected, (unsigned long long)s->stats.repaired,
+                   (unsigned long long)s->stats.writes, (unsigned long long)s->stats.stale_refused,
+                   (unsigned long long)s->stats.duplicates, (unsigned long long)s->stats.flushes,
+                   (unsigned long long)s->stats.fetches_served, up);
+}
+
+/* Parses one RESP command (multibulk or inline) into at most 4 short args.
+ * Returns bytes used, 0 if incomplete, -1 on a protocol error. */
+#define SN_RESP_MAX_ARG 256u
+static long sn_resp_parse(const uint8_t *p, size_t n, char args[4][SN_RESP_MAX_ARG], int *argc)
+{
+    *argc = 0;
+    if (n == 0)
+        return 0;
+    if (p[0] != '*') { /* inline: words separated by spaces, ends with \n */
+        const uint8_t *nl = memchr(p, '\n', RD_MIN(n, 4096));
+        if (nl == NULL)
+            return n >= 4096 ? -1 : 0;
+        size_t len = (size_t)(nl - p), i = 0;
+        while (i < len) {
+            while (i < len && (p[i] == ' ' || p[i] == '\r'))
+                i++;
+            size_t st = i;
+            while (i < len && p[i] != ' ' && p[i] != '\r')
+                i++;
+            if (i > st && *argc < 4) {
+                size_t k = RD_MIN(i - st, SN_RESP_MAX_ARG - 1);
+                memcpy(args[*argc], p + st, k);
+                args[(*argc)++][k] = 0;
+            }
+        }
+        return (long)(len + 1);
+    }
+    size_t off = 1;
+    char *end;
+    const uint8_t *nl = memchr(p, '\n', RD_MIN(n, 32));
+    if (nl == NULL)
+        return n >= 32 ? -1 : 0;
+    long cnt = strtol((const char *)p + 1, &end, 10);
+    if (cnt < 0 || cnt > 64)
+        return -1;
+    off = (size_t)(nl - p) + 1;
+    for (long a = 0; a < cnt; a++) {
+        if (off >= n)
+            return 0;
+        if (p[off] != '$')
+            return -1;
+        nl = memchr(p + off, '\n', RD_MIN(n - off, 32));
+        if (nl == NULL)
+            return n - off >= 32 ? -1 : 0;
+        long len = strtol((const char *)p + off + 1, &end, 10);
+        if (len < 0 || len > 65536)
+            return -1;
+        off = (size_t)(nl - p) + 1;
+        if (n - off < (size_t)len + 2)
+            return 0;
+        if (*argc < 4) {
+            size_t k = RD_MIN((size_t)len, SN_RESP_MAX_ARG - 1);
+            memcpy(args[*argc], p + off, k);
+            args[(*argc)++][k] = 0;
+        }
+        off += (size_t)len + 2;
+    }
+    return (long)off;
+}
+
+static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
+{
+    size_t off = 0;
+    for (unsigned i = 0; i < 64 && !c->close_after_send; i++) {
+        char args[4][SN_RESP_MAX_ARG];
+        int argc;
+        long used = sn_resp_parse(c->in.data + off, c->in.len - off, args, &argc);
+        if (used == 0)
+            break;
+        if (used < 0) {
+            rd_info("RESP client %s sent a malformed request; closing", c->addr);
+            rd_buf_appendf(&c->out, "-ERR Protocol error\r\n");
+            c->close_after_send = 1;
+            break;
+        }
+        off += (size_t)used;
+        if (argc == 0)
+            continue;
+        if (strcasecmp(args[0], "PING") == 0) {
+            rd_buf_appendf(&c->out, "+PONG\r\n");
+        } else if (strcasecmp(args[0], "INFO") == 0) {
+            struct rd_buf b = {0};
+            sn_info(s, &b);
+            rd_buf_appendf(&c->out, "$%zu\r\n", b.len);
+            rd_buf_append(&c->out, b.data, b.len);
+            rd_buf_appendf(&c->out, "\r\n");
+            rd_buf_free(&b);
+        } else if (strcasecmp(args[0], "QUIT") == 0) {
+            rd_buf_appendf(&c->out, "+OK\r\n");
+            c->close_after_send = 1;
+        } else if (strcasecmp(args[0], "COMMAND") == 0) {
+            rd_buf_appendf(&c->out, "*0\r\n");
+        } else {
+            rd_buf_appendf(&c->out, "-ERR unknown command '%.64s': a storage node answers INFO and PING\r\n",
+                           args[0]);
+        }
+    }
+    rd_buf_consume(&c->in, off);
+    if (c->in.len > 0 && !c->close_after_send)
+        sn_mark_ready(s, c);
+}
+
+static void sn_process_ready(struct sn_node *s)
+{
+    struct sn_conn *list = s->ready_head;
+    s->ready_head = NULL;
+    while (list) {
+        struct sn_conn *c = list;
+        list = c->next_ready;
+        c->on_ready = 0;
+        c->next_ready = NULL;
+        if (!c->closing && c->in.len > 0) {
+            if (c->proto == SN_PROTO_UNKNOWN) /* the first byte decides (README) */
+                c->proto = c->in.data[0] == 0x52 ? SN_PROTO_FRAMES : SN_PROTO_RESP;
+            if (c->proto == SN_PROTO_FRAMES)
+                sn_process_frames(s, c);
+            else
+                sn_process_resp(s, c);
+        }
+        if (c->eof && !c->on_ready && !c->closing) {
+            c->close_after_send = 1; /* sn_queue_send closes once the replies are out */
+            c->ack_wait = 0;
+        }
+        if (c->closing)
+            sn_conn_close(s, c);
+    }
+}
+
+/* ------------------------------------------------------------ peers, gap fill */
+
+static void sn_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_peer *p = (struct sn_peer *)((char *)io - offsetof(struct sn_peer, connect_io));
+    struct sn_node *s = p->node;
+    if (cqe->res < 0) {
+        if (!p->down_logged)
+            rd_info("peer %s is not reachable (%s); retrying", p->name, strerror(-cqe->res));
+        p->down_logged = 1;
+        if (close(p->fd) < 0)
+            rd_warn("close failed: %s", strerror(errno));
+        p->fd = -1;
+        p->state = SN_PEER_IDLE;
+        p->next_attempt_ms = rd_now_ms() + 500;
+        return;
+    }
+    p->down_logged = 0;
+    p->state = SN_PEER_UP;
+    p->conn = sn_conn_new(s, p->fd, p->idx);
+    rd_info("connected to peer %s", p->name);
+}
+
+static void sn_peers_connect(struct sn_node *s, uint64_t now)
+{
+    for (size_t i = 0; i < s->npeers; i++) {
+        struct sn_peer *p = &s->peers[i];
+        if (p->state != SN_PEER_IDLE || now < p->next_attempt_ms)
+            continue;
+        p->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (p->fd < 0) {
+            rd_warn("socket failed: %s", strerror(errno));
+            p->next_attempt_ms = now + 1000;
+            continue;
+        }
+        p->state = SN_PEER_CONNECTING;
+        struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &p->connect_io);
+        io_uring_prep_connect(sqe, p->fd, (struct sockaddr *)&p->sa, sizeof(p->sa));
+        sqe->flags |= IOSQE_IO_LINK;
+        static struct __kernel_timespec connect_timeout = {.tv_sec = 1, .tv_nsec = 0};
+        sqe = rd_loop_sqe(&s->loop, NULL); /* L2: nobody waits for the link timeout */
+        io_uring_prep_link_timeout(sqe, &connect_timeout, 0);
+    }
+}
+
+/* N9: one FETCH in flight; ask when a gap is known, when the last answer
+ * brought records, or every SN_PROBE_INTERVAL_MS (a peer may be ahead). */
+static void sn_gap_fill(struct sn_node *s, uint64_t now)
+{
+    if (s->fetch_outstanding && now - s->fetch_sent_ms < SN_FETCH_TIMEOUT_MS)
+        return;
+    s->fetch_outstanding = 0;
+    int gap = s->st.durable_max > s->st.scl;
+    if (!gap && !s->fetch_more && now - s->last_probe_ms < SN_PROBE_INTERVAL_MS)
+        return;
+    for (size_t k = 0; k < s->npeers; k++) {
+        struct sn_peer *p = &s->peers[(s->peer_rr + k) % s->npeers];
+        if (p->state != SN_PEER_UP || p->conn == NULL || p->conn->closing)
+            continue;
+        s->peer_rr = (s->peer_rr + k + 1) % s->npeers;
+        struct sn_fetch f = {.req_id = ++s->fetch_req_id, .from_lsn = s->st.scl + 1, .to_lsn = UINT64_MAX,
+                             .max_bytes = SN_FETCH_ASK_BYTES};
+        if (sn_send_fetch(&p->conn->out, s->epoch, &f) < 0)
+            rd_panic("out of memory for a FETCH");
+        s->fetch_outstanding = 1;
+        s->fetch_more = 0;
+        s->fetch_sent_ms = now;
+        s->last_probe_ms = now;
+        return;
+    }
+}
+
+static int sn_parse_peers(struct sn_node *s, const char *spec)
+{
+    if (spec == NULL || *spec == 0)
+        return 0;
+    char *dup = strdup(spec), *save = NULL;
+    if (dup == NULL)
+        return -ENOMEM;
+    for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(tok, ':');
+        if (colon == NULL || s->npeers == SN_MAX_PEERS) {
+            rd_error("--peers: \"%s\" is not host:port (or more than %u peers)", tok, SN_MAX_PEERS);
+            free(dup);
+            return -EINVAL;
+        }
+        *colon = 0;
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+        int rc = getaddrinfo(tok, colon + 1, &hints, &ai);
+        if (rc != 0 || ai == NULL) {
+            rd_error("--peers: cannot resolve \"%s:%s\": %s", tok, colon + 1, gai_strerror(rc));
+            free(dup);
+            return -EINVAL;
+        }
+        struct sn_peer *p = &s->peers[s->npeers];
+        memcpy(&p->sa, ai->ai_addr, sizeof(p->sa));
+        freeaddrinfo(ai);
+        snprintf(p->name, sizeof(p->name), "%s:%s", tok, colon + 1);
+        p->connect_io.on_cqe = sn_on_connect;
+        p->node = s;
+        p->idx = (int)s->npeers;
+        p->fd = -1;
+        s->npeers++;
+    }
+    free(dup);
+    return 0;
+}
+
+/* ------------------------------------------------------------ start-up */
+
+static int sn_lock_dir(struct sn_node *s)
+{
+    char path[4200];
+    sn_path(s, "LOCK", path, sizeof(path));
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rd_error("could not open lock file \"%s\": %s", path, strerror(errno));
+        return -errno;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        rd_error("data directory \"%s\" is in use by another process (%s)", s->dir, strerror(errno));
+        close(fd);
+        return -EBUSY;
+    }
+    return fd; /* held for the life of the process */
+}
+
+static int sn_scan_cb(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const struct redo_rec *r)
+{
+    struct sn_node *s = arg;
+    for (uint32_t i = 0; i < s->ntrunc; i++)
+        if (off < s->trunc[i].hl_off && r->lsn > s->trunc[i].keep_upto)
+            return 0; /* truncated (N6) */
+    if (sn_trunc_refuses(s, epoch, r->lsn) || sn_store_get(&s->st, r->lsn) != NULL)
+        return 0;
+    return sn_store_add(&s->st, r, epoch, off, len, 1);
+}
+
+static int sn_open_hotlog(struct sn_node *s)
+{
+    char path[4200];
+    sn_path(s, "hotlog", path, sizeof(path));
+    s->hl_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->hl_fd < 0) {
+        rd_error("could not open \"%s\": %s", path, strerror(errno));
+        return -errno;
+    }
+    struct stat sb;
+    if (fstat(s->hl_fd, &sb) < 0)
+        return -errno;
+    if (sb.st_size < (off_t)SN_HOTLOG_FILE_HDR_SIZE) { /* new (or torn at creation) */
+        uint8_t h[SN_HOTLOG_FILE_HDR_SIZE];
+        sn_hotlog_file_hdr(h, s->cfg.node_id);
+        if (ftruncate(s->hl_fd, 0) < 0 || pwrite(s->hl_fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+            rd_panic("could not initialise \"%s\": %s", path, strerror(errno));
+        if (fdatasync(s->hl_fd) < 0 || fsync(s->meta_dir_fd) < 0)
+            rd_panic("could not fsync \"%s\": %s", path, strerror(errno));
+        s->hl_end = s->hl_synced = SN_HOTLOG_FILE_HDR_SIZE;
+        return 0;
+    }
+    size_t len = (size_t)sb.st_size;
+    uint8_t *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, s->hl_fd, 0);
+    if (map == MAP_FAILED) {
+        rd_error("could not map \"%s\": %s", path, strerror(errno));
+        return -errno;
+    }
+    uint32_t id = 0;
+    int rc = sn_hotlog_check_file_hdr(map, len, &id);
+    if (rc < 0) {
+        rd_error("hot log \"%s\" has a bad header (%s): refusing to start", path, rd_strerror(rc));
+        munmap(map, len);
+        return rc;
+    }
+    if (id != s->cfg.node_id)
+        rd_warn("hot log \"%s\" was created by node %u, this is node %u", path, id, s->cfg.node_id);
+    struct sn_scan_result res;
+    rc = sn_hotlog_scan(map, len, sn_scan_cb, s, &res);
+    munmap(map, len);
+    if (rc < 0)
+        return rc;
+    if (res.corrupt) {
+        s->stats.corrupt_detected++;
+        s->hl_repair_pending = 1;
+        rd_error("hot log \"%s\" is corrupt at offset %llu (a record failed its checksum with %llu bytes after "
+                 "it): keeping the %llu records before it and fetching the rest from peers",
+                 path, (unsigned long long)res.valid_end, (unsigned long long)(len - res.valid_end),
+                 (unsigned long long)res.records);
+    } else if (res.torn) {
+        rd_info("hot log \"%s\": torn tail of %llu bytes at offset %llu removed (never acknowledged)", path,
+                (unsigned long long)(len - res.valid_end), (unsigned long long)res.valid_end);
+    }
+    if (res.valid_end < len) {
+        if (ftruncate(s->hl_fd, (off_t)res.valid_end) < 0 || fdatasync(s->hl_fd) < 0)
+            rd_panic("could not truncate \"%s\": %s", path, strerror(errno));
+    }
+    s->hl_end = s->hl_synced = res.valid_end;
+    return 0;
+}
+
+static int sn_listen(struct sn_node *s)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)s->cfg.port);
+    if (inet_pton(AF_INET, s->cfg.bind_addr, &sa.sin_addr) != 1) {
+        rd_error("invalid --bind address \"%s\" (an IPv4 address is expected)", s->cfg.bind_addr);
+        return -EINVAL;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1, rc;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+        close(fd);
+        return -EINVAL;
+    }
+    /* After a kill -9 the old process's io_uring may hold its listener for a
+     * moment (ring teardown is asynchronous): retry a busy port for 5 s. */
+    for (int tries = 0; (rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa))) < 0 && errno == EADDRINUSE &&
+                        tries < 100;
+         tries++) {
+        if (tries == 0)
+            rd_info("port %d is busy (a previous process exiting?): retrying for 5 s", s->cfg.port);
+        usleep(50000);
+    }
+    if (rc < 0 || listen(fd, 511) < 0) {
+        int e = errno;
+        rd_error("could not listen on %s:%d: %s", s->cfg.bind_addr, s->cfg.port, strerror(e));
+        close(fd);
+        return -e;
+    }
+    s->listen_fd = fd;
+    return 0;
+}
+
+static int sn_setup_buffers(struct sn_node *s)
+{
+    s->br_entries = 256;
+    s->br_buf_size = 65536;
+    size_t ring_bytes = s->br_entries * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (ring == MAP_FAILED)
+        return -errno;
+    s->br = ring;
+    s->br_bufs = malloc(s->br_entries * s->br_buf_size);
+    if (s->br_bufs == NULL)
+        return -ENOMEM;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)ring;
+    reg.ring_entries = s->br_entries;
+    reg.bgid = SN_BGID;
+    int rc = io_uring_register_buf_ring(&s->loop.ring, &reg, 0);
+    if (rc < 0) {
+        rd_error("io_uring provided buffer rings are not supported (%s): Redoubt needs Linux >= 5.19",
+                 strerror(-rc));
+        return rc;
+    }
+    io_uring_buf_ring_init(s->br);
+    for (unsigned i = 0; i < s->br_entries; i++)
+        io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)i * s->br_buf_size, (unsigned)s->br_buf_size,
+                              (unsigned short)i, io_uring_buf_ring_mask(s->br_entries), (int)i);
+    io_uring_buf_ring_advance(s->br, (int)s->br_entries);
+    return 0;
+}
+
+static int sn_open_storage(struct sn_node *s)
+{
+    if (mkdir(s->dir, 0755) < 0 && errno != EEXIST) {
+        rd_error("could not create data directory \"%s\": %s", s->dir, strerror(errno));
+        return -errno;
+    }
+    if (sn_lock_dir(s) < 0)
+        return -EBUSY;
+    s->meta_dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->meta_dir_fd < 0) {
+        rd_error("could not open directory \"%s\": %s", s->dir, strerror(errno));
+        return -errno;
+    }
+    int rc = sn_meta_read(s);
+    if (rc < 0)
+        return rc;
+    s->st.coalesced_lsn = s->st.coalesced_lsn; /* set by sn_meta_read, before the scan (S4) */
+    if ((rc = sn_open_hotlog(s)) < 0)
+        return rc;
+    sn_store_advance(&s->st);
+    char path[4200];
+    sn_path(s, "pages", path, sizeof(path));
+    s->pages_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->pages_fd < 0) {
+        rd_error("could not open \"%s\": %s", path, strerror(errno));
+        return -errno;
+    }
+    sn_pages_verify_all(s);
+    rd_info("recovered: epoch %llu, %zu records, scl %llu, durable %llu, coalesced %llu, hot log %llu bytes",
+            (unsigned long long)s->epoch, s->st.nrecs, (unsigned long long)s->st.scl,
+            (unsigned long long)s->st.durable_max, (unsigned long long)s->st.coalesced_lsn,
+            (unsigned long long)s->hl_end);
+    return 0;
+}
+
+static void sn_on_timer(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, timer_io));
+    (void)cqe;
+    s->timer_armed = 0;
+}
+
+static void sn_send_all(struct sn_node *s)
+{
+    for (struct sn_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->out.len > 0 || c->close_after_send)
+            sn_queue_send(s, c);
+    }
+}
+
+int sn_node_run(const struct sn_config *cfg)
+{
+    struct sn_node *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return 1;
+    s->cfg = *cfg;
+    snprintf(s->dir, sizeof(s->dir), "%s", cfg->dir);
+    s->listen_fd = s->hl_fd = s->pages_fd = s->meta_dir_fd = -1;
+    s->accept_io.on_cqe = sn_on_accept;
+    s->timer_io.on_cqe = sn_on_timer;
+    s->write_io.on_cqe = sn_on_write_done;
+    s->sync_io.on_cqe = sn_on_sync_done;
+    s->next_gen = 1;
+    sn_store_init(&s->st);
+    char why[256];
+    int rc = rd_loop_init(&s->loop, 1024, why, sizeof(why));
+    if (rc < 0) {
+        rd_error("%s", why);
+        return 1;
+    }
+    if (sn_setup_buffers(s) < 0 || sn_parse_peers(s, cfg->peers) < 0 || sn_open_storage(s) < 0 ||
+        sn_listen(s) < 0)
+        return 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = sn_on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+        rd_warn("sigaction failed: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    rd_info("storage node %u ready on %s:%d (dir %s, %zu peers, io_uring with multishot recv)", cfg->node_id,
+            cfg->bind_addr, cfg->port, s->dir, s->npeers);
+
+    static struct __kernel_timespec tick = {.tv_sec = 0, .tv_nsec = SN_TIMER_US * 1000};
+    uint64_t last_bg_ms = 0;
+    while (!sn_stop) {
+        if (!s->timer_armed) {
+            struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->timer_io);
+            io_uring_prep_timeout(sqe, &tick, 0, 0);
+            s->timer_armed = 1;
+        }
+        if (!s->accept_armed) {
+            struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->accept_io);
+            io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL, 0);
+            s->accept_armed = 1;
+        }
+        rc = rd_loop_run_once(&s->loop, s->ready_head ? 0 : SN_TIMER_US * 2);
+        if (rc < 0)
+            rd_panic("io_uring wait failed: %s", strerror(-rc));
+        sn_process_ready(s);
+        sn_flush_kick(s);
+        uint64_t now = rd_now_ms();
+        if (now - last_bg_ms >= SN_TIMER_US / 1000) {
+            last_bg_ms = now;
+            sn_peers_connect(s, now);
+            sn_gap_fill(s, now);
+            if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS) {
+                s->last_coalesce_ms = now;
+                sn_coalesce(s);
+            }
+        }
+        sn_send_all(s);
+    }
+    rd_info("received a termination signal: finishing the flush in flight and stopping");
+    /* What is pending becomes durable (nobody is acknowledged for it now). */
+    for (int i = 0; i < 2 && (s->flight_active || s->hl_pending.len); i++) {
+        sn_flush_kick(s);
+        while (s->flight_active)
+            if ((rc = rd_loop_run_once(&s->loop, 100000)) < 0)
+                rd_panic("io_uring wait failed: %s", strerror(-rc));
+    }
+    if (close(s->hl_fd) < 0 || close(s->pages_fd) < 0)
+        rd_error("closing the data files failed: %s", strerror(errno));
+    rd_info("stopped cleanly");
+    return 0;
+}
