@@ -1642,6 +1642,46 @@ static void sn_send_all(struct sn_node *s)
     }
 }
 
+/* Clean stop: closes every connection (waiting, bounded, for their
+ * in-flight operations to end: L1), then frees everything. */
+static void sn_shutdown(struct sn_node *s)
+{
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, NULL);
+    io_uring_prep_cancel(sqe, &s->accept_io, 0);
+    for (struct sn_conn *c = s->conns, *n; c; c = n) {
+        n = c->next;
+        c->on_ready = 0;
+        sn_conn_close(s, c);
+    }
+    s->ready_head = NULL;
+    for (int i = 0; i < 100 && (s->conns || s->accept_armed || s->timer_armed); i++) {
+        if (rd_loop_run_once(&s->loop, 20000) < 0)
+            break;
+        for (struct sn_conn *c = s->conns, *n; c; c = n) {
+            n = c->next;
+            c->on_ready = 0;
+            sn_conn_close(s, c);
+        }
+        s->ready_head = NULL;
+    }
+    if (s->conns)
+        rd_warn("%zu connections still had operations in flight at exit", s->nconns);
+    for (size_t i = 0; i < s->npeers; i++)
+        if (s->peers[i].state == SN_PEER_CONNECTING && s->peers[i].fd >= 0)
+            close(s->peers[i].fd);
+    if (close(s->hl_fd) < 0 || close(s->pages_fd) < 0 || close(s->listen_fd) < 0 || close(s->meta_dir_fd) < 0)
+        rd_error("closing the data files failed: %s", strerror(errno));
+    rd_loop_destroy(&s->loop);
+    munmap(s->br, s->br_entries * sizeof(struct io_uring_buf));
+    free(s->br_bufs);
+    sn_store_free(&s->st);
+    rd_buf_free(&s->hl_pending);
+    rd_buf_free(&s->hl_flight);
+    free(s->pend);
+    free(s->flight);
+    free(s);
+}
+
 int sn_node_run(const struct sn_config *cfg)
 {
     struct sn_node *s = calloc(1, sizeof(*s));
@@ -1713,8 +1753,7 @@ int sn_node_run(const struct sn_config *cfg)
             if ((rc = rd_loop_run_once(&s->loop, 100000)) < 0)
                 rd_panic("io_uring wait failed: %s", strerror(-rc));
     }
-    if (close(s->hl_fd) < 0 || close(s->pages_fd) < 0)
-        rd_error("closing the data files failed: %s", strerror(errno));
+    sn_shutdown(s);
     rd_info("stopped cleanly");
     return 0;
 }
