@@ -883,7 +883,7 @@ void aurora_info(struct server *s, struct rd_buf *b)
                    "# Replication\r\nrole:master\r\nredoubt_role:writer\r\nepoch:%" PRIu64 "\r\nfenced:%d\r\n"
                    "last_lsn:%" PRIu64 "\r\nvcl:%" PRIu64 "\r\nvdl:%" PRIu64 "\r\nrecovered_vdl:%" PRIu64
                    "\r\nmaster_repl_offset:%" PRIu64 "\r\nconnected_slaves:%zu\r\n",
-                   a->epoch, a->fenced, a->last_lsn, a->q.vcl, a->q.vdl, a->recovered_vdl, a->q.vdl, a->nreaders);
+                   a->epoch, a->fenced || s->fenced, a->last_lsn, a->q.vcl, a->q.vdl, a->recovered_vdl, a->q.vdl, a->nreaders);
     for (unsigned i = 0; i < REDO_NODES; i++) {
         const struct aur_node *nd = &a->node[i];
         rd_buf_appendf(b, "storage%u:addr=%s:%d,state=%s,scl=%" PRIu64 ",acks=%" PRIu64 ",ack_latency_ms=%.3f\r\n",

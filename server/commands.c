@@ -313,6 +313,23 @@ static void cmd_promote(struct server *s, struct conn *c, const struct resp_args
         reply_ok(c);
 }
 
+/* REDOUBT.FENCE [reason]: the monitor tells a primary/writer that a newer one
+ * exists; from then on every write is refused (reads still work). */
+static void cmd_fence(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    if (s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER) {
+        reply_err(c, "ERR only a primary or writer can be fenced");
+        return;
+    }
+    snprintf(s->fenced_by, sizeof(s->fenced_by), "%.*s", a->n > 1 ? (int)RD_MIN(a->v[1].len, 100) : 7,
+             a->n > 1 ? (const char *)a->v[1].ptr : "monitor");
+    if (!s->fenced)
+        rd_error("FENCED by %s (%s): a newer primary exists; this node refuses every write from now on", c->addr,
+                 s->fenced_by);
+    s->fenced = 1;
+    reply_ok(c);
+}
+
 static void cmd_reader(struct server *s, struct conn *c, const struct resp_args *a)
 {
     aurora_cmd_reader(s, c, a);
@@ -882,6 +899,7 @@ static const struct cmd_def cmd_table[] = {
     {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote},
     {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate},
     {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader},
+    {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence},
     {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi},
     {"exec", 1, CMD_NOQUEUE, cmd_exec},
     {"discard", 1, CMD_NOQUEUE, cmd_discard},
@@ -1095,6 +1113,11 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     }
     if (!c->authed && !(d->flags & CMD_NOAUTH)) {
         reply_err(c, "NOAUTH Authentication required.");
+        conn_reply_done(s, c, 0);
+        return;
+    }
+    if (s->fenced && (d->flags & CMD_WRITE)) {
+        reply_err(c, "READONLY this node was fenced (%s): a newer primary exists", s->fenced_by);
         conn_reply_done(s, c, 0);
         return;
     }

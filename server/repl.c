@@ -1249,9 +1249,9 @@ void repl_info(struct server *s, struct rd_buf *b)
                        u->apply_lsn, u->bytes_received, u->last_error);
         return;
     }
-    rd_buf_appendf(b, "# Replication\r\nrole:master\r\nredoubt_role:%s\r\ntimeline:%u\r\nconnected_slaves:%zu\r\n",
+    rd_buf_appendf(b, "# Replication\r\nrole:master\r\nredoubt_role:%s\r\ntimeline:%u\r\nfenced:%d\r\nconnected_slaves:%zu\r\n",
                    s->role == SERVER_ROLE_PRIMARY ? "primary" : "standalone", s->wal ? wal_timeline(s->wal) : 0,
-                   s->npeers);
+                   s->fenced, s->npeers);
     size_t i = 0;
     uint64_t flushed = s->wal ? wal_flushed_lsn(s->wal) : 0;
     for (struct conn *c = s->conns; c; c = c->next) {

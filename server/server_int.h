@@ -199,6 +199,8 @@ struct server {
     size_t npeers;
     size_t nwaiting;       /* conns blocked in WAIT (or waiting for a promotion) */
     int promote_pending;
+    int fenced;            /* REDOUBT.FENCE: a newer primary exists; writes refused */
+    char fenced_by[128];
     struct conn *promote_waiter;
     uint64_t repl_bytes_sent;
     struct rd_loop loop;
