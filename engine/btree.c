@@ -818,20 +818,21 @@ int engine_redo(struct engine *e, uint32_t page_id, uint8_t rec_type, const uint
         return rc;
     uint8_t *p = pool_data(e, f);
     if (engine_page_lsn(p) < end_lsn) {
-        /* Apply to a copy and check the result's structure first: readers
-         * trust in-memory pages, so a bad record must not reach them (E7). */
-        uint8_t *tmp = e->scratch2;
-        memcpy(tmp, p, ENGINE_PAGE_SIZE);
-        rc = engine_page_apply(tmp, rec_type, body, body_len, end_lsn);
+        /* Apply in place, then check the result's structure: readers trust
+         * in-memory pages, so a bad record must not reach them (E7); a page it
+         * breaks is put back from the undo copy. */
+        uint8_t *undo = e->scratch2;
+        memcpy(undo, p, ENGINE_PAGE_SIZE);
+        rc = engine_page_apply(p, rec_type, body, body_len, end_lsn);
         rd_assert(rc == 0); /* validated above */
-        if (pg_check(tmp, page_id) < 0) {
+        if (pg_check(p, page_id) < 0) {
             rd_error("engine: %s record for page %u ending at LSN %llu leaves a malformed page",
                      engine_rec_type_name(rec_type), page_id, (unsigned long long)end_lsn);
+            memcpy(p, undo, ENGINE_PAGE_SIZE);
             pool_unpin(e, f);
             pool_discard(e, f); /* a NOREAD frame must not pose as the page */
             return RD_ECORRUPT;
         }
-        memcpy(p, tmp, ENGINE_PAGE_SIZE);
         e->frames[f].dirty = true;
     }
     pool_unpin(e, f);
