@@ -113,6 +113,47 @@ struct sn_page_hist *sn_store_page(struct sn_store *st, uint32_t page_id);
  * than read_lsn, RD_ECORRUPT if a record does not apply. */
 int sn_store_materialise(struct sn_store *st, uint32_t page_id, uint64_t read_lsn, uint8_t *page);
 
+/* ------------------------------------------------------------ meta file, recovery rules (sn_files.c) */
+
+/* DIR/meta, written whole (layout in sn_files.c and README). */
+#define SN_MAX_TRUNC 64u
+#define SN_META_MAGIC 0x4d534452u /* "RDSM" little-endian */
+#define SN_META_VERSION 1u
+#define SN_META_TRUNC_OFF 48u
+#define SN_META_SIZE (SN_META_TRUNC_OFF + SN_MAX_TRUNC * 24u + 8u)
+
+struct sn_trunc { uint64_t epoch, keep_upto, hl_off; };
+
+struct sn_meta {
+    uint32_t version, node_id, ntrunc;
+    uint64_t epoch, coalesced_lsn;
+    uint64_t scl;                          /* when written (informative) */
+    struct sn_trunc trunc[SN_MAX_TRUNC];   /* the first min(ntrunc, SN_MAX_TRUNC) */
+    int size_ok, magic_ok, checksum_ok;    /* set by sn_meta_decode */
+};
+
+/* Writes the SN_META_SIZE-byte image of m (version SN_META_VERSION) to dst. */
+void sn_meta_encode(uint8_t *dst, const struct sn_meta *m);
+/* Decodes a meta image src[0..n) (n as read: it must be SN_META_SIZE). Fills
+ * every field it can read, also on failure (for tools). 0; RD_ECORRUPT for a
+ * wrong size, magic or checksum (size_ok/magic_ok/checksum_ok tell which) or,
+ * with all three ok, more than SN_MAX_TRUNC ranges; RD_EVERSION for another
+ * version (checked after the checksum). */
+int sn_meta_decode(const uint8_t *src, size_t n, struct sn_meta *m);
+
+/* N6: a record delivered under `epoch` with this LSN lies in a range a later
+ * epoch truncated. */
+int sn_trunc_refuses(const struct sn_trunc *t, uint32_t ntrunc, uint64_t epoch, uint64_t lsn);
+/* Recovery (N6): 1 if the hot-log record at file offset hl_off is dropped at
+ * start-up because a truncation covers it (then or by its epoch). */
+int sn_trunc_drops(const struct sn_trunc *t, uint32_t ntrunc, uint64_t hl_off, uint64_t epoch, uint64_t lsn);
+
+/* Why the hot-log record at src[0..n) is not valid: a static string, or NULL
+ * if sn_hotlog_rec_decode accepts it. *len is its payload length field (0 if
+ * unreadable), *epoch its epoch field, *checksum_ok whether its checksum
+ * matches (-1 if the record is cut short before it can be checked). */
+const char *sn_hotlog_rec_why(const uint8_t *src, size_t n, uint32_t *len, uint64_t *epoch, int *checksum_ok);
+
 /* ------------------------------------------------------------ daemon */
 
 struct sn_config {

@@ -62,26 +62,10 @@
 #define SN_COALESCE_BATCH 2048u            /* records applied per coalesce round */
 #define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
 #define SN_MAX_HOT_RECORDS (1u << 20)      /* beyond: coalesce past the read point (logged) */
-#define SN_MAX_TRUNC 64u
 #define SN_PENDING_MAX_BYTES (64u << 20)   /* stop reading writers beyond this, until a flush */
 
-/* ------------------------------------------------------------ meta file */
-/*
- * DIR/meta (written whole: tmp + fdatasync + rename + fsync of the dir):
- *   0   4  magic "RDSM" (0x4d534452)       4   4  version (1)
- *   8   4  node id                         12  4  number of truncation ranges (<= 64)
- *   16  8  epoch                           24  8  coalesced_lsn
- *   32  8  scl when written (informative)  40  8  zero
- *   48  64 × 24  truncation ranges {u64 epoch, u64 keep_upto_lsn, u64 hot-log offset}
- *   1584 8 XXH3-64 of [0,1584), seed SN_SEED_META
- */
-#define SN_META_MAGIC 0x4d534452u
-#define SN_META_VERSION 1u
-#define SN_META_TRUNC_OFF 48u
-#define SN_META_SIZE (SN_META_TRUNC_OFF + SN_MAX_TRUNC * 24u + 8u)
-_Static_assert(SN_META_SIZE == 1592u, "meta layout");
-
-struct sn_trunc { uint64_t epoch, keep_upto, hl_off; };
+/* The meta file format (DIR/meta), SN_MAX_TRUNC and struct sn_trunc are in
+ * sn_files.c / sn_int.h (shared with redoubt-dump). */
 
 /* ------------------------------------------------------------ state */
 
@@ -184,21 +168,15 @@ static void sn_path(const struct sn_node *s, const char *name, char *out, size_t
 static int sn_meta_write(struct sn_node *s)
 {
     uint8_t m[SN_META_SIZE];
-    memset(m, 0, sizeof(m));
-    rd_put_u32le(m, SN_META_MAGIC);
-    rd_put_u32le(m + 4, SN_META_VERSION);
-    rd_put_u32le(m + 8, s->cfg.node_id);
-    rd_put_u32le(m + 12, s->ntrunc);
-    rd_put_u64le(m + 16, s->epoch);
-    rd_put_u64le(m + 24, s->st.coalesced_lsn);
-    rd_put_u64le(m + 32, s->st.scl);
-    for (uint32_t i = 0; i < s->ntrunc; i++) {
-        uint8_t *t = m + SN_META_TRUNC_OFF + i * 24u;
-        rd_put_u64le(t, s->trunc[i].epoch);
-        rd_put_u64le(t + 8, s->trunc[i].keep_upto);
-        rd_put_u64le(t + 16, s->trunc[i].hl_off);
-    }
-    rd_put_u64le(m + SN_META_SIZE - 8, rd_checksum64(m, SN_META_SIZE - 8, SN_SEED_META));
+    struct sn_meta mt;
+    memset(&mt, 0, sizeof(mt));
+    mt.node_id = s->cfg.node_id;
+    mt.ntrunc = s->ntrunc;
+    mt.epoch = s->epoch;
+    mt.coalesced_lsn = s->st.coalesced_lsn;
+    mt.scl = s->st.scl;
+    memcpy(mt.trunc, s->trunc, sizeof(mt.trunc));
+    sn_meta_encode(m, &mt);
     char tmp[4200], path[4200];
     sn_path(s, "meta.tmp", tmp, sizeof(tmp));
     sn_path(s, "meta", path, sizeof(path));
@@ -250,28 +228,26 @@ static int sn_meta_read(struct sn_node *s)
     uint8_t m[SN_META_SIZE];
     ssize_t r = read(fd, m, sizeof(m));
     close(fd);
-    if (r != (ssize_t)sizeof(m) || rd_get_u32le(m) != SN_META_MAGIC ||
-        rd_get_u64le(m + SN_META_SIZE - 8) != rd_checksum64(m, SN_META_SIZE - 8, SN_SEED_META)) {
+    struct sn_meta mt;
+    int rc = sn_meta_decode(m, r < 0 ? 0 : (size_t)r, &mt);
+    if (!mt.size_ok || !mt.magic_ok || !mt.checksum_ok) {
         rd_error("meta file \"%s\" is corrupt (size %zd, bad magic or checksum): refusing to start, "
                  "the node's epoch is unknown",
                  path, r);
         return RD_ECORRUPT;
     }
-    if (rd_get_u32le(m + 4) != SN_META_VERSION) {
-        rd_error("meta file \"%s\" has unknown version %u", path, rd_get_u32le(m + 4));
+    if (rc == RD_EVERSION) {
+        rd_error("meta file \"%s\" has unknown version %u", path, mt.version);
         return RD_EVERSION;
     }
-    s->ntrunc = rd_get_u32le(m + 12);
-    if (s->ntrunc > SN_MAX_TRUNC) {
+    s->ntrunc = mt.ntrunc;
+    if (rc < 0) {
         rd_error("meta file \"%s\" lists %u truncation ranges (max %u)", path, s->ntrunc, SN_MAX_TRUNC);
         return RD_ECORRUPT;
     }
-    s->epoch = rd_get_u64le(m + 16);
-    s->st.coalesced_lsn = rd_get_u64le(m + 24);
-    for (uint32_t i = 0; i < s->ntrunc; i++) {
-        const uint8_t *t = m + SN_META_TRUNC_OFF + i * 24u;
-        s->trunc[i] = (struct sn_trunc){rd_get_u64le(t), rd_get_u64le(t + 8), rd_get_u64le(t + 16)};
-    }
+    s->epoch = mt.epoch;
+    s->st.coalesced_lsn = mt.coalesced_lsn;
+    memcpy(s->trunc, mt.trunc, sizeof(s->trunc));
     return 0;
 }
 
@@ -280,14 +256,10 @@ static uint64_t sn_truncated_above(const struct sn_node *s)
     return s->ntrunc ? s->trunc[s->ntrunc - 1].keep_upto : 0;
 }
 
-/* N6: a record delivered under `epoch` with this LSN lies in a range a later
- * epoch truncated. */
-static int sn_trunc_refuses(const struct sn_node *s, uint64_t epoch, uint64_t lsn)
+/* N6 (sn_files.c). */
+static int sn_node_trunc_refuses(const struct sn_node *s, uint64_t epoch, uint64_t lsn)
 {
-    for (uint32_t i = 0; i < s->ntrunc; i++)
-        if (epoch < s->trunc[i].epoch && lsn > s->trunc[i].keep_upto)
-            return 1;
-    return 0;
+    return sn_trunc_refuses(s->trunc, s->ntrunc, epoch, lsn);
 }
 
 /* ------------------------------------------------------------ connections */
@@ -639,7 +611,7 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
     off = REDO_BATCH_HDR_SIZE;
     prev = h.first_lsn - 1;
     while (redo_batch_next(p, n, &off, &prev, &r) == 1) {
-        if (sn_trunc_refuses(s, src_epoch, r.lsn)) {
+        if (sn_node_trunc_refuses(s, src_epoch, r.lsn)) {
             s->stats.truncated_refused++;
             continue;
         }
@@ -1454,10 +1426,7 @@ static int sn_lock_dir(struct sn_node *s)
 static int sn_scan_cb(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const struct redo_rec *r)
 {
     struct sn_node *s = arg;
-    for (uint32_t i = 0; i < s->ntrunc; i++)
-        if (off < s->trunc[i].hl_off && r->lsn > s->trunc[i].keep_upto)
-            return 0; /* truncated (N6) */
-    if (sn_trunc_refuses(s, epoch, r->lsn) || sn_store_get(&s->st, r->lsn) != NULL)
+    if (sn_trunc_drops(s->trunc, s->ntrunc, off, epoch, r->lsn) || sn_store_get(&s->st, r->lsn) != NULL)
         return 0;
     return sn_store_add(&s->st, r, epoch, off, len, 1);
 }
