@@ -344,12 +344,25 @@ int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn)
 int aurora_backpressure(const struct server *s)
 {
     const struct aurora *a = &s->aur;
-    return a->fenced || a->last_lsn - a->q.vdl > AUR_MAX_INFLIGHT_LSNS || a->q.cpl_n + 1024 >= a->q.cpl_cap;
+    /* (a fenced writer is not paused: its clients get the fenced error) */
+    return a->last_lsn - a->q.vdl > AUR_MAX_INFLIGHT_LSNS || a->q.cpl_n + 1024 >= a->q.cpl_cap;
 }
 
 /* ------------------------------------------------------------ writer: links */
 
 static void vdl_advanced(struct server *s);
+
+/* A node that holds a newer epoch than ours: a newer writer took over. Its
+ * SCL covers the new writer's records, never ours: it must not count. */
+static void writer_fenced(struct server *s, unsigned node, uint64_t their_epoch)
+{
+    struct aurora *a = &s->aur;
+    if (!a->fenced)
+        rd_error("FENCED: storage node %u holds volume epoch %" PRIu64 ", newer than ours (%" PRIu64
+                 "): a newer writer took over; this writer can no longer get any write acknowledged",
+                 node + 1, their_epoch, a->epoch);
+    a->fenced = 1;
+}
 
 static void link_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
 {
@@ -360,6 +373,11 @@ static void link_on_frame(struct server *s, struct conn *c, const struct frame_h
         if (sn_parse_ack(p, n, &m) < 0) {
             rd_warn("storage node %d sent a malformed ACK; closing the link", c->sn_idx + 1);
             conn_close(s, c);
+            return;
+        }
+        if (m.epoch != a->epoch) { /* only acks under our own epoch count */
+            if (m.epoch > a->epoch)
+                writer_fenced(s, (unsigned)c->sn_idx, m.epoch);
             return;
         }
         uint64_t now = rd_now_us();
@@ -376,6 +394,11 @@ static void link_on_frame(struct server *s, struct conn *c, const struct frame_h
     } else if (h->type == SN_MSG_STATE) {
         struct sn_state st;
         if (sn_parse_state(p, n, &st) == 0) {
+            if (st.epoch != a->epoch) {
+                if (st.epoch > a->epoch)
+                    writer_fenced(s, (unsigned)c->sn_idx, st.epoch);
+                return;
+            }
             nd->scl = RD_MAX(nd->scl, st.scl);
             if (redo_quorum_ack(&a->q, (unsigned)c->sn_idx, RD_MIN(st.scl, a->last_lsn)) > 0)
                 vdl_advanced(s);
@@ -671,6 +694,16 @@ void aurora_tick(struct server *s)
     }
     if (s->role != SERVER_ROLE_WRITER)
         return;
+    if (a->q.vdl < a->last_lsn && now - a->scl_poll_ms >= 100) {
+        /* Records wait for a quorum: ask every node for its SCL. A node that
+         * filled its gaps from peers (after a restart) acks nothing by itself
+         * until new writes arrive; its STATE answer lets VDL move on. */
+        for (unsigned i = 0; i < REDO_NODES; i++)
+            if (a->node[i].conn && !a->node[i].conn->closing &&
+                sn_send_epoch(&a->node[i].conn->out, a->epoch, a->epoch) < 0)
+                rd_panic("out of memory");
+        a->scl_poll_ms = now;
+    }
     if (now - a->readpoint_ms >= 1000) { /* the oldest read point, for the nodes' GC */
         uint64_t min = a->q.vdl;
         for (struct conn *c = s->conns; c; c = c->next)

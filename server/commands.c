@@ -1169,6 +1169,8 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     d->fn(s, c, a);
     if (c->kind != CONN_CLIENT || c->wait_active)
         return; /* became a walsender (frames follow, never held back) / blocked in WAIT */
-    /* A read reflects every commit appended so far: it waits for the newest. */
-    conn_reply_done(s, c, s->last_commit_lsn);
+    /* A read reflects every commit appended so far: it waits for the newest.
+     * Commands that read no data (PING, INFO, ROLE, CONFIG ...) answer at once,
+     * so a stalled quorum or sync replica can still be observed. */
+    conn_reply_done(s, c, (d->flags & CMD_NOSTORAGE) ? 0 : s->last_commit_lsn);
 }

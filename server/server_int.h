@@ -57,7 +57,7 @@ struct aurora {
     size_t nreaders;
     uint64_t req_id, getpage_requests, getpage_hedged;
     uint64_t redo_records, commits, redo_bytes_raw, redo_bytes_batch, redo_bytes_wire, net_bytes_sent, frames_sent;
-    uint64_t readpoint_ms, min_read_point, status_ms;
+    uint64_t readpoint_ms, min_read_point, status_ms, scl_poll_ms;
     /* reader */
     char writer_host[256];
     int writer_port;

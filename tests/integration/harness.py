@@ -452,3 +452,209 @@ def percentiles(samples):
     s = sorted(samples)
     pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]
     return (pick(0.50), pick(0.99), s[-1])
+
+
+# ---------------------------------------------------------------- aurora mode
+
+STORAGE = os.path.join(BIN, "redoubt-storage")
+
+
+def _wait_pong(proc, port, what, log, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            fail(f"{what} exited with {proc.returncode} during start-up:\n{log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    fail(f"{what} did not answer PING within {timeout}s:\n{log()}")
+
+
+class StorageNode(Server):
+    """redoubt-storage --dir DIR --port N --id K --peers (the other five).
+    Same dir and port across restarts; cli()/info()/log() as for Server."""
+
+    def __init__(self, idx, port=None, dir=None):
+        super().__init__(dir=dir or os.path.join(tmpdir("redoubt-sn-"), "data"), port=port)
+        self.idx = idx
+        self.peers = []
+
+    def command(self):
+        return [STORAGE, "--dir", self.dir, "--port", str(self.port), "--id", str(self.idx), "--bind", "127.0.0.1",
+                "--peers", ",".join(f"127.0.0.1:{p}" for p in self.peers)]
+
+    def start(self, wait=True, timeout=20):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        _procs.append(self.proc)
+        if wait:
+            _wait_pong(self.proc, self.port, f"storage node {self.idx}", self.log, timeout)
+        return self
+
+    def wait_ready(self, timeout=20):
+        _wait_pong(self.proc, self.port, f"storage node {self.idx}", self.log, timeout)
+
+    def scl(self):
+        return int(self.info().get("scl", "-1"))
+
+
+class AuroraServer(Server):
+    """redoubt --role writer|reader --storage ... (no --dir: aurora roles keep no
+    local files; self.dir only names the log file)."""
+
+    def __init__(self, role, storage_ports, port=None, writer_port=None, name=None, args=()):
+        super().__init__(dir=os.path.join(tmpdir("redoubt-au-"), name or role), port=port, args=args)
+        self.role = role
+        self.storage_ports = list(storage_ports)
+        self.writer_port = writer_port
+        self.name = name or role
+
+    def command(self):
+        cmd = [REDOUBT, "--role", self.role, "--port", str(self.port),
+               "--storage", ",".join(f"127.0.0.1:{p}" for p in self.storage_ports)]
+        if self.role == "reader":
+            cmd += ["--writer", f"127.0.0.1:{self.writer_port}", "--name", self.name]
+        return cmd + self.args
+
+    def repl(self):
+        """INFO replication as a dict; a writer's storageK / readerN lines are parsed
+        into d['storage'] (list of 6 dicts, scl/acks as ints) and d['readers']."""
+        d = self.info("replication")
+        st = []
+        for i in range(1, 7):
+            v = parse_kv_line(d.get(f"storage{i}", ""))
+            for k in ("scl", "acks"):
+                if k in v:
+                    v[k] = int(v[k])
+            st.append(v)
+        d["storage"] = st
+        d["readers"] = [parse_kv_line(v) for k, v in sorted(d.items()) if k.startswith("reader") and k[6:].isdigit()]
+        return d
+
+    def total_acks(self):
+        return sum(s.get("acks", 0) for s in self.repl()["storage"])
+
+    def promote(self):
+        """REPLICAOF NO ONE on a reader: it becomes the writer (epoch + 1)."""
+        out = self.cli("REPLICAOF", "NO", "ONE")
+        check(out.strip() == "OK", f"REPLICAOF NO ONE on reader {self.name} :{self.port}: {out!r}\n{self.log()}")
+        self.role = "writer"
+        return out
+
+
+class AuroraCluster:
+    """6 storage nodes (own dirs, --peers the other five), one writer and
+    nreaders readers, all on 127.0.0.1. Nodes keep dir and port across kill9/start."""
+
+    def __init__(self, nreaders=1, writer_args=(), reader_args=()):
+        ports = [free_port() for _ in range(6)]
+        self.nodes = [StorageNode(i, port=ports[i]) for i in range(6)]
+        for n in self.nodes:
+            n.peers = [p for p in ports if p != n.port]
+        self.ports = ports
+        self.writer_args = list(writer_args)
+        self.reader_args = list(reader_args)
+        self.writer = None
+        self.readers = []
+        self.nreaders = nreaders
+        self._names = 0
+
+    def start(self, timeout=60):
+        for n in self.nodes:
+            n.start()
+        self.writer = AuroraServer("writer", self.ports, args=self.writer_args).start(timeout=timeout)
+        for _ in range(self.nreaders):
+            self.add_reader(timeout=timeout)
+        return self
+
+    def add_reader(self, timeout=60, wait_subscribed=True):
+        self._names += 1
+        r = AuroraServer("reader", self.ports, writer_port=self.writer.port, name=f"rd{self._names}",
+                         args=self.reader_args).start(timeout=timeout)
+        self.readers.append(r)
+        if wait_subscribed:
+            w = self.writer
+            wait_for(f"reader {r.name} subscribed to the writer :{w.port}",
+                     lambda: any(x.get("name") == r.name for x in w.repl()["readers"]), timeout)
+        return r
+
+    def promote(self, reader):
+        """Promotes reader; it becomes self.writer (the old writer object is returned)."""
+        old = self.writer
+        reader.promote()
+        self.readers.remove(reader)
+        self.writer = reader
+        return old
+
+    def wait_reader_caught_up(self, reader, timeout=30):
+        """Until reader's read_point >= the writer's vdl (read first). Returns it."""
+        def ok():
+            vdl = lsn(self.writer.repl(), "vdl")
+            rp = lsn(reader.repl(), "read_point")
+            return rp if vdl > 0 and rp >= vdl else None
+        return wait_for(f"reader {reader.name} read_point to reach the writer's vdl", ok, timeout)
+
+    def wait_nodes_caught_up(self, nodes, timeout=30):
+        """Until each node's INFO scl reaches the writer's vdl (read first)."""
+        vdl = lsn(self.writer.repl(), "vdl")
+        wait_for(f"storage nodes {[n.idx for n in nodes]} scl to reach vdl {vdl}",
+                 lambda: all(n.scl() >= vdl for n in nodes), timeout, interval=0.1)
+        return vdl
+
+
+def wait_writable(node, key="aurora:probe", timeout=60):
+    """Until a SET on node answers +OK; returns the seconds it took."""
+    t0 = time.time()
+
+    def ok():
+        c = Resp(node.port, timeout=5)
+        try:
+            return c.call("SET", key, str(time.time())) == "OK"
+        finally:
+            c.close()
+    wait_for(f"port {node.port} to acknowledge a write", ok, timeout, interval=0.02)
+    return time.time() - t0
+
+
+def verify_state(port, state):
+    """(lost+torn, output) of redoubt-bench --mode verify; -1 if it could not run."""
+    import re
+    v = bench("--mode", "verify", "--port", port, "--state", state, check_rc=False)
+    m = re.search(r"(\d+) lost \((\d+) missing, (\d+) older, (\d+) unexpected\), (\d+) torn", v.stdout)
+    if v.returncode == 2 or not m:
+        return -1, v.stdout + v.stderr
+    return int(m.group(1)) + int(m.group(5)), v.stdout
+
+
+def acked_load(port, prefix, state, clients=4, duration=30, keyspace=20000, value_size=100, seed_=1, multi=False):
+    """Starts redoubt-bench --mode acked in the background (Popen, stdout piped)."""
+    cmd = [BENCH, "--mode", "acked", "--port", str(port), "--clients", str(clients), "--duration", str(duration),
+           "--keyspace", str(keyspace), "--value-size", str(value_size), "--key-prefix", prefix,
+           "--seed", str(seed_), "--state", state] + (["--multi"] if multi else [])
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _procs.append(p)
+    return p
+
+
+def try_info(port, section="replication", timeout=2.0):
+    """INFO section as a dict, or None if no reply within timeout seconds
+    (e.g. a writer whose replies are held while it has no quorum)."""
+    try:
+        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "INFO", section],
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    d = {}
+    for line in r.stdout.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            d[k.strip()] = v.strip()
+    return d
