@@ -22,7 +22,8 @@ MODULES := common engine wal redo replica storage-node server
 LIB_SRC := $(filter-out server/main.c storage-node/sn_main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BINS    := $(BUILD)/bin/redoubt $(BUILD)/bin/redoubt-dump $(BUILD)/bin/redoubt-bench \
-           $(if $(wildcard storage-node/sn_main.c),$(BUILD)/bin/redoubt-storage)
+           $(if $(wildcard storage-node/sn_main.c),$(BUILD)/bin/redoubt-storage) \
+           $(BUILD)/bin/redoubt-monitor
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -50,6 +51,10 @@ $(BUILD)/bin/redoubt: $(BUILD)/obj/server/main.o $(BUILD)/lib/libredoubt.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/bin/redoubt-storage: $(BUILD)/obj/storage-node/sn_main.o $(BUILD)/lib/libredoubt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bin/redoubt-monitor: $(BUILD)/obj/monitor/monitor.o $(BUILD)/lib/libredoubt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 

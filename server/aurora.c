@@ -563,6 +563,14 @@ static void reader_on_feed(struct server *s, const uint8_t *p, size_t n)
     }
     uint64_t vdl = rd_get_u64le(p);
     uint32_t cnt = rd_get_u32le(p + 16);
+    if (a->feed_fresh && s->engine != NULL) {
+        /* A new subscription (reconnect, or a new writer): the invalidations
+         * sent while we were away are lost, so the whole cache goes. */
+        engine_close(s->engine);
+        s->engine = NULL;
+        rd_info("new feed subscription: dropping the page cache");
+    }
+    a->feed_fresh = 0;
     a->feed_send_us = rd_get_u64le(p + 8);
     a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
     if (s->engine == NULL) {
@@ -609,6 +617,7 @@ static void reader_connect(struct server *s)
     struct conn *c = conn_new(s, fd, CONN_FEED_UP);
     snprintf(c->addr, sizeof(c->addr), "%s:%d", a->writer_host, a->writer_port);
     a->feed_conn = c;
+    a->feed_fresh = 1;
     const char *argv[] = {"REDOUBT.READER", s->cfg.name};
     if (resp_command_str(&c->out, 2, argv) < 0)
         rd_panic("out of memory");
@@ -871,6 +880,24 @@ int aurora_init(struct server *s)
         return 0;
     }
     return aurora_become_writer(s);
+}
+
+/* REPLICAOF host port on a reader: follow another writer (after a failover). */
+int aurora_repoint(struct server *s, const char *host, int port, char *err, size_t err_len)
+{
+    struct aurora *a = &s->aur;
+    if (s->role != SERVER_ROLE_READER) {
+        snprintf(err, err_len, "ERR an aurora writer cannot follow another writer: promote a reader instead");
+        return -1;
+    }
+    snprintf(a->writer_host, sizeof(a->writer_host), "%s", host);
+    a->writer_port = port;
+    if (a->feed_conn)
+        conn_close(s, a->feed_conn);
+    a->feed_conn = NULL;
+    a->feed_retry_ms = 0;
+    rd_info("following the writer %s:%d from now on", host, port);
+    return 0;
 }
 
 int aurora_promote(struct server *s, char *err, size_t err_len)

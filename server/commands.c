@@ -289,7 +289,9 @@ static void cmd_replicaof(struct server *s, struct conn *c, const struct resp_ar
     char host[256];
     memcpy(host, a->v[1].ptr, a->v[1].len);
     host[a->v[1].len] = 0;
-    if (repl_repoint(s, host, (int)port, err, sizeof(err)) < 0)
+    int rc = server_is_aurora(s) ? aurora_repoint(s, host, (int)port, err, sizeof(err))
+                                 : repl_repoint(s, host, (int)port, err, sizeof(err));
+    if (rc < 0)
         reply_err(c, "%s", err);
     else
         reply_ok(c);

@@ -64,6 +64,7 @@ struct aurora {
     struct conn *feed_conn;
     uint64_t feed_retry_ms, writer_vdl, feed_send_us, lag_us, feed_msgs;
     int meta_stale;
+    int feed_fresh; /* no FEED yet on the current subscription */
 };
 
 struct repl_peer; /* repl.c */
@@ -264,6 +265,7 @@ void aurora_process_input(struct server *s, struct conn *c);
 void aurora_on_conn_closed(struct server *s, struct conn *c);
 void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args *a);
 int aurora_promote(struct server *s, char *err, size_t err_len);
+int aurora_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
 void aurora_info(struct server *s, struct rd_buf *b);
 uint64_t aurora_insert_lsn(const struct server *s);
 int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn);

@@ -1,0 +1,117 @@
+"""redoubt-monitor: a paused writer is fenced, and a flapping writer causes no promotion.
+
+1. classic, --commit local (so nothing but the fence keeps a resumed old primary from
+   acknowledging writes): SIGSTOP of the primary -> the monitor promotes a replica -> SIGCONT
+   -> the old primary refuses every write (READONLY ... fenced) from its first command on,
+   and says fenced:1 in INFO.
+2. flapping: the new primary is paused for 2 x the heartbeat interval, resumed, 10 times in a
+   row -> no second failover (consecutive misses are required; the writer stays the same).
+3. aurora: SIGSTOP of the writer -> a reader is promoted (volume epoch + 1) -> SIGCONT -> a
+   write sent to the old writer is never acknowledged.
+"""
+import os
+import re
+import signal
+import time
+
+from harness import Resp, RespError, check, tmpdir, wait_for
+from test_cluster_classic import Cluster, free_range
+
+INTERVAL_MS = 100
+t_start = time.time()
+
+
+def monitor_info(mport):
+    return Resp(mport, timeout=3).call("INFO").decode()
+
+
+def wait_new_writer(cl, mport, old_port, timeout=20):
+    def moved():
+        text = monitor_info(mport)
+        _, p = cl.monitor_addr(mport)
+        return p if p != old_port and "failover_state:idle" in text else None
+    return wait_for("the monitor to promote a new writer", moved, timeout=timeout)
+
+
+def classic_part():
+    d = tmpdir("redoubt-fence-")
+    cl = Cluster(d)
+    try:
+        cl.run("start", "classic", "--commit", "local", "--dir", d, "--base-port", free_range(),
+               "--interval-ms", INTERVAL_MS, timeout=180)
+        ep = cl.endpoints()
+        mport, pport, ppid = ep["monitor"][1], ep["primary"][1], ep["primary"][2]
+        c = Resp(pport)
+        check(c.call("SET", "before", "1") == "OK", "primary takes writes")
+        c.close()
+        t0 = time.time()
+        cl.run("pause", "primary")
+        new_port = wait_new_writer(cl, mport, pport)
+        print(f"paused primary: new writer :{new_port} after {time.time() - t0:.2f}s", flush=True)
+        time.sleep(0.5)  # the monitor has queued its FENCE on the paused process by now
+        cl.run("resume", "primary")
+        c = Resp(pport, timeout=10)
+        r = c.call("SET", "after-resume", "x")
+        check(isinstance(r, RespError) and "fenced" in str(r), f"first write on the resumed old primary: {r!r}")
+        for i in range(20):
+            r = c.call("SET", f"after-resume-{i}", "x")
+            check(isinstance(r, RespError), f"write {i} on the fenced old primary answered {r!r}")
+        info = c.call("INFO", "replication")
+        check(b"fenced:1" in info, f"old primary INFO says fenced:\n{info.decode()}")
+        c.close()
+        print(f"resumed old primary refuses writes: {r}", flush=True)
+        check(Resp(new_port).call("GET", "before") == b"1", "the new primary has the write made before the pause")
+
+        # flapping writer: short pauses never add up to --misses consecutive misses
+        ep = cl.endpoints()
+        wname = [n for n, (_, p, _) in ep.items() if p == new_port][0]
+        wpid = ep[wname][2]
+        before = monitor_info(mport)
+        n_fo = int(re.search(r"failovers:(\d+)", before).group(1))
+        for _ in range(10):
+            os.kill(wpid, signal.SIGSTOP)
+            time.sleep(2 * INTERVAL_MS / 1000)
+            os.kill(wpid, signal.SIGCONT)
+            time.sleep(3 * INTERVAL_MS / 1000)
+        time.sleep(1.0)
+        after = monitor_info(mport)
+        check(f"failovers:{n_fo}" in after, f"flapping caused a failover:\n{after}")
+        check(cl.monitor_addr(mport)[1] == new_port, "the writer did not change while flapping")
+        print(f"flapping writer {wname}: 10 pauses of {2 * INTERVAL_MS} ms, no promotion", flush=True)
+        cl.run("stop", timeout=120)
+    finally:
+        cl.kill_leftovers()
+
+
+def aurora_part():
+    d = tmpdir("redoubt-fence-")
+    cl = Cluster(d)
+    try:
+        cl.run("start", "aurora", "--dir", d, "--base-port", free_range(), "--interval-ms", INTERVAL_MS, timeout=180)
+        ep = cl.endpoints()
+        mport, wport = ep["monitor"][1], ep["writer"][1]
+        check(Resp(wport).call("SET", "before", "1") == "OK", "writer takes writes")
+        t0 = time.time()
+        cl.run("pause", "writer")
+        new_port = wait_new_writer(cl, mport, wport)
+        print(f"paused writer: reader :{new_port} promoted after {time.time() - t0:.2f}s", flush=True)
+        cl.run("resume", "writer")
+        acked = False
+        try:
+            c = Resp(wport, timeout=3)
+            r = c.call("SET", "after-resume", "x")
+            acked = r == "OK"
+            print(f"write on the resumed old writer answered: {r!r}", flush=True)
+        except (OSError, ConnectionError):
+            print("write on the resumed old writer: never answered (fenced by the volume epoch)", flush=True)
+        check(not acked, "the old aurora writer acknowledged a write after a newer writer was promoted")
+        check(Resp(new_port).call("GET", "before") == b"1", "the new writer has the write made before the pause")
+        check(Resp(new_port).call("GET", "after-resume") is None, "the old writer's write is not on the volume")
+        cl.run("stop", timeout=120)
+    finally:
+        cl.kill_leftovers()
+
+
+classic_part()
+aurora_part()
+print(f"PASS ({time.time() - t_start:.1f}s)", flush=True)
