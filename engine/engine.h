@@ -137,6 +137,12 @@ uint64_t engine_key_count(const struct engine *e);
  * sink.read_page); page 0 (meta) is re-read at once. Pinned or dirty pages
  * are not touched (returns RD_ESTATE). 0 if dropped or not cached. */
 int engine_invalidate_page(struct engine *e, uint32_t page_id);
+/* Aurora readers fed with redo: applies a record to the page only if it is
+ * cached (a page not cached is read at the read point when needed); the page
+ * stays clean. 1 applied, 0 not cached or already newer, RD_ECORRUPT (the
+ * page is dropped from the cache), RD_ESTATE (pinned or dirty). */
+int engine_redo_if_cached(struct engine *e, uint32_t page_id, uint8_t rec_type, const uint8_t *body,
+                          size_t body_len, uint64_t end_lsn);
 
 /*
  * Transactions (no-steal): between txn_begin and txn_end, every page the

@@ -290,3 +290,32 @@ int engine_invalidate_page(struct engine *e, uint32_t pid)
     fr->page_id = ENGINE_PAGE_NONE;
     return 0;
 }
+
+int engine_redo_if_cached(struct engine *e, uint32_t pid, uint8_t rec_type, const uint8_t *body, size_t body_len,
+                          uint64_t end_lsn)
+{
+    if (pid == ENGINE_PAGE_NONE || pg_validate_record(rec_type, body, body_len) < 0)
+        return RD_ECORRUPT;
+    int32_t f = hash_find(e, pid);
+    if (f < 0)
+        return 0; /* not cached: the next read fetches it at the read point */
+    struct frame *fr = &e->frames[f];
+    if ((fr->pins > 0 && f != e->meta_frame) || fr->dirty || fr->mtr_slot >= 0)
+        return RD_ESTATE; /* (the meta page is pinned for good; nothing else holds it between commands) */
+    if (engine_page_lsn(fr->data) >= end_lsn)
+        return 0;
+    uint8_t *undo = e->scratch2;
+    memcpy(undo, fr->data, ENGINE_PAGE_SIZE);
+    int rc = engine_page_apply(fr->data, rec_type, body, body_len, end_lsn);
+    if (rc == 0 && pg_check(fr->data, pid) < 0)
+        rc = RD_ECORRUPT;
+    if (rc < 0) { /* never serve a page a bad record broke: forget it */
+        memcpy(fr->data, undo, ENGINE_PAGE_SIZE);
+        if (f != e->meta_frame) {
+            hash_remove(e, f);
+            fr->page_id = ENGINE_PAGE_NONE;
+        }
+        return rc;
+    }
+    return 1;
+}

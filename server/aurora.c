@@ -48,6 +48,7 @@
 
 #define AUR_MSG_FEED 50        /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x u32 page ids */
 #define AUR_MSG_READPOINT 51   /* reader -> writer: u64 read point */
+#define AUR_MSG_FEED_REDO 52   /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x {u64 lsn, u32 page, u8 type, u32 len, body} */
 #define AUR_MAX_INFLIGHT_LSNS 200000u /* back-pressure: LSNs allocated above VDL */
 #define AUR_LINK_MAX_QUEUED (64u << 20)
 #define AUR_CONNECT_TIMEOUT_MS 300
@@ -306,7 +307,15 @@ static int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags
     a->last_lsn = lsn;
     a->redo_records++;
     a->redo_bytes_raw += body_len + 12;
-    if (page_id != ENGINE_PAGE_NONE) {
+    if (page_id != ENGINE_PAGE_NONE && s->cfg.reader_feed_redo) {
+        uint8_t h[17];
+        rd_put_u64le(h, lsn);
+        rd_put_u32le(h + 8, page_id);
+        h[12] = rec_type;
+        rd_put_u32le(h + 13, (uint32_t)body_len);
+        if (rd_buf_append(&a->feedrec, h, 17) < 0 || rd_buf_append(&a->feedrec, body, body_len) < 0)
+            return -ENOMEM;
+    } else if (page_id != ENGINE_PAGE_NONE) {
         if (a->nchanged == a->changed_cap) {
             size_t cap = a->changed_cap ? a->changed_cap * 2 : 4096;
             void *p = realloc(a->changed, cap * sizeof(*a->changed));
@@ -498,6 +507,35 @@ static void vdl_advanced(struct server *s)
     s->durable_lsn = a->q.vdl;
     a->read_lsn = a->q.vdl;
     server_update_release(s);
+    if (s->cfg.reader_feed_redo) {
+        /* The redo records up to VDL go to the readers, which apply them to
+         * the pages they have cached. */
+        size_t off = 0;
+        uint32_t nrec = 0;
+        while (off < a->feedrec.len && rd_get_u64le(a->feedrec.data + off) <= a->q.vdl) {
+            off += 17 + rd_get_u32le(a->feedrec.data + off + 13);
+            nrec++;
+        }
+        if (a->nreaders > 0) {
+            rd_buf_reset(&a->feed);
+            uint8_t hdr[20];
+            rd_put_u64le(hdr, a->q.vdl);
+            rd_put_u64le(hdr + 8, rd_wall_us());
+            rd_put_u32le(hdr + 16, nrec);
+            if (rd_buf_append(&a->feed, hdr, 20) < 0 || rd_buf_append(&a->feed, a->feedrec.data, off) < 0)
+                rd_panic("out of memory");
+            for (struct conn *c = s->conns; c; c = c->next)
+                if (c->kind == CONN_READER_FEED && !c->closing &&
+                    frame_append(&c->out, AUR_MSG_FEED_REDO, a->epoch, a->feed.data, a->feed.len,
+                                 a->feed.len >= 4096) < 0)
+                    rd_panic("out of memory");
+        }
+        rd_buf_consume(&a->feedrec, off);
+        for (struct conn *c = s->conns; c; c = c->next)
+            if (c->kind == CONN_CLIENT && c->in.len > 0)
+                conn_mark_ready(s, c);
+        return;
+    }
     /* Pages changed up to VDL go to the readers, in one FEED frame each. */
     size_t n = 0;
     while (n < a->nchanged && a->changed[n].lsn <= a->q.vdl)
@@ -606,6 +644,56 @@ static void reader_on_feed(struct server *s, const uint8_t *p, size_t n)
     a->lag_us = rd_wall_us() > a->feed_send_us ? rd_wall_us() - a->feed_send_us : 0;
 }
 
+/* FEED_REDO: apply the records to cached pages, then move the read point. */
+static void reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
+{
+    struct aurora *a = &s->aur;
+    if (n < 20) {
+        rd_warn("malformed FEED from the writer; reconnecting");
+        if (a->feed_conn)
+            conn_close(s, a->feed_conn);
+        return;
+    }
+    if (s->engine == NULL || a->feed_fresh) { /* first message: open (or reopen) at its VDL */
+        uint8_t hdr[20];
+        memcpy(hdr, p, 16);
+        rd_put_u32le(hdr + 16, 0);
+        reader_on_feed(s, hdr, 20);
+        return;
+    }
+    uint64_t vdl = rd_get_u64le(p);
+    uint32_t cnt = rd_get_u32le(p + 16);
+    size_t off = 20;
+    int meta = 0;
+    for (uint32_t i = 0; i < cnt; i++) {
+        if (off + 17 > n || off + 17 + rd_get_u32le(p + off + 13) > n) {
+            rd_warn("malformed FEED record from the writer; reconnecting");
+            if (a->feed_conn)
+                conn_close(s, a->feed_conn);
+            return;
+        }
+        uint64_t lsn = rd_get_u64le(p + off);
+        uint32_t pid = rd_get_u32le(p + off + 8);
+        uint8_t type = p[off + 12];
+        uint32_t len = rd_get_u32le(p + off + 13);
+        int rc = engine_redo_if_cached(s->engine, pid, type, p + off + 17, len, lsn);
+        if (rc < 0 && pid != 0 && engine_invalidate_page(s->engine, pid) < 0)
+            rd_warn("could not apply or drop page %u: %s", pid, rd_strerror(rc));
+        if (rc < 0 && pid == 0)
+            a->meta_stale = 1; /* re-read at the new read point below */
+        if (pid == 0)
+            meta = 1;
+        off += 17 + len;
+    }
+    a->read_lsn = vdl;
+    if (meta && !a->meta_stale && engine_reload_meta(s->engine) < 0)
+        a->meta_stale = 1;
+    a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
+    a->feed_send_us = rd_get_u64le(p + 8);
+    a->feed_msgs++;
+    a->lag_us = rd_wall_us() > a->feed_send_us ? rd_wall_us() - a->feed_send_us : 0;
+}
+
 static void reader_connect(struct server *s)
 {
     struct aurora *a = &s->aur;
@@ -648,6 +736,8 @@ void aurora_process_input(struct server *s, struct conn *c)
             link_on_frame(s, c, &h, p, n);
         else if (c->kind == CONN_FEED_UP && h.type == AUR_MSG_FEED)
             reader_on_feed(s, p, n);
+        else if (c->kind == CONN_FEED_UP && h.type == AUR_MSG_FEED_REDO)
+            reader_on_feed_redo(s, p, n);
         else if (c->kind == CONN_READER_FEED && h.type == AUR_MSG_READPOINT && n == 8)
             c->reader_point = rd_get_u64le(p);
         else {
@@ -822,6 +912,7 @@ int aurora_become_writer(struct server *s)
     a->read_lsn = vdl;
     a->recovered_vdl = vdl;
     a->nchanged = 0;
+    rd_buf_reset(&a->feedrec);
     a->role_writer = 1;
     a->fenced = 0;
     s->durable_lsn = s->last_commit_lsn = s->release_lsn = a->q.vdl;

@@ -37,6 +37,9 @@ static void usage(FILE *f)
             "  --replica-timeout-ms N  drop a replication link silent for N ms (default 10000)\n"
             "  --storage H:P,...     aurora writer/reader: the six storage nodes (redoubt-storage)\n"
             "  --writer HOST:PORT    aurora reader: the writer whose feed it follows\n"
+            "  --reader-feed MODE    aurora writer: what readers get at each VDL: pages (the ids of\n"
+            "                        changed pages, which they drop and re-read from storage) or\n"
+            "                        redo (the records, applied to the pages they cache); default redo\n"
             "                        (aurora roles keep no local files; --dir is not needed)\n"
             "  --requirepass PASS    require AUTH PASS before other commands\n"
             "  --maxclients N        refuse connections beyond N (default 10000)\n"
@@ -69,7 +72,7 @@ int main(int argc, char **argv)
     enum {
         OPT_ROLE = 1000, OPT_DIR, OPT_PORT, OPT_BIND, OPT_CACHE, OPT_COMMIT, OPT_PASS, OPT_MAXCLIENTS,
         OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
-        OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER,
+        OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER, OPT_FEED,
     };
     static const struct option opts[] = {
         {"role", required_argument, NULL, OPT_ROLE},
@@ -94,6 +97,7 @@ int main(int argc, char **argv)
         {"replica-timeout-ms", required_argument, NULL, OPT_RTIMEOUT},
         {"storage", required_argument, NULL, OPT_STORAGE},
         {"writer", required_argument, NULL, OPT_WRITER},
+        {"reader-feed", required_argument, NULL, OPT_FEED},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -136,6 +140,16 @@ int main(int argc, char **argv)
         case OPT_PEERS: cfg.peers = optarg; break;
         case OPT_STORAGE: cfg.storage = optarg; break;
         case OPT_WRITER: cfg.writer_addr = optarg; break;
+        case OPT_FEED:
+            if (strcmp(optarg, "redo") == 0)
+                cfg.reader_feed_redo = 1;
+            else if (strcmp(optarg, "pages") == 0)
+                cfg.reader_feed_redo = 0;
+            else {
+                fprintf(stderr, "redoubt: --reader-feed must be pages or redo\n");
+                return 2;
+            }
+            break;
         case OPT_RTIMEOUT: cfg.replica_timeout_ms = (uint64_t)parse_num("--replica-timeout-ms", optarg, 0, 86400000); break;
         case OPT_DIR: cfg.dir = optarg; break;
         case OPT_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;

@@ -71,6 +71,7 @@ void server_config_defaults(struct server_config *c)
     c->wal_segment_bytes = WAL_SEGMENT_SIZE_DEFAULT;
     c->wal_keep_bytes = 1024u << 20;
     c->replica_timeout_ms = 10000;
+    c->reader_feed_redo = 1; /* measured: reader lag p99 ~1.7 ms vs ~25 ms with page ids (docs/results.md) */
 }
 
 /* ------------------------------------------------------------ connections */

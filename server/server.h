@@ -55,6 +55,7 @@ struct server_config {
     uint64_t replica_timeout_ms;       /* no traffic for this long: the link is dead */
     const char *storage;               /* aurora: the six storage nodes, h:p,... */
     const char *writer_addr;           /* aurora reader: HOST:PORT of the writer */
+    int reader_feed_redo;              /* aurora writer: feed readers redo records (1) or page ids (0) */
 };
 
 /* Parses 'ANY k (a,b)' / 'FIRST k (a,b)' / 'k (a,b)' (= FIRST) into c.

@@ -52,6 +52,7 @@ struct aurora {
     int batch_open;
     struct redo_quorum q;
     struct rd_buf frame, feed, scratch;
+    struct rd_buf feedrec; /* redo feed: records above VDL: u64 lsn, u32 page, u8 type, u32 len, body */
     struct { uint64_t lsn; uint32_t page_id; } *changed; /* pages changed above VDL, for the feed */
     size_t nchanged, changed_cap;
     size_t nreaders;

@@ -559,6 +559,8 @@ class AuroraCluster:
             n.peers = [p for p in ports if p != n.port]
         self.ports = ports
         self.writer_args = list(writer_args)
+        if os.environ.get("READER_FEED") and "--reader-feed" not in self.writer_args:
+            self.writer_args += ["--reader-feed", os.environ["READER_FEED"]]
         self.reader_args = list(reader_args)
         self.writer = None
         self.readers = []
