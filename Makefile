@@ -4,7 +4,8 @@
 #   make check      the same tests, built with ASan + UBSan (into build/asan)
 #   make fuzz       libFuzzer targets (clang) into build/fuzz; `make fuzz-run` runs each briefly
 #   make bench      the standalone benchmark vs Redis (bench/run-standalone)
-#   make demo       the README's main job
+#   make demo       the README's main job: classic async, classic sync and aurora side by side
+#                   (bench/run-demo -> bench/results/<ts>/report.md + PNG plots)
 #   make clean
 #
 # Dependencies are Debian packages; scripts/install-deps installs what is missing.
@@ -109,7 +110,8 @@ bench: all
 	bench/run-standalone
 
 demo: all
-	bench/run-standalone
+	scripts/install-deps --bench --quiet
+	bench/run-demo
 
 clean:
 	rm -rf build

@@ -15,6 +15,17 @@
  *           the primary, then GETs it from --replica-port in a tight loop until
  *           it is there; the lag of every probe goes into an rd_hist. Optional
  *           run-mode load (--clients) on the primary runs in a second thread.
+ *   failover acked mode against the writer named by a sentinel (--sentinel,
+ *           --cluster); a dropped connection reconnects through the sentinel;
+ *           measures the write outage (last ack on the old writer -> first
+ *           ack on the new one) and writes --state like acked mode.
+ *
+ * With --sentinel HOST:PORT --cluster NAME the writer is found with
+ * SENTINEL get-master-addr-by-name NAME instead of --host/--port, and in run,
+ * acked and failover modes a client whose connection drops (or that gets an
+ * error reply, or whose request stalls for --stall-ms while the sentinel names
+ * another writer) asks the sentinel again and reconnects, every 50 ms for at
+ * most --reconnect-s seconds.
  *
  * Invariants
  *   B1. A latency sample is (time the reply was parsed) - (time the request
@@ -28,6 +39,10 @@
  *   B4. A lag sample is (time of the first replica GET reply holding the
  *       probe's value) - (time the primary's +OK for the probe SET was
  *       parsed), in µs; the time from sending the SET is kept as well.
+ *   B5. With --sentinel an ack counts for the old writer iff its connection
+ *       goes to the address the sentinel named at the start; the outage is
+ *       (first ack on any other address, over all clients) - (last ack on the
+ *       start address, over all clients), wall clock, in ms.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +81,10 @@
 #define BENCH_LAG_MAX_SAMPLES 10000000u
 #define BENCH_LAG_PROBE_TIMEOUT_US 30000000u
 #define BENCH_LAG_PAUSE_US 1000u /* between probes, so the probe is a light writer */
+#define BENCH_RECONNECT_EVERY_US 50000u
+#define BENCH_SENTINEL_TIMEOUT_MS 1000
+#define BENCH_STALL_CHECK_EVERY_US 100000u
+#define BENCH_ADDR_LEN 320
 
 enum bench_mode { MODE_RUN, MODE_ACKED, MODE_VERIFY };
 
@@ -89,6 +108,11 @@ struct bench_opts {
     int clients_given;
     const char *replica_host, *replica_port;
     uint64_t samples;
+    const char *sentinel_host, *sentinel_port; /* --sentinel HOST:PORT */
+    const char *cluster;                       /* --cluster NAME */
+    double reconnect_s;                        /* give up reconnecting after this */
+    unsigned stall_ms;                         /* sentinel mode: a request this old -> ask the sentinel */
+    int failover;                              /* --mode failover (mode is MODE_ACKED) */
 };
 
 struct client {
@@ -110,6 +134,13 @@ struct client {
     int pend_multi, pend_left, pend_ok;
     int64_t *acked_seq;      /* per key of this client, -1: none */
     int64_t *inflight_seq;
+    /* sentinel mode */
+    char addr[BENCH_ADDR_LEN]; /* host:port of the current (or last) connection */
+    int reconnecting;          /* dropped; reconnect through the sentinel */
+    int drop_after;            /* error reply: drop and reconnect after this read */
+    uint64_t next_try_us, give_up_us, down_us;
+    uint64_t reconnects;
+    uint64_t last_ack_wall_us, last_old_ack_wall_us, first_new_ack_wall_us, max_gap_us;
 };
 
 struct bench {
@@ -122,6 +153,12 @@ struct bench {
     uint64_t ops, errors, errors_shown, conn_lost;
     uint64_t keys_per_client;
     uint64_t acked_writes;   /* acked mode: successful writes (all of the run) */
+    /* sentinel mode (B5) */
+    char init_addr[BENCH_ADDR_LEN]; /* the writer the sentinel named at the start */
+    char new_addr[BENCH_ADDR_LEN];  /* the first other address an ack came from */
+    uint64_t reconnects, gave_up, drops_shown, last_stall_check_us;
+    uint64_t last_ack_wall_us, max_gap_us, gap_from_wall_us, gap_to_wall_us;
+    uint64_t acked_old, acked_new;
 };
 
 /* ------------------------------------------------------------ small helpers */
@@ -262,6 +299,69 @@ static int bench_connect(const char *host, const char *port, char *why, size_t w
     return fd;
 }
 
+static int write_all(int fd, const uint8_t *p, size_t n);
+static int read_replies_t(int fd, struct rd_buf *in, struct resp_reply *out, size_t want, int timeout_ms);
+
+/* Asks the sentinel for the writer of --cluster (SENTINEL get-master-addr-by-name).
+ * Returns 0 with host/port filled in, or -1 with why. */
+static int sentinel_resolve(const struct bench_opts *o, char *host, size_t host_len, char *port, size_t port_len,
+                            char *why, size_t why_len)
+{
+    int fd = bench_connect(o->sentinel_host, o->sentinel_port, why, why_len);
+    if (fd < 0)
+        return -1;
+    struct rd_buf out = {0}, in = {0};
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", o->cluster};
+    struct resp_reply r;
+    int rc = -1, used = -1;
+    if (resp_command_str(&out, 3, argv) < 0)
+        die("out of memory");
+    if (write_all(fd, out.data, out.len) < 0 ||
+        (used = read_replies_t(fd, &in, &r, 1, BENCH_SENTINEL_TIMEOUT_MS)) < 0) {
+        snprintf(why, why_len, "sentinel %s:%s did not answer", o->sentinel_host, o->sentinel_port);
+    } else {
+        if (r.type == RESP_ARRAY && r.nelems == 2 && r.elems[0].type == RESP_BULK && r.elems[1].type == RESP_BULK &&
+            r.elems[0].len > 0 && r.elems[0].len < host_len && r.elems[1].len > 0 && r.elems[1].len < port_len) {
+            memcpy(host, r.elems[0].str, r.elems[0].len);
+            host[r.elems[0].len] = 0;
+            memcpy(port, r.elems[1].str, r.elems[1].len);
+            port[r.elems[1].len] = 0;
+            rc = 0;
+        } else if (r.type == RESP_ERROR) {
+            snprintf(why, why_len, "sentinel %s:%s: %.*s", o->sentinel_host, o->sentinel_port,
+                     (int)RD_MIN(r.len, 200u), (const char *)r.str);
+        } else {
+            snprintf(why, why_len, "sentinel %s:%s knows no writer of cluster \"%s\"", o->sentinel_host,
+                     o->sentinel_port, o->cluster);
+        }
+        resp_reply_free(&r);
+    }
+    rd_buf_free(&out);
+    rd_buf_free(&in);
+    if (close(fd) < 0)
+        fprintf(stderr, "redoubt-bench: close: %s\n", strerror(errno));
+    return rc;
+}
+
+/* Connects client c to host:port and registers it with epoll; -1 with why. */
+static int client_connect(struct bench *b, struct client *c, const char *host, const char *port, char *why,
+                          size_t why_len)
+{
+    c->fd = bench_connect(host, port, why, why_len);
+    if (c->fd < 0)
+        return -1;
+    c->alive = 1;
+    c->want_out = 0;
+    c->drop_after = 0;
+    snprintf(c->addr, sizeof(c->addr), "%s:%s", host, port);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(b->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die("epoll_ctl add: %s", strerror(errno));
+    return 0;
+}
+
+static int reconnect_enabled(const struct bench *b) { return b->o.sentinel_host != NULL && !b->o.lag; }
+
 static void client_down(struct bench *b, struct client *c, const char *why)
 {
     if (!c->alive)
@@ -272,9 +372,49 @@ static void client_down(struct bench *b, struct client *c, const char *why)
     if (close(c->fd) < 0)
         fprintf(stderr, "redoubt-bench: close: %s\n", strerror(errno));
     c->fd = -1;
-    if (b->o.mode == MODE_RUN) {
+    int reconnect = reconnect_enabled(b) && rd_now_us() < b->end_us;
+    if (b->o.mode == MODE_RUN)
         b->conn_lost++;
-        fprintf(stderr, "redoubt-bench: client %u: connection lost: %s\n", c->id, why);
+    if ((b->o.mode == MODE_RUN && !reconnect) || (reconnect && b->drops_shown++ < BENCH_ERRORS_SHOWN))
+        fprintf(stderr, "redoubt-bench: client %u: connection to %s lost: %s%s\n", c->id, c->addr, why,
+                reconnect ? "; reconnecting through the sentinel" : "");
+    if (!reconnect)
+        return;
+    /* the requests of this connection stay in flight (B2); start over on a new one */
+    rd_buf_reset(&c->in);
+    rd_buf_reset(&c->out);
+    c->out_off = 0;
+    c->ring_head = c->ring_n = 0;
+    c->pending = 0;
+    c->drop_after = 0;
+    c->reconnecting = 1;
+    c->down_us = rd_now_us();
+    c->next_try_us = c->down_us;
+    c->give_up_us = c->down_us + (uint64_t)(b->o.reconnect_s * 1e6);
+}
+
+/* Sentinel mode: the wall time of every successful reply (B5). */
+static void track_ack(struct bench *b, struct client *c)
+{
+    uint64_t w = rd_wall_us();
+    if (c->last_ack_wall_us && w > c->last_ack_wall_us && w - c->last_ack_wall_us > c->max_gap_us)
+        c->max_gap_us = w - c->last_ack_wall_us;
+    c->last_ack_wall_us = w;
+    if (b->last_ack_wall_us && w > b->last_ack_wall_us && w - b->last_ack_wall_us > b->max_gap_us) {
+        b->max_gap_us = w - b->last_ack_wall_us;
+        b->gap_from_wall_us = b->last_ack_wall_us;
+        b->gap_to_wall_us = w;
+    }
+    b->last_ack_wall_us = w;
+    if (strcmp(c->addr, b->init_addr) == 0) {
+        c->last_old_ack_wall_us = w;
+        b->acked_old++;
+    } else {
+        if (c->first_new_ack_wall_us == 0)
+            c->first_new_ack_wall_us = w;
+        if (b->new_addr[0] == 0)
+            snprintf(b->new_addr, sizeof(b->new_addr), "%s", c->addr);
+        b->acked_new++;
     }
 }
 
@@ -350,6 +490,10 @@ static void run_on_reply(struct bench *b, struct client *c, const struct resp_re
     uint64_t sent = c->sent_us[c->ring_head];
     c->ring_head = (c->ring_head + 1) % b->o.pipeline;
     c->ring_n--;
+    if (r->type == RESP_ERROR && reconnect_enabled(b))
+        c->drop_after = 1; /* maybe not the writer any more: ask the sentinel */
+    else if (r->type != RESP_ERROR && reconnect_enabled(b))
+        track_ack(b, c);
     if (sent < b->measure_start_us)
         return; /* B1: warm-up */
     if (r->type == RESP_ERROR) {
@@ -444,6 +588,10 @@ static void acked_on_reply(struct bench *b, struct client *c, const struct resp_
         b->acked_writes++;
         b->ops++;
         rd_hist_record(&b->hist, now_us - c->pend_sent_us);
+        if (reconnect_enabled(b))
+            track_ack(b, c);
+    } else if (reconnect_enabled(b)) {
+        c->drop_after = 1; /* maybe not the writer any more: ask the sentinel */
     }
     /* a failed request stays in flight (B2): the server may or may not have applied it */
 }
@@ -535,6 +683,11 @@ static void client_read(struct bench *b, struct client *c, char *vbuf, size_t vc
         client_down(b, c, "protocol error in the server's reply");
         return;
     }
+    if (c->drop_after) {
+        client_down(b, c, "error reply");
+        c->next_try_us = rd_now_us() + BENCH_RECONNECT_EVERY_US;
+        return;
+    }
     if (eof) {
         client_down(b, c, eof == 1 ? "closed by the server" : strerror(-eof));
         return;
@@ -546,34 +699,106 @@ static void client_read(struct bench *b, struct client *c, char *vbuf, size_t vc
     client_flush(b, c);
 }
 
+static void client_start(struct bench *b, struct client *c, uint64_t now_us, char *vbuf, size_t vcap)
+{
+    if (b->o.mode == MODE_RUN)
+        run_refill(b, c, now_us);
+    else if (now_us < b->end_us)
+        acked_send(b, c, now_us, vbuf, vcap);
+    client_flush(b, c);
+}
+
+/* Sentinel mode: reconnects the dropped clients whose retry time has come
+ * (one sentinel question per call), every BENCH_RECONNECT_EVERY_US until
+ * --reconnect-s has passed. */
+static void reconnect_due(struct bench *b, uint64_t now_us, char *vbuf, size_t vcap)
+{
+    int resolved = 0; /* 0: not asked yet, 1: answer in host/port, -1: failed */
+    char host[256], port[16], why[256] = "";
+    for (unsigned i = 0; i < b->o.clients; i++) {
+        struct client *c = &b->cl[i];
+        if (!c->reconnecting || now_us < c->next_try_us)
+            continue;
+        if (now_us >= b->end_us) {
+            c->reconnecting = 0; /* the run is over */
+            continue;
+        }
+        if (resolved == 0)
+            resolved = sentinel_resolve(&b->o, host, sizeof(host), port, sizeof(port), why, sizeof(why)) == 0 ? 1 : -1;
+        if (resolved == 1 && client_connect(b, c, host, port, why, sizeof(why)) == 0) {
+            c->reconnecting = 0;
+            c->reconnects++;
+            b->reconnects++;
+            client_start(b, c, rd_now_us(), vbuf, vcap);
+            continue;
+        }
+        if (now_us >= c->give_up_us) {
+            c->reconnecting = 0;
+            b->gave_up++;
+            fprintf(stderr, "redoubt-bench: client %u: gave up reconnecting after %g s: %s\n", c->id,
+                    b->o.reconnect_s, why);
+            continue;
+        }
+        c->next_try_us = now_us + BENCH_RECONNECT_EVERY_US;
+    }
+}
+
+/* Sentinel mode: a client whose oldest request has waited --stall-ms while the
+ * sentinel names another writer (the old one is paused, say) drops its
+ * connection and reconnects. */
+static void stall_check(struct bench *b, uint64_t now_us)
+{
+    if (now_us - b->last_stall_check_us < BENCH_STALL_CHECK_EVERY_US)
+        return;
+    b->last_stall_check_us = now_us;
+    uint64_t stall_us = (uint64_t)b->o.stall_ms * 1000u;
+    int resolved = 0;
+    char host[256], port[16], why[256], addr[BENCH_ADDR_LEN];
+    for (unsigned i = 0; i < b->o.clients; i++) {
+        struct client *c = &b->cl[i];
+        uint64_t oldest = b->o.mode == MODE_RUN ? (c->ring_n ? c->sent_us[c->ring_head] : now_us)
+                                                : (c->pending ? c->pend_sent_us : now_us);
+        if (!c->alive || now_us - oldest < stall_us)
+            continue;
+        if (resolved == 0) {
+            resolved = sentinel_resolve(&b->o, host, sizeof(host), port, sizeof(port), why, sizeof(why)) == 0 ? 1 : -1;
+            snprintf(addr, sizeof(addr), "%s:%s", host, port);
+        }
+        if (resolved == 1 && strcmp(addr, c->addr) != 0)
+            client_down(b, c, "request stalled and the sentinel names another writer");
+    }
+}
+
 static int bench_loop(struct bench *b)
 {
     size_t vcap = b->o.value_size + 64;
     char *vbuf = xcalloc(1, vcap);
     uint64_t now_us = rd_now_us();
-    for (unsigned i = 0; i < b->o.clients; i++) {
-        struct client *c = &b->cl[i];
-        if (b->o.mode == MODE_RUN)
-            run_refill(b, c, now_us);
-        else
-            acked_send(b, c, now_us, vbuf, vcap);
-        client_flush(b, c);
-    }
+    for (unsigned i = 0; i < b->o.clients; i++)
+        client_start(b, &b->cl[i], now_us, vbuf, vcap);
     struct epoll_event evs[256];
     /* acked mode: after the duration, wait up to BENCH_DRAIN_US for the
      * replies still outstanding, so fewer writes end up "in flight" */
     uint64_t hard_end_us = b->end_us + (b->o.mode == MODE_ACKED ? BENCH_DRAIN_US : 0);
+    int reconnect = reconnect_enabled(b);
     for (;;) {
         now_us = rd_now_us();
-        unsigned alive = 0, pending = 0;
+        if (reconnect) {
+            reconnect_due(b, now_us, vbuf, vcap);
+            if (b->o.stall_ms)
+                stall_check(b, now_us);
+            now_us = rd_now_us();
+        }
+        unsigned alive = 0, pending = 0, reconnecting = 0;
         for (unsigned i = 0; i < b->o.clients; i++) {
             alive += (unsigned)b->cl[i].alive;
             pending += (unsigned)(b->cl[i].alive && b->cl[i].pending);
+            reconnecting += (unsigned)b->cl[i].reconnecting;
         }
-        if (alive == 0 || now_us >= hard_end_us || (now_us >= b->end_us && pending == 0))
+        if ((alive == 0 && reconnecting == 0) || now_us >= hard_end_us || (now_us >= b->end_us && pending == 0))
             break;
         uint64_t wait_until = now_us < b->end_us ? b->end_us : hard_end_us;
-        int timeout_ms = (int)RD_MIN((wait_until - now_us + 999) / 1000, 100u);
+        int timeout_ms = (int)RD_MIN((wait_until - now_us + 999) / 1000, reconnect ? 10u : 100u);
         int n = epoll_wait(b->ep, evs, (int)RD_ARRAY_LEN(evs), timeout_ms);
         if (n < 0 && errno == EINTR)
             continue;
@@ -592,6 +817,11 @@ static int bench_loop(struct bench *b)
 }
 
 /* ------------------------------------------------------------ verify mode */
+
+static int read_replies(int fd, struct rd_buf *in, struct resp_reply *out, size_t want)
+{
+    return read_replies_t(fd, in, out, want, 10000);
+}
 
 struct verify_item {
     char *key;
@@ -739,7 +969,7 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int read_replies(int fd, struct rd_buf *in, struct resp_reply *out, size_t want)
+static int read_replies_t(int fd, struct rd_buf *in, struct resp_reply *out, size_t want, int timeout_ms)
 {
     size_t got = 0, off = 0;
     while (got < want) {
@@ -760,7 +990,7 @@ static int read_replies(int fd, struct rd_buf *in, struct resp_reply *out, size_
         if (rd_buf_reserve(in, BENCH_READ_CHUNK_BYTES) < 0)
             die("out of memory");
         struct pollfd pf = {.fd = fd, .events = POLLIN};
-        if (poll(&pf, 1, 10000) <= 0)
+        if (poll(&pf, 1, timeout_ms) <= 0)
             return -1;
         ssize_t r = recv(fd, in->data + in->len, in->cap - in->len, 0);
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
@@ -976,6 +1206,64 @@ static void lag_report(const struct bench *b, const struct lag_result *res)
 
 /* ------------------------------------------------------------ reporting */
 
+/* Sentinel mode: reconnects and the write outage (B5), as JSON fields or text. */
+static void failover_report(const struct bench *b)
+{
+    uint64_t last_old = 0, first_new = 0, cmin = UINT64_MAX, cmax = 0, csum = 0, cn = 0;
+    for (unsigned i = 0; i < b->o.clients; i++) {
+        const struct client *c = &b->cl[i];
+        last_old = RD_MAX(last_old, c->last_old_ack_wall_us);
+        if (c->first_new_ack_wall_us && (first_new == 0 || c->first_new_ack_wall_us < first_new))
+            first_new = c->first_new_ack_wall_us;
+        if (c->last_old_ack_wall_us && c->first_new_ack_wall_us > c->last_old_ack_wall_us) {
+            uint64_t d = c->first_new_ack_wall_us - c->last_old_ack_wall_us;
+            cmin = RD_MIN(cmin, d);
+            cmax = RD_MAX(cmax, d);
+            csum += d;
+            cn++;
+        }
+    }
+    int have = last_old && first_new;
+    double outage_ms = have ? ((double)first_new - (double)last_old) / 1000.0 : -1;
+    if (b->o.json) {
+        printf(",\"sentinel\":\"%s:%s\",\"cluster\":", b->o.sentinel_host, b->o.sentinel_port);
+        json_str(stdout, b->o.cluster);
+        printf(",\"old_writer\":");
+        json_str(stdout, b->init_addr);
+        printf(",\"new_writer\":");
+        json_str(stdout, b->new_addr);
+        printf(",\"reconnects\":%" PRIu64 ",\"gave_up\":%" PRIu64 ",\"acked_old\":%" PRIu64
+               ",\"acked_new\":%" PRIu64 ",\"last_old_ack_unix_ms\":%.3f,\"first_new_ack_unix_ms\":%.3f",
+               b->reconnects, b->gave_up, b->acked_old, b->acked_new, (double)last_old / 1000.0,
+               (double)first_new / 1000.0);
+        if (have)
+            printf(",\"outage_ms\":%.1f", outage_ms);
+        else
+            printf(",\"outage_ms\":null");
+        printf(",\"client_outage_min_ms\":%.1f,\"client_outage_max_ms\":%.1f,\"client_outage_mean_ms\":%.1f"
+               ",\"max_ack_gap_ms\":%.1f,\"max_ack_gap_from_unix_ms\":%.3f,\"max_ack_gap_to_unix_ms\":%.3f",
+               cn ? (double)cmin / 1000.0 : 0, cn ? (double)cmax / 1000.0 : 0, cn ? (double)csum / 1000.0 / (double)cn : 0,
+               (double)b->max_gap_us / 1000.0, (double)b->gap_from_wall_us / 1000.0, (double)b->gap_to_wall_us / 1000.0);
+        return;
+    }
+    printf("sentinel %s:%s cluster %s: writer at start %s, %" PRIu64 " reconnects, %" PRIu64 " clients gave up\n",
+           b->o.sentinel_host, b->o.sentinel_port, b->o.cluster, b->init_addr, b->reconnects, b->gave_up);
+    if (!have) {
+        printf("failover: no acknowledged write on another writer than %s (%" PRIu64 " acks on it)\n", b->init_addr,
+               b->acked_old);
+    } else {
+        printf("failover: %s -> %s: %" PRIu64 " acks on the old writer, %" PRIu64 " on the new\n", b->init_addr,
+               b->new_addr, b->acked_old, b->acked_new);
+        printf("failover: last ack on the old writer at unix ms %.3f, first ack on the new at %.3f\n",
+               (double)last_old / 1000.0, (double)first_new / 1000.0);
+        printf("write outage %.1f ms (last ack on the old writer -> first ack on the new); per client min %.1f "
+               "max %.1f mean %.1f ms\n",
+               outage_ms, cn ? (double)cmin / 1000.0 : 0, cn ? (double)cmax / 1000.0 : 0,
+               cn ? (double)csum / 1000.0 / (double)cn : 0);
+    }
+    printf("longest time without any ack: %.1f ms\n", (double)b->max_gap_us / 1000.0);
+}
+
 static void report(struct bench *b, const char *commit, const char *machine, const struct lag_result *lag)
 {
     double secs = (double)(b->end_us - b->measure_start_us) / 1e6;
@@ -983,7 +1271,7 @@ static void report(struct bench *b, const char *commit, const char *machine, con
     const struct rd_hist *h = &b->hist;
     uint64_t p50 = rd_hist_percentile(h, 50), p90 = rd_hist_percentile(h, 90), p99 = rd_hist_percentile(h, 99),
              p999 = rd_hist_percentile(h, 99.9);
-    const char *mode = b->o.lag ? "lag" : b->o.mode == MODE_RUN ? "run" : "acked";
+    const char *mode = b->o.lag ? "lag" : b->o.mode == MODE_RUN ? "run" : b->o.failover ? "failover" : "acked";
     if (b->o.json) {
         printf("{\"label\":");
         json_str(stdout, b->o.label);
@@ -1000,11 +1288,17 @@ static void report(struct bench *b, const char *commit, const char *machine, con
         json_str(stdout, machine);
         if (lag)
             lag_report(b, lag);
+        if (b->o.mode == MODE_ACKED)
+            printf(",\"acked\":%" PRIu64, b->acked_writes);
+        if (b->o.sentinel_host)
+            failover_report(b);
         printf("}\n");
         return;
     }
     if (lag)
         lag_report(b, lag);
+    if (b->o.sentinel_host && !lag)
+        failover_report(b);
     if (lag && b->o.clients == 0)
         return;
     if (lag)
@@ -1042,7 +1336,17 @@ static void usage(FILE *f)
             "                    run-mode load on the primary (default 0 in lag mode)\n"
             "  --replica-host H  lag: replica address (--host)\n"
             "  --replica-port P  lag: replica port\n"
-            "  --samples K       lag: at most K probes (100000); the run ends at --duration anyway\n");
+            "  --samples K       lag: at most K probes (100000); the run ends at --duration anyway\n"
+            "  --sentinel H:P    find the writer with SENTINEL get-master-addr-by-name (instead of\n"
+            "                    --host/--port); run/acked/failover reconnect through it when a\n"
+            "                    connection drops or answers an error\n"
+            "  --cluster NAME    the cluster name to ask the sentinel about\n"
+            "  --reconnect-s S   sentinel mode: retry every 50 ms for at most S seconds (30)\n"
+            "  --stall-ms MS     sentinel mode: a request unanswered for MS ms makes the client ask\n"
+            "                    the sentinel, and reconnect if it names another writer (1000; 0: off)\n"
+            "  --mode failover   acked mode through --sentinel: reconnects when the writer dies and\n"
+            "                    reports the write outage (last ack on the old writer -> first ack\n"
+            "                    on the new one); needs --state; exits 1 if no new writer acked\n");
 }
 
 static uint64_t parse_u64(const char *name, const char *s, uint64_t lo, uint64_t hi)
@@ -1076,11 +1380,14 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
         {"state", required_argument, 0, 'S'},    {"multi", no_argument, 0, 'M'},
         {"key-prefix", required_argument, 0, 'K'}, {"help", no_argument, 0, 'H'},
         {"replica-host", required_argument, 0, 'R'}, {"replica-port", required_argument, 0, 'r'},
-        {"samples", required_argument, 0, 'n'},  {0, 0, 0, 0},
+        {"samples", required_argument, 0, 'n'},  {"sentinel", required_argument, 0, 'T'},
+        {"cluster", required_argument, 0, 'C'},  {"reconnect-s", required_argument, 0, 'X'},
+        {"stall-ms", required_argument, 0, 'Y'}, {0, 0, 0, 0},
     };
     *o = (struct bench_opts){.host = "127.0.0.1", .port = "6379", .clients = 8, .duration_s = 10,
                              .warmup_s = 1, .keyspace = 100000, .value_size = 100, .pipeline = 1,
-                             .label = "", .mode = MODE_RUN, .key_prefix = "", .samples = 100000};
+                             .label = "", .mode = MODE_RUN, .key_prefix = "", .samples = 100000,
+                             .reconnect_s = 30, .stall_ms = 1000};
     int have_seed = 0, ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -1093,6 +1400,21 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
         case 'R': o->replica_host = optarg; break;
         case 'r': parse_u64("replica-port", optarg, 1, 65535); o->replica_port = optarg; break;
         case 'n': o->samples = parse_u64("samples", optarg, 1, BENCH_LAG_MAX_SAMPLES); break;
+        case 'T': {
+            char *hp = strdup(optarg), *colon = hp ? strrchr(hp, ':') : NULL;
+            if (hp == NULL)
+                die("out of memory");
+            if (colon == NULL || colon == hp || colon[1] == 0)
+                die("--sentinel expects HOST:PORT, got \"%s\"", optarg);
+            *colon = 0;
+            parse_u64("sentinel port", colon + 1, 1, 65535);
+            o->sentinel_host = hp;
+            o->sentinel_port = colon + 1;
+            break;
+        }
+        case 'C': o->cluster = optarg; break;
+        case 'X': o->reconnect_s = parse_secs("reconnect-s", optarg); break;
+        case 'Y': o->stall_ms = (unsigned)parse_u64("stall-ms", optarg, 0, 3600000); break;
         case 'd': o->duration_s = parse_secs("duration", optarg); break;
         case 'w': o->warmup_s = parse_secs("warmup", optarg); break;
         case 'k': o->keyspace = parse_u64("keyspace", optarg, 1, 100000000); break;
@@ -1117,8 +1439,10 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
                 o->mode = MODE_VERIFY;
             else if (strcmp(optarg, "lag") == 0)
                 o->mode = MODE_RUN, o->lag = 1;
+            else if (strcmp(optarg, "failover") == 0)
+                o->mode = MODE_ACKED, o->failover = 1;
             else
-                die("unknown --mode \"%s\" (run, acked, verify, lag)", optarg);
+                die("unknown --mode \"%s\" (run, acked, verify, lag, failover)", optarg);
             break;
         case 'H': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -1136,8 +1460,12 @@ static void parse_opts(int argc, char **argv, struct bench_opts *o)
     } else if (o->clients == 0) {
         die("--clients must be at least 1 in mode run/acked");
     }
+    if ((o->sentinel_host == NULL) != (o->cluster == NULL))
+        die("--sentinel HOST:PORT and --cluster NAME go together");
+    if (o->failover && o->sentinel_host == NULL)
+        die("--mode failover needs --sentinel HOST:PORT --cluster NAME");
     if (o->mode != MODE_RUN && o->state_path == NULL)
-        die("--mode %s needs --state FILE", o->mode == MODE_ACKED ? "acked" : "verify");
+        die("--mode %s needs --state FILE", o->failover ? "failover" : o->mode == MODE_ACKED ? "acked" : "verify");
     if (o->mode == MODE_ACKED) {
         o->pipeline = 1;
         o->warmup_s = 0;
@@ -1152,6 +1480,19 @@ int main(int argc, char **argv)
     memset(&b, 0, sizeof(b));
     parse_opts(argc, argv, &b.o);
     signal(SIGPIPE, SIG_IGN);
+    static char wr_host[256], wr_port[16];
+    if (b.o.sentinel_host) { /* the writer, from the sentinel (retried: it may be starting or failing over) */
+        char why[256];
+        uint64_t give_up = rd_now_us() + (uint64_t)(b.o.reconnect_s * 1e6);
+        while (sentinel_resolve(&b.o, wr_host, sizeof(wr_host), wr_port, sizeof(wr_port), why, sizeof(why)) < 0) {
+            if (rd_now_us() >= give_up)
+                die("%s", why);
+            usleep(BENCH_RECONNECT_EVERY_US);
+        }
+        b.o.host = wr_host;
+        b.o.port = wr_port;
+        snprintf(b.init_addr, sizeof(b.init_addr), "%s:%s", wr_host, wr_port);
+    }
     if (b.o.mode == MODE_VERIFY)
         return verify_run(&b);
 
@@ -1160,7 +1501,7 @@ int main(int argc, char **argv)
     machine_desc(machine, sizeof(machine));
     FILE *info = b.o.json ? stderr : stdout;
     fprintf(info, "redoubt-bench: mode %s, seed %" PRIu64 " (replay the key sequence with --seed %" PRIu64 ")\n",
-            b.o.lag ? "lag" : b.o.mode == MODE_RUN ? "run" : "acked", b.o.seed, b.o.seed);
+            b.o.lag ? "lag" : b.o.mode == MODE_RUN ? "run" : b.o.failover ? "failover" : "acked", b.o.seed, b.o.seed);
     if (!b.o.json) {
         printf("machine: %s; commit %s\n", machine, commit);
         printf("settings: host %s port %s clients %u pipeline %u keyspace %" PRIu64 " value_size %zu B warmup %g s "
@@ -1170,6 +1511,9 @@ int main(int argc, char **argv)
         if (b.o.lag)
             printf("lag: replica %s:%s, at most %" PRIu64 " samples\n", b.o.replica_host, b.o.replica_port,
                    b.o.samples);
+        if (b.o.sentinel_host)
+            printf("sentinel: %s:%s cluster %s names the writer %s; reconnect for at most %g s\n",
+                   b.o.sentinel_host, b.o.sentinel_port, b.o.cluster, b.init_addr, b.o.reconnect_s);
         fflush(stdout);
     }
 
@@ -1188,13 +1532,8 @@ int main(int argc, char **argv)
         char why[256];
         c->id = i;
         c->rng = b.o.seed * 0x9e3779b97f4a7c15ull + i;
-        c->fd = bench_connect(b.o.host, b.o.port, why, sizeof(why));
-        if (c->fd < 0)
+        if (client_connect(&b, c, b.o.host, b.o.port, why, sizeof(why)) < 0)
             die("%s (client %u)", why, i);
-        c->alive = 1;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(b.ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-            die("epoll_ctl add: %s", strerror(errno));
         c->sent_us = xcalloc(b.o.pipeline, sizeof(uint64_t));
         if (b.o.mode == MODE_ACKED) {
             c->acked_seq = xcalloc(b.keys_per_client, sizeof(int64_t));
@@ -1227,7 +1566,12 @@ int main(int argc, char **argv)
     if (b.o.mode == MODE_ACKED) {
         uint64_t inflight = 0, alive = 0;
         for (unsigned i = 0; i < b.o.clients; i++) {
-            inflight += (uint64_t)b.cl[i].pending;
+            if (b.o.sentinel_host) { /* dropped connections leave writes in flight too */
+                for (uint64_t k = 0; k < b.keys_per_client; k++)
+                    inflight += (uint64_t)(b.cl[i].inflight_seq[k] >= 0);
+            } else {
+                inflight += (uint64_t)b.cl[i].pending;
+            }
             alive += (uint64_t)b.cl[i].alive;
         }
         if (!b.o.json)
@@ -1237,7 +1581,16 @@ int main(int argc, char **argv)
                    alive ? "duration ended" : "the server went away");
         if (acked_write_state(&b) < 0)
             status = 2;
-    } else if (b.conn_lost > 0) {
+        else if (b.o.failover) {
+            int seen = 0;
+            for (unsigned i = 0; i < b.o.clients; i++)
+                seen |= b.cl[i].first_new_ack_wall_us != 0;
+            if (!seen) {
+                fprintf(stderr, "redoubt-bench: failover: no write was acknowledged by a new writer\n");
+                status = 1;
+            }
+        }
+    } else if (b.o.sentinel_host ? b.gave_up > 0 : b.conn_lost > 0) {
         status = 1;
     }
     report(&b, commit, machine, lag);
