@@ -110,7 +110,6 @@ bench: all
 	bench/run-standalone
 
 demo: all
-	scripts/install-deps --bench --quiet
 	bench/run-demo
 
 clean:
