@@ -8,10 +8,14 @@
  *   0   4  magic "RDSM" (0x4d534452)       4   4  version (1)
  *   8   4  node id                         12  4  number of truncation ranges (<= 64)
  *   16  8  epoch                           24  8  coalesced_lsn
- *   32  8  scl when written (informative)  40  8  zero
+ *   32  8  scl when written (informative)  40  8  newest CPL <= coalesced_lsn (0: unknown; was zero)
  *   48  64 × 24  truncation ranges {u64 epoch, u64 keep_upto_lsn, u64 hot-log offset}
  *   1584 8 XXH3-64 of [0,1584), seed SN_SEED_META
  */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/checksum.h"
@@ -31,6 +35,7 @@ void sn_meta_encode(uint8_t *m, const struct sn_meta *in)
     rd_put_u64le(m + 16, in->epoch);
     rd_put_u64le(m + 24, in->coalesced_lsn);
     rd_put_u64le(m + 32, in->scl);
+    rd_put_u64le(m + 40, in->coalesced_cpl);
     for (uint32_t i = 0; i < in->ntrunc && i < SN_MAX_TRUNC; i++) {
         uint8_t *t = m + SN_META_TRUNC_OFF + i * 24u;
         rd_put_u64le(t, in->trunc[i].epoch);
@@ -54,6 +59,7 @@ int sn_meta_decode(const uint8_t *m, size_t n, struct sn_meta *out)
         out->epoch = rd_get_u64le(m + 16);
         out->coalesced_lsn = rd_get_u64le(m + 24);
         out->scl = rd_get_u64le(m + 32);
+        out->coalesced_cpl = rd_get_u64le(m + 40);
         for (uint32_t i = 0; i < out->ntrunc && i < SN_MAX_TRUNC && SN_META_TRUNC_OFF + (i + 1) * 24u <= n; i++) {
             const uint8_t *t = m + SN_META_TRUNC_OFF + i * 24u;
             out->trunc[i] = (struct sn_trunc){rd_get_u64le(t), rd_get_u64le(t + 8), rd_get_u64le(t + 16)};
@@ -114,4 +120,75 @@ const char *sn_hotlog_rec_why(const uint8_t *src, size_t n, uint32_t *len, uint6
     if (!*checksum_ok)
         return "checksum mismatch";
     return "payload is not exactly one redo record with a nonzero LSN";
+}
+
+/* ------------------------------------------------------------ hot-log segments */
+
+void sn_hotlog_seg_path(char *out, size_t cap, const char *dir, uint64_t no, int sealed)
+{
+    if (!sealed)
+        snprintf(out, cap, "%s/hotlog", dir);
+    else
+        snprintf(out, cap, "%s/hotlog.%llu", dir, (unsigned long long)no);
+}
+
+int sn_hotlog_seg_name(const char *name, uint64_t *no)
+{
+    if (strncmp(name, "hotlog.", 7) != 0)
+        return 0;
+    name += 7;
+    if (*name < '0' || *name > '9' || (name[0] == '0' && name[1] != 0))
+        return 0;
+    uint64_t v = 0;
+    for (; *name; name++) {
+        if (*name < '0' || *name > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(*name - '0');
+        if (v > SN_HL_MAX_SEG)
+            return 0;
+    }
+    *no = v;
+    return 1;
+}
+
+static int sn_u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int sn_hotlog_segments(const char *dir, uint64_t **nos, size_t *n, int *active)
+{
+    *nos = NULL;
+    *n = 0;
+    *active = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return -errno;
+    size_t cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t no;
+        if (strcmp(de->d_name, "hotlog") == 0)
+            *active = 1;
+        if (!sn_hotlog_seg_name(de->d_name, &no))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *p = realloc(*nos, cap * sizeof(*p));
+            if (p == NULL) {
+                closedir(d);
+                free(*nos);
+                *nos = NULL;
+                *n = 0;
+                return -ENOMEM;
+            }
+            *nos = p;
+        }
+        (*nos)[(*n)++] = no;
+    }
+    closedir(d);
+    if (*n > 1)
+        qsort(*nos, *n, sizeof(**nos), sn_u64_cmp);
+    return 0;
 }

@@ -6,7 +6,8 @@
  *    0      4   magic "RDHL" (0x4c484452 little-endian)
  *    4      4   version (1)
  *    8      4   node id that created it
- *   12     12   zero
+ *   12      8   segment number (0 in the single file of older versions)
+ *   20      4   zero
  *   24      8   XXH3-64 of bytes [0,24), seed SN_SEED_HOTLOG
  *
  * Record (24-byte header + payload), appended in arrival order:
@@ -29,14 +30,19 @@
 #include "common/util.h"
 #include "storage-node/sn_int.h"
 
-void sn_hotlog_file_hdr(uint8_t *dst, uint32_t node_id)
+void sn_hotlog_file_hdr_seg(uint8_t *dst, uint32_t node_id, uint64_t seg)
 {
     memset(dst, 0, SN_HOTLOG_FILE_HDR_SIZE);
     rd_put_u32le(dst, SN_HOTLOG_MAGIC);
     rd_put_u32le(dst + 4, SN_HOTLOG_VERSION);
     rd_put_u32le(dst + 8, node_id);
+    rd_put_u64le(dst + 12, seg);
     rd_put_u64le(dst + 24, rd_checksum64(dst, 24, SN_SEED_HOTLOG));
 }
+
+void sn_hotlog_file_hdr(uint8_t *dst, uint32_t node_id) { sn_hotlog_file_hdr_seg(dst, node_id, 0); }
+
+uint64_t sn_hotlog_hdr_seg(const uint8_t *src) { return rd_get_u64le(src + 12); }
 
 int sn_hotlog_check_file_hdr(const uint8_t *src, size_t n, uint32_t *node_id)
 {

@@ -54,6 +54,34 @@ struct sn_scan_result {
 typedef int (*sn_scan_fn)(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const struct redo_rec *r);
 int sn_hotlog_scan(const uint8_t *file, size_t file_len, sn_scan_fn fn, void *arg, struct sn_scan_result *res);
 
+/* Hot-log segments (README "Files"): DIR/hotlog is the segment taking
+ * appends; when it is full it is renamed DIR/hotlog.N (N = its segment
+ * number, also in its file header at [12,20)) and a new DIR/hotlog with
+ * number N+1 replaces it. The single DIR/hotlog of older versions is segment
+ * 0 (its header holds zero there). A record's hot-log offset is virtual:
+ * segment number << SN_HL_SEG_SHIFT | offset in its file, so offsets grow
+ * with arrival order across segments and, in segment 0, equal the file
+ * offsets of older versions (meta truncation ranges stay valid). */
+#define SN_HL_SEG_SHIFT 40u
+#define SN_HL_VOFF(seg, off) (((uint64_t)(seg) << SN_HL_SEG_SHIFT) | (uint64_t)(off))
+#define SN_HL_VSEG(v) ((uint64_t)(v) >> SN_HL_SEG_SHIFT)
+#define SN_HL_FOFF(v) ((uint64_t)(v) & ((1ull << SN_HL_SEG_SHIFT) - 1u))
+/* Largest segment number. */
+#define SN_HL_MAX_SEG ((1ull << 23) - 1u)
+/* The file header of segment seg. */
+void sn_hotlog_file_hdr_seg(uint8_t *dst, uint32_t node_id, uint64_t seg);
+/* The segment number in a (checked) file header. */
+uint64_t sn_hotlog_hdr_seg(const uint8_t *src);
+/* The path of a sealed segment (DIR/hotlog.N), or of DIR/hotlog if !sealed. */
+void sn_hotlog_seg_path(char *out, size_t cap, const char *dir, uint64_t no, int sealed);
+/* 1 and *no if name is "hotlog.N" (N decimal, 0 <= N <= SN_HL_MAX_SEG, no
+ * leading zero), else 0. */
+int sn_hotlog_seg_name(const char *name, uint64_t *no);
+/* Lists the sealed segments (DIR/hotlog.N) of dir, ascending, into a
+ * malloc'ed array (*nos, *n; NULL and 0 if none); *active: DIR/hotlog
+ * exists. 0 or -errno (opendir failed). */
+int sn_hotlog_segments(const char *dir, uint64_t **nos, size_t *n, int *active);
+
 /* ------------------------------------------------------------ record store */
 
 struct sn_rec {
@@ -90,6 +118,8 @@ struct sn_store {
     uint64_t max_cpl;              /* highest consistency point <= scl */
     uint64_t coalesced_lsn;        /* page store holds every record <= this */
     uint64_t hot_records;          /* records with an in-memory body */
+    uint64_t trimmed_lsn;          /* LSNs <= this may be gone from the hot log (trimmed; in the page store) */
+    uint64_t trimmed_cpl;          /* a consistency point <= coalesced_lsn known held (max_cpl never drops below) */
 };
 
 void sn_store_init(struct sn_store *st);
@@ -104,6 +134,14 @@ int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, 
 uint64_t sn_store_advance(struct sn_store *st);
 /* Drops every record above keep_upto (keep_upto >= coalesced_lsn). */
 void sn_store_truncate(struct sn_store *st, uint64_t keep_upto);
+/* Hot-log trimming: drops every record whose hot-log offset is below
+ * min_hl_off (all of them <= upto <= coalesced_lsn) and notes that LSNs
+ * <= upto may be gone. Returns the number dropped. */
+size_t sn_store_trim(struct sn_store *st, uint64_t min_hl_off, uint64_t upto);
+/* Recovery of a trimmed hot log: every LSN <= lsn (<= coalesced_lsn) is in
+ * the page store, so scl starts there; cpl is the newest consistency point
+ * <= lsn (from meta). Call before sn_store_advance. */
+void sn_store_trimmed_floor(struct sn_store *st, uint64_t lsn, uint64_t cpl);
 /* The page store now holds every record <= upto (<= scl): drops history and bodies. */
 void sn_store_gc(struct sn_store *st, uint64_t upto);
 struct sn_page_hist *sn_store_page(struct sn_store *st, uint32_t page_id);
@@ -128,6 +166,7 @@ struct sn_meta {
     uint32_t version, node_id, ntrunc;
     uint64_t epoch, coalesced_lsn;
     uint64_t scl;                          /* when written (informative) */
+    uint64_t coalesced_cpl;                /* newest consistency point <= coalesced_lsn (0: unknown) */
     struct sn_trunc trunc[SN_MAX_TRUNC];   /* the first min(ntrunc, SN_MAX_TRUNC) */
     int size_ok, magic_ok, checksum_ok;    /* set by sn_meta_decode */
 };
@@ -162,6 +201,8 @@ struct sn_config {
     int port;
     uint32_t node_id;
     const char *peers; /* "h:p,h:p" or NULL */
+    uint64_t hotlog_segment_bytes; /* start a new hot-log segment past this size (0: 64 MiB) */
+    int hotlog_trim;               /* delete segments below min(coalesced, read point): opt-in, see README */
 };
 int sn_node_run(const struct sn_config *cfg);
 

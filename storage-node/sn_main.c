@@ -11,6 +11,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: redoubt-storage --dir DIR --port N --id K [--bind ADDR] [--peers H:P,...]\n"
+            "                       [--hotlog-segment-mb N] [--hotlog-trim]\n"
             "\n"
             "A Redoubt storage node (aurora mode): persists redo records from the writer in a hot log,\n"
             "acknowledges them with its SCL after fdatasync, fills gaps from its peers, coalesces\n"
@@ -21,6 +22,10 @@ static void usage(FILE *f)
             "  --id K             this node's id (0..5)\n"
             "  --bind ADDR        IPv4 address to listen on (default 127.0.0.1)\n"
             "  --peers H:P,...    the other storage nodes of the volume (gap fill)\n"
+            "  --hotlog-segment-mb N  start a new hot-log segment past N MiB (default 64, 1..65536)\n"
+            "  --hotlog-trim      delete segments wholly coalesced and below the min read point (off by\n"
+            "                     default: a peer that was down longer than the trimmed span cannot\n"
+            "                     catch up from this node any more; see storage-node/README.md)\n"
             "  --help             this text\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop cleanly. SIGKILL loses nothing acknowledged.\n");
@@ -41,11 +46,13 @@ int main(int argc, char **argv)
 {
     struct sn_config cfg = {.bind_addr = "127.0.0.1", .port = -1, .node_id = 0};
     int have_id = 0;
-    enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP };
+    enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP, OPT_SEGMB, OPT_TRIM };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, OPT_DIR},     {"port", required_argument, NULL, OPT_PORT},
         {"id", required_argument, NULL, OPT_ID},       {"bind", required_argument, NULL, OPT_BIND},
         {"peers", required_argument, NULL, OPT_PEERS}, {"help", no_argument, NULL, OPT_HELP},
+        {"hotlog-segment-mb", required_argument, NULL, OPT_SEGMB},
+        {"hotlog-trim", no_argument, NULL, OPT_TRIM},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -56,6 +63,10 @@ int main(int argc, char **argv)
         case OPT_ID: cfg.node_id = (uint32_t)parse_num("--id", optarg, 0, 1000000); have_id = 1; break;
         case OPT_BIND: cfg.bind_addr = optarg; break;
         case OPT_PEERS: cfg.peers = optarg; break;
+        case OPT_SEGMB:
+            cfg.hotlog_segment_bytes = (uint64_t)parse_num("--hotlog-segment-mb", optarg, 1, 65536) << 20;
+            break;
+        case OPT_TRIM: cfg.hotlog_trim = 1; break;
         case OPT_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

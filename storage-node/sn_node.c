@@ -105,6 +105,17 @@ struct sn_peer {
     struct rd_io connect_io;
     uint64_t next_attempt_ms;
     int down_logged;
+    uint64_t trimmed_for;   /* its last FETCH answer said it no longer holds this LSN (0: none) */
+    uint64_t holds_from;    /* ... and the lowest LSN it offered instead */
+};
+
+/* One hot-log segment file (README "Files"); segs[nsegs-1] takes appends. */
+struct sn_seg {
+    uint64_t no;
+    int fd;
+    uint64_t size;      /* bytes written and fdatasynced (or recovered) */
+    uint64_t max_lsn;   /* highest LSN ever appended to it (0: none) */
+    int sealed;         /* renamed DIR/hotlog.N; else it is DIR/hotlog (the last one) */
 };
 
 struct sn_pend { uint64_t lsn, off; };
@@ -113,6 +124,7 @@ struct sn_stats {
     uint64_t gaps_filled, getpage_requests, corrupt_detected, repaired;
     uint64_t writes, stale_refused, records_received, duplicates, flushes;
     uint64_t fetches_served, truncated_refused;
+    uint64_t segments_deleted, records_trimmed, fetch_trimmed_answers;
 };
 
 struct sn_node {
@@ -134,14 +146,21 @@ struct sn_node {
     struct sn_trunc trunc[SN_MAX_TRUNC];
     uint32_t ntrunc;
     struct sn_store st;
-    int hl_fd, pages_fd, meta_dir_fd;
-    uint64_t hl_end;        /* file offset of the next appended record */
-    uint64_t hl_synced;     /* bytes of the hot log known durable */
+    int pages_fd, meta_dir_fd;
+    struct sn_seg *segs;    /* live hot-log segments, ascending */
+    size_t nsegs, segs_cap;
+    uint64_t seg_limit;     /* start a new segment once the current one holds this many bytes */
+    int trim_enabled;       /* --hotlog-trim: delete segments below min(coalesced, read point) */
+    uint64_t hl_end;        /* virtual hot-log offset of the next appended record (SN_HL_VOFF) */
+    uint64_t coalesced_cpl; /* newest CPL <= coalesced_lsn (persisted in meta) */
+    uint64_t blocked_lsn;   /* every reachable peer trimmed scl + 1: gap fill cannot bring it (0: no) */
     /* flush pipeline */
     struct rd_buf hl_pending, hl_flight;
     struct sn_pend *pend, *flight;
     size_t npend, pend_cap, nflight, flight_cap;
-    uint64_t flight_off;
+    uint64_t pend_off;      /* virtual offset where hl_pending goes */
+    uint64_t flight_off;    /* virtual offset of hl_flight */
+    int flight_fd;
     int flight_active;
     struct rd_io write_io, sync_io;
     uint64_t next_gen, flight_gen, done_gen;
@@ -149,7 +168,7 @@ struct sn_node {
     uint64_t vdl_seen, min_read_point;
     struct sn_peer peers[SN_MAX_PEERS];
     size_t npeers, peer_rr;
-    uint64_t fetch_req_id, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
+    uint64_t fetch_req_id, fetch_from, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
     int fetch_outstanding, fetch_more, coalesce_blocked;
     int hl_repair_pending;  /* the hot log lost records to corruption: count refetched ones */
     struct sn_stats stats;
@@ -161,6 +180,92 @@ static void sn_on_signal(int sig) { (void)sig; sn_stop = 1; }
 static void sn_path(const struct sn_node *s, const char *name, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%s", s->dir, name);
+}
+
+/* ------------------------------------------------------------ hot-log segments */
+
+static struct sn_seg *sn_seg_find(struct sn_node *s, uint64_t no)
+{
+    for (size_t i = s->nsegs; i-- > 0;)
+        if (s->segs[i].no == no)
+            return &s->segs[i];
+    return NULL;
+}
+
+static struct sn_seg *sn_seg_push(struct sn_node *s, uint64_t no, int fd)
+{
+    if (s->nsegs == s->segs_cap) {
+        size_t cap = s->segs_cap ? s->segs_cap * 2 : 16;
+        struct sn_seg *p = realloc(s->segs, cap * sizeof(*p));
+        if (p == NULL)
+            rd_panic("out of memory for hot-log segments");
+        s->segs = p;
+        s->segs_cap = cap;
+    }
+    rd_assert(s->nsegs == 0 || s->segs[s->nsegs - 1].no < no);
+    s->segs[s->nsegs] = (struct sn_seg){.no = no, .fd = fd, .size = SN_HOTLOG_FILE_HDR_SIZE};
+    return &s->segs[s->nsegs++];
+}
+
+/* Writes DIR/hotlog.new holding the file header of segment no, durable.
+ * Returns its fd. */
+static int sn_seg_prepare(struct sn_node *s, uint64_t no, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/hotlog.new", s->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        rd_panic("could not create hot-log segment \"%s\": %s", path, strerror(errno));
+    uint8_t h[SN_HOTLOG_FILE_HDR_SIZE];
+    sn_hotlog_file_hdr_seg(h, s->cfg.node_id, no);
+    if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+        rd_panic("could not initialise \"%s\": %s", path, strerror(errno));
+    if (fdatasync(fd) < 0)
+        rd_panic("could not fdatasync \"%s\": %s", path, strerror(errno));
+    return fd;
+}
+
+static void sn_rename_durable(struct sn_node *s, const char *from, const char *to)
+{
+    if (rename(from, to) < 0)
+        rd_panic("could not rename \"%s\" to \"%s\": %s", from, to, strerror(errno));
+    if (fsync(s->meta_dir_fd) < 0)
+        rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
+}
+
+/*
+ * Seals DIR/hotlog as DIR/hotlog.N and puts a new, empty DIR/hotlog (segment
+ * N+1) in its place; appends go there from now on (hl_pending is empty; a
+ * flush in flight still completes into the old file through its fd). Order:
+ * hotlog.new written and fdatasynced, rename hotlog -> hotlog.N, fsync the
+ * directory, rename hotlog.new -> hotlog, fsync the directory. A crash in
+ * between leaves no DIR/hotlog: start-up creates it (sn_open_hotlog).
+ */
+static void sn_seg_rotate(struct sn_node *s)
+{
+    rd_assert(s->hl_pending.len == 0 && s->pend_off == s->hl_end);
+    struct sn_seg *cur = &s->segs[s->nsegs - 1];
+    uint64_t no = cur->no + 1;
+    if (no > SN_HL_MAX_SEG)
+        rd_panic("hot-log segment numbers are exhausted in \"%s\"", s->dir);
+    char tmp[4200], active[4200], sealed[4200];
+    int fd = sn_seg_prepare(s, no, tmp, sizeof(tmp));
+    sn_hotlog_seg_path(active, sizeof(active), s->dir, 0, 0);
+    sn_hotlog_seg_path(sealed, sizeof(sealed), s->dir, cur->no, 1);
+    sn_rename_durable(s, active, sealed);
+    cur->sealed = 1;
+    sn_rename_durable(s, tmp, active);
+    sn_seg_push(s, no, fd);
+    s->hl_end = s->pend_off = SN_HL_VOFF(no, SN_HOTLOG_FILE_HDR_SIZE);
+    rd_debug("hot log: sealed segment %llu, now appending to segment %llu", (unsigned long long)(no - 1),
+             (unsigned long long)no);
+}
+
+static uint64_t sn_hl_bytes(const struct sn_node *s)
+{
+    uint64_t b = 0;
+    for (size_t i = 0; i < s->nsegs; i++)
+        b += s->segs[i].size;
+    return b;
 }
 
 /* ------------------------------------------------------------ meta */
@@ -175,6 +280,7 @@ static int sn_meta_write(struct sn_node *s)
     mt.epoch = s->epoch;
     mt.coalesced_lsn = s->st.coalesced_lsn;
     mt.scl = s->st.scl;
+    mt.coalesced_cpl = s->coalesced_cpl;
     memcpy(mt.trunc, s->trunc, sizeof(mt.trunc));
     sn_meta_encode(m, &mt);
     char tmp[4200], path[4200];
@@ -247,6 +353,7 @@ static int sn_meta_read(struct sn_node *s)
     }
     s->epoch = mt.epoch;
     s->st.coalesced_lsn = mt.coalesced_lsn;
+    s->coalesced_cpl = mt.coalesced_cpl <= mt.coalesced_lsn ? mt.coalesced_cpl : 0;
     memcpy(s->trunc, mt.trunc, sizeof(s->trunc));
     return 0;
 }
@@ -515,7 +622,9 @@ static void sn_on_sync_done(struct rd_io *io, const struct io_uring_cqe *cqe)
         if (x->lsn > s->st.durable_max)
             s->st.durable_max = x->lsn;
     }
-    s->hl_synced = s->flight_off + s->hl_flight.len;
+    struct sn_seg *g = sn_seg_find(s, SN_HL_VSEG(s->flight_off));
+    rd_assert(g != NULL); /* a segment is deleted only when it holds no record in flight */
+    g->size = SN_HL_FOFF(s->flight_off) + s->hl_flight.len;
     s->stats.flushes++;
     s->nflight = 0;
     rd_buf_reset(&s->hl_flight);
@@ -548,15 +657,20 @@ static void sn_flush_kick(struct sn_node *s)
     s->pend = tp;
     s->pend_cap = tc;
     s->npend = 0;
-    s->flight_off = s->hl_synced;
+    s->flight_off = s->pend_off;
     rd_assert(s->flight_off + s->hl_flight.len == s->hl_end);
+    s->pend_off = s->hl_end;
+    struct sn_seg *g = sn_seg_find(s, SN_HL_VSEG(s->flight_off));
+    rd_assert(g != NULL);
+    s->flight_fd = g->fd;
     s->flight_gen = s->next_gen++;
     s->flight_active = 1;
     struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->write_io);
-    io_uring_prep_write(sqe, s->hl_fd, s->hl_flight.data, (unsigned)s->hl_flight.len, s->flight_off);
+    io_uring_prep_write(sqe, s->flight_fd, s->hl_flight.data, (unsigned)s->hl_flight.len,
+                        SN_HL_FOFF(s->flight_off));
     sqe->flags |= IOSQE_IO_LINK;
     sqe = rd_loop_sqe(&s->loop, &s->sync_io);
-    io_uring_prep_fsync(sqe, s->hl_fd, IORING_FSYNC_DATASYNC);
+    io_uring_prep_fsync(sqe, s->flight_fd, IORING_FSYNC_DATASYNC);
 }
 
 /* ------------------------------------------------------------ accepting records */
@@ -619,6 +733,8 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
             s->stats.duplicates++;
             continue;
         }
+        if (s->hl_pending.len == 0 && SN_HL_FOFF(s->hl_end) >= s->seg_limit)
+            sn_seg_rotate(s);
         uint64_t at = s->hl_end;
         int len = sn_hotlog_rec_append(&s->hl_pending, src_epoch, &r);
         if (len < 0)
@@ -636,6 +752,9 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
         }
         s->pend[s->npend++] = (struct sn_pend){r.lsn, at};
         s->hl_end += (uint64_t)len;
+        struct sn_seg *g = &s->segs[s->nsegs - 1];
+        if (r.lsn > g->max_lsn)
+            g->max_lsn = r.lsn;
         added++;
     }
     s->stats.records_received += count;
@@ -697,7 +816,10 @@ static void sn_on_write(struct sn_node *s, struct sn_conn *c, const struct frame
 /* Reads one record's bytes back from the hot log and checks them (N7). */
 static int sn_read_rec(struct sn_node *s, const struct sn_rec *x, uint8_t *buf, struct redo_rec *r)
 {
-    ssize_t got = pread(s->hl_fd, buf, x->hl_len, (off_t)x->hl_off);
+    struct sn_seg *g = sn_seg_find(s, SN_HL_VSEG(x->hl_off));
+    ssize_t got = g ? pread(g->fd, buf, x->hl_len, (off_t)SN_HL_FOFF(x->hl_off)) : -1;
+    if (g == NULL)
+        errno = ENOENT; /* not expected: trimmed records leave the store with their segment */
     if (got != (ssize_t)x->hl_len) {
         rd_error("could not read the hot-log record of lsn %llu at offset %llu: %s", (unsigned long long)x->lsn,
                  (unsigned long long)x->hl_off, got < 0 ? strerror(errno) : "short read");
@@ -729,11 +851,11 @@ static void sn_page_write(struct sn_node *s, uint32_t page_id, uint8_t *page)
                  w < 0 ? strerror(errno) : "short write");
 }
 
-/* Rebuilds a corrupt page-store image from the hot log: possible when the
- * node holds every record 1..coalesced_lsn (the hot log is never trimmed). */
+/* Rebuilds a corrupt page-store image from the hot log: possible only while
+ * the node holds every record 1..coalesced_lsn (nothing trimmed yet). */
 static int sn_page_repair(struct sn_node *s, uint32_t page_id, uint8_t *page)
 {
-    if (s->st.scl < s->st.coalesced_lsn)
+    if (s->st.scl < s->st.coalesced_lsn || s->st.trimmed_lsn > 0)
         return RD_ECORRUPT;
     size_t n = 0, cap = 64;
     uint64_t *lsns = malloc(cap * sizeof(*lsns));
@@ -850,9 +972,12 @@ static void sn_coalesce(struct sn_node *s)
     if (t == NULL)
         rd_panic("out of memory for coalescing");
     int failed = 0;
+    uint64_t cpl = s->coalesced_cpl;
     for (uint64_t lsn = from + 1; lsn <= to && !failed; lsn++) {
         struct sn_rec *x = sn_store_get(&s->st, lsn);
         rd_assert(x != NULL && x->durable && x->body != NULL); /* S2, S4 */
+        if (x->flags & REDO_FLAG_CPL)
+            cpl = x->lsn;
         if (x->page_id == ENGINE_PAGE_NONE)
             continue;
         size_t k = 0;
@@ -887,11 +1012,53 @@ static void sn_coalesce(struct sn_node *s)
         if (nt && fdatasync(s->pages_fd) < 0)
             rd_panic("could not fdatasync the page store in \"%s\": %s", s->dir, strerror(errno));
         sn_store_gc(&s->st, to); /* pages are durable; now the meta file may say so */
+        s->coalesced_cpl = cpl;
         sn_meta_persist(s);
     }
     for (size_t k = 0; k < nt; k++)
         free(t[k].img);
     free(t);
+}
+
+/*
+ * Hot-log trimming: deletes whole segments, oldest first, while every record
+ * ever appended to the oldest one is <= min(coalesced_lsn, min read point).
+ * coalesced_lsn in memory is only ever set together with the page-store
+ * fdatasync and the meta write that records it (sn_coalesce, synchronous,
+ * rd_panic on failure), so those pages are durable and meta says so before a
+ * record leaves the log. The segment taking appends is never deleted. Without
+ * a read point (none received since the start) nothing is trimmed.
+ */
+static void sn_hl_trim(struct sn_node *s)
+{
+    if (!s->trim_enabled || s->min_read_point == 0)
+        return;
+    uint64_t upto = RD_MIN(s->st.coalesced_lsn, s->min_read_point);
+    while (s->nsegs > 1 && s->segs[0].max_lsn <= upto) {
+        struct sn_seg *g = &s->segs[0];
+        if (s->flight_active && SN_HL_VSEG(s->flight_off) == g->no)
+            break; /* records in flight are above scl, so not expected; wait anyway */
+        size_t n = sn_store_trim(&s->st, SN_HL_VOFF(s->segs[1].no, 0), RD_MAX(g->max_lsn, s->st.trimmed_lsn));
+        /* CPL records may leave with it: max_cpl must not fall below the coalesced one (truncation). */
+        s->st.trimmed_cpl = RD_MAX(s->st.trimmed_cpl, s->coalesced_cpl);
+        char path[4200];
+        rd_assert(g->sealed);
+        sn_hotlog_seg_path(path, sizeof(path), s->dir, g->no, 1);
+        if (close(g->fd) < 0)
+            rd_warn("close of \"%s\" failed: %s", path, strerror(errno));
+        if (unlink(path) < 0)
+            rd_panic("could not delete hot-log segment \"%s\": %s", path, strerror(errno));
+        if (fsync(s->meta_dir_fd) < 0)
+            rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
+        rd_info("hot log: deleted segment %s (%llu bytes, %zu records, all <= lsn %llu; coalesced %llu, "
+                "min read point %llu)",
+                path, (unsigned long long)g->size, n, (unsigned long long)g->max_lsn,
+                (unsigned long long)s->st.coalesced_lsn, (unsigned long long)s->min_read_point);
+        s->stats.segments_deleted++;
+        s->stats.records_trimmed += n;
+        memmove(s->segs, s->segs + 1, (s->nsegs - 1) * sizeof(*s->segs));
+        s->nsegs--;
+    }
 }
 
 /* ------------------------------------------------------------ requests */
@@ -954,8 +1121,17 @@ static void sn_on_fetch(struct sn_node *s, struct sn_conn *c, const uint8_t *p, 
         rd_panic("out of memory");
     uint64_t min_epoch = UINT64_MAX;
     size_t bytes = 0;
-    /* A batch is one run of consecutive LSNs: serve the held run from from_lsn. */
-    for (uint64_t lsn = f.from_lsn; lsn <= f.to_lsn && lsn != 0; lsn++) {
+    /* A batch is one run of consecutive LSNs: serve the held run from
+     * from_lsn. If from_lsn was trimmed from this node's hot log, the run
+     * starts above the trimmed LSNs instead: the batch's first LSN tells the
+     * requester what this node no longer holds (it only answers what it holds). */
+    uint64_t start = f.from_lsn;
+    if (start != 0 && start <= s->st.trimmed_lsn && sn_store_get(&s->st, start) == NULL) {
+        start = s->st.trimmed_lsn + 1;
+        s->stats.fetch_trimmed_answers++;
+        redo_batch_begin(&b, start);
+    }
+    for (uint64_t lsn = start; lsn <= f.to_lsn && lsn != 0; lsn++) {
         struct sn_rec *x = sn_store_get(&s->st, lsn);
         if (x == NULL || !x->durable)
             break;
@@ -1048,6 +1224,40 @@ static void sn_on_readpoint(struct sn_node *s, struct sn_conn *c, const struct f
     s->min_read_point = rp;
 }
 
+/* A lagging node whose next LSN every reachable peer has trimmed cannot catch
+ * up by gap fill: say so (log once per LSN, INFO catchup_blocked_lsn). */
+static void sn_check_blocked(struct sn_node *s)
+{
+    uint64_t need = s->st.scl + 1;
+    size_t up = 0, trimmed = 0;
+    uint64_t lowest = UINT64_MAX;
+    for (size_t i = 0; i < s->npeers; i++) {
+        const struct sn_peer *p = &s->peers[i];
+        if (p->state != SN_PEER_UP)
+            continue;
+        up++;
+        if (p->trimmed_for == need) {
+            trimmed++;
+            lowest = RD_MIN(lowest, p->holds_from);
+        }
+    }
+    if (up == 0 || trimmed < up) {
+        if (s->blocked_lsn && s->blocked_lsn != need)
+            rd_info("gap fill: lsn %llu is no longer blocked", (unsigned long long)s->blocked_lsn);
+        if (s->blocked_lsn != need)
+            s->blocked_lsn = 0;
+        return;
+    }
+    if (s->blocked_lsn == need)
+        return;
+    s->blocked_lsn = need;
+    rd_error("cannot catch up: this node needs lsn %llu but every reachable peer (%zu of %zu) has trimmed it "
+             "from its hot log (the lowest they offer is %llu); gap fill cannot bring lsns %llu..%llu, the SCL "
+             "stays at %llu. Rebuild this node from a peer's directory (no page copy from peers yet)",
+             (unsigned long long)need, up, s->npeers, (unsigned long long)lowest, (unsigned long long)need,
+             (unsigned long long)(lowest - 1), (unsigned long long)s->st.scl);
+}
+
 static void sn_on_log(struct sn_node *s, struct sn_conn *c, const struct frame_hdr *fh, const uint8_t *p, size_t n)
 {
     uint64_t req_id;
@@ -1061,6 +1271,16 @@ static void sn_on_log(struct sn_node *s, struct sn_conn *c, const struct frame_h
     if (!s->fetch_outstanding || req_id != s->fetch_req_id)
         return; /* an answer we gave up on */
     s->fetch_outstanding = 0;
+    struct redo_batch_hdr bh;
+    if (c->peer >= 0 && redo_batch_parse_hdr(batch, blen, &bh) == 0) {
+        struct sn_peer *pe = &s->peers[c->peer];
+        if (bh.first_lsn > s->fetch_from) { /* it trimmed [fetch_from, first_lsn) */
+            pe->trimmed_for = s->fetch_from;
+            pe->holds_from = bh.first_lsn;
+        } else {
+            pe->trimmed_for = 0;
+        }
+    }
     const char *why = NULL;
     uint64_t vdl = 0;
     int rc = sn_accept_batch(s, fh->epoch, batch, blen, &vdl, &why);
@@ -1077,6 +1297,7 @@ static void sn_on_log(struct sn_node *s, struct sn_conn *c, const struct frame_h
     s->fetch_more = rc > 0;
     if (rc > 0)
         rd_debug("gap fill: %d records from %s", rc, c->addr);
+    sn_check_blocked(s);
 }
 
 /* ------------------------------------------------------------ frames */
@@ -1154,10 +1375,12 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
                    "vdl_seen:%llu\r\ntruncated_above:%llu\r\ngaps_filled:%llu\r\nrecords:%llu\r\n"
                    "hot_records:%llu\r\npages:%llu\r\ngetpage_requests:%llu\r\ncorrupt_detected:%llu\r\n"
                    "repaired:%llu\r\nwrites:%llu\r\nstale_refused:%llu\r\nduplicates:%llu\r\nflushes:%llu\r\n"
-                   "fetches_served:%llu\r\nconnected_peers:%zu\r\n",
+                   "fetches_served:%llu\r\nconnected_peers:%zu\r\nhot_log_segments:%zu\r\n"
+                   "hot_log_first_segment:%llu\r\nhot_log_trimmed_lsn:%llu\r\nsegments_deleted:%llu\r\n"
+                   "records_trimmed:%llu\r\nfetch_trimmed_answers:%llu\r\ncatchup_blocked_lsn:%llu\r\n",
                    s->cfg.node_id, (unsigned long long)s->epoch, (unsigned long long)s->st.scl,
                    (unsigned long long)s->st.durable_max, (unsigned long long)s->st.max_cpl,
-                   (unsigned long long)s->hl_synced, (unsigned long long)s->st.coalesced_lsn,
+                   (unsigned long long)sn_hl_bytes(s), (unsigned long long)s->st.coalesced_lsn,
                    (unsigned long long)s->min_read_point, (unsigned long long)s->vdl_seen,
                    (unsigned long long)sn_truncated_above(s), (unsigned long long)s->stats.gaps_filled,
                    (unsigned long long)s->st.nrecs, (unsigned long long)s->st.hot_records,
@@ -1165,7 +1388,10 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
                    (unsigned long long)s->stats.corrupt_detected, (unsigned long long)s->stats.repaired,
                    (unsigned long long)s->stats.writes, (unsigned long long)s->stats.stale_refused,
                    (unsigned long long)s->stats.duplicates, (unsigned long long)s->stats.flushes,
-                   (unsigned long long)s->stats.fetches_served, up);
+                   (unsigned long long)s->stats.fetches_served, up, s->nsegs,
+                   (unsigned long long)(s->nsegs ? s->segs[0].no : 0), (unsigned long long)s->st.trimmed_lsn,
+                   (unsigned long long)s->stats.segments_deleted, (unsigned long long)s->stats.records_trimmed,
+                   (unsigned long long)s->stats.fetch_trimmed_answers, (unsigned long long)s->blocked_lsn);
 }
 
 /* Parses one RESP command (multibulk or inline) into at most 4 short args.
@@ -1348,7 +1574,7 @@ static void sn_gap_fill(struct sn_node *s, uint64_t now)
     if (s->fetch_outstanding && now - s->fetch_sent_ms < SN_FETCH_TIMEOUT_MS)
         return;
     s->fetch_outstanding = 0;
-    int gap = s->st.durable_max > s->st.scl;
+    int gap = s->st.durable_max > s->st.scl && s->blocked_lsn != s->st.scl + 1; /* blocked: probe only */
     if (!gap && !s->fetch_more && now - s->last_probe_ms < SN_PROBE_INTERVAL_MS)
         return;
     for (size_t k = 0; k < s->npeers; k++) {
@@ -1358,6 +1584,7 @@ static void sn_gap_fill(struct sn_node *s, uint64_t now)
         s->peer_rr = (s->peer_rr + k + 1) % s->npeers;
         struct sn_fetch f = {.req_id = ++s->fetch_req_id, .from_lsn = s->st.scl + 1, .to_lsn = UINT64_MAX,
                              .max_bytes = SN_FETCH_ASK_BYTES};
+        s->fetch_from = f.from_lsn;
         if (sn_send_fetch(&p->conn->out, s->epoch, &f) < 0)
             rd_panic("out of memory for a FETCH");
         s->fetch_outstanding = 1;
@@ -1426,48 +1653,72 @@ static int sn_lock_dir(struct sn_node *s)
 static int sn_scan_cb(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const struct redo_rec *r)
 {
     struct sn_node *s = arg;
-    if (sn_trunc_drops(s->trunc, s->ntrunc, off, epoch, r->lsn) || sn_store_get(&s->st, r->lsn) != NULL)
+    struct sn_seg *g = &s->segs[s->nsegs - 1]; /* the segment being scanned */
+    uint64_t voff = SN_HL_VOFF(g->no, off);
+    if (r->lsn > g->max_lsn)
+        g->max_lsn = r->lsn;
+    if (sn_trunc_drops(s->trunc, s->ntrunc, voff, epoch, r->lsn) || sn_store_get(&s->st, r->lsn) != NULL)
         return 0;
-    return sn_store_add(&s->st, r, epoch, off, len, 1);
+    return sn_store_add(&s->st, r, epoch, voff, len, 1);
 }
 
-static int sn_open_hotlog(struct sn_node *s)
+/* Opens and scans one segment (pushed onto segs): sealed DIR/hotlog.no, or
+ * DIR/hotlog (no = UINT64_MAX: its number is in its header). */
+static int sn_open_segment(struct sn_node *s, uint64_t no, int sealed, uint64_t min_no)
 {
     char path[4200];
-    sn_path(s, "hotlog", path, sizeof(path));
-    s->hl_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (s->hl_fd < 0) {
+    sn_hotlog_seg_path(path, sizeof(path), s->dir, no, sealed);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
         rd_error("could not open \"%s\": %s", path, strerror(errno));
         return -errno;
     }
     struct stat sb;
-    if (fstat(s->hl_fd, &sb) < 0)
+    if (fstat(fd, &sb) < 0) {
+        close(fd);
         return -errno;
-    if (sb.st_size < (off_t)SN_HOTLOG_FILE_HDR_SIZE) { /* new (or torn at creation) */
-        uint8_t h[SN_HOTLOG_FILE_HDR_SIZE];
-        sn_hotlog_file_hdr(h, s->cfg.node_id);
-        if (ftruncate(s->hl_fd, 0) < 0 || pwrite(s->hl_fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
-            rd_panic("could not initialise \"%s\": %s", path, strerror(errno));
-        if (fdatasync(s->hl_fd) < 0 || fsync(s->meta_dir_fd) < 0)
-            rd_panic("could not fsync \"%s\": %s", path, strerror(errno));
-        s->hl_end = s->hl_synced = SN_HOTLOG_FILE_HDR_SIZE;
-        return 0;
     }
     size_t len = (size_t)sb.st_size;
-    uint8_t *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, s->hl_fd, 0);
+    if (len < SN_HOTLOG_FILE_HDR_SIZE) {
+        if (sealed) {
+            rd_error("hot-log segment \"%s\" is shorter than its header: refusing to start", path);
+            close(fd);
+            return RD_ECORRUPT;
+        }
+        /* DIR/hotlog new, or torn at creation (older versions): start it afresh. */
+        close(fd);
+        return 1;
+    }
+    if ((uint64_t)len >= (1ull << SN_HL_SEG_SHIFT)) {
+        rd_error("hot-log segment \"%s\" is larger than 1 TiB: refusing to start", path);
+        close(fd);
+        return RD_ECORRUPT;
+    }
+    uint8_t *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
         rd_error("could not map \"%s\": %s", path, strerror(errno));
+        close(fd);
         return -errno;
     }
     uint32_t id = 0;
     int rc = sn_hotlog_check_file_hdr(map, len, &id);
-    if (rc < 0) {
+    uint64_t hno = rc == 0 ? sn_hotlog_hdr_seg(map) : 0;
+    if (rc == 0 && ((sealed && hno != no) || hno < min_no || hno > SN_HL_MAX_SEG)) {
+        rd_error("hot log \"%s\" says it is segment %llu (expected %s%llu): refusing to start", path,
+                 (unsigned long long)hno, sealed ? "" : "at least ", (unsigned long long)(sealed ? no : min_no));
+        rc = RD_ECORRUPT;
+    } else if (rc < 0) {
         rd_error("hot log \"%s\" has a bad header (%s): refusing to start", path, rd_strerror(rc));
+    }
+    if (rc < 0) {
         munmap(map, len);
+        close(fd);
         return rc;
     }
     if (id != s->cfg.node_id)
         rd_warn("hot log \"%s\" was created by node %u, this is node %u", path, id, s->cfg.node_id);
+    struct sn_seg *g = sn_seg_push(s, hno, fd);
+    g->sealed = sealed;
     struct sn_scan_result res;
     rc = sn_hotlog_scan(map, len, sn_scan_cb, s, &res);
     munmap(map, len);
@@ -1485,10 +1736,64 @@ static int sn_open_hotlog(struct sn_node *s)
                 (unsigned long long)(len - res.valid_end), (unsigned long long)res.valid_end);
     }
     if (res.valid_end < len) {
-        if (ftruncate(s->hl_fd, (off_t)res.valid_end) < 0 || fdatasync(s->hl_fd) < 0)
+        if (ftruncate(fd, (off_t)res.valid_end) < 0 || fdatasync(fd) < 0)
             rd_panic("could not truncate \"%s\": %s", path, strerror(errno));
     }
-    s->hl_end = s->hl_synced = res.valid_end;
+    g->size = res.valid_end;
+    return 0;
+}
+
+/* Recovery reads the sealed segments DIR/hotlog.N in order, then DIR/hotlog,
+ * which takes appends (README "Files"). A missing or headerless DIR/hotlog
+ * (a new node, or a crash during a rotation) is created with the next
+ * segment number. */
+static int sn_open_hotlog(struct sn_node *s)
+{
+    uint64_t *nos = NULL;
+    size_t n = 0;
+    int active = 0;
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s/hotlog.new", s->dir);
+    if (unlink(tmp) == 0)
+        rd_info("removed \"%s\" left by a segment rotation that did not finish", tmp);
+    int rc = sn_hotlog_segments(s->dir, &nos, &n, &active);
+    if (rc < 0) {
+        rd_error("could not list \"%s\": %s", s->dir, rd_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (i > 0 && nos[i] != nos[i - 1] + 1) {
+            s->stats.corrupt_detected++;
+            s->hl_repair_pending = 1;
+            rd_error("hot-log segments %llu..%llu of \"%s\" are missing: their records are lost here and are "
+                     "fetched again from peers",
+                     (unsigned long long)(nos[i - 1] + 1), (unsigned long long)(nos[i] - 1), s->dir);
+        }
+        rc = sn_open_segment(s, nos[i], 1, i ? nos[i - 1] + 1 : 0);
+    }
+    free(nos);
+    uint64_t next = s->nsegs ? s->segs[s->nsegs - 1].no + 1 : 0;
+    if (rc == 0 && active)
+        rc = sn_open_segment(s, UINT64_MAX, 0, next);
+    if (rc < 0)
+        return rc;
+    if (!active || rc == 1) { /* create DIR/hotlog: segment `next` */
+        char path[4200];
+        sn_hotlog_seg_path(path, sizeof(path), s->dir, 0, 0);
+        int fd = sn_seg_prepare(s, next, tmp, sizeof(tmp));
+        sn_rename_durable(s, tmp, path);
+        sn_seg_push(s, next, fd);
+    }
+    if (s->segs[0].no > 0) {
+        /* Older segments were deleted: every LSN <= coalesced_lsn is in the
+         * page store (a segment is deleted only below it); the log may not
+         * hold them. */
+        sn_store_trimmed_floor(&s->st, s->st.coalesced_lsn, s->coalesced_cpl);
+        rd_info("hot log: %zu segments from %llu (older ones trimmed: lsns <= %llu are only in the page store)",
+                s->nsegs, (unsigned long long)s->segs[0].no, (unsigned long long)s->st.coalesced_lsn);
+    }
+    struct sn_seg *g = &s->segs[s->nsegs - 1];
+    s->hl_end = s->pend_off = SN_HL_VOFF(g->no, g->size);
     return 0;
 }
 
@@ -1591,7 +1896,7 @@ static int sn_open_storage(struct sn_node *s)
     rd_info("recovered: epoch %llu, %zu records, scl %llu, durable %llu, coalesced %llu, hot log %llu bytes",
             (unsigned long long)s->epoch, s->st.nrecs, (unsigned long long)s->st.scl,
             (unsigned long long)s->st.durable_max, (unsigned long long)s->st.coalesced_lsn,
-            (unsigned long long)s->hl_end);
+            (unsigned long long)sn_hl_bytes(s));
     return 0;
 }
 
@@ -1638,7 +1943,11 @@ static void sn_shutdown(struct sn_node *s)
     for (size_t i = 0; i < s->npeers; i++)
         if (s->peers[i].state == SN_PEER_CONNECTING && s->peers[i].fd >= 0)
             close(s->peers[i].fd);
-    if (close(s->hl_fd) < 0 || close(s->pages_fd) < 0 || close(s->listen_fd) < 0 || close(s->meta_dir_fd) < 0)
+    for (size_t i = 0; i < s->nsegs; i++)
+        if (close(s->segs[i].fd) < 0)
+            rd_error("closing a hot-log segment failed: %s", strerror(errno));
+    free(s->segs);
+    if (close(s->pages_fd) < 0 || close(s->listen_fd) < 0 || close(s->meta_dir_fd) < 0)
         rd_error("closing the data files failed: %s", strerror(errno));
     rd_loop_destroy(&s->loop);
     munmap(s->br, s->br_entries * sizeof(struct io_uring_buf));
@@ -1658,7 +1967,9 @@ int sn_node_run(const struct sn_config *cfg)
         return 1;
     s->cfg = *cfg;
     snprintf(s->dir, sizeof(s->dir), "%s", cfg->dir);
-    s->listen_fd = s->hl_fd = s->pages_fd = s->meta_dir_fd = -1;
+    s->listen_fd = s->pages_fd = s->meta_dir_fd = -1;
+    s->seg_limit = cfg->hotlog_segment_bytes ? cfg->hotlog_segment_bytes : (64ull << 20);
+    s->trim_enabled = cfg->hotlog_trim;
     s->accept_io.on_cqe = sn_on_accept;
     s->timer_io.on_cqe = sn_on_timer;
     s->write_io.on_cqe = sn_on_write_done;
@@ -1710,6 +2021,7 @@ int sn_node_run(const struct sn_config *cfg)
             if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS) {
                 s->last_coalesce_ms = now;
                 sn_coalesce(s);
+                sn_hl_trim(s);
             }
         }
         sn_send_all(s);

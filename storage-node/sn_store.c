@@ -230,7 +230,7 @@ void sn_store_truncate(struct sn_store *st, uint64_t keep_upto)
     if (st->scl > keep_upto)
         st->scl = keep_upto;
     if (st->max_cpl > st->scl) { /* the newest consistency point at or below the new scl */
-        st->max_cpl = 0;
+        st->max_cpl = st->trimmed_cpl;
         for (size_t i = 0; i < st->nrecs; i++)
             if ((st->recs[i].flags & REDO_FLAG_CPL) && st->recs[i].lsn <= st->scl &&
                 st->recs[i].lsn > st->max_cpl)
@@ -240,6 +240,48 @@ void sn_store_truncate(struct sn_store *st, uint64_t keep_upto)
         struct sn_page_hist *h = &st->pages[i];
         while (h->n > 0 && h->lsn[h->n - 1] > st->scl)
             h->n--;
+    }
+}
+
+size_t sn_store_trim(struct sn_store *st, uint64_t min_hl_off, uint64_t upto)
+{
+    rd_assert(upto <= st->coalesced_lsn);
+    size_t w = 0, dropped = 0;
+    for (size_t i = 0; i < st->nrecs; i++) {
+        struct sn_rec *x = &st->recs[i];
+        if (x->hl_off < min_hl_off) {
+            rd_assert(x->lsn <= upto);
+            if (x->body) { /* none expected: coalesced records have no body */
+                free(x->body);
+                st->hot_records--;
+            }
+            dropped++;
+            continue;
+        }
+        st->recs[w++] = *x;
+    }
+    if (upto > st->trimmed_lsn)
+        st->trimmed_lsn = upto;
+    if (dropped == 0)
+        return 0;
+    st->nrecs = w;
+    tab_clear(&st->by_lsn);
+    for (size_t i = 0; i < st->nrecs; i++)
+        tab_put(&st->by_lsn, st->recs[i].lsn, (uint32_t)i);
+    return dropped;
+}
+
+void sn_store_trimmed_floor(struct sn_store *st, uint64_t lsn, uint64_t cpl)
+{
+    rd_assert(lsn <= st->coalesced_lsn && cpl <= lsn);
+    if (lsn > st->trimmed_lsn)
+        st->trimmed_lsn = lsn;
+    if (cpl > st->trimmed_cpl)
+        st->trimmed_cpl = cpl;
+    if (st->scl < lsn) {
+        st->scl = lsn;
+        if (st->max_cpl < st->trimmed_cpl)
+            st->max_cpl = st->trimmed_cpl;
     }
 }
 

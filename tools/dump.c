@@ -481,20 +481,22 @@ struct sn_hl_ctx {
     uint64_t from;
     int print;
     uint64_t printed, dropped_trunc, dropped_dup, max_lsn;
+    uint64_t seg;   /* the segment being scanned: offsets are virtual (SN_HL_VOFF) */
 };
 
 static int sn_hl_cb(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const struct redo_rec *r)
 {
     struct sn_hl_ctx *x = arg;
     const char *fate = "";
-    if (sn_trunc_drops(x->meta->trunc, x->meta->ntrunc, off, epoch, r->lsn)) {
+    uint64_t voff = SN_HL_VOFF(x->seg, off);
+    if (sn_trunc_drops(x->meta->trunc, x->meta->ntrunc, voff, epoch, r->lsn)) {
         fate = "  (dropped at restart: truncated, N6)";
         x->dropped_trunc++;
     } else if (sn_store_get(&x->st, r->lsn) != NULL) {
         fate = "  (dropped at restart: this LSN is held earlier in the log)";
         x->dropped_dup++;
     } else {
-        int rc = sn_store_add(&x->st, r, epoch, off, len, 1);
+        int rc = sn_store_add(&x->st, r, epoch, voff, len, 1);
         if (rc < 0)
             return rc;
         if (r->lsn > x->max_lsn)
@@ -509,6 +511,8 @@ static int sn_hl_cb(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const
         snprintf(page, sizeof(page), "%" PRIu32, r->page_id);
     if (r->type == REDO_REC_COMMIT && r->body_len >= 8)
         snprintf(extra, sizeof(extra), "  txn %" PRIu64, rd_get_u64le(r->body));
+    if (x->seg)
+        printf("seg %-4" PRIu64 " ", x->seg);
     printf("off %-10" PRIu64 " lsn %-10" PRIu64 " prev %-10" PRIu64 " epoch %-4" PRIu64
            " page %-8s %-10s %-3s len %-5" PRIu32 " checksum ok%s%s\n",
            off, r->lsn, r->prev_pg_lsn, epoch, page, sn_rec_type_name(r->type),
@@ -518,16 +522,90 @@ static int sn_hl_cb(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const
 }
 
 struct sn_hl_result {
-    struct sn_scan_result scan;
+    struct sn_scan_result scan; /* of the segment where the scan stopped (the last, or a corrupt one) */
     size_t file_len;
     uint32_t node_id;
+    uint64_t seg;               /* that segment's number */
+    uint64_t records, bytes;    /* over all segments */
+    size_t nsegs;
+    uint64_t first_seg;
+    int corrupt, torn;
 };
 
-/* Reads and scans DIR/hotlog. 0, 1 (I/O error, printed), 2 (bad header, printed). */
+static int sn_hl_run_seg(const char *dir, uint64_t seg, int sealed, struct sn_hl_ctx *x, struct sn_hl_result *out,
+                         int verbose);
+
+/* Reads and scans every hot-log segment of DIR in order, as the node does.
+ * 0, 1 (I/O error, printed), 2 (bad header, printed). */
 static int sn_hl_run(const char *dir, struct sn_hl_ctx *x, struct sn_hl_result *out, int verbose)
 {
+    uint64_t *nos = NULL;
+    size_t n = 0;
+    int active = 0;
+    memset(out, 0, sizeof(*out));
+    int rc = sn_hotlog_segments(dir, &nos, &n, &active);
+    if (rc < 0) {
+        fprintf(stderr, "redoubt-dump: cannot list \"%s\": %s\n", dir, strerror(-rc));
+        return 1;
+    }
+    if (active) { /* DIR/hotlog comes last; its number is in its header (UINT64_MAX: read it) */
+        uint64_t *p = realloc(nos, (n + 1) * sizeof(*p));
+        if (p == NULL) {
+            free(nos);
+            return 1;
+        }
+        nos = p;
+        nos[n++] = UINT64_MAX;
+    }
+    if (n == 0) {
+        fprintf(stderr, "redoubt-dump: cannot read hot log \"%s/hotlog\": %s\n", dir, strerror(ENOENT));
+        return 1;
+    }
+    out->nsegs = n;
+    if (verbose && n > 1)
+        printf("hot log in %zu segments: %zu sealed (hotlog.%" PRIu64 " to hotlog.%" PRIu64 ")%s\n", n,
+               active ? n - 1 : n, nos[0], active ? nos[n - 2] : nos[n - 1], active ? " and hotlog" : "");
+    struct sn_hl_result one;
+    for (size_t i = 0; i < n; i++) {
+        int sealed = nos[i] != UINT64_MAX;
+        x->seg = sealed ? nos[i] : i ? nos[i - 1] + 1 : 0; /* DIR/hotlog: replaced by its header's number */
+        rc = sn_hl_run_seg(dir, nos[i], sealed, x, &one, verbose);
+        if (rc != 0)
+            break;
+        if (i == 0)
+            out->first_seg = x->seg;
+        nos[i] = x->seg;
+        out->records += one.scan.records;
+        if (one.scan.valid_end > SN_HOTLOG_FILE_HDR_SIZE)
+            out->bytes += one.scan.valid_end - SN_HOTLOG_FILE_HDR_SIZE;
+        if (one.scan.corrupt || i + 1 == n) {
+            out->scan = one.scan;
+            out->file_len = one.file_len;
+            out->node_id = one.node_id;
+            out->seg = nos[i];
+        }
+        out->corrupt |= one.scan.corrupt;
+        out->torn |= one.scan.torn;
+    }
+    if (rc == 0 && out->first_seg > 0) { /* as sn_open_hotlog: LSNs <= coalesced are in the page store */
+        if (verbose)
+            printf("older segments were trimmed: lsns <= %" PRIu64 " (coalesced) are only in the page store\n",
+                   x->meta->coalesced_lsn);
+        sn_store_trimmed_floor(&x->st, x->meta->coalesced_lsn, x->meta->coalesced_cpl <= x->meta->coalesced_lsn ?
+                               x->meta->coalesced_cpl : 0);
+    }
+    if (rc == 0)
+        sn_store_advance(&x->st); /* as sn_open_storage does after the scan */
+    free(nos);
+    return rc;
+}
+
+/* Reads and scans one segment. 0, 1 (I/O error, printed), 2 (bad header, printed). */
+static int sn_hl_run_seg(const char *dir, uint64_t seg, int sealed, struct sn_hl_ctx *x, struct sn_hl_result *out,
+                         int verbose)
+{
     char path[4200];
-    snprintf(path, sizeof(path), "%s/hotlog", dir);
+    sn_hotlog_seg_path(path, sizeof(path), dir, seg, sealed);
     const uint8_t *file;
     size_t len;
     int rc = map_file(path, &file, &len);
@@ -553,16 +631,23 @@ static int sn_hl_run(const char *dir, struct sn_hl_ctx *x, struct sn_hl_result *
         unmap_file(file, len);
         return 2;
     }
+    uint64_t hno = sn_hotlog_hdr_seg(file);
+    if (sealed && hno != seg) {
+        fprintf(stderr, "redoubt-dump: hot log \"%s\" says it is segment %" PRIu64 ": the node refuses to start\n",
+                path, hno);
+        unmap_file(file, len);
+        return 2;
+    }
+    x->seg = hno;
     if (verbose)
-        printf("hot log %s: %zu bytes, created by node %" PRIu32 ", version %u (header checksum ok)\n", path, len,
-               out->node_id, SN_HOTLOG_VERSION);
+        printf("hot log %s: %zu bytes, segment %" PRIu64 ", created by node %" PRIu32 ", version %u (header "
+               "checksum ok)\n", path, len, hno, out->node_id, SN_HOTLOG_VERSION);
     rc = sn_hotlog_scan(file, len, sn_hl_cb, x, &out->scan);
     if (rc < 0) {
         fprintf(stderr, "redoubt-dump: scanning \"%s\": %s\n", path, rd_strerror(rc));
         unmap_file(file, len);
         return 1;
     }
-    sn_store_advance(&x->st); /* as sn_open_storage does after the scan */
     if (verbose && (out->scan.corrupt || out->scan.torn)) {
         /* The record where the scan stopped, and why. */
         uint64_t off = out->scan.valid_end;
@@ -644,11 +729,10 @@ static int dump_sn_hotlog(const char *dir, uint64_t from)
     struct sn_hl_result res;
     int rc = sn_hl_run(dir, &x, &res, 1);
     if (rc == 0) {
-        printf("%" PRIu64 " valid records, %" PRIu64 " printed%s, %" PRIu64 " bytes\n", res.scan.records,
-               x.printed, from ? " (lsn >= --from)" : "", res.scan.valid_end > SN_HOTLOG_FILE_HDR_SIZE ?
-               res.scan.valid_end - SN_HOTLOG_FILE_HDR_SIZE : 0);
+        printf("%" PRIu64 " valid records, %" PRIu64 " printed%s, %" PRIu64 " bytes\n", res.records,
+               x.printed, from ? " (lsn >= --from)" : "", res.bytes);
         sn_print_recovered(&x, &res, "");
-        if (res.scan.corrupt)
+        if (res.corrupt)
             status = 2;
     } else {
         status = rc;
@@ -671,7 +755,12 @@ static int dump_sn_meta(const char *dir)
     char hl[4200];
     snprintf(hl, sizeof(hl), "%s/hotlog", dir);
     if (ml == 0) {
-        if (access(hl, F_OK) != 0) {
+        uint64_t *nos = NULL;
+        size_t nseg = 0;
+        int act = 0;
+        int lrc = sn_hotlog_segments(dir, &nos, &nseg, &act);
+        free(nos);
+        if (lrc < 0 || (nseg == 0 && !act)) {
             fprintf(stderr, "redoubt-dump: no meta file \"%s/meta\" and no hot log: \"%s\" is not a storage-node "
                     "directory\n", dir, dir);
             return 1;
@@ -700,6 +789,8 @@ static int dump_sn_meta(const char *dir)
         printf("  node id:          %" PRIu32 "\n", m.node_id);
         printf("  epoch:            %" PRIu64 "\n", m.epoch);
         printf("  coalesced lsn:    %" PRIu64 "\n", m.coalesced_lsn);
+        printf("  coalesced cpl:    %" PRIu64 " (newest consistency point <= the coalesced lsn; 0: unknown)\n",
+               m.coalesced_cpl);
         printf("  scl when written: %" PRIu64 " (informative: meta is rewritten only on an epoch change, a "
                "truncation or a coalesce)\n", m.scl);
         printf("  truncation ranges: %" PRIu32 "%s\n", m.ntrunc, m.ntrunc > SN_MAX_TRUNC ? " (more than 64!)" : "");
@@ -718,9 +809,12 @@ static int dump_sn_meta(const char *dir)
         printf("scl (recovered from %s%s): %" PRIu64 "\n", hl, ml == -2 ? ", ignoring the truncations" : "",
                x.st.scl);
         sn_print_recovered(&x, &res, "  ");
-        if (res.scan.corrupt)
-            printf("  the hot log is corrupt at offset %" PRIu64 " (see sn-hotlog)\n", res.scan.valid_end);
-        else if (res.scan.torn)
+        if (res.nsegs > 1 || res.first_seg > 0)
+            printf("  hot log: %zu segments from %" PRIu64 "\n", res.nsegs, res.first_seg);
+        if (res.corrupt)
+            printf("  the hot log is corrupt at offset %" PRIu64 "%s (see sn-hotlog)\n", res.scan.valid_end,
+                   res.seg ? " of a later segment" : "");
+        else if (res.torn)
             printf("  the hot log has a torn tail at offset %" PRIu64 "\n", res.scan.valid_end);
     } else {
         printf("scl: unknown (the hot log cannot be read)\n");

@@ -168,3 +168,89 @@ Test(sn_store, materialises_a_page_at_any_lsn_above_the_coalesced_point)
     free(page);
     sn_store_free(&st);
 }
+
+Test(sn_hotlog, segment_header_and_names)
+{
+    uint8_t h[SN_HOTLOG_FILE_HDR_SIZE];
+    uint32_t id = 0;
+    sn_hotlog_file_hdr(h, 4); /* older versions: segment 0 */
+    cr_assert_eq(sn_hotlog_check_file_hdr(h, sizeof(h), &id), 0);
+    cr_assert_eq(sn_hotlog_hdr_seg(h), 0);
+    sn_hotlog_file_hdr_seg(h, 4, 12345);
+    cr_assert_eq(sn_hotlog_check_file_hdr(h, sizeof(h), &id), 0);
+    cr_assert_eq(id, 4);
+    cr_assert_eq(sn_hotlog_hdr_seg(h), 12345);
+    h[13] ^= 1; /* the segment number is covered by the header checksum */
+    cr_assert_eq(sn_hotlog_check_file_hdr(h, sizeof(h), &id), RD_ECORRUPT);
+    uint64_t no = 99;
+    cr_assert(sn_hotlog_seg_name("hotlog.0", &no) && no == 0);
+    cr_assert(sn_hotlog_seg_name("hotlog.17", &no) && no == 17);
+    cr_assert(!sn_hotlog_seg_name("hotlog", &no));
+    cr_assert(!sn_hotlog_seg_name("hotlog.new", &no));
+    cr_assert(!sn_hotlog_seg_name("hotlog.01", &no));
+    cr_assert(!sn_hotlog_seg_name("hotlog.", &no));
+    cr_assert(!sn_hotlog_seg_name("hotlog.3x", &no));
+    cr_assert(!sn_hotlog_seg_name("hotlog.99999999999999999999999", &no));
+    cr_assert(SN_HL_VOFF(3, 100) > SN_HL_VOFF(2, 1ull << 39));
+    cr_assert_eq(SN_HL_VSEG(SN_HL_VOFF(3, 100)), 3);
+    cr_assert_eq(SN_HL_FOFF(SN_HL_VOFF(3, 100)), 100);
+}
+
+Test(sn_files, meta_keeps_the_coalesced_cpl)
+{
+    struct sn_meta m, d;
+    memset(&m, 0, sizeof(m));
+    m.node_id = 1;
+    m.epoch = 3;
+    m.coalesced_lsn = 500;
+    m.coalesced_cpl = 490;
+    uint8_t img[SN_META_SIZE];
+    sn_meta_encode(img, &m);
+    cr_assert_eq(sn_meta_decode(img, sizeof(img), &d), 0);
+    cr_assert_eq(d.coalesced_lsn, 500);
+    cr_assert_eq(d.coalesced_cpl, 490);
+}
+
+/* Trimming drops the records of deleted segments (by hot-log offset) and a
+ * restart over a trimmed log starts its SCL at the coalesced point. */
+Test(sn_store, trim_drops_old_segments_and_recovery_floors_the_scl)
+{
+    struct sn_store st;
+    sn_store_init(&st);
+    uint8_t body[64];
+    size_t bl = image_body(body, 7);
+    for (uint64_t lsn = 1; lsn <= 30; lsn++) {
+        struct redo_rec r = rec(lsn, (uint32_t)(lsn % 3), body, bl);
+        if (lsn % 10 == 0) {
+            r.page_id = ENGINE_PAGE_NONE;
+            r.type = REDO_REC_COMMIT;
+            r.flags = REDO_FLAG_CPL;
+        }
+        cr_assert_eq(sn_store_add(&st, &r, 1, SN_HL_VOFF((lsn - 1) / 10, 32 + lsn), 10, 1), 0);
+    }
+    cr_assert_eq(sn_store_advance(&st), 30);
+    sn_store_gc(&st, 20);
+    cr_assert_eq(sn_store_trim(&st, SN_HL_VOFF(1, 0), 10), 10); /* segment 0: lsns 1..10 */
+    cr_assert_eq(st.nrecs, 20);
+    cr_assert_null(sn_store_get(&st, 10));
+    cr_assert_not_null(sn_store_get(&st, 11));
+    cr_assert_eq(st.trimmed_lsn, 10);
+    cr_assert_eq(st.scl, 30);
+    sn_store_free(&st);
+
+    /* Recovery: segment 0 is gone, meta says coalesced 20 with CPL 20. */
+    sn_store_init(&st);
+    st.coalesced_lsn = 20;
+    for (uint64_t lsn = 11; lsn <= 30; lsn++) {
+        if (lsn == 25)
+            continue; /* a gap above the coalesced point stays a gap */
+        struct redo_rec r = rec(lsn, (uint32_t)(lsn % 3), body, bl);
+        cr_assert_eq(sn_store_add(&st, &r, 1, SN_HL_VOFF((lsn - 1) / 10, 32 + lsn), 10, 1), 0);
+    }
+    sn_store_trimmed_floor(&st, 20, 20);
+    sn_store_advance(&st);
+    cr_assert_eq(st.scl, 24);
+    cr_assert_eq(st.max_cpl, 20);
+    cr_assert_eq(st.trimmed_lsn, 20);
+    sn_store_free(&st);
+}
