@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 
 #include "log.h"
 #include "util.h"
@@ -104,4 +106,54 @@ int rd_loop_run_once(struct rd_loop *l, uint64_t timeout_us)
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
         return rc;
     return loop_dispatch(l);
+}
+
+int rd_buf_ring_setup(struct rd_loop *l, struct rd_buf_ring *r, unsigned entries, size_t buf_size, unsigned bgid)
+{
+    rd_assert(entries > 0 && (entries & (entries - 1)) == 0 && entries <= 32768);
+    memset(r, 0, sizeof(*r));
+    r->entries = entries;
+    r->buf_size = buf_size;
+    size_t ring_bytes = entries * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (ring == MAP_FAILED)
+        return -errno;
+    r->br = ring;
+    r->bufs = malloc(entries * buf_size);
+    if (r->bufs == NULL)
+        return -ENOMEM;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)ring;
+    reg.ring_entries = entries;
+    reg.bgid = (uint16_t)bgid;
+    int rc = io_uring_register_buf_ring(&l->ring, &reg, 0);
+    if (rc < 0) {
+        rd_error("io_uring provided buffer rings are not supported (%s): Redoubt needs Linux >= 5.19",
+                 strerror(-rc));
+        return rc;
+    }
+    io_uring_buf_ring_init(r->br);
+    for (unsigned i = 0; i < entries; i++)
+        io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * buf_size, (unsigned)buf_size, (unsigned short)i,
+                              io_uring_buf_ring_mask(entries), (int)i);
+    io_uring_buf_ring_advance(r->br, (int)entries);
+    return 0;
+}
+
+void rd_buf_ring_return(struct rd_buf_ring *r, unsigned bid)
+{
+    rd_assert(bid < r->entries);
+    io_uring_buf_ring_add(r->br, r->bufs + (size_t)bid * r->buf_size, (unsigned)r->buf_size, (unsigned short)bid,
+                          io_uring_buf_ring_mask(r->entries), 0);
+    io_uring_buf_ring_advance(r->br, 1);
+}
+
+void rd_buf_ring_free(struct rd_buf_ring *r)
+{
+    if (r->br != NULL && munmap(r->br, r->entries * sizeof(struct io_uring_buf)) < 0)
+        rd_warn("munmap of a buffer ring failed: %s", strerror(errno));
+    free(r->bufs);
+    r->br = NULL;
+    r->bufs = NULL;
 }

@@ -48,4 +48,23 @@ int rd_loop_run_once(struct rd_loop *l, uint64_t timeout_us);
 /* Submits queued SQEs without waiting. */
 int rd_loop_submit(struct rd_loop *l);
 
+/* A provided buffer ring for multishot recv (IOSQE_BUFFER_SELECT with buf_group
+ * = bgid): entries buffers of buf_size bytes, owned by the ring. A completion
+ * names its buffer (cqe->flags >> IORING_CQE_BUFFER_SHIFT); the consumer copies
+ * the bytes out and hands the buffer back at once with rd_buf_ring_return. */
+struct rd_buf_ring {
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
+    unsigned entries; /* a power of two */
+    size_t buf_size;
+};
+int rd_buf_ring_setup(struct rd_loop *l, struct rd_buf_ring *r, unsigned entries, size_t buf_size, unsigned bgid);
+static inline const uint8_t *rd_buf_ring_data(const struct rd_buf_ring *r, unsigned bid)
+{
+    return r->bufs + (size_t)bid * r->buf_size;
+}
+void rd_buf_ring_return(struct rd_buf_ring *r, unsigned bid);
+/* Releases the memory (after the ring is destroyed: the kernel no longer uses it). */
+void rd_buf_ring_free(struct rd_buf_ring *r);
+
 #endif

@@ -250,12 +250,6 @@ static void conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe)
     conn_queue_send(s, c);
 }
 
-static void server_return_buffer(struct server *s, unsigned bid)
-{
-    io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)bid * s->br_buf_size, (unsigned)s->br_buf_size,
-                          (unsigned short)bid, io_uring_buf_ring_mask(s->br_entries), 0);
-    io_uring_buf_ring_advance(s->br, 1);
-}
 
 static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
@@ -273,14 +267,14 @@ static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
                 rd_warn("client %llu (%s) closed: input buffer over %zu bytes", (unsigned long long)c->id, c->addr,
                         limit);
                 conn_close(s, c);
-            } else if (rd_buf_append(&c->in, s->br_bufs + (size_t)bid * s->br_buf_size,
+            } else if (rd_buf_append(&c->in, rd_buf_ring_data(&s->bufring, bid),
                                      (size_t)cqe->res) < 0) {
                 rd_panic("out of memory for client input");
             } else {
                 conn_mark_ready(s, c);
             }
         }
-        server_return_buffer(s, bid);
+        rd_buf_ring_return(&s->bufring, bid);
     }
     if (more)
         return;
@@ -517,36 +511,6 @@ static int server_listen(struct server *s)
     return 0;
 }
 
-static int server_setup_buffers(struct server *s)
-{
-    s->br_entries = 512;
-    s->br_buf_size = 16384;
-    size_t ring_bytes = s->br_entries * sizeof(struct io_uring_buf);
-    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (ring == MAP_FAILED)
-        return -errno;
-    s->br = ring;
-    s->br_bufs = malloc(s->br_entries * s->br_buf_size);
-    if (s->br_bufs == NULL)
-        return -ENOMEM;
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.ring_addr = (unsigned long)ring;
-    reg.ring_entries = s->br_entries;
-    reg.bgid = SERVER_BGID;
-    int rc = io_uring_register_buf_ring(&s->loop.ring, &reg, 0);
-    if (rc < 0) {
-        rd_error("io_uring provided buffer rings are not supported (%s): Redoubt needs Linux >= 5.19",
-                 strerror(-rc));
-        return rc;
-    }
-    io_uring_buf_ring_init(s->br);
-    for (unsigned i = 0; i < s->br_entries; i++)
-        io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)i * s->br_buf_size, (unsigned)s->br_buf_size,
-                              (unsigned short)i, io_uring_buf_ring_mask(s->br_entries), (int)i);
-    io_uring_buf_ring_advance(s->br, (int)s->br_entries);
-    return 0;
-}
 
 static int server_lock_dir(const char *dir)
 {
@@ -682,7 +646,7 @@ int server_run(const struct server_config *cfg)
         return 1;
     }
     s->role = s->cfg.role;
-    if (server_setup_buffers(s) < 0)
+    if (rd_buf_ring_setup(&s->loop, &s->bufring, 512, 16384, SERVER_BGID) < 0)
         return 1;
     char control[4096];
     snprintf(control, sizeof(control), "%s/control", s->cfg.dir ? s->cfg.dir : ".");

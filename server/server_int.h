@@ -211,11 +211,7 @@ struct server {
     int listen_fd;
     struct rd_io accept_io;
     int accept_armed;
-    /* provided buffer ring for multishot recv */
-    struct io_uring_buf_ring *br;
-    uint8_t *br_bufs;
-    unsigned br_entries;
-    size_t br_buf_size;
+    struct rd_buf_ring bufring; /* provided buffers for multishot recv */
     struct conn *conns;       /* doubly linked list */
     size_t nconns;
     struct conn *ready_head;  /* conns with unprocessed input */

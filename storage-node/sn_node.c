@@ -134,10 +134,7 @@ struct sn_node {
     int listen_fd;
     struct rd_io accept_io, timer_io;
     int accept_armed, timer_armed;
-    struct io_uring_buf_ring *br;
-    uint8_t *br_bufs;
-    unsigned br_entries;
-    size_t br_buf_size;
+    struct rd_buf_ring bufring; /* provided buffers for multishot recv */
     struct sn_conn *conns, *ready_head;
     size_t nconns;
     uint64_t next_conn_id;
@@ -508,12 +505,6 @@ static void sn_conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe)
     sn_queue_send(s, c);
 }
 
-static void sn_return_buffer(struct sn_node *s, unsigned bid)
-{
-    io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)bid * s->br_buf_size, (unsigned)s->br_buf_size,
-                          (unsigned short)bid, io_uring_buf_ring_mask(s->br_entries), 0);
-    io_uring_buf_ring_advance(s->br, 1);
-}
 
 static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
@@ -526,13 +517,13 @@ static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
             if (c->in.len + (size_t)cqe->res > SN_CONN_INPUT_MAX_BYTES) {
                 rd_warn("connection %s closed: input over %u bytes", c->addr, SN_CONN_INPUT_MAX_BYTES);
                 sn_conn_close(s, c);
-            } else if (rd_buf_append(&c->in, s->br_bufs + (size_t)bid * s->br_buf_size, (size_t)cqe->res) < 0) {
+            } else if (rd_buf_append(&c->in, rd_buf_ring_data(&s->bufring, bid), (size_t)cqe->res) < 0) {
                 rd_panic("out of memory for connection input");
             } else {
                 sn_mark_ready(s, c);
             }
         }
-        sn_return_buffer(s, bid);
+        rd_buf_ring_return(&s->bufring, bid);
     }
     if (more)
         return;
@@ -1834,36 +1825,6 @@ static int sn_listen(struct sn_node *s)
     return 0;
 }
 
-static int sn_setup_buffers(struct sn_node *s)
-{
-    s->br_entries = 256;
-    s->br_buf_size = 65536;
-    size_t ring_bytes = s->br_entries * sizeof(struct io_uring_buf);
-    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (ring == MAP_FAILED)
-        return -errno;
-    s->br = ring;
-    s->br_bufs = malloc(s->br_entries * s->br_buf_size);
-    if (s->br_bufs == NULL)
-        return -ENOMEM;
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.ring_addr = (unsigned long)ring;
-    reg.ring_entries = s->br_entries;
-    reg.bgid = SN_BGID;
-    int rc = io_uring_register_buf_ring(&s->loop.ring, &reg, 0);
-    if (rc < 0) {
-        rd_error("io_uring provided buffer rings are not supported (%s): Redoubt needs Linux >= 5.19",
-                 strerror(-rc));
-        return rc;
-    }
-    io_uring_buf_ring_init(s->br);
-    for (unsigned i = 0; i < s->br_entries; i++)
-        io_uring_buf_ring_add(s->br, s->br_bufs + (size_t)i * s->br_buf_size, (unsigned)s->br_buf_size,
-                              (unsigned short)i, io_uring_buf_ring_mask(s->br_entries), (int)i);
-    io_uring_buf_ring_advance(s->br, (int)s->br_entries);
-    return 0;
-}
 
 static int sn_open_storage(struct sn_node *s)
 {
@@ -1950,8 +1911,7 @@ static void sn_shutdown(struct sn_node *s)
     if (close(s->pages_fd) < 0 || close(s->listen_fd) < 0 || close(s->meta_dir_fd) < 0)
         rd_error("closing the data files failed: %s", strerror(errno));
     rd_loop_destroy(&s->loop);
-    munmap(s->br, s->br_entries * sizeof(struct io_uring_buf));
-    free(s->br_bufs);
+    rd_buf_ring_free(&s->bufring);
     sn_store_free(&s->st);
     rd_buf_free(&s->hl_pending);
     rd_buf_free(&s->hl_flight);
@@ -1982,7 +1942,7 @@ int sn_node_run(const struct sn_config *cfg)
         rd_error("%s", why);
         return 1;
     }
-    if (sn_setup_buffers(s) < 0 || sn_parse_peers(s, cfg->peers) < 0 || sn_open_storage(s) < 0 ||
+    if (rd_buf_ring_setup(&s->loop, &s->bufring, 256, 65536, SN_BGID) < 0 || sn_parse_peers(s, cfg->peers) < 0 || sn_open_storage(s) < 0 ||
         sn_listen(s) < 0)
         return 1;
     struct sigaction sa;
