@@ -9,8 +9,8 @@ from harness import (AuroraCluster, Resp, bench, check, fail, seed, tmpdir, veri
                      wait_writable)
 
 rng = random.Random(seed())
-# The page-id feed (the other mode; the default redo feed is covered by test_aurora_reader).
-cl = AuroraCluster(nreaders=2, writer_args=["--reader-feed", "pages"]).start()
+# The redo feed (opt-in; the default page-id feed is covered by test_aurora_reader).
+cl = AuroraCluster(nreaders=2, writer_args=["--reader-feed", "redo"]).start()
 w, r1, r2 = cl.writer, cl.readers[0], cl.readers[1]
 # Data on the old writer, cached by both readers.
 c = Resp(w.port)
