@@ -34,6 +34,9 @@ static void usage(FILE *f)
             "                        beyond it the replica must re-clone\n"
             "  --peers H:P,...       primary: refuse to start if one of these is a primary on a\n"
             "                        newer timeline (this node was failed over)\n"
+            "  --repl-send WHEN      primary: ship WAL to replicas when it is written (default:\n"
+            "                        the replicas' fsync overlaps ours; replicas apply only what\n"
+            "                        the primary reports flushed) or flushed (PostgreSQL's way)\n"
             "  --replica-timeout-ms N  drop a replication link silent for N ms (default 10000)\n"
             "  --storage H:P,...     aurora writer/reader: the six storage nodes (redoubt-storage)\n"
             "  --writer HOST:PORT    aurora reader: the writer whose feed it follows\n"
@@ -73,7 +76,7 @@ int main(int argc, char **argv)
     enum {
         OPT_ROLE = 1000, OPT_DIR, OPT_PORT, OPT_BIND, OPT_CACHE, OPT_COMMIT, OPT_PASS, OPT_MAXCLIENTS,
         OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
-        OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER, OPT_FEED,
+        OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER, OPT_FEED, OPT_REPL_SEND,
     };
     static const struct option opts[] = {
         {"role", required_argument, NULL, OPT_ROLE},
@@ -99,6 +102,7 @@ int main(int argc, char **argv)
         {"storage", required_argument, NULL, OPT_STORAGE},
         {"writer", required_argument, NULL, OPT_WRITER},
         {"reader-feed", required_argument, NULL, OPT_FEED},
+        {"repl-send", required_argument, NULL, OPT_REPL_SEND},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -148,6 +152,16 @@ int main(int argc, char **argv)
                 cfg.reader_feed_redo = 0;
             else {
                 fprintf(stderr, "redoubt: --reader-feed must be pages or redo\n");
+                return 2;
+            }
+            break;
+        case OPT_REPL_SEND:
+            if (strcmp(optarg, "written") == 0)
+                cfg.repl_send_flushed = 0;
+            else if (strcmp(optarg, "flushed") == 0)
+                cfg.repl_send_flushed = 1;
+            else {
+                fprintf(stderr, "redoubt: --repl-send must be written or flushed\n");
                 return 2;
             }
             break;

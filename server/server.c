@@ -548,6 +548,8 @@ int server_open_storage(struct server *s)
         lock = server_lock_dir(s->cfg.dir);
     if (lock < 0)
         return lock;
+    struct wal_control ctl_before;
+    s->crash_recovered = wal_control_read(s->cfg.dir, &ctl_before) == 0 && ctl_before.state != WAL_STATE_SHUT_DOWN;
     struct wal_options wo = {
         .dir = s->cfg.dir,
         .segment_size_bytes = s->cfg.wal_segment_bytes,
@@ -580,7 +582,11 @@ int server_open_storage(struct server *s)
         rd_error("crash recovery failed: %s", rd_strerror(rc));
         return rc;
     }
-    if (s->role != SERVER_ROLE_REPLICA) {
+    /* A primary that starts a new timeline after a crash (repl_after_crash) checkpoints
+     * there, on the new timeline: the fork must be the end of the recovered log, which a
+     * replica holding more of the old timeline can cut its log at. */
+    int new_timeline_follows = s->role == SERVER_ROLE_PRIMARY && s->crash_recovered && !s->cfg.repl_send_flushed;
+    if (s->role != SERVER_ROLE_REPLICA && !new_timeline_follows) {
         /* End-of-recovery checkpoint, as PostgreSQL. A replica appends nothing
          * of its own: its log stays byte-identical to the primary's. */
         rc = wal_checkpoint(s->wal, s->engine);
@@ -669,6 +675,8 @@ int server_run(const struct server_config *cfg)
     }
     /* A failed-over primary must not accept writes on its old timeline. */
     if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
+        return 1;
+    if (s->role == SERVER_ROLE_PRIMARY && s->crash_recovered && repl_after_crash(s) < 0)
         return 1;
     if (server_listen(s) < 0)
         return 1;

@@ -142,6 +142,12 @@ size_t sn_store_trim(struct sn_store *st, uint64_t min_hl_off, uint64_t upto);
  * the page store, so scl starts there; cpl is the newest consistency point
  * <= lsn (from meta). Call before sn_store_advance. */
 void sn_store_trimmed_floor(struct sn_store *st, uint64_t lsn, uint64_t cpl);
+/* Page-copy catch-up (README N11): the page store now holds every record
+ * <= base (> coalesced_lsn), copied from a peer; cpl is the newest
+ * consistency point <= base. Drops every record <= base and its history,
+ * sets coalesced_lsn = base, and floors scl, max_cpl and the trimmed point
+ * there. Returns the number of records dropped. Call sn_store_advance after. */
+size_t sn_store_rebase(struct sn_store *st, uint64_t base, uint64_t cpl);
 /* The page store now holds every record <= upto (<= scl): drops history and bodies. */
 void sn_store_gc(struct sn_store *st, uint64_t upto);
 struct sn_page_hist *sn_store_page(struct sn_store *st, uint32_t page_id);
@@ -202,7 +208,8 @@ struct sn_config {
     uint32_t node_id;
     const char *peers; /* "h:p,h:p" or NULL */
     uint64_t hotlog_segment_bytes; /* start a new hot-log segment past this size (0: 64 MiB) */
-    int hotlog_trim;               /* delete segments below min(coalesced, read point): opt-in, see README */
+    int no_hotlog_trim;            /* --no-hotlog-trim: keep every segment (trimming is on by default) */
+    uint64_t hotlog_keep_bytes;    /* past this, trim even below a lagging peer's SCL (N10); 0: never wait */
 };
 int sn_node_run(const struct sn_config *cfg);
 

@@ -11,7 +11,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: redoubt-storage --dir DIR --port N --id K [--bind ADDR] [--peers H:P,...]\n"
-            "                       [--hotlog-segment-mb N] [--hotlog-trim]\n"
+            "                       [--hotlog-segment-mb N] [--hotlog-keep-mb N] [--no-hotlog-trim]\n"
             "\n"
             "A Redoubt storage node (aurora mode): persists redo records from the writer in a hot log,\n"
             "acknowledges them with its SCL after fdatasync, fills gaps from its peers, coalesces\n"
@@ -23,9 +23,13 @@ static void usage(FILE *f)
             "  --bind ADDR        IPv4 address to listen on (default 127.0.0.1)\n"
             "  --peers H:P,...    the other storage nodes of the volume (gap fill)\n"
             "  --hotlog-segment-mb N  start a new hot-log segment past N MiB (default 64, 1..65536)\n"
-            "  --hotlog-trim      delete segments wholly coalesced and below the min read point (off by\n"
-            "                     default: a peer that was down longer than the trimmed span cannot\n"
-            "                     catch up from this node any more; see storage-node/README.md)\n"
+            "  --hotlog-keep-mb N hot-log bytes kept for a lagging or unreachable peer (default 1024,\n"
+            "                     0..1048576): segments are deleted once coalesced, below the min read\n"
+            "                     point and below every peer's SCL (learned by gossip); past N MiB a\n"
+            "                     segment goes even if a peer still needs it (logged), and that peer\n"
+            "                     catches up by copying pages from a peer (storage-node/README.md N10, N11)\n"
+            "  --no-hotlog-trim   keep every hot-log segment (the hot log grows with the volume's history)\n"
+            "  --hotlog-trim      accepted for older scripts: trimming is on by default\n"
             "  --help             this text\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop cleanly. SIGKILL loses nothing acknowledged.\n");
@@ -44,15 +48,17 @@ static long parse_num(const char *flag, const char *v, long min, long max)
 
 int main(int argc, char **argv)
 {
-    struct sn_config cfg = {.bind_addr = "127.0.0.1", .port = -1, .node_id = 0};
+    struct sn_config cfg = {.bind_addr = "127.0.0.1", .port = -1, .node_id = 0, .hotlog_keep_bytes = 1024ull << 20};
     int have_id = 0;
-    enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP, OPT_SEGMB, OPT_TRIM };
+    enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP, OPT_SEGMB, OPT_TRIM, OPT_NOTRIM, OPT_KEEPMB };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, OPT_DIR},     {"port", required_argument, NULL, OPT_PORT},
         {"id", required_argument, NULL, OPT_ID},       {"bind", required_argument, NULL, OPT_BIND},
         {"peers", required_argument, NULL, OPT_PEERS}, {"help", no_argument, NULL, OPT_HELP},
         {"hotlog-segment-mb", required_argument, NULL, OPT_SEGMB},
         {"hotlog-trim", no_argument, NULL, OPT_TRIM},
+        {"no-hotlog-trim", no_argument, NULL, OPT_NOTRIM},
+        {"hotlog-keep-mb", required_argument, NULL, OPT_KEEPMB},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -66,7 +72,11 @@ int main(int argc, char **argv)
         case OPT_SEGMB:
             cfg.hotlog_segment_bytes = (uint64_t)parse_num("--hotlog-segment-mb", optarg, 1, 65536) << 20;
             break;
-        case OPT_TRIM: cfg.hotlog_trim = 1; break;
+        case OPT_TRIM: cfg.no_hotlog_trim = 0; break;
+        case OPT_NOTRIM: cfg.no_hotlog_trim = 1; break;
+        case OPT_KEEPMB:
+            cfg.hotlog_keep_bytes = (uint64_t)parse_num("--hotlog-keep-mb", optarg, 0, 1048576) << 20;
+            break;
         case OPT_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -1,7 +1,8 @@
 /*
  * sn_node.c — the storage-node daemon (aurora mode): io_uring loop,
  * connections, the foreground write path, and the background work (gap fill,
- * coalesce, GC). Formats, invariants (N1..) and failure behaviour are in
+ * coalesce, GC, gossip of peers' SCLs, hot-log trimming, page-copy catch-up).
+ * Formats, invariants (N1..) and failure behaviour are in
  * storage-node/README.md.
  *
  * Foreground (one loop turn, sn_node_run):
@@ -63,6 +64,10 @@
 #define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
 #define SN_MAX_HOT_RECORDS (1u << 20)      /* beyond: coalesce past the read point (logged) */
 #define SN_PENDING_MAX_BYTES (64u << 20)   /* stop reading writers beyond this, until a flush */
+#define SN_GOSSIP_INTERVAL_MS 200u         /* ask each peer for its SCL (N10) */
+#define SN_COPY_TIMEOUT_MS 5000u           /* a PAGECOPY unanswered this long: give up on that peer */
+#define SN_COPY_RETRY_MS 1000u             /* after a failed page copy, try again (maybe another peer) */
+#define SN_COPY_SCAN_PAGES 4096u           /* page-store slots read for one PAGES answer (bounded work) */
 
 /* The meta file format (DIR/meta), SN_MAX_TRUNC and struct sn_trunc are in
  * sn_files.c / sn_int.h (shared with redoubt-dump). */
@@ -107,6 +112,20 @@ struct sn_peer {
     int down_logged;
     uint64_t trimmed_for;   /* its last FETCH answer said it no longer holds this LSN (0: none) */
     uint64_t holds_from;    /* ... and the lowest LSN it offered instead */
+    /* What gossip last told about it (kept while it is unreachable: N10). */
+    int heard;              /* it answered a GOSSIP since this process started */
+    uint64_t scl, coalesced_lsn, trimmed_lsn, epoch, heard_ms;
+    int given_up;           /* this node trimmed past its SCL (over --hotlog-keep-mb); logged once */
+};
+
+/* Page-copy catch-up (N11): the requester's state. */
+struct sn_copy {
+    int active;
+    int peer;               /* index in peers: the one being copied from */
+    uint64_t req_id, sent_ms, started_ms, retry_ms;
+    uint32_t next_page;     /* the next PAGECOPY asks from here */
+    uint64_t base, cpl;     /* min coalesced_lsn over every answer of this copy, and its CPL */
+    uint64_t pages;         /* pages written so far */
 };
 
 /* One hot-log segment file (README "Files"); segs[nsegs-1] takes appends. */
@@ -125,6 +144,7 @@ struct sn_stats {
     uint64_t writes, stale_refused, records_received, duplicates, flushes;
     uint64_t fetches_served, truncated_refused;
     uint64_t segments_deleted, records_trimmed, fetch_trimmed_answers;
+    uint64_t gossip_answers, trim_gave_up, page_copies, pages_copied, pagecopy_served;
 };
 
 struct sn_node {
@@ -147,7 +167,11 @@ struct sn_node {
     struct sn_seg *segs;    /* live hot-log segments, ascending */
     size_t nsegs, segs_cap;
     uint64_t seg_limit;     /* start a new segment once the current one holds this many bytes */
-    int trim_enabled;       /* --hotlog-trim: delete segments below min(coalesced, read point) */
+    int trim_enabled;       /* not --no-hotlog-trim: delete segments below the trim point (N10) */
+    uint64_t keep_bytes;    /* --hotlog-keep-mb: beyond, trim past lagging peers */
+    uint64_t trim_point;    /* last computed: min(coalesced, min read point, every peer's SCL) */
+    uint64_t trim_local;    /* ... without the peers: min(coalesced, min read point) */
+    char trim_held_by[320]; /* what sets trim_point (INFO) */
     uint64_t hl_end;        /* virtual hot-log offset of the next appended record (SN_HL_VOFF) */
     uint64_t coalesced_cpl; /* newest CPL <= coalesced_lsn (persisted in meta) */
     uint64_t blocked_lsn;   /* every reachable peer trimmed scl + 1: gap fill cannot bring it (0: no) */
@@ -168,6 +192,8 @@ struct sn_node {
     uint64_t fetch_req_id, fetch_from, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
     int fetch_outstanding, fetch_more, coalesce_blocked;
     int hl_repair_pending;  /* the hot log lost records to corruption: count refetched ones */
+    uint64_t last_gossip_ms;
+    struct sn_copy copy;
     struct sn_stats stats;
 };
 
@@ -370,6 +396,7 @@ static int sn_node_trunc_refuses(const struct sn_node *s, uint64_t epoch, uint64
 
 static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe);
 static void sn_conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe);
+static void sn_copy_abort(struct sn_node *s, const char *why);
 
 static void sn_arm_recv(struct sn_node *s, struct sn_conn *c)
 {
@@ -405,6 +432,8 @@ static void sn_conn_free(struct sn_node *s, struct sn_conn *c)
         p->conn = NULL;
         p->next_attempt_ms = rd_now_ms() + 200;
         rd_info("link to peer %s closed", p->name);
+        if (s->copy.active && s->copy.peer == c->peer)
+            sn_copy_abort(s, "the link to the peer closed");
     }
     if (close(c->fd) < 0)
         rd_warn("close of connection %s failed: %s", c->addr, strerror(errno));
@@ -1012,23 +1041,96 @@ static void sn_coalesce(struct sn_node *s)
 }
 
 /*
- * Hot-log trimming: deletes whole segments, oldest first, while every record
- * ever appended to the oldest one is <= min(coalesced_lsn, min read point).
- * coalesced_lsn in memory is only ever set together with the page-store
- * fdatasync and the meta write that records it (sn_coalesce, synchronous,
+ * The trim point (N10): min(coalesced_lsn, min read point, the SCL of every
+ * peer as last learned by gossip). A peer never heard from since this process
+ * started counts as SCL 0: it holds back everything until it answers or the
+ * hot log outgrows --hotlog-keep-mb. Also records, for INFO, what holds it.
+ */
+static uint64_t sn_trim_point(struct sn_node *s)
+{
+    if (s->min_read_point == 0) {
+        s->trim_local = s->trim_point = 0;
+        snprintf(s->trim_held_by, sizeof(s->trim_held_by), "no_read_point");
+        return 0;
+    }
+    uint64_t t = s->st.coalesced_lsn;
+    const char *why = "coalesced_lsn";
+    if (s->min_read_point < t) {
+        t = s->min_read_point;
+        why = "min_read_point";
+    }
+    s->trim_local = t;
+    int held = -1;
+    for (size_t i = 0; i < s->npeers; i++) {
+        const struct sn_peer *p = &s->peers[i];
+        uint64_t ps = p->heard ? p->scl : 0;
+        if (ps < t) {
+            t = ps;
+            held = (int)i;
+        }
+    }
+    if (held >= 0)
+        snprintf(s->trim_held_by, sizeof(s->trim_held_by), "peer %s (%s)", s->peers[held].name,
+                 s->peers[held].heard ? "its scl" : "never heard from");
+    else
+        snprintf(s->trim_held_by, sizeof(s->trim_held_by), "%s", why);
+    s->trim_point = t;
+    return t;
+}
+
+/* Deleting records up to upto leaves behind every peer whose SCL is below
+ * it: say so once per peer (INFO peers_given_up, trim_gave_up). */
+static void sn_give_up_peers(struct sn_node *s, uint64_t seg_no, uint64_t upto, uint64_t now)
+{
+    for (size_t i = 0; i < s->npeers; i++) {
+        struct sn_peer *p = &s->peers[i];
+        uint64_t ps = p->heard ? p->scl : 0;
+        if (ps >= upto || p->given_up)
+            continue;
+        p->given_up = 1;
+        s->stats.trim_gave_up++;
+        char seen[96];
+        if (p->heard)
+            snprintf(seen, sizeof(seen), "has scl %llu (last heard %llu ms ago)", (unsigned long long)p->scl,
+                     (unsigned long long)(now - p->heard_ms));
+        else
+            snprintf(seen, sizeof(seen), "was never heard from");
+        rd_warn("hot log: %llu bytes held, more than --hotlog-keep-mb allows (%llu MiB): deleting segment %llu "
+                "(lsns up to %llu) although peer %s %s; giving up on it: it will catch up by copying pages "
+                "from a peer",
+                (unsigned long long)sn_hl_bytes(s), (unsigned long long)(s->keep_bytes >> 20),
+                (unsigned long long)seg_no, (unsigned long long)upto, p->name, seen);
+    }
+}
+
+/*
+ * Hot-log trimming (N10): deletes whole segments, oldest first, while every
+ * record ever appended to the oldest one is <= the trim point. coalesced_lsn
+ * in memory is only ever set together with the page-store fdatasync and the
+ * meta write that records it (sn_coalesce and sn_copy_finish, synchronous,
  * rd_panic on failure), so those pages are durable and meta says so before a
  * record leaves the log. The segment taking appends is never deleted. Without
- * a read point (none received since the start) nothing is trimmed.
+ * a read point (none received since the start) nothing is trimmed. A peer's
+ * SCL holds trimming back only while the live segments hold at most
+ * keep_bytes; beyond, segments below min(coalesced, read point) go anyway
+ * (oldest first, until the log is back under keep_bytes) and the peers left
+ * behind are logged.
  */
 static void sn_hl_trim(struct sn_node *s)
 {
+    uint64_t point = sn_trim_point(s);
     if (!s->trim_enabled || s->min_read_point == 0)
         return;
-    uint64_t upto = RD_MIN(s->st.coalesced_lsn, s->min_read_point);
-    while (s->nsegs > 1 && s->segs[0].max_lsn <= upto) {
+    uint64_t now = rd_now_ms();
+    while (s->nsegs > 1 && s->segs[0].max_lsn <= s->trim_local) {
         struct sn_seg *g = &s->segs[0];
         if (s->flight_active && SN_HL_VSEG(s->flight_off) == g->no)
             break; /* records in flight are above scl, so not expected; wait anyway */
+        if (g->max_lsn > point) { /* a peer still needs some of it */
+            if (sn_hl_bytes(s) <= s->keep_bytes)
+                break;
+            sn_give_up_peers(s, g->no, g->max_lsn, now);
+        }
         size_t n = sn_store_trim(&s->st, SN_HL_VOFF(s->segs[1].no, 0), RD_MAX(g->max_lsn, s->st.trimmed_lsn));
         /* CPL records may leave with it: max_cpl must not fall below the coalesced one (truncation). */
         s->st.trimmed_cpl = RD_MAX(s->st.trimmed_cpl, s->coalesced_cpl);
@@ -1042,9 +1144,10 @@ static void sn_hl_trim(struct sn_node *s)
         if (fsync(s->meta_dir_fd) < 0)
             rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
         rd_info("hot log: deleted segment %s (%llu bytes, %zu records, all <= lsn %llu; coalesced %llu, "
-                "min read point %llu)",
+                "min read point %llu, trim point %llu held by %s)",
                 path, (unsigned long long)g->size, n, (unsigned long long)g->max_lsn,
-                (unsigned long long)s->st.coalesced_lsn, (unsigned long long)s->min_read_point);
+                (unsigned long long)s->st.coalesced_lsn, (unsigned long long)s->min_read_point,
+                (unsigned long long)point, s->trim_held_by);
         s->stats.segments_deleted++;
         s->stats.records_trimmed += n;
         memmove(s->segs, s->segs + 1, (s->nsegs - 1) * sizeof(*s->segs));
@@ -1291,6 +1394,268 @@ static void sn_on_log(struct sn_node *s, struct sn_conn *c, const struct frame_h
     sn_check_blocked(s);
 }
 
+/* ------------------------------------------------------------ gossip (N10) */
+
+static void sn_gossip_fill(const struct sn_node *s, struct sn_gossip *g, uint32_t kind)
+{
+    *g = (struct sn_gossip){.node_id = s->cfg.node_id, .kind = kind, .scl = s->st.scl,
+                            .coalesced_lsn = s->st.coalesced_lsn, .trimmed_lsn = s->st.trimmed_lsn};
+}
+
+/* Every SN_GOSSIP_INTERVAL_MS, asks each connected peer for its SCL over
+ * this node's own link to it (so the answer names the peer). */
+static void sn_gossip_send(struct sn_node *s, uint64_t now)
+{
+    if (now - s->last_gossip_ms < SN_GOSSIP_INTERVAL_MS)
+        return;
+    s->last_gossip_ms = now;
+    struct sn_gossip g;
+    sn_gossip_fill(s, &g, SN_GOSSIP_ASK);
+    for (size_t i = 0; i < s->npeers; i++) {
+        struct sn_peer *p = &s->peers[i];
+        if (p->state != SN_PEER_UP || p->conn == NULL || p->conn->closing)
+            continue;
+        if (sn_send_gossip(&p->conn->out, s->epoch, &g) < 0)
+            rd_panic("out of memory for a GOSSIP");
+    }
+}
+
+/*
+ * GOSSIP. An ask, from any connection, is answered with this node's state;
+ * like FETCH it is a read and is answered whatever the asker's epoch. An
+ * answer on this node's link to a peer records that peer's SCL (the frame
+ * epoch is the peer's). A peer's SCL from any epoch is a safe floor: the trim
+ * point is also <= coalesced_lsn, which never passes a VDL, and truncation
+ * never goes below the coalesced point (sn_on_truncate refuses it), so
+ * records a newer epoch discards are never what holds trimming back. No
+ * epoch is adopted from a peer (only writers move epochs, N4).
+ */
+static void sn_on_gossip(struct sn_node *s, struct sn_conn *c, const struct frame_hdr *fh, const uint8_t *p,
+                         size_t n)
+{
+    struct sn_gossip g;
+    if (sn_parse_gossip(p, n, &g) < 0) {
+        rd_warn("GOSSIP from %s is malformed; closing", c->addr);
+        sn_reply_error(s, c, SN_ERR_PROTO, "GOSSIP payload is malformed");
+        c->close_after_send = 1;
+        return;
+    }
+    if (g.kind == SN_GOSSIP_ASK) {
+        struct sn_gossip a;
+        sn_gossip_fill(s, &a, SN_GOSSIP_ANSWER);
+        if (sn_send_gossip(&c->out, s->epoch, &a) < 0)
+            rd_panic("out of memory for a GOSSIP answer");
+        return;
+    }
+    if (c->peer < 0)
+        return; /* an answer we did not ask for */
+    struct sn_peer *pe = &s->peers[c->peer];
+    if (!pe->heard)
+        rd_info("gossip: peer %s is node %u with scl %llu, coalesced %llu, trimmed %llu (epoch %llu)", pe->name,
+                g.node_id, (unsigned long long)g.scl, (unsigned long long)g.coalesced_lsn,
+                (unsigned long long)g.trimmed_lsn, (unsigned long long)fh->epoch);
+    pe->heard = 1;
+    pe->scl = g.scl;
+    pe->coalesced_lsn = g.coalesced_lsn;
+    pe->trimmed_lsn = g.trimmed_lsn;
+    pe->epoch = fh->epoch;
+    pe->heard_ms = rd_now_ms();
+    s->stats.gossip_answers++;
+    if (pe->given_up && g.scl >= s->st.trimmed_lsn) {
+        pe->given_up = 0;
+        rd_info("gossip: peer %s is past this node's trimmed point again (scl %llu >= %llu): trimming waits for "
+                "it again",
+                pe->name, (unsigned long long)g.scl, (unsigned long long)s->st.trimmed_lsn);
+    }
+}
+
+/* ------------------------------------------------------------ page copy (N11) */
+
+/* PAGECOPY: the written pages of the page store from from_page_id on, as
+ * of coalesced_lsn (coalescing runs whole within a loop turn, so between
+ * turns the page store is exactly that, bar pages a crash left newer, which
+ * the requester handles like its own). Each is verified (N7) before it goes;
+ * a page that fails and cannot be repaired answers SN_ERR_CORRUPT. Bounded:
+ * SN_PAGES_MAX pages and SN_COPY_SCAN_PAGES slots read per answer. */
+static void sn_on_pagecopy(struct sn_node *s, struct sn_conn *c, const uint8_t *p, size_t n)
+{
+    struct sn_pagecopy pc;
+    if (sn_parse_pagecopy(p, n, &pc) < 0) {
+        sn_reply_error(s, c, SN_ERR_PROTO, "PAGECOPY payload is malformed");
+        c->close_after_send = 1;
+        return;
+    }
+    s->stats.pagecopy_served++;
+    struct stat sb;
+    if (fstat(s->pages_fd, &sb) < 0)
+        rd_panic("could not stat the page store in \"%s\": %s", s->dir, strerror(errno));
+    uint64_t end = RD_MIN((uint64_t)sb.st_size / ENGINE_PAGE_SIZE, (uint64_t)SN_MAX_PAGE_ID + 1);
+    uint8_t *entries = malloc((size_t)SN_PAGES_MAX * SN_PAGES_ENTRY_SIZE);
+    uint8_t *page = malloc(ENGINE_PAGE_SIZE);
+    if (entries == NULL || page == NULL)
+        rd_panic("out of memory for a PAGES answer");
+    uint32_t np = 0, scanned = 0;
+    uint64_t id = pc.from_page_id;
+    static const uint8_t zero[ENGINE_PAGE_SIZE];
+    for (; id < end && np < pc.max_pages && scanned < SN_COPY_SCAN_PAGES; id++, scanned++) {
+        ssize_t got = pread(s->pages_fd, page, ENGINE_PAGE_SIZE, (off_t)(id * ENGINE_PAGE_SIZE));
+        if (got < 0)
+            rd_panic("could not read page %llu from the page store in \"%s\": %s", (unsigned long long)id, s->dir,
+                     strerror(errno));
+        if (got < (ssize_t)ENGINE_PAGE_SIZE || memcmp(page, zero, ENGINE_PAGE_SIZE) == 0)
+            continue; /* never written */
+        if (engine_page_verify(page) != 0 && sn_page_load(s, (uint32_t)id, page) < 0) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "page %llu is corrupt on this node", (unsigned long long)id);
+            sn_reply_error(s, c, SN_ERR_CORRUPT, msg);
+            free(entries);
+            free(page);
+            return;
+        }
+        sn_pages_put(entries, np++, (uint32_t)id, page);
+    }
+    struct sn_pages a = {.req_id = pc.req_id, .coalesced_lsn = s->st.coalesced_lsn,
+                         .coalesced_cpl = RD_MIN(s->coalesced_cpl, s->st.coalesced_lsn),
+                         .next_page_id = id < end ? (uint32_t)id : SN_PAGES_DONE, .npages = np, .entries = entries};
+    if (sn_send_pages(&c->out, s->epoch, &a) < 0)
+        rd_panic("out of memory for a PAGES answer");
+    free(entries);
+    free(page);
+}
+
+static void sn_copy_ask(struct sn_node *s)
+{
+    struct sn_peer *p = &s->peers[s->copy.peer];
+    rd_assert(s->copy.active && p->conn != NULL);
+    struct sn_pagecopy pc = {.req_id = ++s->copy.req_id, .from_page_id = s->copy.next_page,
+                             .max_pages = SN_PAGES_MAX};
+    if (sn_send_pagecopy(&p->conn->out, s->epoch, &pc) < 0)
+        rd_panic("out of memory for a PAGECOPY");
+    s->copy.sent_ms = rd_now_ms();
+}
+
+static void sn_copy_abort(struct sn_node *s, const char *why)
+{
+    if (!s->copy.active)
+        return;
+    rd_warn("page copy from peer %s stopped after %llu pages: %s; retrying in %u ms",
+            s->peers[s->copy.peer].name, (unsigned long long)s->copy.pages, why, SN_COPY_RETRY_MS);
+    s->copy.active = 0;
+    s->copy.retry_ms = rd_now_ms() + SN_COPY_RETRY_MS;
+}
+
+/* A blocked node (every reachable peer trimmed scl + 1) copies the page
+ * store of one of them. Pages already copied by an earlier attempt stay:
+ * each is a correct image (README N11), only the base is recomputed. */
+static void sn_copy_start(struct sn_node *s, uint64_t now)
+{
+    if (s->copy.active || s->blocked_lsn == 0 || s->blocked_lsn != s->st.scl + 1 || now < s->copy.retry_ms)
+        return;
+    for (size_t k = 0; k < s->npeers; k++) {
+        struct sn_peer *p = &s->peers[(s->peer_rr + k) % s->npeers];
+        if (p->state != SN_PEER_UP || p->conn == NULL || p->conn->closing || p->trimmed_for != s->blocked_lsn)
+            continue;
+        s->copy = (struct sn_copy){.active = 1, .peer = p->idx, .req_id = s->copy.req_id, .started_ms = now,
+                                   .base = UINT64_MAX};
+        rd_info("page copy: catching up from peer %s, which holds lsns from %llu only (this node needs %llu): "
+                "copying its page store",
+                p->name, (unsigned long long)p->holds_from, (unsigned long long)s->blocked_lsn);
+        sn_copy_ask(s);
+        return;
+    }
+}
+
+/* The last PAGES came: the page store now holds every record <= base. Order:
+ * pages fdatasynced, then the store rebased and meta written with
+ * coalesced_lsn = base (N10's rule: pages durable before meta says so). */
+static void sn_copy_finish(struct sn_node *s)
+{
+    struct sn_peer *p = &s->peers[s->copy.peer];
+    if (s->copy.base == UINT64_MAX || s->copy.base <= s->st.coalesced_lsn) {
+        char why[128];
+        snprintf(why, sizeof(why), "its page store (coalesced %llu) is not ahead of this node's (%llu)",
+                 (unsigned long long)(s->copy.base == UINT64_MAX ? 0 : s->copy.base),
+                 (unsigned long long)s->st.coalesced_lsn);
+        sn_copy_abort(s, why);
+        return;
+    }
+    if (fdatasync(s->pages_fd) < 0)
+        rd_panic("could not fdatasync the page store in \"%s\": %s", s->dir, strerror(errno));
+    uint64_t old_scl = s->st.scl;
+    size_t dropped = sn_store_rebase(&s->st, s->copy.base, s->copy.cpl);
+    s->coalesced_cpl = RD_MAX(s->coalesced_cpl, s->copy.cpl);
+    sn_meta_persist(s);
+    s->coalesce_blocked = 0;
+    sn_store_advance(&s->st);
+    s->stats.page_copies++;
+    s->stats.pages_copied += s->copy.pages;
+    rd_info("page copy from peer %s done in %llu ms: %llu pages, the page store now holds every lsn <= %llu "
+            "(%zu records below it dropped here); scl %llu -> %llu, gap fill continues from %llu",
+            p->name, (unsigned long long)(rd_now_ms() - s->copy.started_ms), (unsigned long long)s->copy.pages,
+            (unsigned long long)s->copy.base, dropped, (unsigned long long)old_scl,
+            (unsigned long long)s->st.scl, (unsigned long long)(s->st.scl + 1));
+    s->copy.active = 0;
+    s->blocked_lsn = 0;
+    s->fetch_more = 1;
+    for (size_t i = 0; i < s->npeers; i++)
+        s->peers[i].trimmed_for = 0;
+}
+
+static void sn_on_pages(struct sn_node *s, struct sn_conn *c, const uint8_t *p, size_t n)
+{
+    struct sn_pages m;
+    if (sn_parse_pages(p, n, &m) < 0) {
+        rd_warn("PAGES from %s is malformed; closing", c->addr);
+        if (s->copy.active && s->copy.peer == c->peer)
+            sn_copy_abort(s, "a malformed PAGES answer");
+        sn_conn_close(s, c);
+        return;
+    }
+    if (!s->copy.active || c->peer != s->copy.peer || m.req_id != s->copy.req_id)
+        return; /* an answer we gave up on */
+    if (m.next_page_id <= s->copy.next_page && m.next_page_id != SN_PAGES_DONE) {
+        sn_copy_abort(s, "the peer's answer does not move forward");
+        return;
+    }
+    for (uint32_t i = 0; i < m.npages; i++) {
+        uint32_t id = sn_pages_id(&m, i);
+        const uint8_t *img = sn_pages_image(&m, i);
+        if (id > SN_MAX_PAGE_ID || id < s->copy.next_page || engine_page_verify(img) != 0) {
+            s->stats.corrupt_detected++;
+            char why[96];
+            snprintf(why, sizeof(why), "page %u failed its checks (id out of range or bad checksum)", id);
+            sn_copy_abort(s, why); /* N7: never stored */
+            return;
+        }
+    }
+    for (uint32_t i = 0; i < m.npages; i++) {
+        uint32_t id = sn_pages_id(&m, i);
+        ssize_t w = pwrite(s->pages_fd, sn_pages_image(&m, i), ENGINE_PAGE_SIZE, (off_t)id * ENGINE_PAGE_SIZE);
+        if (w != (ssize_t)ENGINE_PAGE_SIZE)
+            rd_panic("could not write page %u to the page store in \"%s\": %s", id, s->dir,
+                     w < 0 ? strerror(errno) : "short write");
+    }
+    s->copy.pages += m.npages;
+    if (m.coalesced_lsn < s->copy.base) {
+        s->copy.base = m.coalesced_lsn;
+        s->copy.cpl = m.coalesced_cpl;
+    }
+    if (m.next_page_id == SN_PAGES_DONE) {
+        sn_copy_finish(s);
+        return;
+    }
+    s->copy.next_page = m.next_page_id;
+    sn_copy_ask(s);
+}
+
+/* Background: start a copy when blocked; give up on a silent peer. */
+static void sn_copy_tick(struct sn_node *s, uint64_t now)
+{
+    if (s->copy.active && now - s->copy.sent_ms >= SN_COPY_TIMEOUT_MS)
+        sn_copy_abort(s, "no answer");
+    sn_copy_start(s, now);
+}
+
 /* ------------------------------------------------------------ frames */
 
 static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
@@ -1332,13 +1697,16 @@ static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
         case SN_MSG_EPOCH: sn_on_epoch(s, c, p, n); break;
         case SN_MSG_TRUNCATE: sn_on_truncate(s, c, &h, p, n); break;
         case SN_MSG_READPOINT: sn_on_readpoint(s, c, &h, p, n); break;
+        case SN_MSG_GOSSIP: sn_on_gossip(s, c, &h, p, n); break;
+        case SN_MSG_PAGECOPY: sn_on_pagecopy(s, c, p, n); break;
+        case SN_MSG_PAGES: sn_on_pages(s, c, p, n); break;
         case SN_MSG_ERROR: {
             uint32_t code = 0;
             char text[SN_ERROR_MAX_TEXT + 1];
             if (sn_parse_error(p, n, &code, text, sizeof(text)) == 0)
                 rd_warn("%s reported error %u: %s", c->addr, code, text);
-            if (c->peer >= 0 && code == SN_ERR_STALE_EPOCH)
-                break;
+            if (s->copy.active && c->peer >= 0 && c->peer == s->copy.peer)
+                sn_copy_abort(s, "the peer answered with an error");
             break;
         }
         default:
@@ -1357,9 +1725,12 @@ static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
 
 static void sn_info(struct sn_node *s, struct rd_buf *b)
 {
-    size_t up = 0;
-    for (size_t i = 0; i < s->npeers; i++)
+    size_t up = 0, given_up = 0;
+    for (size_t i = 0; i < s->npeers; i++) {
         up += s->peers[i].state == SN_PEER_UP;
+        given_up += s->peers[i].given_up != 0;
+    }
+    sn_trim_point(s);
     rd_buf_appendf(b,
                    "# Storage\r\nrole:storage\r\nnode_id:%u\r\nepoch:%llu\r\nscl:%llu\r\ndurable_lsn:%llu\r\n"
                    "max_cpl:%llu\r\nhot_log_bytes:%llu\r\ncoalesced_lsn:%llu\r\nmin_read_point:%llu\r\n"
@@ -1383,6 +1754,27 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
                    (unsigned long long)(s->nsegs ? s->segs[0].no : 0), (unsigned long long)s->st.trimmed_lsn,
                    (unsigned long long)s->stats.segments_deleted, (unsigned long long)s->stats.records_trimmed,
                    (unsigned long long)s->stats.fetch_trimmed_answers, (unsigned long long)s->blocked_lsn);
+    rd_buf_appendf(b,
+                   "hotlog_trim:%s\r\nhotlog_keep_bytes:%llu\r\nhotlog_trim_point:%llu\r\n"
+                   "hotlog_trim_local_point:%llu\r\nhotlog_trim_held_by:%s\r\npeers_given_up:%zu\r\n"
+                   "trim_gave_up:%llu\r\ngossip_answers:%llu\r\npage_copy_active:%d\r\npage_copies:%llu\r\n"
+                   "pages_copied:%llu\r\npagecopy_served:%llu\r\n",
+                   s->trim_enabled ? "on" : "off", (unsigned long long)s->keep_bytes,
+                   (unsigned long long)s->trim_point, (unsigned long long)s->trim_local, s->trim_held_by, given_up,
+                   (unsigned long long)s->stats.trim_gave_up, (unsigned long long)s->stats.gossip_answers,
+                   s->copy.active, (unsigned long long)s->stats.page_copies,
+                   (unsigned long long)(s->stats.pages_copied + (s->copy.active ? s->copy.pages : 0)),
+                   (unsigned long long)s->stats.pagecopy_served);
+    uint64_t now = rd_now_ms();
+    for (size_t i = 0; i < s->npeers; i++) {
+        const struct sn_peer *p = &s->peers[i];
+        rd_buf_appendf(b, "peer%zu:addr=%s,state=%s,heard=%d,scl=%llu,coalesced=%llu,trimmed=%llu,epoch=%llu,"
+                          "heard_ms_ago=%lld,given_up=%d\r\n",
+                       i, p->name, p->state == SN_PEER_UP ? "up" : "down", p->heard, (unsigned long long)p->scl,
+                       (unsigned long long)p->coalesced_lsn, (unsigned long long)p->trimmed_lsn,
+                       (unsigned long long)p->epoch, p->heard ? (long long)(now - p->heard_ms) : -1LL,
+                       p->given_up);
+    }
 }
 
 /* Parses one RESP command (multibulk or inline) into at most 4 short args.
@@ -1846,6 +2238,17 @@ static int sn_open_storage(struct sn_node *s)
     if ((rc = sn_open_hotlog(s)) < 0)
         return rc;
     sn_store_advance(&s->st);
+    if (s->st.scl < s->st.coalesced_lsn && !s->hl_repair_pending) {
+        /* A page copy (N11) put lsns up to coalesced_lsn in the page store that
+         * the hot log never held: the SCL starts there (meta says the page
+         * store holds every record <= it). After hot-log corruption the lost
+         * records are refetched instead, as before. */
+        rd_info("hot log holds lsns up to %llu only; the page store holds every lsn <= %llu (a page copy): the "
+                "scl starts there",
+                (unsigned long long)s->st.scl, (unsigned long long)s->st.coalesced_lsn);
+        sn_store_trimmed_floor(&s->st, s->st.coalesced_lsn, s->coalesced_cpl);
+        sn_store_advance(&s->st);
+    }
     char path[4200];
     sn_path(s, "pages", path, sizeof(path));
     s->pages_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -1929,7 +2332,8 @@ int sn_node_run(const struct sn_config *cfg)
     snprintf(s->dir, sizeof(s->dir), "%s", cfg->dir);
     s->listen_fd = s->pages_fd = s->meta_dir_fd = -1;
     s->seg_limit = cfg->hotlog_segment_bytes ? cfg->hotlog_segment_bytes : (64ull << 20);
-    s->trim_enabled = cfg->hotlog_trim;
+    s->trim_enabled = !cfg->no_hotlog_trim;
+    s->keep_bytes = cfg->hotlog_keep_bytes;
     s->accept_io.on_cqe = sn_on_accept;
     s->timer_io.on_cqe = sn_on_timer;
     s->write_io.on_cqe = sn_on_write_done;
@@ -1977,7 +2381,9 @@ int sn_node_run(const struct sn_config *cfg)
         if (now - last_bg_ms >= SN_TIMER_US / 1000) {
             last_bg_ms = now;
             sn_peers_connect(s, now);
+            sn_gossip_send(s, now);
             sn_gap_fill(s, now);
+            sn_copy_tick(s, now);
             if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS) {
                 s->last_coalesce_ms = now;
                 sn_coalesce(s);

@@ -25,8 +25,12 @@
 #define SN_READPOINT_SIZE 8u
 #define SN_ERROR_FIXED_SIZE 8u
 #define SN_LOG_FIXED_SIZE 8u
+#define SN_GOSSIP_SIZE 32u
+#define SN_PAGECOPY_SIZE 16u
 
 _Static_assert(SN_PAGE_FIXED_SIZE + ENGINE_PAGE_SIZE <= FRAME_MAX_PAYLOAD, "a page fits a frame");
+_Static_assert(SN_PAGES_ENTRY_SIZE == 8u + ENGINE_PAGE_SIZE, "a PAGES entry holds one page");
+_Static_assert(SN_PAGES_FIXED_SIZE + SN_PAGES_MAX * SN_PAGES_ENTRY_SIZE <= FRAME_MAX_PAYLOAD, "PAGES fits a frame");
 _Static_assert(SN_ERROR_FIXED_SIZE + SN_ERROR_MAX_TEXT <= 4096u, "error text is short");
 
 int sn_send_ack(struct rd_buf *out, uint64_t epoch, const struct sn_ack *m)
@@ -246,6 +250,117 @@ int sn_parse_log(const uint8_t *p, size_t n, uint64_t *req_id, const uint8_t **b
     return 0;
 }
 
+int sn_send_gossip(struct rd_buf *out, uint64_t epoch, const struct sn_gossip *m)
+{
+    rd_assert(m->kind <= SN_GOSSIP_ANSWER);
+    uint8_t p[SN_GOSSIP_SIZE];
+    rd_put_u32le(p, m->node_id);
+    rd_put_u32le(p + 4, m->kind);
+    rd_put_u64le(p + 8, m->scl);
+    rd_put_u64le(p + 16, m->coalesced_lsn);
+    rd_put_u64le(p + 24, m->trimmed_lsn);
+    return frame_append(out, SN_MSG_GOSSIP, epoch, p, sizeof(p), 0);
+}
+
+int sn_parse_gossip(const uint8_t *p, size_t n, struct sn_gossip *m)
+{
+    if (n != SN_GOSSIP_SIZE || rd_get_u32le(p + 4) > SN_GOSSIP_ANSWER)
+        return RD_ECORRUPT;
+    m->node_id = rd_get_u32le(p);
+    m->kind = rd_get_u32le(p + 4);
+    m->scl = rd_get_u64le(p + 8);
+    m->coalesced_lsn = rd_get_u64le(p + 16);
+    m->trimmed_lsn = rd_get_u64le(p + 24);
+    return 0;
+}
+
+int sn_send_pagecopy(struct rd_buf *out, uint64_t epoch, const struct sn_pagecopy *m)
+{
+    rd_assert(m->max_pages >= 1 && m->max_pages <= SN_PAGES_MAX);
+    uint8_t p[SN_PAGECOPY_SIZE];
+    rd_put_u64le(p, m->req_id);
+    rd_put_u32le(p + 8, m->from_page_id);
+    rd_put_u32le(p + 12, m->max_pages);
+    return frame_append(out, SN_MSG_PAGECOPY, epoch, p, sizeof(p), 0);
+}
+
+int sn_parse_pagecopy(const uint8_t *p, size_t n, struct sn_pagecopy *m)
+{
+    if (n != SN_PAGECOPY_SIZE)
+        return RD_ECORRUPT;
+    m->req_id = rd_get_u64le(p);
+    m->from_page_id = rd_get_u32le(p + 8);
+    m->max_pages = rd_get_u32le(p + 12);
+    if (m->max_pages == 0 || m->max_pages > SN_PAGES_MAX)
+        return RD_ECORRUPT;
+    return 0;
+}
+
+void sn_pages_put(uint8_t *entries, uint32_t i, uint32_t page_id, const uint8_t *page)
+{
+    rd_assert(i < SN_PAGES_MAX && page != NULL);
+    uint8_t *e = entries + (size_t)i * SN_PAGES_ENTRY_SIZE;
+    rd_put_u32le(e, page_id);
+    rd_put_u32le(e + 4, 0);
+    memcpy(e + 8, page, ENGINE_PAGE_SIZE);
+}
+
+uint32_t sn_pages_id(const struct sn_pages *m, uint32_t i)
+{
+    rd_assert(i < m->npages);
+    return rd_get_u32le(m->entries + (size_t)i * SN_PAGES_ENTRY_SIZE);
+}
+
+const uint8_t *sn_pages_image(const struct sn_pages *m, uint32_t i)
+{
+    rd_assert(i < m->npages);
+    return m->entries + (size_t)i * SN_PAGES_ENTRY_SIZE + 8;
+}
+
+int sn_send_pages(struct rd_buf *out, uint64_t epoch, const struct sn_pages *m)
+{
+    rd_assert(m->npages <= SN_PAGES_MAX && (m->entries != NULL || m->npages == 0));
+    size_t len = SN_PAGES_FIXED_SIZE + (size_t)m->npages * SN_PAGES_ENTRY_SIZE;
+    uint8_t *p = malloc(len);
+    if (p == NULL)
+        return -ENOMEM;
+    rd_put_u64le(p, m->req_id);
+    rd_put_u64le(p + 8, m->coalesced_lsn);
+    rd_put_u64le(p + 16, m->coalesced_cpl);
+    rd_put_u32le(p + 24, m->next_page_id);
+    rd_put_u32le(p + 28, m->npages);
+    if (m->npages)
+        memcpy(p + SN_PAGES_FIXED_SIZE, m->entries, len - SN_PAGES_FIXED_SIZE);
+    int rc = frame_append(out, SN_MSG_PAGES, epoch, p, len, 1);
+    free(p);
+    return rc;
+}
+
+/* Exact length, npages <= SN_PAGES_MAX, cpl <= coalesced, reserved words
+ * zero, page ids strictly ascending and below next_page_id. The page images
+ * themselves are checked by the receiver (engine_page_verify). */
+int sn_parse_pages(const uint8_t *p, size_t n, struct sn_pages *m)
+{
+    if (n < SN_PAGES_FIXED_SIZE)
+        return RD_ECORRUPT;
+    m->req_id = rd_get_u64le(p);
+    m->coalesced_lsn = rd_get_u64le(p + 8);
+    m->coalesced_cpl = rd_get_u64le(p + 16);
+    m->next_page_id = rd_get_u32le(p + 24);
+    m->npages = rd_get_u32le(p + 28);
+    m->entries = p + SN_PAGES_FIXED_SIZE;
+    if (m->npages > SN_PAGES_MAX || n != SN_PAGES_FIXED_SIZE + (size_t)m->npages * SN_PAGES_ENTRY_SIZE ||
+        m->coalesced_cpl > m->coalesced_lsn)
+        return RD_ECORRUPT;
+    for (uint32_t i = 0; i < m->npages; i++) {
+        const uint8_t *e = m->entries + (size_t)i * SN_PAGES_ENTRY_SIZE;
+        uint32_t id = rd_get_u32le(e);
+        if (rd_get_u32le(e + 4) != 0 || id >= m->next_page_id || (i > 0 && id <= sn_pages_id(m, i - 1)))
+            return RD_ECORRUPT;
+    }
+    return 0;
+}
+
 const char *sn_msg_name(uint8_t type)
 {
     switch (type) {
@@ -260,6 +375,9 @@ const char *sn_msg_name(uint8_t type)
     case SN_MSG_TRUNCATE: return "TRUNCATE";
     case SN_MSG_READPOINT: return "READPOINT";
     case SN_MSG_ERROR: return "ERROR";
+    case SN_MSG_GOSSIP: return "GOSSIP";
+    case SN_MSG_PAGECOPY: return "PAGECOPY";
+    case SN_MSG_PAGES: return "PAGES";
     default: return "UNKNOWN";
     }
 }

@@ -34,6 +34,19 @@
  *                    writer and readers): page history below may be GC'd. 8 bytes.
  *  SN_MSG_ERROR      node -> anyone: u32 code (SN_ERR_*), u32 0, text. Then the
  *                    node keeps the connection (stale epoch) or closes (protocol error).
+ *  SN_MSG_GOSSIP     node -> peer and back: u32 node_id, u32 kind (0 ask: answer with
+ *                    yours; 1 answer), u64 scl, u64 coalesced_lsn, u64 trimmed_lsn
+ *                    (LSNs <= it may be gone from the sender's hot log). 32 bytes.
+ *                    A node asks each peer over its own link; the answer tells it
+ *                    the peer's SCL, which holds back its hot-log trimming.
+ *  SN_MSG_PAGECOPY   lagging node -> peer: u64 req_id, u32 from_page_id, u32
+ *                    max_pages (1..SN_PAGES_MAX). 16 bytes. Answered with PAGES.
+ *  SN_MSG_PAGES      peer -> requester: u64 req_id, u64 coalesced_lsn, u64
+ *                    coalesced_cpl (<= coalesced_lsn), u32 next_page_id (where to
+ *                    continue; SN_PAGES_DONE: nothing is left), u32 npages
+ *                    (<= SN_PAGES_MAX), then npages entries {u32 page_id, u32 0,
+ *                    8192-byte sealed page-store image}, page ids ascending and
+ *                    below next_page_id. 32 + npages * 8200 bytes.
  */
 #ifndef RD_SN_PROTO_H
 #define RD_SN_PROTO_H
@@ -55,6 +68,9 @@ enum sn_msg_type {
     SN_MSG_TRUNCATE = 40,
     SN_MSG_READPOINT = 41,
     SN_MSG_ERROR = 42,
+    SN_MSG_GOSSIP = 43,
+    SN_MSG_PAGECOPY = 44,
+    SN_MSG_PAGES = 45,
 };
 
 enum sn_err {
@@ -72,6 +88,21 @@ struct sn_page { uint64_t req_id; uint32_t status; uint64_t page_lsn; const uint
 struct sn_fetch { uint64_t req_id, from_lsn, to_lsn; uint32_t max_bytes; };
 struct sn_state { uint64_t epoch, scl, max_cpl, max_lsn, truncated_above; };
 struct sn_truncate { uint64_t epoch, keep_upto_lsn; };
+enum sn_gossip_kind { SN_GOSSIP_ASK = 0, SN_GOSSIP_ANSWER = 1 };
+struct sn_gossip { uint32_t node_id, kind; uint64_t scl, coalesced_lsn, trimmed_lsn; };
+struct sn_pagecopy { uint64_t req_id; uint32_t from_page_id, max_pages; };
+#define SN_PAGES_MAX 64u                 /* pages in one PAGES answer */
+#define SN_PAGES_DONE 0xffffffffu        /* next_page_id: the page store has nothing further */
+#define SN_PAGES_FIXED_SIZE 32u
+#define SN_PAGES_ENTRY_SIZE (8u + 8192u) /* u32 page_id, u32 0, the page */
+/* entries: npages * SN_PAGES_ENTRY_SIZE bytes in wire layout (sn_pages_put
+ * writes one); a parsed message points into the frame payload (valid as
+ * long as it is). */
+struct sn_pages {
+    uint64_t req_id, coalesced_lsn, coalesced_cpl;
+    uint32_t next_page_id, npages;
+    const uint8_t *entries;
+};
 
 /* Encoders append a whole frame (frame_append) with the given epoch. */
 int sn_send_ack(struct rd_buf *out, uint64_t epoch, const struct sn_ack *m);
@@ -85,6 +116,14 @@ int sn_send_readpoint(struct rd_buf *out, uint64_t epoch, uint64_t min_read_lsn)
 int sn_send_error(struct rd_buf *out, uint64_t epoch, uint32_t code, const char *text);
 /* SN_MSG_LOG: u64 req_id + batch payload. */
 int sn_send_log(struct rd_buf *out, uint64_t epoch, uint64_t req_id, const uint8_t *batch, size_t batch_len);
+int sn_send_gossip(struct rd_buf *out, uint64_t epoch, const struct sn_gossip *m);
+int sn_send_pagecopy(struct rd_buf *out, uint64_t epoch, const struct sn_pagecopy *m);
+int sn_send_pages(struct rd_buf *out, uint64_t epoch, const struct sn_pages *m);
+/* Writes entry i of a PAGES entries buffer: page_id and its 8192-byte image. */
+void sn_pages_put(uint8_t *entries, uint32_t i, uint32_t page_id, const uint8_t *page);
+/* Entry i of a parsed PAGES message (i < npages): its page id and image. */
+uint32_t sn_pages_id(const struct sn_pages *m, uint32_t i);
+const uint8_t *sn_pages_image(const struct sn_pages *m, uint32_t i);
 
 int sn_parse_ack(const uint8_t *p, size_t n, struct sn_ack *m);
 int sn_parse_getpage(const uint8_t *p, size_t n, struct sn_getpage *m);
@@ -96,6 +135,9 @@ int sn_parse_truncate(const uint8_t *p, size_t n, struct sn_truncate *m);
 int sn_parse_readpoint(const uint8_t *p, size_t n, uint64_t *min_read_lsn);
 int sn_parse_error(const uint8_t *p, size_t n, uint32_t *code, char *text, size_t text_cap);
 int sn_parse_log(const uint8_t *p, size_t n, uint64_t *req_id, const uint8_t **batch, size_t *batch_len);
+int sn_parse_gossip(const uint8_t *p, size_t n, struct sn_gossip *m);
+int sn_parse_pagecopy(const uint8_t *p, size_t n, struct sn_pagecopy *m);
+int sn_parse_pages(const uint8_t *p, size_t n, struct sn_pages *m);
 
 /* Additions (storage-node/): longest SN_MSG_ERROR text (the encoder
  * truncates, the decoder refuses longer), and a name for logs. */

@@ -285,6 +285,50 @@ void sn_store_trimmed_floor(struct sn_store *st, uint64_t lsn, uint64_t cpl)
     }
 }
 
+size_t sn_store_rebase(struct sn_store *st, uint64_t base, uint64_t cpl)
+{
+    rd_assert(base > st->coalesced_lsn && cpl <= base);
+    size_t w = 0, dropped = 0;
+    st->durable_max = base;
+    for (size_t i = 0; i < st->nrecs; i++) {
+        struct sn_rec *x = &st->recs[i];
+        if (x->lsn <= base) {
+            if (x->body)
+                st->hot_records--;
+            free(x->body);
+            dropped++;
+            continue;
+        }
+        if (x->durable && x->lsn > st->durable_max)
+            st->durable_max = x->lsn;
+        st->recs[w++] = *x;
+    }
+    st->nrecs = w;
+    tab_clear(&st->by_lsn);
+    for (size_t i = 0; i < st->nrecs; i++)
+        tab_put(&st->by_lsn, st->recs[i].lsn, (uint32_t)i);
+    for (size_t i = 0; i < st->npages; i++) { /* S3: history only above the new coalesced point */
+        struct sn_page_hist *h = &st->pages[i];
+        uint32_t k = 0;
+        while (k < h->n && h->lsn[k] <= base)
+            k++;
+        memmove(h->lsn, h->lsn + k, (h->n - k) * sizeof(*h->lsn));
+        h->n -= k;
+        h->corrupt = 0; /* its image was replaced by the copy (or the page was never written) */
+    }
+    st->coalesced_lsn = base;
+    if (base > st->trimmed_lsn)
+        st->trimmed_lsn = base;
+    if (cpl > st->trimmed_cpl)
+        st->trimmed_cpl = cpl;
+    if (st->scl < base) {
+        st->scl = base;
+        if (st->max_cpl < cpl)
+            st->max_cpl = cpl;
+    }
+    return dropped;
+}
+
 void sn_store_gc(struct sn_store *st, uint64_t upto)
 {
     rd_assert(upto <= st->scl);

@@ -1,7 +1,7 @@
 /*
  * fuzz_sn.c — libFuzzer target for the storage node's decoders: the hot-log
  * record decoder and scanner (storage-node/sn_hotlog.c) and every sn_parse_*
- * (storage-node/sn_proto.c). Nothing may crash or read out of bounds; a
+ * (storage-node/sn_proto.c), GOSSIP, PAGECOPY and PAGES included. Nothing may crash or read out of bounds; a
  * decoded hot-log record must re-encode to the same bytes; a parsed message
  * must re-encode to the same payload.
  *
@@ -94,6 +94,22 @@ static void fuzz_msgs(const uint8_t *p, size_t n)
     rd_buf_reset(&out);
     if (sn_parse_readpoint(p, n, &v) == 0 && sn_send_readpoint(&out, 1, v) == 0)
         same_payload(&out, p, n);
+    rd_buf_reset(&out);
+    struct sn_gossip go;
+    if (sn_parse_gossip(p, n, &go) == 0 && sn_send_gossip(&out, 1, &go) == 0)
+        same_payload(&out, p, n);
+    rd_buf_reset(&out);
+    struct sn_pagecopy pc;
+    if (sn_parse_pagecopy(p, n, &pc) == 0 && sn_send_pagecopy(&out, 1, &pc) == 0)
+        same_payload(&out, p, n);
+    rd_buf_reset(&out);
+    struct sn_pages ps;
+    if (sn_parse_pages(p, n, &ps) == 0) {
+        for (uint32_t i = 0; i < ps.npages; i++) /* inside the payload, ascending */
+            rd_assert(sn_pages_image(&ps, i) + 8192 <= p + n && (i == 0 || sn_pages_id(&ps, i) > sn_pages_id(&ps, i - 1)));
+        if (sn_send_pages(&out, 1, &ps) == 0)
+            same_payload(&out, p, n);
+    }
     uint32_t code;
     char text[64];
     if (sn_parse_error(p, n, &code, text, sizeof(text)) == 0)

@@ -468,7 +468,9 @@ def seg_files(n):
 
 
 tports = [free_port() for _ in range(3)]
-tn = [Node(i, tports[i], [p for p in tports if p != tports[i]], ["--hotlog-segment-mb", "1", "--hotlog-trim"]) for i in range(3)]
+# trimming is on by default; --hotlog-keep-mb 8: past 8 MiB a node stops waiting for a lagging peer
+tn = [Node(i, tports[i], [p for p in tports if p != tports[i]], ["--hotlog-segment-mb", "1", "--hotlog-keep-mb", "8"])
+      for i in range(3)]
 for n in tn:
     n.start()
 tw = {n.idx: Conn(n.port) for n in tn}
@@ -506,11 +508,20 @@ check(max_bytes <= 16 << 20, f"hot log bounded under sustained writes: max {max_
 print(f"ok: hot log bounded: {last} records (~{last * 8 // 1024} MiB) written, at most {max_bytes} bytes held, "
       f"{seg_files(tn[0])} left on node 0", flush=True)
 
-# kill -9 a node; the others keep its missing records (read point held still); restart: it recovers from its
+# kill -9 a node; the others keep its missing records although the read point moves on (its SCL, learned
+# by gossip, holds their trimming back; ~3 MiB is within --hotlog-keep-mb); restart: it recovers from its
 # trimmed segments and catches up by gap fill
 scl_c = int(tn[2].info()["scl"])
 tn[2].kill9()
-write_round(tn[:2], 400, None)
+write_round(tn[:2], 400, 200)
+time.sleep(0.5)
+for n in tn[:2]:
+    inf = n.info()
+    check(int(inf["hot_log_trimmed_lsn"]) <= scl_c and f":{tn[2].port}" in inf["hotlog_trim_held_by"]
+          and int(inf["hotlog_trim_point"]) == scl_c,
+          f"node {n.idx} waits for the dead node's scl {scl_c}: trimmed {inf['hot_log_trimmed_lsn']}, "
+          f"point {inf['hotlog_trim_point']} held by {inf['hotlog_trim_held_by']}")
+print(f"ok: trimming waits for a dead peer's scl {scl_c} ({tn[0].info()['hotlog_trim_held_by']})", flush=True)
 tn[2].start()
 inf = tn[2].info()
 check(int(inf["scl"]) >= scl_c and int(inf["hot_log_first_segment"]) > 0,
@@ -524,24 +535,46 @@ for pg in range(BIGPAGES):
 write_round(tn, 500, 200)
 print(f"ok: kill -9 + restart with trimmed segments recovered scl {inf['scl']} and caught up to {last}", flush=True)
 
-# a node whose missing records every peer has trimmed says so (log and INFO) instead of hanging silently
+# past --hotlog-keep-mb the others give up on a dead node (logged) and trim past its SCL; when it returns it
+# finds every peer trimmed what it needs, says so, and catches up by copying a peer's page store
 scl_c = int(tn[2].info()["scl"])
 tn[2].kill9()
+at0 = [len(n.log()) for n in tn[:2]]
 write_round(tn[:2], 1500, 100)
 deadline = time.time() + 10
 while not all(int(n.info()["hot_log_trimmed_lsn"]) > scl_c + 1 for n in tn[:2]):
-    check(time.time() < deadline, f"peers trimmed past {scl_c}: {[n.info() for n in tn[:2]]}")
+    check(time.time() < deadline, f"peers trimmed past {scl_c} beyond --hotlog-keep-mb: {[n.info() for n in tn[:2]]}")
     time.sleep(0.1)
+for n, a in zip(tn[:2], at0):
+    inf = n.info()
+    check(int(inf["trim_gave_up"]) >= 1 and int(inf["peers_given_up"]) == 1, f"node {n.idx} gave up: {inf}")
+    check("giving up on it" in n.log()[a:] and f":{tn[2].port}" in n.log()[a:], f"node {n.idx} logs the give-up")
+    check(int(inf["hot_log_bytes"]) <= 12 << 20, f"node {n.idx} holds about --hotlog-keep-mb: {inf['hot_log_bytes']}")
 at = len(tn[2].log())
 tn[2].start()
+inf = wait_scl(tn[2], last, what="catch-up by page copy")
+check(int(inf["page_copies"]) >= 1 and int(inf["pages_copied"]) >= 1, f"caught up by a page copy: {inf}")
+copied = int(inf["pages_copied"])
+lg = tn[2].log()[at:]
+check("cannot catch up" in lg and "page copy from peer" in lg and "done" in lg, f"page copy logged:\n{lg[-2000:]}")
+for pg in range(BIGPAGES):
+    status, lsn, body = getpage(tn[2].port, pg, last)
+    want_lsn, want = big_expected(pg, last)
+    check(status == 0 and lsn == want_lsn and body == want, f"after page copy GETPAGE {pg}@{last}: {status} {lsn}")
+tw[2] = Conn(tn[2].port)
+write_round(tn, 300, 100)
 deadline = time.time() + 10
-while int(tn[2].info()["catchup_blocked_lsn"]) != scl_c + 1:
-    check(time.time() < deadline, f"lagging node reports it is blocked at {scl_c + 1}: {tn[2].info()}\n"
-          f"{tn[2].log()[at:][-2000:]}")
+while any(int(n.info()["peers_given_up"]) for n in tn[:2]):
+    check(time.time() < deadline, f"peers wait for the copied node again: {[n.info() for n in tn[:2]]}")
     time.sleep(0.1)
-check("cannot catch up" in tn[2].log()[at:], "blocked catch-up logged")
-check(int(tn[2].info()["scl"]) == scl_c, "the SCL stays below what it does not hold")
-print(f"ok: a node needing records every peer trimmed says so (catchup_blocked_lsn {scl_c + 1})", flush=True)
+# a restart right after the copy (its hot log never held the copied lsns) starts at the copied point
+tn[2].kill9()
+tn[2].start()
+inf = tn[2].info()
+check(int(inf["scl"]) >= int(inf["coalesced_lsn"]) > scl_c, f"restart after a page copy: {inf}")
+wait_scl(tn[2], last, what="after restart following a page copy")
+print(f"ok: past --hotlog-keep-mb peers gave up on a dead node; it caught up by page copy "
+      f"({copied} pages) and the peers wait for it again", flush=True)
 
 # redoubt-dump reads the segments of a trimmed node like the node does
 inf = tn[0].info()

@@ -210,3 +210,99 @@ Test(sn_proto, log_round_trips_its_batch)
     rd_buf_free(&out);
     rd_buf_free(&rx.scratch);
 }
+
+static int p_gossip(const uint8_t *p, size_t n, void *m) { return sn_parse_gossip(p, n, m); }
+static int p_pagecopy(const uint8_t *p, size_t n, void *m) { return sn_parse_pagecopy(p, n, m); }
+
+Test(sn_proto, gossip_round_trips_and_rejects_unknown_kinds)
+{
+    struct rd_buf out = {0};
+    struct rx rx = {0};
+    struct sn_gossip g = {.node_id = 3, .kind = SN_GOSSIP_ANSWER, .scl = 900, .coalesced_lsn = 800,
+                          .trimmed_lsn = 700}, h;
+    cr_assert_eq(sn_send_gossip(&out, 9, &g), 0);
+    rx_frame(&out, &rx, SN_MSG_GOSSIP, 9);
+    cr_assert_eq(sn_parse_gossip(rx.p, rx.n, &h), 0);
+    cr_assert(h.node_id == 3 && h.kind == SN_GOSSIP_ANSWER && h.scl == 900 && h.coalesced_lsn == 800 &&
+              h.trimmed_lsn == 700);
+    wrong_lengths_rejected(rx.p, rx.n, p_gossip, &h);
+    uint8_t bad[32];
+    memcpy(bad, rx.p, sizeof(bad));
+    rd_put_u32le(bad + 4, 2);
+    cr_assert_eq(sn_parse_gossip(bad, sizeof(bad), &h), RD_ECORRUPT);
+    rd_buf_free(&out);
+    rd_buf_free(&rx.scratch);
+}
+
+Test(sn_proto, pagecopy_round_trips_and_bounds_max_pages)
+{
+    struct rd_buf out = {0};
+    struct rx rx = {0};
+    struct sn_pagecopy pc = {.req_id = 11, .from_page_id = 4096, .max_pages = SN_PAGES_MAX}, q;
+    cr_assert_eq(sn_send_pagecopy(&out, 2, &pc), 0);
+    rx_frame(&out, &rx, SN_MSG_PAGECOPY, 2);
+    cr_assert_eq(sn_parse_pagecopy(rx.p, rx.n, &q), 0);
+    cr_assert(q.req_id == 11 && q.from_page_id == 4096 && q.max_pages == SN_PAGES_MAX);
+    wrong_lengths_rejected(rx.p, rx.n, p_pagecopy, &q);
+    uint8_t bad[16];
+    memcpy(bad, rx.p, sizeof(bad));
+    rd_put_u32le(bad + 12, 0);
+    cr_assert_eq(sn_parse_pagecopy(bad, sizeof(bad), &q), RD_ECORRUPT);
+    rd_put_u32le(bad + 12, SN_PAGES_MAX + 1);
+    cr_assert_eq(sn_parse_pagecopy(bad, sizeof(bad), &q), RD_ECORRUPT);
+    rd_buf_free(&out);
+    rd_buf_free(&rx.scratch);
+}
+
+Test(sn_proto, pages_round_trip_and_reject_bad_order_lengths_and_reserved)
+{
+    uint8_t *entries = calloc(3, SN_PAGES_ENTRY_SIZE);
+    uint8_t page[ENGINE_PAGE_SIZE];
+    for (uint32_t i = 0; i < 3; i++) {
+        memset(page, (int)(0x10 + i), sizeof(page));
+        sn_pages_put(entries, i, 5 + i * 7, page);
+    }
+    struct sn_pages m = {.req_id = 8, .coalesced_lsn = 500, .coalesced_cpl = 490, .next_page_id = 100,
+                         .npages = 3, .entries = entries}, q;
+    struct rd_buf out = {0};
+    struct rx rx = {0};
+    cr_assert_eq(sn_send_pages(&out, 4, &m), 0);
+    rx_frame(&out, &rx, SN_MSG_PAGES, 4);
+    cr_assert_eq(sn_parse_pages(rx.p, rx.n, &q), 0);
+    cr_assert(q.req_id == 8 && q.coalesced_lsn == 500 && q.coalesced_cpl == 490 && q.next_page_id == 100 &&
+              q.npages == 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        cr_assert_eq(sn_pages_id(&q, i), 5 + i * 7);
+        cr_assert_eq(sn_pages_image(&q, i)[100], 0x10 + i);
+    }
+    size_t n = rx.n;
+    uint8_t *bad = malloc(n);
+    memcpy(bad, rx.p, n);
+    cr_assert_eq(sn_parse_pages(bad, n - 1, &q), RD_ECORRUPT);           /* length */
+    cr_assert_eq(sn_parse_pages(bad, 31, &q), RD_ECORRUPT);
+    rd_put_u32le(bad + 32 + SN_PAGES_ENTRY_SIZE, 5);                      /* ids not ascending */
+    cr_assert_eq(sn_parse_pages(bad, n, &q), RD_ECORRUPT);
+    memcpy(bad, rx.p, n);
+    rd_put_u32le(bad + 24, 19);                                            /* an id at or past next */
+    cr_assert_eq(sn_parse_pages(bad, n, &q), RD_ECORRUPT);
+    memcpy(bad, rx.p, n);
+    rd_put_u32le(bad + 32 + 4, 1);                                         /* reserved word */
+    cr_assert_eq(sn_parse_pages(bad, n, &q), RD_ECORRUPT);
+    memcpy(bad, rx.p, n);
+    rd_put_u64le(bad + 16, 501);                                           /* cpl above coalesced */
+    cr_assert_eq(sn_parse_pages(bad, n, &q), RD_ECORRUPT);
+    memcpy(bad, rx.p, n);
+    rd_put_u32le(bad + 28, SN_PAGES_MAX + 1);                              /* too many pages */
+    cr_assert_eq(sn_parse_pages(bad, n, &q), RD_ECORRUPT);
+    free(bad);
+    /* An empty last answer. */
+    rd_buf_reset(&out);
+    struct sn_pages e = {.req_id = 9, .coalesced_lsn = 7, .next_page_id = SN_PAGES_DONE};
+    cr_assert_eq(sn_send_pages(&out, 4, &e), 0);
+    rx_frame(&out, &rx, SN_MSG_PAGES, 4);
+    cr_assert_eq(sn_parse_pages(rx.p, rx.n, &q), 0);
+    cr_assert(q.npages == 0 && q.next_page_id == SN_PAGES_DONE);
+    free(entries);
+    rd_buf_free(&out);
+    rd_buf_free(&rx.scratch);
+}

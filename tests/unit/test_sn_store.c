@@ -254,3 +254,44 @@ Test(sn_store, trim_drops_old_segments_and_recovery_floors_the_scl)
     cr_assert_eq(st.trimmed_lsn, 20);
     sn_store_free(&st);
 }
+
+Test(sn_store, rebase_after_a_page_copy_drops_records_below_and_floors_the_scl)
+{
+    struct sn_store st;
+    sn_store_init(&st);
+    uint8_t body[64];
+    size_t bl = image_body(body, 9);
+    /* Held: 1..10 (scl 10) and 41..50 above a gap; nothing coalesced. */
+    for (uint64_t lsn = 1; lsn <= 50; lsn++) {
+        if (lsn > 10 && lsn <= 40)
+            continue;
+        struct redo_rec r = rec(lsn, (uint32_t)(lsn % 4), body, bl);
+        if (lsn % 10 == 0) {
+            r.page_id = ENGINE_PAGE_NONE;
+            r.type = REDO_REC_COMMIT;
+            r.flags = REDO_FLAG_CPL;
+        }
+        cr_assert_eq(sn_store_add(&st, &r, 1, SN_HL_VOFF(0, 32 + lsn * 100), 100, 1), 0);
+    }
+    sn_store_advance(&st);
+    cr_assert_eq(st.scl, 10);
+    cr_assert_eq(st.hot_records, 20);
+    /* A peer's page store holds every lsn <= 44 (its newest CPL 40). */
+    cr_assert_eq(sn_store_rebase(&st, 44, 40), 14);
+    cr_assert_eq(st.coalesced_lsn, 44);
+    cr_assert_eq(st.trimmed_lsn, 44);
+    cr_assert_eq(st.scl, 44);
+    cr_assert_eq(st.max_cpl, 40);
+    cr_assert_eq(st.hot_records, 6);
+    cr_assert_null(sn_store_get(&st, 5));
+    cr_assert_null(sn_store_get(&st, 44));
+    cr_assert_not_null(sn_store_get(&st, 45));
+    for (size_t i = 0; i < st.npages; i++) /* S3: no history at or below the new coalesced point */
+        cr_assert_eq(st.pages[i].n, 0);
+    cr_assert_eq(sn_store_advance(&st), 6);
+    cr_assert_eq(st.scl, 50);
+    cr_assert_eq(st.max_cpl, 50);
+    struct sn_page_hist *h = sn_store_page(&st, 45 % 4);
+    cr_assert(h != NULL && h->n == 2 && h->lsn[0] == 45 && h->lsn[1] == 49);
+    sn_store_free(&st);
+}
