@@ -504,7 +504,13 @@ static int put_mtr(struct engine *e, const uint8_t *key, size_t key_len, const u
     bool found;
     unsigned pos = pg_search(lp, key, key_len, &found);
     if (found) {
-        const uint8_t *c = pg_cell(lp, pos);
+        uint8_t *c = lp + pg_slot(lp, pos);
+        if (!(c[6] & LEAF_FLAG_OVERFLOW) && !(cell[6] & LEAF_FLAG_OVERFLOW) && pg_cell_size(lp, c) == size) {
+            /* E13: an inline value replaced by one of the same size is overwritten in place:
+             * the record carries only the changed bytes, and the page keeps its layout. */
+            memcpy(c, cell, size);
+            return 0;
+        }
         if (c[6] & LEAF_FLAG_OVERFLOW)
             *old_chain = rd_get_u32le(c + LEAF_CELL_HDR + key_len);
         pg_remove_cell(lp, pos);

@@ -61,6 +61,7 @@ struct repl_peer {
     struct repl_slot *slot;
     enum { PEER_BACKUP, PEER_STREAMING } state;
     uint64_t sent_lsn; /* next LSN to send */
+    uint64_t told_flush_lsn; /* the primary flush LSN this replica was last told */
     uint64_t write_lsn, flush_lsn, apply_lsn;
     uint64_t write_lag_us, flush_lag_us, apply_lag_us;
     uint64_t last_status_ms, last_send_ms, connected_ms;
@@ -229,11 +230,26 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     } else {
         uint32_t my_tli = wal_timeline(s->wal);
         uint64_t flushed = wal_flushed_lsn(s->wal);
-        int ok = ((uint32_t)tli == my_tli && start <= flushed) ||
-                 ((uint32_t)tli == wal_timeline_parent(s->wal) && start <= wal_timeline_switch_lsn(s->wal));
+        /* What this primary may already have shipped: a replica can hold up to it. */
+        uint64_t have = s->cfg.repl_send_flushed ? flushed : wal_written_lsn(s->wal);
+        uint64_t switch_lsn = wal_timeline_switch_lsn(s->wal);
+        int on_parent = (uint32_t)tli == wal_timeline_parent(s->wal) && my_tli != (uint32_t)tli;
+        int ok = ((uint32_t)tli == my_tli && start <= have) || (on_parent && start <= switch_lsn);
+        if (on_parent && start > switch_lsn) {
+            /* R4: the replica received WAL of the parent timeline past our fork
+             * (a promotion, or our own crash restart). Stream from the fork: the
+             * replica cuts its log there if it applied nothing beyond it, or re-clones. */
+            lsn_str(start, l1, sizeof(l1));
+            lsn_str(switch_lsn, l2, sizeof(l2));
+            rd_info("replica \"%s\" is at %s on timeline %" PRIu64 ", past where timeline %u forks (%s): "
+                    "it must cut its log there",
+                    name, l1, tli, my_tli, l2);
+            start = switch_lsn;
+            ok = 1;
+        }
         if (!ok) {
             lsn_str(start, l1, sizeof(l1));
-            lsn_str((uint32_t)tli == my_tli ? flushed : wal_timeline_switch_lsn(s->wal), l2, sizeof(l2));
+            lsn_str((uint32_t)tli == my_tli ? have : switch_lsn, l2, sizeof(l2));
             peer_error(s, c,
                        "replica \"%s\" has diverged: it is on timeline %" PRIu64 " at %s, this primary is on "
                        "timeline %u (history ends at %s); re-clone it",
@@ -312,7 +328,10 @@ static void peer_pump(struct server *s, struct repl_peer *p)
             rd_info("replica \"%s\": base backup sent (%u pages), consistent at %s", p->name, p->backup_npages, l1);
             continue;
         }
-        uint64_t upto = wal_flushed_lsn(s->wal); /* only durable WAL leaves the primary */
+        /* --repl-send written (default): WAL leaves as soon as its write completed, so the
+         * replica's fsync runs while ours does (R1 in the README); flushed: PostgreSQL's rule. */
+        uint64_t flushed = wal_flushed_lsn(s->wal);
+        uint64_t upto = s->cfg.repl_send_flushed ? flushed : wal_written_lsn(s->wal);
         if (p->sent_lsn >= upto)
             break;
         rd_buf_reset(&p->wal_buf);
@@ -335,7 +354,7 @@ static void peer_pump(struct server *s, struct repl_peer *p)
                 break;
             continue;
         }
-        struct repl_wal m = {.start_lsn = first, .end_lsn = next, .primary_flush_lsn = upto,
+        struct repl_wal m = {.start_lsn = first, .end_lsn = next, .primary_flush_lsn = flushed,
                              .send_time_us = rd_wall_us(), .records = p->wal_buf.data,
                              .records_len = p->wal_buf.len};
         size_t before = c->out.len;
@@ -343,14 +362,27 @@ static void peer_pump(struct server *s, struct repl_peer *p)
             rd_panic("out of memory");
         s->repl_bytes_sent += c->out.len - before;
         p->sent_lsn = next;
+        p->told_flush_lsn = flushed;
         p->last_send_ms = rd_now_ms();
+    }
+    /* R2: a replica applies only what the primary has flushed; tell it as soon as our flush
+     * covers more of what it received (a 40-byte frame per group commit). */
+    uint64_t flushed_now = wal_flushed_lsn(s->wal);
+    if (!c->closing && p->state == PEER_STREAMING && flushed_now > p->told_flush_lsn &&
+        p->sent_lsn > p->told_flush_lsn) {
+        struct repl_keepalive k = {.primary_flush_lsn = flushed_now, .send_time_us = rd_wall_us(),
+                                   .reply_requested = 0};
+        if (repl_send_keepalive(&c->out, tli, &k) < 0)
+            rd_panic("out of memory");
+        p->told_flush_lsn = flushed_now;
     }
     uint64_t now = rd_now_ms();
     if (!c->closing && now - p->last_send_ms >= REPL_KEEPALIVE_MS && p->state == PEER_STREAMING) {
-        struct repl_keepalive k = {.primary_flush_lsn = wal_flushed_lsn(s->wal), .send_time_us = rd_wall_us(),
+        struct repl_keepalive k = {.primary_flush_lsn = flushed_now, .send_time_us = rd_wall_us(),
                                    .reply_requested = 1};
         if (repl_send_keepalive(&c->out, tli, &k) < 0)
             rd_panic("out of memory");
+        p->told_flush_lsn = RD_MAX(p->told_flush_lsn, flushed_now);
         p->last_send_ms = now;
     }
     if (!c->closing && s->cfg.replica_timeout_ms && now - p->last_status_ms > s->cfg.replica_timeout_ms) {
@@ -632,31 +664,87 @@ static void up_fail(struct server *s, const char *fmt, ...)
         conn_close(s, s->up.conn);
 }
 
-/* Applies the records buffered since the last commit: one whole transaction. */
-static void up_apply_pending(struct server *s, uint64_t end_lsn, uint64_t send_us)
+/* The pending buffer holds received records not applied yet, each as
+ * { u64 end lsn, u8 type, u32 page, u32 body length, body }: page records, and
+ * a marker per COMMIT / CHECKPOINT / TIMELINE record (body: u64 primary send
+ * time [, u64 checkpoint lsn, u64 redo lsn]). */
+#define UP_ENTRY_HDR 17u
+
+static void up_pending_push(struct upstream *u, uint64_t end, uint8_t type, uint32_t page, const void *body,
+                            uint32_t len)
+{
+    uint8_t h[UP_ENTRY_HDR];
+    rd_put_u64le(h, end);
+    h[8] = type;
+    rd_put_u32le(h + 9, page);
+    rd_put_u32le(h + 13, len);
+    if (rd_buf_append(&u->pending, h, sizeof(h)) < 0 || rd_buf_append(&u->pending, body, len) < 0)
+        rd_panic("out of memory for replay");
+}
+
+/* Applies one whole transaction (the page records in [from, to) of pending). */
+static void up_apply_range(struct server *s, size_t from, size_t to)
 {
     struct upstream *u = &s->up;
-    int any = u->pending.len > 0;
-    for (size_t off = 0; off < u->pending.len;) {
+    for (size_t off = from; off < to;) {
         const uint8_t *p = u->pending.data + off;
         uint64_t rec_end = rd_get_u64le(p);
         uint8_t type = p[8];
         uint32_t page = rd_get_u32le(p + 9);
         uint32_t len = rd_get_u32le(p + 13);
-        int rc = engine_redo(s->engine, page, type, p + 17, len, rec_end);
+        int rc = engine_redo(s->engine, page, type, p + UP_ENTRY_HDR, len, rec_end);
         if (rc < 0)
             rd_panic("replay of the record ending at %" PRIX64 "/%" PRIX64 " (page %u) failed: %s",
                      rec_end >> 32, rec_end & 0xffffffffu, page, rd_strerror(rc));
-        off += 17 + len;
+        off += UP_ENTRY_HDR + len;
     }
-    rd_buf_reset(&u->pending);
-    if (any) {
+    if (to > from) {
         int rc = engine_reload_meta(s->engine);
         if (rc < 0)
             rd_panic("could not reload the meta page after replay: %s", rd_strerror(rc));
     }
-    u->apply_lsn = end_lsn;
-    u->apply_echo_us = send_us;
+}
+
+/* R2: applies every whole transaction whose COMMIT (or CHECKPOINT / TIMELINE
+ * record) ends at or below limit_lsn — the primary's flush LSN, so a hot
+ * standby never shows a transaction the primary could still lose in a crash;
+ * UINT64_MAX at promotion. Each transaction is applied in this one call. */
+static void up_apply_ready(struct server *s, uint64_t limit_lsn)
+{
+    struct upstream *u = &s->up;
+    size_t txn_start = 0, off = 0;
+    while (off < u->pending.len) {
+        const uint8_t *p = u->pending.data + off;
+        uint64_t end = rd_get_u64le(p);
+        uint8_t type = p[8];
+        uint32_t len = rd_get_u32le(p + 13);
+        size_t next = off + UP_ENTRY_HDR + len;
+        if (type != WAL_REC_COMMIT && type != WAL_REC_CHECKPOINT && type != WAL_REC_TIMELINE) {
+            off = next;
+            continue;
+        }
+        if (end > limit_lsn)
+            break;
+        up_apply_range(s, txn_start, off);
+        const uint8_t *body = p + UP_ENTRY_HDR;
+        u->apply_lsn = end;
+        u->apply_echo_us = rd_get_u64le(body);
+        if (type == WAL_REC_CHECKPOINT) {
+            u->last_ckpt_lsn = rd_get_u64le(body + 8);
+            u->last_ckpt_redo = rd_get_u64le(body + 16);
+            if (rd_now_ms() - u->last_restartpoint_ms >= REPL_RESTARTPOINT_MS) {
+                int rc = wal_restartpoint(s->wal, s->engine, u->last_ckpt_lsn, u->last_ckpt_redo);
+                if (rc < 0)
+                    rd_panic("restart point failed: %s", rd_strerror(rc));
+                u->last_restartpoint_ms = rd_now_ms();
+            }
+        }
+        off = txn_start = next;
+    }
+    if (txn_start > 0) {
+        memmove(u->pending.data, u->pending.data + txn_start, u->pending.len - txn_start);
+        u->pending.len -= txn_start;
+    }
 }
 
 static void up_on_wal(struct server *s, const struct repl_wal *m)
@@ -677,28 +765,18 @@ static void up_on_wal(struct server *s, const struct repl_wal *m)
         struct wal_record r;
         if (wal_record_decode(m->records + off, used, &r) < 0)
             rd_panic("a record accepted by the WAL failed to decode");
+        uint8_t marker[24];
+        rd_put_u64le(marker, m->send_time_us);
         if (r.type == WAL_REC_PAGE_DELTA || r.type == WAL_REC_PAGE_IMAGE) {
-            uint8_t h[17];
-            rd_put_u64le(h, end);
-            h[8] = r.type;
-            rd_put_u32le(h + 9, r.page_id);
-            rd_put_u32le(h + 13, r.body_len);
-            if (rd_buf_append(&u->pending, h, 17) < 0 || rd_buf_append(&u->pending, r.body, r.body_len) < 0)
-                rd_panic("out of memory for replay");
+            up_pending_push(u, end, r.type, r.page_id, r.body, r.body_len);
         } else if (r.type == WAL_REC_COMMIT) {
-            up_apply_pending(s, end, m->send_time_us);
+            up_pending_push(u, end, r.type, 0, marker, 8);
         } else if (r.type == WAL_REC_CHECKPOINT) {
-            up_apply_pending(s, end, m->send_time_us);
-            u->last_ckpt_lsn = expected;
-            u->last_ckpt_redo = r.body_len >= 8 ? rd_get_u64le(r.body) : expected;
-            if (rd_now_ms() - u->last_restartpoint_ms >= REPL_RESTARTPOINT_MS) {
-                rc = wal_restartpoint(s->wal, s->engine, u->last_ckpt_lsn, u->last_ckpt_redo);
-                if (rc < 0)
-                    rd_panic("restart point failed: %s", rd_strerror(rc));
-                u->last_restartpoint_ms = rd_now_ms();
-            }
+            rd_put_u64le(marker + 8, expected);
+            rd_put_u64le(marker + 16, r.body_len >= 8 ? rd_get_u64le(r.body) : expected);
+            up_pending_push(u, end, r.type, 0, marker, 24);
         } else if (r.type == WAL_REC_TIMELINE) {
-            up_apply_pending(s, end, m->send_time_us);
+            up_pending_push(u, end, r.type, 0, marker, 8);
             uint32_t tli = r.body_len >= 4 ? rd_get_u32le(r.body) : 0;
             rc = wal_follow_timeline(s->wal, tli, expected);
             if (rc < 0)
@@ -722,6 +800,7 @@ static void up_on_wal(struct server *s, const struct repl_wal *m)
     u->echo_n++;
     u->primary_flush_lsn = RD_MAX(u->primary_flush_lsn, m->primary_flush_lsn);
     u->primary_send_us = m->send_time_us;
+    up_apply_ready(s, u->primary_flush_lsn);
 }
 
 static int up_wipe_dir(struct server *s)
@@ -783,8 +862,39 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
                     ws.system_id);
             return;
         }
+        if (m.start_lsn < wal_insert_lsn(s->wal)) { /* R4: the primary's history forks below our end */
+            char f[32], a[32];
+            lsn_str(m.start_lsn, f, sizeof(f));
+            lsn_str(u->apply_lsn, a, sizeof(a));
+            if (u->apply_lsn > m.start_lsn) {
+                rd_warn("re-cloning: this replica applied WAL up to %s but the primary's timeline %u forks at %s",
+                        a, m.timeline, f);
+                u->reclone_requested = 1;
+                up_fail(s, "history diverged at %s (applied up to %s): re-cloning", f, a);
+                return;
+            }
+            if (wal_flush_in_flight(s->wal)) {
+                up_fail(s, "the primary's history forks at %s: waiting for a WAL write to land before cutting", f);
+                return;
+            }
+            uint64_t cut_bytes = wal_insert_lsn(s->wal) - m.start_lsn;
+            int trc = wal_truncate(s->wal, m.start_lsn);
+            if (trc < 0) {
+                u->reclone_requested = 1;
+                up_fail(s, "could not cut the log at %s (%s): re-cloning", f, rd_strerror(trc));
+                return;
+            }
+            size_t keep = 0; /* pending entries (whole transactions) that end at or before the cut */
+            while (keep < u->pending.len && rd_get_u64le(u->pending.data + keep) <= m.start_lsn)
+                keep += UP_ENTRY_HDR + rd_get_u32le(u->pending.data + keep + 13);
+            u->pending.len = keep;
+            rd_info("cut %" PRIu64 " bytes of received WAL past %s, where the primary's timeline %u forks "
+                    "(applied up to %s: nothing to undo)",
+                    cut_bytes, f, m.timeline, a);
+        }
         u->state = UP_STREAMING;
         u->primary_flush_lsn = m.primary_flush_lsn;
+        up_apply_ready(s, u->primary_flush_lsn);
         char l1[32];
         lsn_str(m.start_lsn, l1, sizeof(l1));
         rd_info("streaming from the primary %s:%d at %s on timeline %u", u->host, u->port, l1, m.timeline);
@@ -880,6 +990,7 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
             break;
         u->primary_flush_lsn = RD_MAX(u->primary_flush_lsn, m.primary_flush_lsn);
         u->primary_send_us = m.send_time_us;
+        up_apply_ready(s, u->primary_flush_lsn);
         if (m.reply_requested)
             u->status_sent_ms = 0;
         return;
@@ -1064,7 +1175,10 @@ void repl_tick(struct server *s)
 static int promote_finish(struct server *s)
 {
     struct upstream *u = &s->up;
-    /* Records of a transaction whose COMMIT never arrived are dropped. */
+    /* Everything received and whole is applied (the primary is gone: what it had not
+     * flushed yet is ours to keep); records of a transaction whose COMMIT never
+     * arrived are dropped. */
+    up_apply_ready(s, UINT64_MAX);
     rd_buf_reset(&u->pending);
     int rc;
     if (wal_insert_lsn(s->wal) > u->apply_lsn && (rc = wal_truncate(s->wal, u->apply_lsn)) < 0)
@@ -1219,6 +1333,29 @@ int repl_check_peers(struct server *s)
             }
         }
     }
+    return 0;
+}
+
+int repl_after_crash(struct server *s)
+{
+    if (s->cfg.repl_send_flushed || s->wal == NULL)
+        return 0;
+    uint64_t switch_lsn;
+    int rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal));
+    if (rc == 0)
+        rc = wal_switch_timeline(s->wal, &switch_lsn);
+    if (rc == 0)
+        rc = wal_checkpoint(s->wal, s->engine);
+    if (rc < 0) {
+        rd_error("could not start a new timeline after crash recovery: %s", rd_strerror(rc));
+        return rc;
+    }
+    s->durable_lsn = s->last_commit_lsn = s->release_lsn = wal_flushed_lsn(s->wal);
+    char l1[32];
+    lsn_str(switch_lsn, l1, sizeof(l1));
+    rd_info("crash recovery ended at %s: timeline %u starts there (this primary ships WAL before flushing it, "
+            "so a replica may hold WAL past this point; such a replica re-clones)",
+            l1, wal_timeline(s->wal));
     return 0;
 }
 

@@ -56,6 +56,8 @@ struct server_config {
     const char *storage;               /* aurora: the six storage nodes, h:p,... */
     const char *writer_addr;           /* aurora reader: HOST:PORT of the writer */
     int reader_feed_redo;              /* aurora writer: feed readers redo records (1) or page ids (0) */
+    int repl_send_flushed;             /* primary: ship WAL only once flushed here (PostgreSQL's way);
+                                        * 0 (default): as soon as written, overlapping both fsyncs */
 };
 
 /* Parses 'ANY k (a,b)' / 'FIRST k (a,b)' / 'k (a,b)' (= FIRST) into c.

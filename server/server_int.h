@@ -201,6 +201,7 @@ struct server {
     size_t npeers;
     size_t nwaiting;       /* conns blocked in WAIT (or waiting for a promotion) */
     int promote_pending;
+    int crash_recovered;       /* the control file said IN_PRODUCTION at start: not shut down cleanly */
     int fenced;            /* REDOUBT.FENCE: a newer primary exists; writes refused */
     char fenced_by[128];
     struct conn *promote_waiter;
@@ -248,6 +249,10 @@ int repl_promote(struct server *s, struct conn *c, char *err, size_t err_len);
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
 void repl_start_replica(struct server *s);
 int repl_check_peers(struct server *s);
+/* R3: a primary that ships WAL before flushing it (--repl-send written) and
+ * restarts after a crash begins a new timeline at its recovered end, so a
+ * replica that received WAL this node lost cannot continue on the old history. */
+int repl_after_crash(struct server *s);
 void repl_info(struct server *s, struct rd_buf *b);
 void repl_role_reply(struct server *s, struct conn *c);
 size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */

@@ -2103,8 +2103,8 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
     struct wal *w = c->w;
     uint64_t seg = w->seg_size;
     uint64_t pos = wal_next_record_lsn(from_lsn, seg);
-    if (upto_lsn > w->flushed_lsn)
-        upto_lsn = w->flushed_lsn; /* only durable records are ever sent */
+    if (upto_lsn > w->written_lsn)
+        upto_lsn = w->written_lsn; /* only records whose write completed (in the page cache) */
     *first_lsn = *next_lsn = pos;
     /* Continuing where the last call stopped: check the prev chain across calls too. */
     int check_prev = c->next_lsn != 0 && wal_next_record_lsn(c->next_lsn, seg) == pos;
@@ -2131,7 +2131,7 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
         /* The durable bytes of this segment from pos, but at most what this
          * call may still send plus one largest record: a window never cuts a
          * record that could still be sent. */
-        uint64_t lim = RD_MIN(seg, w->flushed_lsn - segno * seg);
+        uint64_t lim = RD_MIN(seg, w->written_lsn - segno * seg);
         size_t budget = max_bytes > bytes ? max_bytes - bytes : 0;
         size_t want = (size_t)RD_MIN(lim - off, (uint64_t)budget + WAL_REC_MAX_ALIGNED);
         if (want > c->cap) {
@@ -2168,7 +2168,7 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
                 }
             }
             struct wal_record r;
-            const char *why = "the durable part of the segment ends inside a record";
+            const char *why = "the written part of the segment ends inside a record";
             int n = p < (size_t)got ? wal_record_decode_why(c->buf + p, (size_t)got - p, &r, &why) : RD_ECORRUPT;
             if (n > 0 && check_prev && r.prev_lsn != c->last_lsn) {
                 n = RD_ECORRUPT;
@@ -2229,7 +2229,7 @@ int wal_truncate(struct wal *w, uint64_t lsn)
     if (rc < 0)
         return rc;
     struct wal_reader *r;
-    if ((rc = wal_reader_open(w->dir, w->ctl.redo_lsn, &r)) < 0)
+    if ((rc = wal_reader_open_timeline(w->dir, w->ctl.redo_lsn, wal_timeline(w), &r)) < 0)
         return rc;
     uint64_t target = wal_next_record_lsn(lsn, w->seg_size);
     int found = wal_next_record_lsn(w->ctl.redo_lsn, w->seg_size) == target, any = 0;
@@ -2247,9 +2247,17 @@ int wal_truncate(struct wal *w, uint64_t lsn)
             prev = rec.lsn;
         }
     }
+    if (!found) {
+        char where[PATH_MAX];
+        uint64_t where_off = 0;
+        wal_reader_position(r, where, sizeof(where), &where_off);
+        rd_error("cannot truncate the WAL at %s: not a record boundary (the log read from %X/%X along "
+                 "timeline %u stops at \"%s\" offset %" PRIu64 ", rc %d)",
+                 s, (unsigned)(w->ctl.redo_lsn >> 32), (unsigned)w->ctl.redo_lsn, wal_timeline(w), where,
+                 where_off, rc);
+    }
     wal_reader_close(r);
     if (!found) {
-        rd_error("cannot truncate the WAL at %s: not a record boundary", s);
         return rc < 0 ? rc : -EINVAL;
     }
     if ((rc = recover_truncate(w, lsn)) < 0)

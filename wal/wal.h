@@ -142,6 +142,10 @@ struct wal_record {
 struct wal_reader;
 /* Reads the log in dir (the instance dir) from start_lsn (0 = the oldest segment's first record). */
 int wal_reader_open(const char *dir, uint64_t start_lsn, struct wal_reader **out);
+/* The same along timeline's history (0: the control file's timeline). A replica
+ * that followed its primary to a new timeline is on it before its control file
+ * says so (that changes at its next restart point). */
+int wal_reader_open_timeline(const char *dir, uint64_t start_lsn, uint32_t timeline, struct wal_reader **out);
 /* 1 and *rec filled, 0 at the end of valid log, or a negative error
  * (RD_ECORRUPT: invalid record; wal_reader_position says where). */
 int wal_reader_next(struct wal_reader *r, struct wal_record *rec);
@@ -188,7 +192,8 @@ uint64_t wal_written_lsn(const struct wal *w);
 
 /* Sender: sequential reader over this log's segment files for one replica.
  * wal_sender_read copies whole encoded records whose start LSN lies in
- * [from_lsn, upto_lsn) — upto_lsn must be <= wal_flushed_lsn — appending at
+ * [from_lsn, upto_lsn) — clamped to wal_written_lsn: a caller that ships only
+ * durable WAL passes wal_flushed_lsn — appending at
  * most max_bytes (but at least one record if any) to out. Sets *first_lsn (the
  * LSN of the first record copied, which is from_lsn or, if from_lsn was the
  * end of a segment's usable space, the next segment's first record) and

@@ -179,6 +179,11 @@ static int stop_at(struct wal_reader *r, const char *why)
 
 int wal_reader_open(const char *dir, uint64_t start_lsn, struct wal_reader **out)
 {
+    return wal_reader_open_timeline(dir, start_lsn, 0, out);
+}
+
+int wal_reader_open_timeline(const char *dir, uint64_t start_lsn, uint32_t timeline, struct wal_reader **out)
+{
     if (strlen(dir) >= WAL_DIR_MAX)
         return -ENAMETOOLONG;
     struct wal_reader *r = calloc(1, sizeof(*r));
@@ -189,7 +194,7 @@ int wal_reader_open(const char *dir, uint64_t start_lsn, struct wal_reader **out
     int rc = wal_control_read(dir, &c);
     uint64_t *segs = NULL;
     long n = 0;
-    r->timeline = rc == 0 ? c.timeline : newest_timeline(r->wal_dir);
+    r->timeline = timeline != 0 ? timeline : rc == 0 ? c.timeline : newest_timeline(r->wal_dir);
     if (rc == 0 || r->timeline != 0) {
         int crc = wal_chain_load(r->wal_dir, r->timeline, &r->chain);
         if (crc < 0) {
