@@ -14,6 +14,7 @@ enum rd_checksum_seed {
     RD_SEED_WAL = 0x57414c31ull,       /* "WAL1" */
     RD_SEED_CONTROL = 0x4354524c31ull, /* "CTRL1" */
     RD_SEED_FRAME = 0x46524d31ull,     /* "FRM1" */
+    RD_SEED_SLOTS = 0x534c4f5431ull,   /* "SLOT1": the primary's replication slots file */
 };
 
 uint64_t rd_checksum64(const void *data, size_t len, uint64_t seed);

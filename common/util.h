@@ -18,6 +18,12 @@
 #define RD_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define RD_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
 
+/* Replaces dir/name with len bytes of data atomically and durably: writes
+ * dir/name.tmp, fsyncs it, renames it over dir/name, fsyncs dir. A crash leaves
+ * the old file or the new one, never a mix. Returns 0 or -errno (the .tmp is
+ * removed on failure). */
+int rd_write_file_atomic(const char *dir, const char *name, const void *data, size_t len);
+
 /* Always compiled in: guards programmer errors, never bad input. */
 void rd_assert_fail(const char *expr, const char *file, int line, const char *func)
     __attribute__((noreturn));

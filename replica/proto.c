@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/checksum.h"
 #include "common/err.h"
 #include "common/frame.h"
 #include "common/util.h"
@@ -288,4 +289,52 @@ const char *repl_msg_name(uint8_t type)
     case REPL_BACKUP_END: return "BACKUP_END";
     default: return "UNKNOWN";
     }
+}
+
+/* ---------------------------------------------------------------- slots file */
+
+#define SLOTS_MAGIC "RDSLOTS1"
+#define SLOTS_HDR 16u
+#define SLOTS_ENTRY (REPL_SLOT_NAME_BYTES + 8u)
+
+int repl_slots_encode(struct rd_buf *out, const struct repl_slot_rec *v, size_t n)
+{
+    rd_assert(n <= REPL_SLOTS_MAX);
+    size_t start = out->len, len = SLOTS_HDR + n * SLOTS_ENTRY + 8;
+    if (rd_buf_reserve(out, len) < 0)
+        return -ENOMEM;
+    uint8_t *p = out->data + start;
+    memset(p, 0, len);
+    memcpy(p, SLOTS_MAGIC, 8);
+    rd_put_u32le(p + 8, 1);
+    rd_put_u32le(p + 12, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *e = p + SLOTS_HDR + i * SLOTS_ENTRY;
+        size_t nl = strnlen(v[i].name, REPL_SLOT_NAME_BYTES - 1);
+        memcpy(e, v[i].name, nl);
+        rd_put_u64le(e + REPL_SLOT_NAME_BYTES, v[i].restart_lsn);
+    }
+    rd_put_u64le(p + len - 8, rd_checksum64(p, len - 8, RD_SEED_SLOTS));
+    out->len += len;
+    return 0;
+}
+
+int repl_slots_decode(const uint8_t *p, size_t len, struct repl_slot_rec *v, size_t cap, size_t *n)
+{
+    if (len < SLOTS_HDR + 8 || memcmp(p, SLOTS_MAGIC, 8) != 0 || rd_get_u32le(p + 8) != 1)
+        return RD_ECORRUPT;
+    uint32_t count = rd_get_u32le(p + 12);
+    if (count > REPL_SLOTS_MAX || count > cap || len != SLOTS_HDR + (size_t)count * SLOTS_ENTRY + 8)
+        return RD_ECORRUPT;
+    if (rd_get_u64le(p + len - 8) != rd_checksum64(p, len - 8, RD_SEED_SLOTS))
+        return RD_ECORRUPT;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = p + SLOTS_HDR + (size_t)i * SLOTS_ENTRY;
+        if (e[0] == 0 || memchr(e, 0, REPL_SLOT_NAME_BYTES) == NULL)
+            return RD_ECORRUPT;
+        memcpy(v[i].name, e, REPL_SLOT_NAME_BYTES);
+        v[i].restart_lsn = rd_get_u64le(e + REPL_SLOT_NAME_BYTES);
+    }
+    *n = count;
+    return 0;
 }

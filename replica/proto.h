@@ -118,4 +118,21 @@ int repl_parse_backup_end(const uint8_t *p, size_t n, uint64_t *consistent_lsn);
 
 const char *repl_msg_name(uint8_t type);
 
+/* The primary's replication slots file, DIR/slots (written atomically when a
+ * slot is created or dropped and before every checkpoint, so WAL a registered
+ * replica needs survives a primary restart — PostgreSQL's pg_replslot):
+ *   8 bytes magic "RDSLOTS1", u32 version = 1, u32 count (<= REPL_SLOTS_MAX),
+ *   count x { 64 bytes name (NUL-padded, at least one NUL), u64 restart_lsn },
+ *   u64 XXH3-64 (seed RD_SEED_SLOTS) of everything before it.            */
+#define REPL_SLOTS_MAX 32
+#define REPL_SLOT_NAME_BYTES 64
+struct repl_slot_rec {
+    char name[REPL_SLOT_NAME_BYTES];
+    uint64_t restart_lsn;
+};
+_Static_assert(REPL_SLOT_NAME_BYTES + 8 == 72, "slot entry is 72 bytes on disk");
+int repl_slots_encode(struct rd_buf *out, const struct repl_slot_rec *v, size_t n);
+/* 0 and *n filled, or RD_ECORRUPT (bad magic, version, length, checksum, name). */
+int repl_slots_decode(const uint8_t *p, size_t len, struct repl_slot_rec *v, size_t cap, size_t *n);
+
 #endif

@@ -82,6 +82,70 @@ static void lsn_str(uint64_t lsn, char *buf, size_t n)
 
 /* ================================================================ primary side */
 
+/* Writes DIR/slots (replica/proto.h); a failure is logged and returned. */
+int repl_slots_save(struct server *s)
+{
+    if (s->role != SERVER_ROLE_PRIMARY || s->cfg.dir == NULL)
+        return 0;
+    struct repl_slot_rec v[SERVER_MAX_SLOTS];
+    size_t n = 0;
+    for (size_t i = 0; i < SERVER_MAX_SLOTS; i++)
+        if (s->slots[i].in_use) {
+            memset(&v[n], 0, sizeof(v[n]));
+            snprintf(v[n].name, sizeof(v[n].name), "%s", s->slots[i].name);
+            v[n++].restart_lsn = s->slots[i].restart_lsn;
+        }
+    struct rd_buf b = {0};
+    int rc = repl_slots_encode(&b, v, n);
+    if (rc == 0)
+        rc = rd_write_file_atomic(s->cfg.dir, "slots", b.data, b.len);
+    rd_buf_free(&b);
+    if (rc < 0)
+        rd_error("could not write the replication slots file \"%s/slots\": %s", s->cfg.dir, rd_strerror(rc));
+    return rc;
+}
+
+static void slots_update_keep(struct server *s);
+
+int repl_slots_load(struct server *s)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/slots", s->cfg.dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        rd_error("could not open the replication slots file \"%s\": %s", path, strerror(errno));
+        return -errno;
+    }
+    uint8_t buf[16 + REPL_SLOTS_MAX * 72 + 8 + 1];
+    ssize_t got = read(fd, buf, sizeof(buf));
+    int err = got < 0 ? errno : 0;
+    close(fd);
+    struct repl_slot_rec v[REPL_SLOTS_MAX];
+    size_t n = 0;
+    int rc = got < 0 ? -err : repl_slots_decode(buf, (size_t)got, v, RD_ARRAY_LEN(v), &n);
+    if (rc < 0) {
+        rd_error("the replication slots file \"%s\" is unreadable (%s): remove it to start without slots "
+                 "(replicas that fell behind may then have to re-clone)",
+                 path, rd_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < n && i < SERVER_MAX_SLOTS; i++) {
+        struct repl_slot *sl = &s->slots[i];
+        memset(sl, 0, sizeof(*sl));
+        _Static_assert(sizeof(sl->name) == sizeof(v[i].name), "slot names");
+        memcpy(sl->name, v[i].name, sizeof(sl->name)); /* NUL-terminated: checked by the decoder */
+        sl->restart_lsn = v[i].restart_lsn;
+        sl->in_use = 1;
+        char l1[32];
+        lsn_str(sl->restart_lsn, l1, sizeof(l1));
+        rd_info("replication slot \"%s\" restored: WAL from %s is kept for it", sl->name, l1);
+    }
+    slots_update_keep(s);
+    return 0;
+}
+
 static struct repl_slot *slot_get(struct server *s, const char *name)
 {
     struct repl_slot *free_slot = NULL;
@@ -95,6 +159,7 @@ static struct repl_slot *slot_get(struct server *s, const char *name)
         memset(free_slot, 0, sizeof(*free_slot));
         snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
         free_slot->in_use = 1;
+        free_slot->created = 1; /* saved once its restart LSN is set (repl_cmd_replicate) */
     }
     return free_slot;
 }
@@ -275,6 +340,10 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         rd_info("replica \"%s\" (%s) streams from %s on timeline %u", name, c->addr, l1, my_tli);
     }
     p->slot->active = 1;
+    if (p->slot->created) {
+        p->slot->created = 0;
+        repl_slots_save(s); /* a failure is logged; the slot still works in memory */
+    }
 }
 
 static void peer_on_status(struct server *s, struct repl_peer *p, const struct repl_status *m)
@@ -423,6 +492,7 @@ static void slots_update_keep(struct server *s)
             rd_warn("replica \"%s\" is more than %" PRIu64 " MB behind (--wal-keep-mb): its WAL is no longer kept; "
                     "it must re-clone", sl->name, s->cfg.wal_keep_bytes >> 20);
             sl->in_use = 0;
+            repl_slots_save(s);
             continue;
         }
         keep = RD_MIN(keep, sl->restart_lsn);
@@ -828,7 +898,7 @@ static int up_wipe_dir(struct server *s)
         }
         closedir(d);
     }
-    const char *files[] = {"control", "control.tmp", "data.rdb"};
+    const char *files[] = {"control", "control.tmp", "data.rdb", "slots", "slots.tmp"};
     for (size_t i = 0; i < RD_ARRAY_LEN(files); i++) {
         snprintf(path, sizeof(path), "%s/%s", s->cfg.dir, files[i]);
         if (unlink(path) < 0 && errno != ENOENT)

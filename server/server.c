@@ -475,6 +475,7 @@ static void server_maybe_checkpoint(struct server *s)
     if (s->role == SERVER_ROLE_REPLICA || s->wal == NULL || !wal_needs_checkpoint(s->wal))
         return;
     uint64_t t0 = rd_now_us();
+    repl_slots_save(s); /* before the checkpoint removes WAL (a failure is logged) */
     int rc = wal_checkpoint(s->wal, s->engine);
     if (rc < 0)
         rd_panic("checkpoint failed: %s", rd_strerror(rc));
@@ -585,6 +586,8 @@ int server_open_storage(struct server *s)
     /* A primary that starts a new timeline after a crash (repl_after_crash) checkpoints
      * there, on the new timeline: the fork must be the end of the recovered log, which a
      * replica holding more of the old timeline can cut its log at. */
+    if (s->role == SERVER_ROLE_PRIMARY && (rc = repl_slots_load(s)) < 0)
+        return rc; /* before the end-of-recovery checkpoint removes WAL */
     int new_timeline_follows = s->role == SERVER_ROLE_PRIMARY && s->crash_recovered && !s->cfg.repl_send_flushed;
     if (s->role != SERVER_ROLE_REPLICA && !new_timeline_follows) {
         /* End-of-recovery checkpoint, as PostgreSQL. A replica appends nothing
@@ -727,6 +730,7 @@ int server_run(const struct server_config *cfg)
         /* Nothing local to flush: what is acknowledged is on a write quorum. */
         aurora_ship(s);
     } else {
+        repl_slots_save(s);
         rc = wal_shutdown(s->wal, s->engine);
         if (rc < 0)
             rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));

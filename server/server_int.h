@@ -189,6 +189,7 @@ struct repl_slot {
     int in_use;
     int active;            /* a connection streams to it now */
     uint64_t restart_lsn;  /* the replica's confirmed flush LSN: WAL from here is kept */
+    int created;           /* new: not in DIR/slots yet */
 };
 
 struct server {
@@ -253,6 +254,10 @@ int repl_check_peers(struct server *s);
  * restarts after a crash begins a new timeline at its recovered end, so a
  * replica that received WAL this node lost cannot continue on the old history. */
 int repl_after_crash(struct server *s);
+/* DIR/slots: saved when a slot is created or dropped and before each checkpoint
+ * (the checkpoint removes WAL below every slot's restart LSN); loaded at start. */
+int repl_slots_save(struct server *s);
+int repl_slots_load(struct server *s);
 void repl_info(struct server *s, struct rd_buf *b);
 void repl_role_reply(struct server *s, struct conn *c);
 size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */

@@ -3,6 +3,7 @@
  *
  *   redoubt-dump wal DIR [--from LSN]   one line per WAL record, then why it stopped
  *   redoubt-dump control DIR            the control file
+ *   redoubt-dump slots DIR              a primary's replication slots (DIR/slots)
  *   redoubt-dump timeline DIR           control file timeline, history file(s), segments per timeline
  *   redoubt-dump page FILE N            one page of a data file, described
  *   redoubt-dump pages FILE             one line per page of a data file
@@ -30,6 +31,7 @@
 #include "common/util.h"
 #include "engine/engine.h"
 #include "redo/redo.h"
+#include "replica/proto.h"
 #include "storage-node/sn_int.h"
 #include "wal/wal.h"
 #include "wal/wal_int.h"
@@ -39,6 +41,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: redoubt-dump wal DIR [--from LSN]   WAL records from LSN (X/Y hex; default: oldest)\n"
             "       redoubt-dump control DIR            the control file DIR/control\n"
+            "       redoubt-dump slots DIR              a classic primary's replication slots, DIR/slots\n"
             "       redoubt-dump timeline DIR           timeline (control), history files, segments per timeline\n"
             "       redoubt-dump page FILE N            page N of a data file (e.g. DIR/data.rdb)\n"
             "       redoubt-dump pages FILE             one line per page of a data file\n"
@@ -198,6 +201,42 @@ static int dump_control(const char *dir)
     printf("  redo lsn:       %s\n", redo);
     printf("  segment size:   %" PRIu64 " bytes\n", c.segment_size_bytes);
     printf("  updated:        %s (%" PRIu64 " us)\n", t, c.time_us);
+    return 0;
+}
+
+static int dump_slots(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/slots", dir);
+    uint8_t buf[16 + REPL_SLOTS_MAX * 72 + 8 + 1];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            printf("no replication slots file %s (no replica registered, or not a primary)\n", path);
+            return 0;
+        }
+        fprintf(stderr, "redoubt-dump: cannot open \"%s\": %s\n", path, strerror(errno));
+        return 1;
+    }
+    ssize_t got = read(fd, buf, sizeof(buf));
+    int err = errno;
+    if (close(fd) < 0 || got < 0) {
+        fprintf(stderr, "redoubt-dump: cannot read \"%s\": %s\n", path, strerror(got < 0 ? err : errno));
+        return 1;
+    }
+    struct repl_slot_rec v[REPL_SLOTS_MAX];
+    size_t n = 0;
+    int rc = repl_slots_decode(buf, (size_t)got, v, REPL_SLOTS_MAX, &n);
+    if (rc < 0) {
+        fprintf(stderr, "redoubt-dump: \"%s\" (%zd bytes) is corrupt: %s\n", path, got, rd_strerror(rc));
+        return 2;
+    }
+    printf("replication slots %s (checksum ok): %zu\n", path, n);
+    for (size_t i = 0; i < n; i++) {
+        char l[32];
+        fmt_lsn(l, sizeof(l), v[i].restart_lsn);
+        printf("  %-24s restart lsn %s (WAL from here is kept for it)\n", v[i].name, l);
+    }
     return 0;
 }
 
@@ -932,6 +971,8 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "control") == 0)
         return dump_control(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "slots") == 0)
+        return dump_slots(argv[2]);
     if (argc == 3 && strcmp(argv[1], "timeline") == 0)
         return dump_timeline(argv[2]);
     if (argc == 4 && strcmp(argv[1], "page") == 0)

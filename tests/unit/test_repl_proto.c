@@ -375,3 +375,41 @@ Test(repl_proto, message_names_cover_every_type)
     cr_assert_str_eq(repl_msg_name(0), "UNKNOWN");
     cr_assert_str_eq(repl_msg_name(200), "UNKNOWN");
 }
+
+/* ---- the replication slots file (DIR/slots) */
+
+Test(repl_slots, round_trip_and_every_corruption_is_refused)
+{
+    struct repl_slot_rec v[3] = {{.name = "r1", .restart_lsn = 0x1234},
+                                 {.name = "replica-two", .restart_lsn = 0},
+                                 {.restart_lsn = UINT64_MAX}};
+    memset(v[2].name, 'x', REPL_SLOT_NAME_BYTES - 1); /* the longest name: 63 bytes + NUL */
+    struct rd_buf b = {0};
+    cr_assert_eq(repl_slots_encode(&b, v, 3), 0);
+    cr_assert_eq(b.len, 16 + 3 * 72 + 8);
+    struct repl_slot_rec w[REPL_SLOTS_MAX];
+    size_t n = 0;
+    cr_assert_eq(repl_slots_decode(b.data, b.len, w, REPL_SLOTS_MAX, &n), 0);
+    cr_assert_eq(n, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq(w[i].name, v[i].name);
+        cr_assert_eq(w[i].restart_lsn, v[i].restart_lsn);
+    }
+    /* every single-bit flip anywhere is caught (checksum, or the checks behind it) */
+    for (size_t i = 0; i < b.len; i++) {
+        b.data[i] ^= 0x10;
+        cr_assert_eq(repl_slots_decode(b.data, b.len, w, REPL_SLOTS_MAX, &n), RD_ECORRUPT, "flip at %zu", i);
+        b.data[i] ^= 0x10;
+    }
+    /* truncated, or longer than its count says */
+    cr_assert_eq(repl_slots_decode(b.data, b.len - 1, w, REPL_SLOTS_MAX, &n), RD_ECORRUPT);
+    cr_assert_eq(repl_slots_decode(b.data, 10, w, REPL_SLOTS_MAX, &n), RD_ECORRUPT);
+    /* more slots than the caller has room for */
+    cr_assert_eq(repl_slots_decode(b.data, b.len, w, 2, &n), RD_ECORRUPT);
+    rd_buf_free(&b);
+    /* no slots at all is a valid file */
+    cr_assert_eq(repl_slots_encode(&b, v, 0), 0);
+    cr_assert_eq(repl_slots_decode(b.data, b.len, w, REPL_SLOTS_MAX, &n), 0);
+    cr_assert_eq(n, 0);
+    rd_buf_free(&b);
+}
