@@ -398,9 +398,6 @@ int wal_control_read(const char *dir, struct wal_control *out)
 
 int wal_control_write(const char *dir, const struct wal_control *c)
 {
-    char path[PATH_MAX], tmp[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/control", dir);
-    snprintf(tmp, sizeof(tmp), "%s/control.tmp", dir);
     uint8_t b[WAL_CONTROL_SIZE];
     memset(b, 0, sizeof(b));
     memcpy(b, WAL_CONTROL_MAGIC, 8);
@@ -414,38 +411,10 @@ int wal_control_write(const char *dir, const struct wal_control *c)
     rd_put_u64le(b + 56, c->time_us);
     rd_put_u64le(b + 504, rd_checksum64(b, 504, RD_SEED_CONTROL));
 
-    const char *what = "open";
-    int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    what = "write";
-    rc = wal_pwrite_all(fd, b, sizeof(b), 0);
-    if (rc == 0) {
-        what = "fdatasync";
-        if (fdatasync(fd) < 0)
-            rc = -errno;
-    }
-    if (close(fd) < 0 && rc == 0) {
-        what = "close";
-        rc = -errno;
-    }
+    /* control.tmp, fsync, rename, fsync dir: a crash leaves the old or the new file (W8). */
+    int rc = rd_write_file_atomic(dir, "control", b, sizeof(b));
     if (rc < 0)
-        goto fail;
-    what = "rename";
-    if (rename(tmp, path) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    what = "fsync the directory of";
-    rc = fsync_dir(dir);
-    if (rc < 0)
-        goto fail;
-    return 0;
-fail:
-    rd_error("could not %s control file \"%s\": %s", what, tmp, rd_strerror(rc));
+        rd_error("could not write the control file \"%s/control\": %s", dir, rd_strerror(rc));
     return rc;
 }
 
