@@ -2082,9 +2082,19 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
     while (!stop && pos < upto_lsn) {
         uint64_t segno = pos / seg, off = pos % seg;
         char path[PATH_MAX];
-        int exists;
-        seg_path_ex(w, segno, path, sizeof(path), &exists);
-        int fd = exists ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        int exists = 1, borrowed = 0, fd = -1;
+        path[0] = 0;
+        /* The log's own fd for this segment when it has one open (buffered mode only: direct-mode
+         * fds need aligned buffers): no path lookup, open or close per call. pread leaves it as it was. */
+        for (size_t i = 0; !w->direct && i < w->nfds && !borrowed; i++)
+            if (w->fds[i].segno == segno) {
+                fd = w->fds[i].fd;
+                borrowed = 1;
+            }
+        if (!borrowed) {
+            seg_path_ex(w, segno, path, sizeof(path), &exists);
+            fd = exists ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        }
         if (fd < 0) {
             if (count > 0)
                 break;
@@ -2106,7 +2116,8 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
         if (want > c->cap) {
             uint8_t *np = realloc(c->buf, want);
             if (np == NULL) {
-                close(fd);
+                if (!borrowed)
+                    close(fd);
                 return -ENOMEM;
             }
             c->buf = np;
@@ -2114,8 +2125,11 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
         }
         long got = wal_pread_all(fd, c->buf, want, off);
         int err = got < 0 ? (int)-got : 0;
-        close(fd);
+        if (!borrowed)
+            close(fd);
         if (got < 0) {
+            if (path[0] == 0)
+                seg_path(w, segno, path, sizeof(path));
             rd_error("WAL sender: could not read \"%s\": %s", path, strerror(err));
             return -err;
         }
@@ -2144,6 +2158,8 @@ int wal_sender_read(struct wal_sender_cursor *c, uint64_t from_lsn, uint64_t upt
                 why = "prev LSN does not point at the previous record";
             }
             if (n < 0) {
+                if (path[0] == 0)
+                    seg_path(w, segno, path, sizeof(path));
                 rd_error("WAL sender: invalid record in \"%s\" at offset %" PRIu64 " (lsn %X/%X): %s", path,
                          off + p, (unsigned)(pos >> 32), (unsigned)pos, why);
                 return RD_ECORRUPT;
