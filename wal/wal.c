@@ -1958,10 +1958,10 @@ int wal_append_encoded(struct wal *w, const uint8_t *rec, size_t avail, uint64_t
     rd_assert(w->recovered);
     struct wal_record r;
     const char *why;
-    char exp[32], at_s[32];
-    fmt_lsn2(exp, sizeof(exp), expected_lsn);
+    char exp[32], at_s[32]; /* formatted only for a message: this runs once per replicated record */
     int n = wal_record_decode_why(rec, avail, &r, &why);
     if (n < 0) {
+        fmt_lsn2(exp, sizeof(exp), expected_lsn);
         rd_error("replicated WAL record for lsn %s is invalid: %s", exp, why);
         return RD_ECORRUPT;
     }
@@ -1969,14 +1969,17 @@ int wal_append_encoded(struct wal *w, const uint8_t *rec, size_t avail, uint64_t
     /* The same placement rule as append_record, but a SWITCH is never made up
      * here: the primary's own SWITCH records arrive in the stream. */
     uint64_t at = wal_next_record_lsn(w->insert_lsn, w->seg_size);
-    fmt_lsn2(at_s, sizeof(at_s), at);
     if (r.type != WAL_REC_SWITCH && aligned > w->seg_size - at % w->seg_size) {
+        fmt_lsn2(exp, sizeof(exp), expected_lsn);
+        fmt_lsn2(at_s, sizeof(at_s), at);
         rd_error("replicated WAL record for lsn %s (%zu bytes) does not fit in the rest of the segment "
                  "at %s, and no SWITCH record preceded it",
                  exp, aligned, at_s);
         return RD_ECORRUPT;
     }
     if (wal_next_record_lsn(expected_lsn, w->seg_size) != at) {
+        fmt_lsn2(exp, sizeof(exp), expected_lsn);
+        fmt_lsn2(at_s, sizeof(at_s), at);
         rd_error("replicated WAL record for lsn %s would land at %s", exp, at_s);
         return RD_ECORRUPT;
     }
@@ -1984,6 +1987,7 @@ int wal_append_encoded(struct wal *w, const uint8_t *rec, size_t avail, uint64_t
         char a[32], b[32];
         fmt_lsn2(a, sizeof(a), r.prev_lsn);
         fmt_lsn2(b, sizeof(b), w->prev_lsn);
+        fmt_lsn2(at_s, sizeof(at_s), at);
         rd_error("replicated WAL record at %s has prev lsn %s, but the previous record is at %s", at_s, a,
                  b);
         return RD_ECORRUPT;
