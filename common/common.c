@@ -1,5 +1,6 @@
 /* common.c — errors, logging, checksums, buffers, histograms. */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -38,6 +39,36 @@ const char *rd_strerror(int err)
     if (err < 0 && err > -4096)
         return strerror(-err);
     return "unknown error";
+}
+
+int rd_fault(const char *point)
+{
+    enum { MAX_POINTS = 8 };
+    static int parsed;
+    static struct { char name[32]; uint64_t at, hits; } pts[MAX_POINTS];
+    static size_t npts;
+    if (!parsed) {
+        parsed = 1;
+        const char *env = getenv("RD_FAULT");
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s", env ? env : "");
+        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && npts < MAX_POINTS;
+             tok = strtok_r(NULL, ",", &save)) {
+            char *colon = strchr(tok, ':');
+            if (colon == NULL)
+                continue;
+            *colon = 0;
+            snprintf(pts[npts].name, sizeof(pts[npts].name), "%s", tok);
+            pts[npts].at = strtoull(colon + 1, NULL, 10);
+            rd_warn("fault injection armed: %s fails on call %" PRIu64 " (RD_FAULT)", pts[npts].name,
+                    pts[npts].at);
+            npts++;
+        }
+    }
+    for (size_t i = 0; i < npts; i++)
+        if (strcmp(pts[i].name, point) == 0 && ++pts[i].hits == pts[i].at)
+            return 1;
+    return 0;
 }
 
 int rd_write_file_atomic(const char *dir, const char *name, const void *data, size_t len)

@@ -24,6 +24,12 @@
  * removed on failure). */
 int rd_write_file_atomic(const char *dir, const char *name, const void *data, size_t len);
 
+/* Fault injection for tests (PostgreSQL's injection points, SQLite's test
+ * controls): RD_FAULT="point:N[,point:N...]" in the environment makes
+ * rd_fault(point) return 1 on its Nth call (1-based) and on no other; 0 always
+ * when RD_FAULT is unset. Points: wal_fsync (a WAL fdatasync reports EIO). */
+int rd_fault(const char *point);
+
 /* Always compiled in: guards programmer errors, never bad input. */
 void rd_assert_fail(const char *expr, const char *file, int line, const char *func)
     __attribute__((noreturn));

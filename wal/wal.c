@@ -1154,6 +1154,8 @@ static void sync_write_buf(struct wal *w, struct wal_buf *b, uint64_t from, uint
 
 static void flush_io_check(struct wal *w, const struct wal_flush_io *fio, int res)
 {
+    if (fio->is_fsync && res >= 0 && rd_fault("wal_fsync"))
+        res = -EIO; /* tests: RD_FAULT=wal_fsync:N */
     if (res < 0 || (!fio->is_fsync && (size_t)res != fio->expect)) {
         char path[PATH_MAX];
         seg_path(w, fio->segno, path, sizeof(path));
@@ -1200,11 +1202,11 @@ int wal_flush_sync(struct wal *w, uint64_t lsn)
     sync_write_buf(w, &w->bufs[w->active], from, &seg_lo, &seg_hi);
     for (uint64_t s = seg_lo; !w->direct && s <= seg_hi && seg_lo != UINT64_MAX; s++) {
         int fd = seg_fd(w, s);
-        if (fd < 0 || fdatasync(fd) < 0) {
+        int frc = fd < 0 ? fd : fdatasync(fd) < 0 ? -errno : rd_fault("wal_fsync") ? -EIO : 0;
+        if (frc < 0) {
             char path[PATH_MAX];
             seg_path(w, s, path, sizeof(path));
-            rd_panic("could not fdatasync WAL segment \"%s\": %s", path,
-                     rd_strerror(fd < 0 ? fd : -errno));
+            rd_panic("could not fdatasync WAL segment \"%s\": %s", path, rd_strerror(frc));
         }
         w->st.fsyncs++;
     }

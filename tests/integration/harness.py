@@ -96,7 +96,8 @@ class Server:
     def start(self, wait=True, timeout=30):
         log = open(self.log_path, "ab")
         cmd = self.command()
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        env = None if not getattr(self, "env", None) else dict(os.environ, **self.env)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         _procs.append(self.proc)
         if wait:

@@ -1,0 +1,97 @@
+"""A failed fdatasync stops the process; nothing it was flushing is acknowledged.
+
+PostgreSQL learned in 2018 ("fsyncgate") that retrying a failed fsync can
+report success for data the kernel already dropped; Redoubt PANICs instead
+(wal/README.md W9, common/README.md C5). A real EIO from a disk is hard to
+produce in a test, so the WAL's fdatasync reports EIO through the fault
+injection point wal_fsync (RD_FAULT=wal_fsync:N: the Nth WAL fdatasync fails).
+
+1. standalone, acked load (redoubt-bench --mode acked), RD_FAULT=wal_fsync:N:
+   the server exits with status 70 and logs the failed fdatasync with the file;
+   restarted without the fault, every acknowledged write is there (and no
+   write whose batch failed was acknowledged: the bench counts an unanswered
+   request as in flight, not acked).
+2. primary + 2 replicas, --commit remote_flush ANY 1 (r1,r2); r1 runs with the
+   fault: r1 exits 70, the primary keeps committing through r2, and after r1
+   restarts (without the fault) it resumes and converges; every acknowledged
+   write is on the primary and on r1.
+"""
+import os
+import random
+import re
+import subprocess
+import time
+
+from harness import (BENCH, Primary, Replica, Server, check, diff_dumps, dump, fail, seed, tmpdir, verify_state,
+                     wait_converged, wait_for, wait_streaming)
+
+rng = random.Random(seed())
+work = tmpdir()
+
+
+def acked(port, tag, state, duration, clients=4):
+    return subprocess.Popen([BENCH, "--mode", "acked", "--port", str(port), "--clients", str(clients),
+                             "--duration", str(duration), "--keyspace", "20000", "--value-size", "100",
+                             "--key-prefix", tag, "--seed", str(rng.randrange(1 << 30)), "--state", state],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# ---- 1. standalone
+n = rng.randrange(50, 400)
+s = Server()
+s.env = {"RD_FAULT": f"wal_fsync:{n}"}
+s.start()
+state = os.path.join(work, "standalone.txt")
+load = acked(s.port, "s", state, 30)
+try:
+    rc = s.proc.wait(timeout=60)
+except subprocess.TimeoutExpired:
+    fail(f"the server did not stop after the injected fdatasync failure (fsync {n}):\n{s.log()}")
+out, _ = load.communicate(timeout=60)
+log = s.log()
+check(rc == 70, f"a failed fdatasync must end the process with status 70 (PANIC), got {rc}:\n{log}")
+m = re.search(r"could not fdatasync WAL segment \"[^\"]+\": .*", log)
+check(m is not None, f"the log must name the failed fdatasync and the file:\n{log}")
+print(f"standalone: fdatasync #{n} failed -> exit {rc}: {m.group(0)}", flush=True)
+print("  " + next((l for l in out.splitlines() if l.startswith("acked:")), out.strip()[-200:]), flush=True)
+s.env = {}
+s.start()
+lost, vout = verify_state(s.port, state)
+check(lost == 0, f"acknowledged writes lost after the failed fdatasync:\n{vout}")
+print("  restarted without the fault: " + next(l for l in vout.splitlines() if "keys checked" in l).strip(), flush=True)
+s.stop()
+
+# ---- 2. a replica's fdatasync fails
+sync = ["--commit", "remote_flush", "--sync-replicas", "ANY 1 (r1,r2)"]
+p = Primary(args=sync).start()
+r1 = Replica(p.port, "r1")
+r1.env = {"RD_FAULT": f"wal_fsync:{rng.randrange(50, 300)}"}
+r1.start()
+r2 = Replica(p.port, "r2").start()
+wait_streaming(p, 2)
+state = os.path.join(work, "replica.txt")
+load = acked(p.port, "r", state, 4)
+try:
+    rc = r1.proc.wait(timeout=60)
+except subprocess.TimeoutExpired:
+    fail(f"r1 did not stop after its injected fdatasync failure:\n{r1.log()}")
+check(rc == 70 and "could not fdatasync WAL segment" in r1.log(),
+      f"r1 must PANIC (exit 70) on its failed fdatasync, got {rc}:\n{r1.log()}")
+out, _ = load.communicate(timeout=60)
+acked_line = next((l for l in out.splitlines() if l.startswith("acked:")), out.strip()[-200:])
+print(f"replica r1: fdatasync failed -> exit {rc}; the load went on through r2: {acked_line}", flush=True)
+check(p.alive(), "the primary stays up when a replica fails")
+m = re.search(r"acked: (\d+) acknowledged", out)
+check(m is not None and int(m.group(1)) > 0, f"writes must keep being acknowledged via r2:\n{out}")
+r1.env = {}
+r1.start()
+wait_streaming(p, 2)
+wait_converged(p, [r1, r2])
+for node in (p, r1):
+    lost, vout = verify_state(node.port, state)
+    check(lost == 0, f"acknowledged writes missing on {getattr(node, 'name', 'primary')}:\n{vout}")
+d = diff_dumps(dump(p.port), dump(r1.port), "primary", "r1")
+check(not d, f"r1 differs from the primary after its restart:\n{d}")
+print("  r1 restarted without the fault, resumed and converged; every acknowledged write on the primary and r1",
+      flush=True)
+print("ok")
