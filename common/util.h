@@ -27,7 +27,8 @@ int rd_write_file_atomic(const char *dir, const char *name, const void *data, si
 /* Fault injection for tests (PostgreSQL's injection points, SQLite's test
  * controls): RD_FAULT="point:N[,point:N...]" in the environment makes
  * rd_fault(point) return 1 on its Nth call (1-based) and on no other; 0 always
- * when RD_FAULT is unset. Points: wal_fsync (a WAL fdatasync reports EIO). */
+ * when RD_FAULT is unset. Points: wal_fsync (a WAL fdatasync reports EIO),
+ * sn_fsync (a storage node's hot-log fdatasync reports EIO). */
 int rd_fault(const char *point);
 
 /* Always compiled in: guards programmer errors, never bad input. */

@@ -632,8 +632,9 @@ static void sn_send_acks(struct sn_node *s)
 static void sn_on_sync_done(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
     struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, sync_io));
-    if (cqe->res < 0) /* PostgreSQL's rule: never retry an fsync, never ack */
-        rd_panic("could not fdatasync the hot log in \"%s\": %s", s->dir, strerror(-cqe->res));
+    int res = cqe->res >= 0 && rd_fault("sn_fsync") ? -EIO : cqe->res; /* tests: RD_FAULT=sn_fsync:N */
+    if (res < 0) /* PostgreSQL's rule: never retry an fsync, never ack */
+        rd_panic("could not fdatasync the hot log in \"%s\": %s", s->dir, strerror(-res));
     for (size_t i = 0; i < s->nflight; i++) {
         struct sn_rec *x = sn_store_get(&s->st, s->flight[i].lsn);
         if (x == NULL || x->hl_off != s->flight[i].off)

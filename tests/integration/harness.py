@@ -491,7 +491,8 @@ class StorageNode(Server):
 
     def start(self, wait=True, timeout=20):
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        env = None if not getattr(self, "env", None) else dict(os.environ, **self.env)
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         _procs.append(self.proc)
         if wait:

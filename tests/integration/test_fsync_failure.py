@@ -15,6 +15,10 @@ injection point wal_fsync (RD_FAULT=wal_fsync:N: the Nth WAL fdatasync fails).
    fault: r1 exits 70, the primary keeps committing through r2, and after r1
    restarts (without the fault) it resumes and converges; every acknowledged
    write is on the primary and on r1.
+3. aurora: writer + 6 storage nodes, node 2 runs with RD_FAULT=sn_fsync:N (its
+   hot-log fdatasync fails): it exits 70 without acknowledging, the writer keeps
+   committing on the other five; restarted without the fault it catches up, and
+   every acknowledged write reads back through the writer.
 """
 import os
 import random
@@ -22,7 +26,7 @@ import re
 import subprocess
 import time
 
-from harness import (BENCH, Primary, Replica, Server, check, diff_dumps, dump, fail, seed, tmpdir, verify_state,
+from harness import (BENCH, AuroraCluster, Primary, Replica, Server, check, diff_dumps, dump, fail, seed, tmpdir, verify_state,
                      wait_converged, wait_for, wait_streaming)
 
 rng = random.Random(seed())
@@ -94,4 +98,29 @@ d = diff_dumps(dump(p.port), dump(r1.port), "primary", "r1")
 check(not d, f"r1 differs from the primary after its restart:\n{d}")
 print("  r1 restarted without the fault, resumed and converged; every acknowledged write on the primary and r1",
       flush=True)
+
+# ---- 3. a storage node's hot-log fdatasync fails
+cl = AuroraCluster(nreaders=0)
+bad = cl.nodes[2]
+bad.env = {"RD_FAULT": f"sn_fsync:{rng.randrange(50, 300)}"}
+cl.start()
+state = os.path.join(work, "aurora.txt")
+load = acked(cl.writer.port, "a", state, 4)
+try:
+    rc = bad.proc.wait(timeout=60)
+except subprocess.TimeoutExpired:
+    fail(f"storage node 2 did not stop after its injected fdatasync failure:\n{bad.log()}")
+check(rc == 70 and "could not fdatasync the hot log" in bad.log(),
+      f"storage node 2 must PANIC (exit 70) on its failed fdatasync, got {rc}:\n{bad.log()}")
+out, _ = load.communicate(timeout=60)
+m = re.search(r"acked: (\d+) acknowledged", out)
+check(m is not None and int(m.group(1)) > 0, f"writes must keep being acknowledged by 5 nodes:\n{out}")
+print(f"storage node 2: hot-log fdatasync failed -> exit {rc}; the writer went on with 5 nodes: {m.group(0)} writes",
+      flush=True)
+bad.env = {}
+bad.start()
+cl.wait_nodes_caught_up([bad], timeout=60)
+lost, vout = verify_state(cl.writer.port, state)
+check(lost == 0, f"acknowledged writes lost:\n{vout}")
+print("  node 2 restarted without the fault and caught up; every acknowledged write reads back", flush=True)
 print("ok")
