@@ -177,9 +177,17 @@ def same_coalesced():
     return c[0] if len(set(c)) == 1 and c[0] > 0 else None
 
 
-c1 = wait_for("every node coalesced to the same lsn", same_coalesced, timeout=30, interval=0.3)
-time.sleep(0.5)
-check(same_coalesced() == c1, "coalescing settled")
+def settled():
+    # Coalescing proceeds in steps: six equal values can be a moment on the way. Settled = equal
+    # and unchanged a second later.
+    a = same_coalesced()
+    if a is None:
+        return None
+    time.sleep(1.0)
+    return a if same_coalesced() == a else None
+
+
+c1 = wait_for("every node coalesced to the same lsn, unchanged for 1 s", settled, timeout=45, interval=0.3)
 stores = {}
 for n in nodes:
     n.stop()
