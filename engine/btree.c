@@ -786,6 +786,12 @@ void engine_txn_end(struct engine *e)
     e->ntxn_frames = 0;
 }
 
+int engine_txn_changed(const struct engine *e)
+{
+    rd_assert(e->in_txn && !e->mtr.active);
+    return e->ntxn_frames > 0 || e->failed != 0;
+}
+
 void engine_set_fpi_threshold(struct engine *e, uint64_t redo_lsn) { e->fpi_threshold = redo_lsn; }
 
 /* ---------------------------------------------------------------- checkpoint and redo */

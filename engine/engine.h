@@ -158,6 +158,11 @@ int engine_redo_if_cached(struct engine *e, uint32_t page_id, uint8_t rec_type, 
  */
 void engine_txn_begin(struct engine *e);
 void engine_txn_end(struct engine *e);
+/* Whether the running transaction changed any page so far (or the engine has
+ * failed, E11). A failed operation rolls its own mini-transaction back (E4), so
+ * after a failure with no change the engine is exactly as before the
+ * transaction: the caller may report the error instead of stopping. */
+int engine_txn_changed(const struct engine *e);
 
 /* ---- checkpoints and recovery ---- */
 

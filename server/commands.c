@@ -133,10 +133,19 @@ static int check_value(struct conn *c, const struct resp_arg *v)
     return 0;
 }
 
-/* An engine error inside a write: the in-memory state may be ahead of the
- * log, so the only safe move is to stop (recovery restores the last commit). */
-static void write_failed(const char *what, int rc)
+/* An engine error inside a write. If the transaction changed nothing yet (the
+ * failed operation rolled its own mini-transaction back, E4) — typically a page
+ * that could not be read: a corrupt page, or an aurora writer's GetPage failing
+ * on every storage node — the client gets the error and the server goes on.
+ * Otherwise the in-memory state may be ahead of the log, and the only safe move
+ * is to stop (recovery restores the last commit). */
+static void write_failed(struct server *s, struct conn *c, const char *what, int rc)
 {
+    if (!engine_txn_changed(s->engine)) {
+        rd_warn("%s failed before changing anything: %s (answered as an error)", what, rd_strerror(rc));
+        reply_err(c, "ERR write failed, nothing changed: %s", rd_strerror(rc));
+        return;
+    }
     rd_panic("%s failed inside a transaction: %s; stopping (recovery restores the last commit)",
              what, rd_strerror(rc));
 }
@@ -419,8 +428,10 @@ static void cmd_set(struct server *s, struct conn *c, const struct resp_args *a)
     int do_set = !(nx && exists) && !(xx && !exists);
     if (do_set) {
         int rc = engine_put(s->engine, a->v[1].ptr, a->v[1].len, a->v[2].ptr, a->v[2].len);
-        if (rc < 0)
-            write_failed("SET", rc);
+        if (rc < 0) {
+            write_failed(s, c, "SET", rc);
+            return;
+        }
     }
     if (get) {
         if (exists)
@@ -448,8 +459,10 @@ static void cmd_setnx(struct server *s, struct conn *c, const struct resp_args *
         return;
     }
     rc = engine_put(s->engine, a->v[1].ptr, a->v[1].len, a->v[2].ptr, a->v[2].len);
-    if (rc < 0)
-        write_failed("SETNX", rc);
+    if (rc < 0) {
+        write_failed(s, c, "SETNX", rc);
+        return;
+    }
     reply_int(c, 1);
 }
 
@@ -463,8 +476,10 @@ static void cmd_del(struct server *s, struct conn *c, const struct resp_args *a)
         int rc = engine_delete(s->engine, a->v[i].ptr, a->v[i].len);
         if (rc == 0)
             n++;
-        else if (rc != RD_ENOTFOUND)
-            write_failed("DEL", rc);
+        else if (rc != RD_ENOTFOUND) {
+            write_failed(s, c, "DEL", rc);
+            return;
+        }
     }
     reply_int(c, n);
 }
@@ -510,8 +525,10 @@ static void incr_by(struct server *s, struct conn *c, const struct resp_arg *key
     char tmp[32];
     int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
     rc = engine_put(s->engine, key->ptr, key->len, (const uint8_t *)tmp, (size_t)n);
-    if (rc < 0)
-        write_failed("INCR", rc);
+    if (rc < 0) {
+        write_failed(s, c, "INCR", rc);
+        return;
+    }
     reply_int(c, v);
 }
 
@@ -587,8 +604,10 @@ static void cmd_mset(struct server *s, struct conn *c, const struct resp_args *a
     }
     for (size_t i = 1; i < a->n; i += 2) {
         int rc = engine_put(s->engine, a->v[i].ptr, a->v[i].len, a->v[i + 1].ptr, a->v[i + 1].len);
-        if (rc < 0)
-            write_failed("MSET", rc);
+        if (rc < 0) {
+            write_failed(s, c, "MSET", rc);
+            return;
+        }
     }
     reply_ok(c);
 }

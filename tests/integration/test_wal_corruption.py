@@ -79,5 +79,17 @@ s.start()
 out = s.cli("GET", "key:01234")
 check("corrupt" in out.lower(), "GET from a corrupted page reports corruption, got: " + out)
 check(s.cli("PING") == "PONG", "server stays up")
+# A write that must read a corrupted page fails before changing anything: an error, not a
+# stop (commands.c write_failed), and nothing is written to the log for it.
+wal_before = s.info("persistence").get("wal_commits")
+out = s.cli("SET", "key:01234", "new-value")
+check(out.startswith("ERR write failed, nothing changed") and "corrupt" in out.lower(),
+      "SET into a corrupted page answers an error, got: " + out)
+check(s.cli("PING") == "PONG", "server stays up after the failed write")
+check(s.info("persistence").get("wal_commits") == wal_before, "no commit logged for the failed write")
+out = s.cli("INCR", "key:01234")
+check(out.startswith("ERR"), "INCR of a key on a corrupted page answers an error, got: " + out)
+check(s.cli("PING") == "PONG", "server stays up after the failed INCR")
+print("writes into a corrupted page: errors, the server stays up, nothing logged", flush=True)
 s.kill9()
 print("ok")
