@@ -206,17 +206,20 @@ uint64_t sn_store_advance(struct sn_store *st)
     return st->scl - start;
 }
 
-void sn_store_truncate(struct sn_store *st, uint64_t keep_upto)
+/* Keeps the records with lo <= lsn <= hi (the others' bodies are freed),
+ * recomputes durable_max from durable_floor and rebuilds the LSN index.
+ * Returns how many records were dropped. */
+static size_t recs_keep_range(struct sn_store *st, uint64_t lo, uint64_t hi, uint64_t durable_floor)
 {
-    rd_assert(keep_upto >= st->coalesced_lsn);
-    size_t w = 0;
-    st->durable_max = 0;
+    size_t w = 0, dropped = 0;
+    st->durable_max = durable_floor;
     for (size_t i = 0; i < st->nrecs; i++) {
         struct sn_rec *x = &st->recs[i];
-        if (x->lsn > keep_upto) {
+        if (x->lsn < lo || x->lsn > hi) {
             if (x->body)
                 st->hot_records--;
             free(x->body);
+            dropped++;
             continue;
         }
         if (x->durable && x->lsn > st->durable_max)
@@ -227,6 +230,13 @@ void sn_store_truncate(struct sn_store *st, uint64_t keep_upto)
     tab_clear(&st->by_lsn);
     for (size_t i = 0; i < st->nrecs; i++)
         tab_put(&st->by_lsn, st->recs[i].lsn, (uint32_t)i);
+    return dropped;
+}
+
+void sn_store_truncate(struct sn_store *st, uint64_t keep_upto)
+{
+    rd_assert(keep_upto >= st->coalesced_lsn);
+    recs_keep_range(st, 0, keep_upto, 0);
     if (st->scl > keep_upto)
         st->scl = keep_upto;
     if (st->max_cpl > st->scl) { /* the newest consistency point at or below the new scl */
@@ -288,25 +298,7 @@ void sn_store_trimmed_floor(struct sn_store *st, uint64_t lsn, uint64_t cpl)
 size_t sn_store_rebase(struct sn_store *st, uint64_t base, uint64_t cpl)
 {
     rd_assert(base > st->coalesced_lsn && cpl <= base);
-    size_t w = 0, dropped = 0;
-    st->durable_max = base;
-    for (size_t i = 0; i < st->nrecs; i++) {
-        struct sn_rec *x = &st->recs[i];
-        if (x->lsn <= base) {
-            if (x->body)
-                st->hot_records--;
-            free(x->body);
-            dropped++;
-            continue;
-        }
-        if (x->durable && x->lsn > st->durable_max)
-            st->durable_max = x->lsn;
-        st->recs[w++] = *x;
-    }
-    st->nrecs = w;
-    tab_clear(&st->by_lsn);
-    for (size_t i = 0; i < st->nrecs; i++)
-        tab_put(&st->by_lsn, st->recs[i].lsn, (uint32_t)i);
+    size_t dropped = recs_keep_range(st, base + 1, UINT64_MAX, base);
     for (size_t i = 0; i < st->npages; i++) { /* S3: history only above the new coalesced point */
         struct sn_page_hist *h = &st->pages[i];
         uint32_t k = 0;
