@@ -1408,7 +1408,8 @@ int repl_check_peers(struct server *s)
 
 int repl_after_crash(struct server *s)
 {
-    if (s->cfg.repl_send_flushed || s->wal == NULL)
+    /* Whatever --repl-send says now: the run that crashed may have shipped WAL it never flushed. */
+    if (s->wal == NULL)
         return 0;
     uint64_t switch_lsn;
     int rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal));
@@ -1423,8 +1424,8 @@ int repl_after_crash(struct server *s)
     s->durable_lsn = s->last_commit_lsn = s->release_lsn = wal_flushed_lsn(s->wal);
     char l1[32];
     lsn_str(switch_lsn, l1, sizeof(l1));
-    rd_info("crash recovery ended at %s: timeline %u starts there (this primary ships WAL before flushing it, "
-            "so a replica may hold WAL past this point; such a replica re-clones)",
+    rd_info("crash recovery ended at %s: timeline %u starts there (a primary may ship WAL before flushing "
+            "it, so a replica may hold WAL past this point: it cuts its log there, or re-clones)",
             l1, wal_timeline(s->wal));
     return 0;
 }

@@ -587,7 +587,7 @@ int server_open_storage(struct server *s)
      * replica holding more of the old timeline can cut its log at. */
     if (s->role == SERVER_ROLE_PRIMARY && (rc = repl_slots_load(s)) < 0)
         return rc; /* before the end-of-recovery checkpoint removes WAL */
-    int new_timeline_follows = s->role == SERVER_ROLE_PRIMARY && s->crash_recovered && !s->cfg.repl_send_flushed;
+    int new_timeline_follows = s->role == SERVER_ROLE_PRIMARY && s->crash_recovered;
     if (s->role != SERVER_ROLE_REPLICA && !new_timeline_follows) {
         /* End-of-recovery checkpoint, as PostgreSQL. A replica appends nothing
          * of its own: its log stays byte-identical to the primary's. */

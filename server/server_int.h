@@ -250,9 +250,10 @@ int repl_promote(struct server *s, struct conn *c, char *err, size_t err_len);
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
 void repl_start_replica(struct server *s);
 int repl_check_peers(struct server *s);
-/* R3: a primary that ships WAL before flushing it (--repl-send written) and
- * restarts after a crash begins a new timeline at its recovered end, so a
- * replica that received WAL this node lost cannot continue on the old history. */
+/* R3: a primary restarting after a crash begins a new timeline at its
+ * recovered end (the run that crashed may have shipped WAL it never flushed,
+ * --repl-send written), so a replica that received WAL this node lost cannot
+ * continue on the old history. */
 int repl_after_crash(struct server *s);
 /* DIR/slots: saved when a slot is created or dropped and before each checkpoint
  * (the checkpoint removes WAL below every slot's restart LSN); loaded at start. */
