@@ -15,6 +15,10 @@ injection point wal_fsync (RD_FAULT=wal_fsync:N: the Nth WAL fdatasync fails).
    fault: r1 exits 70, the primary keeps committing through r2, and after r1
    restarts (without the fault) it resumes and converges; every acknowledged
    write is on the primary and on r1.
+4. (section 2b) the primary's own fdatasync fails (primary + r1, remote_flush): the primary
+   exits 70; r1 may hold WAL of the failed batch (shipped once written, R1) but has applied
+   nothing past the flush LSN the primary reported (R2); promoted, r1 has every acknowledged
+   write.
 3. aurora: writer + 6 storage nodes, node 2 runs with RD_FAULT=sn_fsync:N (its
    hot-log fdatasync fails): it exits 70 without acknowledging, the writer keeps
    committing on the other five; restarted without the fault it catches up, and
@@ -98,6 +102,34 @@ d = diff_dumps(dump(p.port), dump(r1.port), "primary", "r1")
 check(not d, f"r1 differs from the primary after its restart:\n{d}")
 print("  r1 restarted without the fault, resumed and converged; every acknowledged write on the primary and r1",
       flush=True)
+
+# ---- 2b. the primary's fdatasync fails: its replica received the batch but never applied it
+p = Primary(args=["--commit", "remote_flush", "--sync-replicas", "ANY 1 (r1)"])
+p.env = {"RD_FAULT": f"wal_fsync:{rng.randrange(200, 600)}"}
+p.start()
+r1 = Replica(p.port, "r1").start()  # promoted, it commits locally (no replica of its own to wait for)
+wait_streaming(p, 1)
+state = os.path.join(work, "primary.txt")
+load = acked(p.port, "p", state, 30, clients=rng.choice([1, 4, 8]))
+try:
+    rc = p.proc.wait(timeout=60)
+except subprocess.TimeoutExpired:
+    fail(f"the primary did not stop after its injected fdatasync failure:\n{p.log()}")
+out, _ = load.communicate(timeout=60)
+check(rc == 70, f"the primary must PANIC (exit 70) on its failed fdatasync, got {rc}:\n{p.log()}")
+time.sleep(0.3)  # r1 has everything the dead primary sent
+ri = r1.info("replication")
+flush, apply_, pflush = (int(ri.get(k, "0")) for k in ("flush_lsn", "apply_lsn", "primary_flush_lsn"))
+check(apply_ <= pflush, f"R2: r1 applied up to {apply_}, past the primary's reported flush {pflush}: {ri}")
+print(f"primary: fdatasync failed -> exit {rc}; r1 holds WAL to {flush}, the primary reported {pflush} flushed, "
+      f"r1 applied to {apply_} ({'it held WAL of the failed batch, not applied' if flush > pflush else 'no WAL past the reported flush'})",
+      flush=True)
+check(r1.cli("REPLICAOF", "NO", "ONE").strip() == "OK", "promote r1")
+wait_for("r1 accepts writes", lambda: r1.cli("SET", "after:promotion", "1").strip() == "OK", 30, interval=0.1)
+lost, vout = verify_state(r1.port, state)
+check(lost == 0, f"acknowledged writes lost after the primary's failed fdatasync and promotion:\n{vout}")
+print("  r1 promoted: every acknowledged write is there; " +
+      next((l for l in out.splitlines() if l.startswith("acked:")), "").strip(), flush=True)
 
 # ---- 3. a storage node's hot-log fdatasync fails
 cl = AuroraCluster(nreaders=0)
