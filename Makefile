@@ -1,7 +1,7 @@
 # Redoubt — build everything into build/.
 #   make            build binaries (build/bin) with -Wall -Wextra -Werror
 #   make test       unit tests, fuzz-corpus replay, integration tests (real processes)
-#   make check      the same tests, built with ASan + UBSan (into build/asan)
+#   make check      the same tests, built with ASan + UBSan (into build/asan; ASAN_BUILD=dir to change)
 #   make fuzz       libFuzzer targets (clang) into build/fuzz; `make fuzz-run` runs each briefly
 #   make bench      the standalone benchmark vs Redis (bench/run-standalone)
 #   make demo       the README's main job: classic async, classic sync and aurora side by side
@@ -89,8 +89,9 @@ integration: all
 test: unit replay integration
 	@echo "all tests passed ($(BUILD))"
 
+ASAN_BUILD ?= build/asan
 check:
-	$(MAKE) BUILD=build/asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" unit replay
+	$(MAKE) BUILD=$(ASAN_BUILD) OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" unit replay
 	@echo "sanitizer tests passed"
 
 FUZZ_CC ?= clang

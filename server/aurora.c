@@ -324,6 +324,8 @@ static int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags
         rc = redo_quorum_add_cpl(&a->q, lsn);
         if (rc < 0)
             return rc;
+        /* 1 would mean VDL moved at once: impossible for a new LSN, which no node holds yet. */
+        rd_assert(rc == 0);
     }
     a->last_lsn = lsn;
     a->redo_records++;
@@ -1031,8 +1033,8 @@ int aurora_become_writer(struct server *s)
     redo_quorum_free(&a->q);
     if (redo_quorum_init(&a->q, 1u << 20) < 0)
         rd_panic("out of memory");
-    if (vdl > 0)
-        redo_quorum_add_cpl(&a->q, vdl);
+    if (vdl > 0 && redo_quorum_add_cpl(&a->q, vdl) < 0) /* no acks yet: VDL cannot move here */
+        rd_panic("out of memory for the quorum tracker");
     for (unsigned i = 0; i < REDO_NODES; i++) {
         a->node[i].scl = have[i] ? RD_MIN(st[i].scl, vdl) : 0;
         if (have[i])
