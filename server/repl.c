@@ -488,6 +488,8 @@ static void slots_update_keep(struct server *s)
         struct repl_slot *sl = &s->slots[i];
         if (!sl->in_use)
             continue;
+        if (sl->restart_lsn > insert) /* the replica holds WAL we lost in a crash (R3/R4): keep from here */
+            sl->restart_lsn = insert;
         if (s->cfg.wal_keep_bytes && insert - sl->restart_lsn > s->cfg.wal_keep_bytes) {
             rd_warn("replica \"%s\" is more than %" PRIu64 " MB behind (--wal-keep-mb): its WAL is no longer kept; "
                     "it must re-clone", sl->name, s->cfg.wal_keep_bytes >> 20);
