@@ -989,9 +989,14 @@ static void sn_coalesce(struct sn_node *s)
         rd_warn("coalescing past the min read point %llu: %llu records in memory",
                 (unsigned long long)s->min_read_point, (unsigned long long)s->st.hot_records);
     struct sn_touched *t = calloc(SN_COALESCE_BATCH, sizeof(*t));
+    /* page id -> index in t, open addressing (2x the most pages a round can touch) */
+    enum { SLOTS = 2 * SN_COALESCE_BATCH };
+    _Static_assert((SLOTS & (SLOTS - 1)) == 0, "a power of two");
+    int32_t *slot = malloc(SLOTS * sizeof(*slot));
     size_t nt = 0;
-    if (t == NULL)
+    if (t == NULL || slot == NULL)
         rd_panic("out of memory for coalescing");
+    memset(slot, 0xff, SLOTS * sizeof(*slot)); /* -1: empty */
     int failed = 0;
     uint64_t cpl = s->coalesced_cpl;
     for (uint64_t lsn = from + 1; lsn <= to && !failed; lsn++) {
@@ -1001,10 +1006,13 @@ static void sn_coalesce(struct sn_node *s)
             cpl = x->lsn;
         if (x->page_id == ENGINE_PAGE_NONE)
             continue;
-        size_t k = 0;
-        while (k < nt && t[k].page_id != x->page_id)
-            k++;
+        size_t h = (x->page_id * 2654435761u) & (SLOTS - 1);
+        while (slot[h] >= 0 && t[slot[h]].page_id != x->page_id)
+            h = (h + 1) & (SLOTS - 1);
+        size_t k = slot[h] >= 0 ? (size_t)slot[h] : nt;
         if (k == nt) {
+            rd_assert(nt < SN_COALESCE_BATCH);
+            slot[h] = (int32_t)nt;
             t[nt].page_id = x->page_id;
             t[nt].img = malloc(ENGINE_PAGE_SIZE);
             if (t[nt].img == NULL)
@@ -1039,6 +1047,7 @@ static void sn_coalesce(struct sn_node *s)
     for (size_t k = 0; k < nt; k++)
         free(t[k].img);
     free(t);
+    free(slot);
 }
 
 /*
