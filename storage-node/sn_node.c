@@ -306,32 +306,11 @@ static int sn_meta_write(struct sn_node *s)
     mt.coalesced_cpl = s->coalesced_cpl;
     memcpy(mt.trunc, s->trunc, sizeof(mt.trunc));
     sn_meta_encode(m, &mt);
-    char tmp[4200], path[4200];
-    sn_path(s, "meta.tmp", tmp, sizeof(tmp));
-    sn_path(s, "meta", path, sizeof(path));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rd_error("could not create \"%s\": %s", tmp, strerror(errno));
-        return -errno;
-    }
-    ssize_t w = write(fd, m, sizeof(m));
-    if (w != (ssize_t)sizeof(m)) {
-        int e = w < 0 ? errno : EIO;
-        rd_error("could not write \"%s\": %s", tmp, strerror(e));
-        close(fd);
-        return -e;
-    }
-    if (fdatasync(fd) < 0)
-        rd_panic("could not fdatasync \"%s\": %s", tmp, strerror(errno));
-    if (close(fd) < 0)
-        rd_panic("could not close \"%s\": %s", tmp, strerror(errno));
-    if (rename(tmp, path) < 0) {
-        rd_error("could not rename \"%s\" to \"%s\": %s", tmp, path, strerror(errno));
-        return -errno;
-    }
-    if (fsync(s->meta_dir_fd) < 0)
-        rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
-    return 0;
+    /* meta.tmp, fsync, rename, fsync of the dir: a crash leaves the old or the new file. */
+    int rc = rd_write_file_atomic(s->dir, "meta", m, sizeof(m));
+    if (rc < 0)
+        rd_error("could not write \"%s/meta\": %s", s->dir, rd_strerror(rc));
+    return rc;
 }
 
 /* Persists the meta file or stops the process: a node that cannot record its
