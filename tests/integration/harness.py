@@ -85,6 +85,7 @@ class Server:
         self.args = list(args)
         self.proc = None
         self.log_path = self.dir.rstrip("/") + ".log"
+        self.env = {}  # extra environment (e.g. RD_FAULT) for the next start()
 
     def role_args(self):
         """Arguments that follow --role (subclasses add --primary, --name ...)."""
@@ -96,7 +97,7 @@ class Server:
     def start(self, wait=True, timeout=30):
         log = open(self.log_path, "ab")
         cmd = self.command()
-        env = None if not getattr(self, "env", None) else dict(os.environ, **self.env)
+        env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         _procs.append(self.proc)
@@ -490,14 +491,7 @@ class StorageNode(Server):
                 "--peers", ",".join(f"127.0.0.1:{p}" for p in self.peers)]
 
     def start(self, wait=True, timeout=20):
-        log = open(self.log_path, "ab")
-        env = None if not getattr(self, "env", None) else dict(os.environ, **self.env)
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-        _procs.append(self.proc)
-        if wait:
-            _wait_pong(self.proc, self.port, f"storage node {self.idx}", self.log, timeout)
-        return self
+        return super().start(wait=wait, timeout=timeout)
 
     def wait_ready(self, timeout=20):
         _wait_pong(self.proc, self.port, f"storage node {self.idx}", self.log, timeout)

@@ -11,11 +11,10 @@ every write acknowledged before, during and after the stall reads back.
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 
-from harness import AuroraCluster, Resp, RespError, check, fail, seed, tmpdir, verify_state, acked_load
+from harness import AuroraCluster, Resp, RespError, acked_load, check, seed, tmpdir, verify_state
 
 rng = random.Random(seed())
 work = tmpdir()

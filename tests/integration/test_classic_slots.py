@@ -15,7 +15,7 @@ import random
 import re
 import subprocess
 
-from harness import (DUMP, Primary, Replica, Resp, check, diff_dumps, dump, fail, repl_info, seed, wait_converged,
+from harness import (DUMP, Primary, Replica, Resp, check, diff_dumps, dump, repl_info, seed, wait_converged,
                      wait_streaming)
 
 rng = random.Random(seed())

@@ -30,18 +30,23 @@ import re
 import subprocess
 import time
 
-from harness import (BENCH, AuroraCluster, Primary, Replica, Server, check, diff_dumps, dump, fail, seed, tmpdir, verify_state,
-                     wait_converged, wait_for, wait_streaming)
+from harness import (AuroraCluster, Primary, Replica, Server, acked_load, check, diff_dumps, dump, fail, seed, tmpdir,
+                     verify_state, wait_converged, wait_for, wait_streaming)
 
 rng = random.Random(seed())
 work = tmpdir()
 
 
 def acked(port, tag, state, duration, clients=4):
-    return subprocess.Popen([BENCH, "--mode", "acked", "--port", str(port), "--clients", str(clients),
-                             "--duration", str(duration), "--keyspace", "20000", "--value-size", "100",
-                             "--key-prefix", tag, "--seed", str(rng.randrange(1 << 30)), "--state", state],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return acked_load(port, tag, state, clients=clients, duration=duration, seed_=rng.randrange(1 << 30))
+
+
+def wait_exit(node, what):
+    """The exit status of node, which must stop by itself within 60 s (it was given a failing fsync)."""
+    try:
+        return node.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        fail(f"{what} did not stop after its injected fdatasync failure:\n{node.log()}")
 
 
 # ---- 1. standalone
@@ -51,10 +56,7 @@ s.env = {"RD_FAULT": f"wal_fsync:{n}"}
 s.start()
 state = os.path.join(work, "standalone.txt")
 load = acked(s.port, "s", state, 30)
-try:
-    rc = s.proc.wait(timeout=60)
-except subprocess.TimeoutExpired:
-    fail(f"the server did not stop after the injected fdatasync failure (fsync {n}):\n{s.log()}")
+rc = wait_exit(s, "the server")
 out, _ = load.communicate(timeout=60)
 log = s.log()
 check(rc == 70, f"a failed fdatasync must end the process with status 70 (PANIC), got {rc}:\n{log}")
@@ -79,10 +81,7 @@ r2 = Replica(p.port, "r2").start()
 wait_streaming(p, 2)
 state = os.path.join(work, "replica.txt")
 load = acked(p.port, "r", state, 4)
-try:
-    rc = r1.proc.wait(timeout=60)
-except subprocess.TimeoutExpired:
-    fail(f"r1 did not stop after its injected fdatasync failure:\n{r1.log()}")
+rc = wait_exit(r1, "r1")
 check(rc == 70 and "could not fdatasync WAL segment" in r1.log(),
       f"r1 must PANIC (exit 70) on its failed fdatasync, got {rc}:\n{r1.log()}")
 out, _ = load.communicate(timeout=60)
@@ -111,10 +110,7 @@ r1 = Replica(p.port, "r1").start()  # promoted, it commits locally (no replica o
 wait_streaming(p, 1)
 state = os.path.join(work, "primary.txt")
 load = acked(p.port, "p", state, 30, clients=rng.choice([1, 4, 8]))
-try:
-    rc = p.proc.wait(timeout=60)
-except subprocess.TimeoutExpired:
-    fail(f"the primary did not stop after its injected fdatasync failure:\n{p.log()}")
+rc = wait_exit(p, "the primary")
 out, _ = load.communicate(timeout=60)
 check(rc == 70, f"the primary must PANIC (exit 70) on its failed fdatasync, got {rc}:\n{p.log()}")
 time.sleep(0.3)  # r1 has everything the dead primary sent
@@ -138,10 +134,7 @@ bad.env = {"RD_FAULT": f"sn_fsync:{rng.randrange(50, 300)}"}
 cl.start()
 state = os.path.join(work, "aurora.txt")
 load = acked(cl.writer.port, "a", state, 4)
-try:
-    rc = bad.proc.wait(timeout=60)
-except subprocess.TimeoutExpired:
-    fail(f"storage node 2 did not stop after its injected fdatasync failure:\n{bad.log()}")
+rc = wait_exit(bad, "storage node 2")
 check(rc == 70 and "could not fdatasync the hot log" in bad.log(),
       f"storage node 2 must PANIC (exit 70) on its failed fdatasync, got {rc}:\n{bad.log()}")
 out, _ = load.communicate(timeout=60)
