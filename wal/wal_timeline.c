@@ -108,10 +108,8 @@ int wal_chain_load(const char *wal_dir, uint32_t tli, struct wal_chain *out)
 int wal_history_write(const char *wal_dir, const struct wal_chain *c)
 {
     rd_assert(c->n > 0);
-    char name[32], path[PATH_MAX], tmp[PATH_MAX];
+    char name[32];
     wal_history_name(name, sizeof(name), c->v[c->n - 1].tli);
-    snprintf(path, sizeof(path), "%s/%s", wal_dir, name);
-    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", wal_dir, name);
     char text[64 * 1024];
     size_t len = 0;
     for (size_t i = 0; i + 1 < c->n && len < sizeof(text) - 64; i++)
@@ -119,39 +117,9 @@ int wal_history_write(const char *wal_dir, const struct wal_chain *c)
                                 (unsigned)(c->v[i].end_lsn >> 32), (unsigned)c->v[i].end_lsn);
     if (len >= sizeof(text) - 64)
         return RD_ETOOBIG;
-    const char *what = "create";
-    int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    what = "write";
-    rc = wal_pwrite_all(fd, text, len, 0);
-    if (rc == 0 && fdatasync(fd) < 0) {
-        what = "fdatasync";
-        rc = -errno;
-    }
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
+    int rc = rd_write_file_atomic(wal_dir, name, text, len); /* .tmp, fsync, rename, fsync dir */
     if (rc < 0)
-        goto fail;
-    what = "rename";
-    if (rename(tmp, path) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    what = "fsync the directory of";
-    int dfd = open(wal_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) < 0)
-        rc = -errno;
-    if (dfd >= 0)
-        close(dfd);
-    if (rc < 0)
-        goto fail;
-    return 0;
-fail:
-    rd_error("could not %s timeline history file \"%s\": %s", what, tmp, rd_strerror(rc));
+        rd_error("could not write timeline history file \"%s/%s\": %s", wal_dir, name, rd_strerror(rc));
     return rc;
 }
 
