@@ -38,6 +38,7 @@ enum repl_msg_type {
 struct repl_hello {
     uint64_t system_id;
     uint32_t timeline;
+    uint32_t term;        /* the primary's term (replica/README.md T1-T6) */
     uint64_t start_lsn;
     uint64_t primary_flush_lsn;
     uint64_t switch_lsn;
@@ -78,6 +79,7 @@ struct repl_status {
 struct repl_backup_begin {
     uint64_t system_id;
     uint32_t timeline;
+    uint32_t term;        /* the primary's term */
     uint64_t redo_lsn;
     uint64_t checkpoint_lsn;
     uint64_t segment_size_bytes;
@@ -134,5 +136,16 @@ _Static_assert(REPL_SLOT_NAME_BYTES + 8 == 72, "slot entry is 72 bytes on disk")
 int repl_slots_encode(struct rd_buf *out, const struct repl_slot_rec *v, size_t n);
 /* 0 and *n filled, or RD_ECORRUPT (bad magic, version, length, checksum, name). */
 int repl_slots_decode(const uint8_t *p, size_t len, struct repl_slot_rec *v, size_t cap, size_t *n);
+
+/* The node's term file, DIR/term (classic fencing, replica/README.md T1-T6),
+ * written atomically (rd_write_file_atomic) before a new term is acted on:
+ *   8 bytes magic "RDTERM01", u32 version = 1, u32 reserved = 0,
+ *   u64 term (< 2^32: it travels as a u32 in HELLO / BACKUP_BEGIN),
+ *   u64 XXH3-64 (seed RD_SEED_SLOTS ^ 0x7465726d) of the 24 bytes before it. */
+#define REPL_TERM_FILE_BYTES 32u
+#define REPL_TERM_MAX 0xffffffffull
+void repl_term_encode(uint8_t out[REPL_TERM_FILE_BYTES], uint64_t term);
+/* 0 and *term, or RD_ECORRUPT (length, magic, version, reserved, checksum, range). */
+int repl_term_decode(const uint8_t *p, size_t len, uint64_t *term);
 
 #endif
