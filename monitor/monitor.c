@@ -86,6 +86,7 @@ struct mon_chan {
     int connecting;      /* non-blocking connect in progress */
     enum mon_op op;      /* OP_NONE: idle */
     uint64_t deadline_ms; /* 0: none */
+    unsigned gen;         /* +1 at every close: a handler that closed (and maybe reopened) the channel */
     struct rd_buf out, in;
 };
 
@@ -233,6 +234,7 @@ static void chan_close(struct mon_chan *c)
     if (c->fd >= 0 && close(c->fd) < 0)
         rd_debug("close: %s", strerror(errno));
     c->fd = -1;
+    c->gen++;
     c->connecting = 0;
     c->op = OP_NONE;
     c->deadline_ms = 0;
@@ -1287,6 +1289,7 @@ static void chan_on_readable(struct mon *m, struct mon_node *n, struct mon_chan 
         return;
     }
     enum mon_op op = c->op;
+    unsigned gen = c->gen;
     c->op = OP_NONE;
     c->deadline_ms = 0;
     if (op == OP_HB)
@@ -1294,7 +1297,7 @@ static void chan_on_readable(struct mon *m, struct mon_node *n, struct mon_chan 
     else
         on_ctl_reply(m, n, op, &rep, now);
     resp_reply_free(&rep);
-    if (c->fd >= 0)
+    if (c->gen == gen) /* not closed (and its buffer reset) by the handler */
         rd_buf_consume(&c->in, (size_t)used);
 }
 
