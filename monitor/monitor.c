@@ -584,12 +584,17 @@ static uint64_t candidate_lsn(struct mon *m, const struct mon_node *n)
     return m->mode == MODE_CLASSIC ? n->flush_lsn : n->read_point;
 }
 
+static void hb_send(struct mon *m, struct mon_node *n, uint64_t now);
+
 static void fo_query_start(struct mon *m, uint64_t now)
 {
     m->fo.state = FO_QUERY;
     m->fo.deadline_ms = now + RD_MAX(500u, 3u * m->interval_ms);
-    for (unsigned i = 0; i < m->nnodes; i++)
+    for (unsigned i = 0; i < m->nnodes; i++) {
         m->fo.want_replies[i] = m->node[i].hb_replies + 1;
+        if (m->node[i].hb.op == OP_NONE && !m->node[i].dead) /* a fresh answer now, not at the next tick */
+            hb_send(m, &m->node[i], now);
+    }
     if (m->fo.planned && m->mode == MODE_CLASSIC)
         m->fo.deadline_ms = now + MON_PLANNED_CATCHUP_MS;
 }
