@@ -8,10 +8,12 @@
  * newest commit it could have observed. MULTI/EXEC runs every queued command
  * in one transaction with one commit record.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/kv.h"
 #include "server/server_int.h"
 
 enum {
@@ -126,8 +129,8 @@ static int check_key(struct conn *c, const struct resp_arg *k)
 
 static int check_value(struct conn *c, const struct resp_arg *v)
 {
-    if (v->len > ENGINE_VALUE_MAX) {
-        reply_err(c, "ERR value too large (%zu bytes; the limit is %u)", v->len, ENGINE_VALUE_MAX);
+    if (v->len > ENGINE_VALUE_MAX - ENGINE_KV_HDR_MAX) { /* room for a type and a TTL (engine/kv.h) */
+        reply_err(c, "ERR value too large (%zu bytes; the limit is %u)", v->len, ENGINE_VALUE_MAX - ENGINE_KV_HDR_MAX);
         return -1;
     }
     return 0;
@@ -151,6 +154,305 @@ static void write_failed(struct server *s, struct conn *c, const char *what, int
 }
 
 static struct rd_buf scratch; /* value buffer reused by reads (single thread) */
+
+/* ------------------------------------------------------------ values, TTL, WATCH
+ *
+ * Values carry a type and an optional expiry (engine/kv.h). Expiry is decided
+ * by the writer alone:
+ *   X1 the writer hides a key whose expire_ms <= its wall clock now, and deletes
+ *      it (engine_delete: a logged change like any DEL) from its expiry index in
+ *      cmd_tick, or when a command overwrites or deletes it;
+ *   X2 a classic replica hides a key whose expire_ms <= the writer's clock when it
+ *      sent the newest commit the replica applied (up.apply_echo_us); an aurora
+ *      reader uses the writer's clock in the newest feed frame (aur.feed_send_us).
+ *      So a replica shows the writer's state at one instant of the writer's clock
+ *      and never a key the writer already hid at that instant; the delete that
+ *      follows reaches it through the log. Before its first commit from the
+ *      writer (just restarted) a replica uses its own clock (one machine).
+ *   X3 the index (key -> expire_ms, a min-heap plus a hash) exists only on a
+ *      writable node; it is built by an incremental scan after the node becomes
+ *      writable (start-up, promotion) while writes keep it current, and dropped
+ *      when the node stops being writable.
+ */
+
+static struct rd_buf wbuf; /* encoded value being written (single thread) */
+static struct rd_buf hbuf; /* hash payload being rebuilt */
+
+static uint64_t wall_ms(void) { return rd_wall_us() / 1000u; }
+
+/* The clock expiry is judged by on this node (X1, X2). */
+static uint64_t view_ms(const struct server *s)
+{
+    if (s->role == SERVER_ROLE_REPLICA && s->up.apply_echo_us != 0)
+        return s->up.apply_echo_us / 1000u;
+    if (s->role == SERVER_ROLE_READER && s->aur.feed_send_us != 0)
+        return s->aur.feed_send_us / 1000u;
+    return wall_ms();
+}
+
+static uint64_t key_hash(const uint8_t *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ k[i]) * 1099511628211ull;
+    return h;
+}
+
+/* ---- the writer's expiry index (X3) ---- */
+struct exp_ent {
+    uint64_t at;
+    uint64_t hash;
+    size_t pos;            /* in heap */
+    struct exp_ent *next;  /* hash chain */
+    uint32_t klen;
+    uint8_t key[];
+};
+static struct {
+    int active, built;
+    struct exp_ent **heap;
+    size_t n, cap;
+    struct exp_ent **tab;
+    size_t tab_cap;        /* power of two */
+    struct rd_buf build_next; /* next key of the building scan (empty: from the start) */
+    uint64_t build_ms, expired_total;
+} expi;
+
+static void exp_swap(size_t i, size_t j)
+{
+    struct exp_ent *t = expi.heap[i];
+    expi.heap[i] = expi.heap[j];
+    expi.heap[j] = t;
+    expi.heap[i]->pos = i;
+    expi.heap[j]->pos = j;
+}
+
+static void exp_sift(size_t i)
+{
+    while (i > 0 && expi.heap[(i - 1) / 2]->at > expi.heap[i]->at) {
+        exp_swap(i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < expi.n && expi.heap[l]->at < expi.heap[m]->at)
+            m = l;
+        if (r < expi.n && expi.heap[r]->at < expi.heap[m]->at)
+            m = r;
+        if (m == i)
+            return;
+        exp_swap(i, m);
+        i = m;
+    }
+}
+
+static struct exp_ent **exp_slot(const uint8_t *k, size_t n, uint64_t h)
+{
+    struct exp_ent **pp = &expi.tab[h & (expi.tab_cap - 1)];
+    while (*pp && !((*pp)->hash == h && (*pp)->klen == n && memcmp((*pp)->key, k, n) == 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void exp_reset(void)
+{
+    for (size_t i = 0; i < expi.n; i++)
+        free(expi.heap[i]);
+    free(expi.heap);
+    free(expi.tab);
+    rd_buf_free(&expi.build_next);
+    memset(&expi, 0, sizeof(expi));
+}
+
+static void exp_grow_tab(void)
+{
+    size_t cap = expi.tab_cap ? expi.tab_cap * 2 : 1024;
+    struct exp_ent **t = calloc(cap, sizeof(*t));
+    if (t == NULL)
+        rd_panic("out of memory for the expiry index");
+    for (size_t i = 0; i < expi.n; i++) {
+        struct exp_ent *e = expi.heap[i];
+        e->next = t[e->hash & (cap - 1)];
+        t[e->hash & (cap - 1)] = e;
+    }
+    free(expi.tab);
+    expi.tab = t;
+    expi.tab_cap = cap;
+}
+
+/* Records that key now expires at `at` (0: never). No-op unless the index is active. */
+static void exp_note(const uint8_t *k, size_t n, uint64_t at)
+{
+    if (!expi.active)
+        return;
+    if (expi.tab_cap == 0)
+        exp_grow_tab();
+    uint64_t h = key_hash(k, n);
+    struct exp_ent **pp = exp_slot(k, n, h);
+    struct exp_ent *e = *pp;
+    if (e != NULL && at == 0) { /* remove */
+        *pp = e->next;
+        size_t pos = e->pos;
+        expi.n--;
+        if (pos != expi.n) {
+            expi.heap[pos] = expi.heap[expi.n];
+            expi.heap[pos]->pos = pos;
+            exp_sift(pos);
+        }
+        free(e);
+    } else if (e != NULL) {
+        e->at = at;
+        exp_sift(e->pos);
+    } else if (at != 0) {
+        if (expi.n == expi.cap) {
+            size_t cap = expi.cap ? expi.cap * 2 : 1024;
+            struct exp_ent **hp = realloc(expi.heap, cap * sizeof(*hp));
+            if (hp == NULL)
+                rd_panic("out of memory for the expiry index");
+            expi.heap = hp;
+            expi.cap = cap;
+        }
+        e = malloc(sizeof(*e) + n);
+        if (e == NULL)
+            rd_panic("out of memory for the expiry index");
+        e->at = at, e->hash = h, e->klen = (uint32_t)n;
+        memcpy(e->key, k, n);
+        e->next = *pp;
+        *pp = e;
+        e->pos = expi.n;
+        expi.heap[expi.n++] = e;
+        exp_sift(e->pos);
+        if (expi.n > expi.tab_cap)
+            exp_grow_tab();
+    }
+}
+
+/* INFO keyspace: keys with a TTL (known on a writable node only, X3). */
+static uint64_t cmd_expires_count(void) { return expi.active ? expi.n : 0; }
+
+/* ---- WATCH: versions per key-hash bucket; a write bumps its key's bucket ---- */
+#define WATCH_BUCKETS 65536u
+#define WATCH_MAX_KEYS 1024u
+static uint64_t watch_ver[WATCH_BUCKETS];
+static uint64_t watch_flush_ver; /* FLUSHDB/FLUSHALL */
+struct cmd_watch {
+    uint32_t bucket;
+    uint64_t ver, expire_ms;
+};
+
+static void key_touched(const uint8_t *k, size_t n) { watch_ver[key_hash(k, n) & (WATCH_BUCKETS - 1)]++; }
+
+static void unwatch_all(struct conn *c)
+{
+    free(c->watched);
+    c->watched = NULL;
+    c->nwatched = 0;
+}
+
+/* 1 if a watched key changed (or expired) since WATCH: EXEC must abort. */
+static int watch_broken(struct server *s, struct conn *c)
+{
+    uint64_t now = view_ms(s);
+    const struct cmd_watch *w = c->watched;
+    for (size_t i = 0; i < c->nwatched; i++)
+        if (watch_ver[w[i].bucket] != w[i].ver || (w[i].expire_ms != 0 && w[i].expire_ms <= now))
+            return 1;
+    return c->nwatched > 0 && c->watch_flush_ver != watch_flush_ver;
+}
+
+/* ---- reading and writing typed values ---- */
+
+static void reply_wrongtype(struct conn *c)
+{
+    reply_err(c, "WRONGTYPE Operation against a key holding the wrong kind of value");
+}
+
+/* 1 live (*v decoded from scratch), 0 absent or expired, -1 error answered. */
+static int lookup(struct server *s, struct conn *c, const struct resp_arg *k, struct engine_kv *v)
+{
+    int rc = engine_kv_get(s->engine, k->ptr, k->len, view_ms(s), &scratch, v, NULL);
+    if (rc == 0)
+        return 1;
+    if (rc == RD_ENOTFOUND)
+        return 0;
+    reply_err(c, "ERR read failed: %s", rd_strerror(rc));
+    return -1;
+}
+
+/* As lookup, but a live key of another type than `type` answers WRONGTYPE (-1). */
+static int lookup_typed(struct server *s, struct conn *c, const struct resp_arg *k, uint8_t type, struct engine_kv *v)
+{
+    int rc = lookup(s, c, k, v);
+    if (rc == 1 && v->type != type) {
+        reply_wrongtype(c);
+        return -1;
+    }
+    return rc;
+}
+
+/* Stores (type, expire, payload) under key: logged, watched keys bumped, the
+ * expiry index updated. 0, or -1 (answered; see write_failed). */
+static int kv_store(struct server *s, struct conn *c, const struct resp_arg *k, uint8_t type, uint64_t expire_ms,
+                    const uint8_t *data, size_t len, const char *what)
+{
+    if (engine_kv_encoded_len(type, expire_ms, data, len) > ENGINE_VALUE_MAX) {
+        reply_err(c, "ERR value too large (the limit is %u bytes with its type and TTL)", ENGINE_VALUE_MAX);
+        return -1;
+    }
+    rd_buf_reset(&wbuf);
+    if (engine_kv_encode(&wbuf, type, expire_ms, data, len) < 0)
+        rd_panic("out of memory for a value");
+    int rc = engine_put(s->engine, k->ptr, k->len, wbuf.data, wbuf.len);
+    if (rc < 0) {
+        write_failed(s, c, what, rc);
+        return -1;
+    }
+    key_touched(k->ptr, k->len);
+    exp_note(k->ptr, k->len, expire_ms);
+    return 0;
+}
+
+/* Deletes key (live or expired). 1 deleted, 0 absent, -1 answered. */
+static int kv_delete(struct server *s, struct conn *c, const uint8_t *k, size_t n, const char *what)
+{
+    int rc = engine_delete(s->engine, k, n);
+    if (rc == RD_ENOTFOUND)
+        return 0;
+    if (rc < 0) {
+        if (c != NULL)
+            write_failed(s, c, what, rc);
+        else if (!engine_txn_changed(s->engine))
+            rd_warn("%s failed before changing anything: %s", what, rd_strerror(rc));
+        else
+            rd_panic("%s failed inside a transaction: %s; stopping", what, rd_strerror(rc));
+        return -1;
+    }
+    key_touched(k, n);
+    exp_note(k, n, 0);
+    return 1;
+}
+
+/* Parses an expiry argument: unit 1000 (seconds) or 1 (ms), relative or
+ * absolute; *at = absolute ms on the writer's clock. -1 answered. */
+static int parse_expire(struct conn *c, const struct resp_arg *arg, int64_t unit, int absolute, const char *cmd,
+                        uint64_t now, uint64_t *at)
+{
+    int64_t v;
+    if (arg_int64(arg, &v) < 0) {
+        reply_err(c, "ERR value is not an integer or out of range");
+        return -1;
+    }
+    if (v <= 0 && cmd != NULL) {
+        reply_err(c, "ERR invalid expire time in '%s' command", cmd);
+        return -1;
+    }
+    if (v > INT64_MAX / unit || (!absolute && v * unit > INT64_MAX - (int64_t)now)) {
+        reply_err(c, "ERR invalid expire time in '%s' command", cmd ? cmd : "expire");
+        return -1;
+    }
+    int64_t ms = v * unit + (absolute ? 0 : (int64_t)now);
+    *at = ms <= 0 ? 1 : (uint64_t)ms; /* in the past: expired at once (1 = the epoch, never 0 = none) */
+    return 0;
+}
 
 /* ------------------------------------------------------------ connection / server */
 
@@ -209,18 +511,254 @@ static void cmd_select(struct server *s, struct conn *c, const struct resp_args 
         reply_ok(c);
 }
 
-static void cmd_client(struct server *s, struct conn *c, const struct resp_args *a)
+static const char *conn_flags(const struct conn *c)
+{
+    switch (c->kind) {
+    case CONN_CLIENT: return c->in_multi ? "x" : "N";
+    case CONN_WALSENDER:
+    case CONN_READER_FEED: return "S"; /* a replica / reader attached to us */
+    case CONN_UPSTREAM:
+    case CONN_FEED_UP: return "M";     /* our link to the primary / writer */
+    default: return "N";               /* storage-node link */
+    }
+}
+
+static void client_list_line(struct server *s, struct rd_buf *b, const struct conn *x, uint64_t now)
 {
     (void)s;
-    if (arg_eq(&a->v[1], "setname") && a->n == 3)
+    rd_buf_appendf(b,
+                   "id=%" PRIu64 " addr=%s fd=%d name=%s age=%" PRIu64 " idle=%" PRIu64
+                   " flags=%s db=0 sub=0 psub=0 multi=%d qbuf=%zu obl=%zu watch=%zu cmds=%" PRIu64 " kind=%s\n",
+                   x->id, x->addr, x->fd, x->name, (now - x->created_ms) / 1000,
+                   (now - (x->last_cmd_ms ? x->last_cmd_ms : x->created_ms)) / 1000, conn_flags(x),
+                   x->in_multi ? (int)x->multi_count : -1, x->in.len, x->out.len, x->nwatched, x->cmds,
+                   x->kind == CONN_CLIENT ? "client" : x->kind == CONN_WALSENDER ? "walsender"
+                   : x->kind == CONN_READER_FEED ? "reader-feed" : x->kind == CONN_UPSTREAM ? "upstream"
+                   : x->kind == CONN_FEED_UP ? "feed" : "storage");
+}
+
+static int name_ok(const struct resp_arg *n)
+{
+    if (n->len >= sizeof(((struct conn *)0)->name))
+        return 0;
+    for (size_t i = 0; i < n->len; i++)
+        if (n->ptr[i] <= ' ' || n->ptr[i] > '~')
+            return 0;
+    return 1;
+}
+
+/* CLIENT ID | GETNAME | SETNAME n | LIST [ID id...] | INFO | KILL (addr | ID id | ADDR addr) | SETINFO ... */
+static void cmd_client(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    const struct resp_arg *sub = &a->v[1];
+    uint64_t now = rd_now_ms();
+    if (arg_eq(sub, "setname") && a->n == 3) {
+        if (!name_ok(&a->v[2])) {
+            reply_err(c, "ERR Client names cannot contain spaces, newlines or special characters (and at most 63 "
+                         "bytes here).");
+            return;
+        }
+        memcpy(c->name, a->v[2].ptr, a->v[2].len);
+        c->name[a->v[2].len] = 0;
         reply_ok(c);
-    else if (arg_eq(&a->v[1], "id") && a->n == 2)
+    } else if (arg_eq(sub, "getname") && a->n == 2) {
+        if (c->name[0])
+            reply_cstr(c, c->name);
+        else
+            reply_null(c);
+    } else if (arg_eq(sub, "id") && a->n == 2) {
         reply_int(c, (int64_t)c->id);
-    else if (arg_eq(&a->v[1], "setinfo"))
+    } else if (arg_eq(sub, "setinfo")) {
         reply_ok(c);
-    else
-        reply_err(c, "ERR unknown subcommand '%.*s'. Redoubt supports CLIENT SETNAME|ID|SETINFO.",
+    } else if ((arg_eq(sub, "list") || arg_eq(sub, "info")) && (a->n == 2 || arg_eq(sub, "list"))) {
+        struct rd_buf b = {0};
+        int only_ids = a->n >= 4 && arg_eq(&a->v[2], "id");
+        if (arg_eq(sub, "info"))
+            client_list_line(s, &b, c, now);
+        for (struct conn *x = s->conns; x && arg_eq(sub, "list"); x = x->next) {
+            if (x->closing)
+                continue;
+            if (a->n == 4 && arg_eq(&a->v[2], "type")) {
+                int want_client = arg_eq(&a->v[3], "normal"), want_repl = arg_eq(&a->v[3], "replica") ||
+                                                                           arg_eq(&a->v[3], "slave");
+                if (!((want_client && x->kind == CONN_CLIENT) ||
+                      (want_repl && (x->kind == CONN_WALSENDER || x->kind == CONN_READER_FEED))))
+                    continue;
+            } else if (only_ids) {
+                int hit = 0;
+                for (size_t i = 3; i < a->n; i++) {
+                    int64_t id;
+                    hit |= arg_int64(&a->v[i], &id) == 0 && (uint64_t)id == x->id;
+                }
+                if (!hit)
+                    continue;
+            } else if (a->n != 2) {
+                rd_buf_free(&b);
+                reply_err(c, "ERR syntax error");
+                return;
+            }
+            client_list_line(s, &b, x, now);
+        }
+        reply_bulk(c, b.data ? b.data : (const uint8_t *)"", b.len);
+        rd_buf_free(&b);
+    } else if (arg_eq(sub, "kill") && (a->n == 3 || a->n == 4)) {
+        int by_id = a->n == 4 && arg_eq(&a->v[2], "id");
+        int by_addr = a->n == 3 || arg_eq(&a->v[2], "addr");
+        const struct resp_arg *want = &a->v[a->n - 1];
+        int64_t id = 0;
+        if ((!by_id && !by_addr) || (by_id && arg_int64(want, &id) < 0)) {
+            reply_err(c, "ERR syntax error");
+            return;
+        }
+        int64_t killed = 0;
+        for (struct conn *x = s->conns; x; x = x->next) {
+            int match = by_id ? x->id == (uint64_t)id
+                              : strlen(x->addr) == want->len && memcmp(x->addr, want->ptr, want->len) == 0;
+            if (!match || x->closing || x->kind == CONN_UPSTREAM || x->kind == CONN_FEED_UP ||
+                x->kind == CONN_STORAGE)
+                continue; /* outbound links are not clients */
+            killed++;
+            rd_info("CLIENT KILL: client %llu (%s) closed by client %llu", (unsigned long long)x->id, x->addr,
+                    (unsigned long long)c->id);
+            if (x == c)
+                conn_close_after_reply(c);
+            else
+                conn_close(s, x);
+        }
+        if (a->n == 3) { /* the old form answers OK or an error */
+            if (killed)
+                reply_ok(c);
+            else
+                reply_err(c, "ERR No such client");
+        } else {
+            reply_int(c, killed);
+        }
+    } else {
+        reply_err(c, "ERR unknown subcommand '%.*s'. Redoubt supports CLIENT ID|GETNAME|SETNAME|LIST|INFO|KILL|"
+                     "SETINFO.",
                   (int)RD_MIN(a->v[1].len, 64), (const char *)a->v[1].ptr);
+    }
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only. */
+static void cmd_hello(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    size_t i = 1;
+    if (a->n >= 2) {
+        int64_t ver;
+        if (arg_int64(&a->v[1], &ver) < 0) {
+            reply_err(c, "ERR Protocol version is not an integer or out of range");
+            return;
+        }
+        if (ver != 2) {
+            reply_err(c, "NOPROTO sorry, this protocol version is not supported (Redoubt speaks RESP2)");
+            return;
+        }
+        i = 2;
+    }
+    const struct resp_arg *name = NULL;
+    for (; i < a->n; i++) {
+        if (arg_eq(&a->v[i], "auth") && i + 2 < a->n) {
+            const struct resp_arg *user = &a->v[i + 1], *pass = &a->v[i + 2];
+            size_t pl = s->cfg.password ? strlen(s->cfg.password) : 0;
+            if (s->cfg.password == NULL || !arg_eq(user, "default") || pass->len != pl ||
+                memcmp(pass->ptr, s->cfg.password, pl) != 0) {
+                reply_err(c, "WRONGPASS invalid username-password pair or user is disabled.");
+                return;
+            }
+            c->authed = 1;
+            i += 2;
+        } else if (arg_eq(&a->v[i], "setname") && i + 1 < a->n) {
+            name = &a->v[++i];
+            if (!name_ok(name)) {
+                reply_err(c, "ERR Client names cannot contain spaces, newlines or special characters.");
+                return;
+            }
+        } else {
+            reply_err(c, "ERR Syntax error in HELLO option '%.*s'", (int)RD_MIN(a->v[i].len, 32),
+                      (const char *)a->v[i].ptr);
+            return;
+        }
+    }
+    if (!c->authed) {
+        reply_err(c, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> "
+                     "AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol "
+                     "version at the same time");
+        return;
+    }
+    if (name) {
+        memcpy(c->name, name->ptr, name->len);
+        c->name[name->len] = 0;
+    }
+    int replica = s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER;
+    reply_array(c, 14);
+    reply_cstr(c, "server");
+    reply_cstr(c, "redis");
+    reply_cstr(c, "version");
+    reply_cstr(c, "7.0.0");
+    reply_cstr(c, "proto");
+    reply_int(c, 2);
+    reply_cstr(c, "id");
+    reply_int(c, (int64_t)c->id);
+    reply_cstr(c, "mode");
+    reply_cstr(c, "standalone");
+    reply_cstr(c, "role");
+    reply_cstr(c, replica ? "replica" : "master");
+    reply_cstr(c, "modules");
+    reply_array(c, 0);
+}
+
+static void cmd_time(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    (void)s, (void)a;
+    uint64_t us = rd_wall_us();
+    char t[32];
+    reply_array(c, 2);
+    reply_bulk(c, t, (size_t)snprintf(t, sizeof(t), "%" PRIu64, us / 1000000u));
+    reply_bulk(c, t, (size_t)snprintf(t, sizeof(t), "%" PRIu64, us % 1000000u));
+}
+
+/* WATCH key...: EXEC aborts (null reply) if any of them is written (or
+ * expires) before it, by anyone. Versions are per key-hash bucket, so a write
+ * to another key of the same bucket (1 in 65536) aborts too: a client retries,
+ * as it must for a real conflict. */
+static void cmd_watch(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    if (c->in_multi) {
+        reply_err(c, "ERR WATCH inside MULTI is not allowed");
+        return;
+    }
+    if (c->nwatched + a->n - 1 > WATCH_MAX_KEYS) {
+        reply_err(c, "ERR too many watched keys (the limit is %u per connection)", WATCH_MAX_KEYS);
+        return;
+    }
+    struct cmd_watch *w = realloc(c->watched, (c->nwatched + a->n - 1) * sizeof(*w));
+    if (w == NULL)
+        rd_panic("out of memory for WATCH");
+    c->watched = w;
+    if (c->nwatched == 0)
+        c->watch_flush_ver = watch_flush_ver;
+    for (size_t i = 1; i < a->n; i++) {
+        struct engine_kv v = {0};
+        int live = 0;
+        if (a->v[i].len > 0 && a->v[i].len <= ENGINE_KEY_MAX) {
+            live = lookup(s, c, &a->v[i], &v);
+            if (live < 0)
+                return; /* answered; the keys so far stay watched */
+        }
+        uint64_t h = key_hash(a->v[i].ptr, a->v[i].len);
+        w[c->nwatched++] = (struct cmd_watch){.bucket = (uint32_t)(h & (WATCH_BUCKETS - 1)),
+                                              .ver = watch_ver[h & (WATCH_BUCKETS - 1)],
+                                              .expire_ms = live == 1 ? v.expire_ms : 0};
+    }
+    reply_ok(c);
+}
+
+static void cmd_unwatch(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    (void)s, (void)a;
+    unwatch_all(c);
+    reply_ok(c);
 }
 
 static void cmd_shutdown(struct server *s, struct conn *c, const struct resp_args *a)
@@ -367,201 +905,260 @@ static void cmd_reader(struct server *s, struct conn *c, const struct resp_args 
     aurora_cmd_reader(s, c, a);
 }
 
-/* ------------------------------------------------------------ keys */
+/* ------------------------------------------------------------ strings */
 
 static void cmd_get(struct server *s, struct conn *c, const struct resp_args *a)
 {
+    struct engine_kv v;
     if (check_key(c, &a->v[1]) < 0)
         return;
-    rd_buf_reset(&scratch);
-    int rc = engine_get(s->engine, a->v[1].ptr, a->v[1].len, &scratch);
-    if (rc == RD_ENOTFOUND)
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_STRING, &v);
+    if (rc == 1)
+        reply_bulk(c, v.data, v.len);
+    else if (rc == 0)
         reply_null(c);
-    else if (rc < 0)
-        reply_err(c, "ERR read failed: %s", rd_strerror(rc));
-    else
-        reply_bulk(c, scratch.data, scratch.len);
 }
 
 static void cmd_type(struct server *s, struct conn *c, const struct resp_args *a)
 {
+    struct engine_kv v;
     if (check_key(c, &a->v[1]) < 0)
         return;
-    int rc = engine_exists(s->engine, a->v[1].ptr, a->v[1].len);
+    int rc = lookup(s, c, &a->v[1], &v);
     if (rc < 0)
-        reply_err(c, "ERR read failed: %s", rd_strerror(rc));
-    else if (resp_simple(&c->out, rc ? "string" : "none") < 0)
+        return;
+    if (resp_simple(&c->out, rc == 0 ? "none" : v.type == ENGINE_KV_HASH ? "hash" : "string") < 0)
         rd_panic("out of memory for a reply");
 }
 
 static void cmd_strlen(struct server *s, struct conn *c, const struct resp_args *a)
 {
+    struct engine_kv v;
     if (check_key(c, &a->v[1]) < 0)
         return;
-    rd_buf_reset(&scratch);
-    int rc = engine_get(s->engine, a->v[1].ptr, a->v[1].len, &scratch);
-    if (rc == RD_ENOTFOUND)
-        reply_int(c, 0);
-    else if (rc < 0)
-        reply_err(c, "ERR read failed: %s", rd_strerror(rc));
-    else
-        reply_int(c, (int64_t)scratch.len);
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_STRING, &v);
+    if (rc >= 0)
+        reply_int(c, rc == 1 ? (int64_t)v.len : 0);
 }
 
+/* SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ms-ts|KEEPTTL] */
 static void cmd_set(struct server *s, struct conn *c, const struct resp_args *a)
 {
-    int nx = 0, xx = 0, get = 0;
+    int nx = 0, xx = 0, get = 0, keepttl = 0, nexp = 0;
+    uint64_t now = wall_ms(), at = 0;
     for (size_t i = 3; i < a->n; i++) {
-        if (arg_eq(&a->v[i], "nx"))
+        const struct resp_arg *o = &a->v[i];
+        if (arg_eq(o, "nx"))
             nx = 1;
-        else if (arg_eq(&a->v[i], "xx"))
+        else if (arg_eq(o, "xx"))
             xx = 1;
-        else if (arg_eq(&a->v[i], "get"))
+        else if (arg_eq(o, "get"))
             get = 1;
-        else if (arg_eq(&a->v[i], "keepttl"))
-            ; /* keys never expire, so keeping the TTL is what happens anyway */
-        else if (arg_eq(&a->v[i], "ex") || arg_eq(&a->v[i], "px") || arg_eq(&a->v[i], "exat") ||
-                 arg_eq(&a->v[i], "pxat")) {
-            reply_err(c, "ERR SET %.*s is not supported: keys in Redoubt do not expire",
-                      (int)a->v[i].len, (const char *)a->v[i].ptr);
-            return;
+        else if (arg_eq(o, "keepttl"))
+            keepttl = 1;
+        else if ((arg_eq(o, "ex") || arg_eq(o, "px") || arg_eq(o, "exat") || arg_eq(o, "pxat")) && i + 1 < a->n) {
+            int ms = o->len >= 2 && (o->ptr[0] | 0x20) == 'p';
+            int abs_ = o->len == 4;
+            if (parse_expire(c, &a->v[++i], ms ? 1 : 1000, abs_, "set", now, &at) < 0)
+                return;
+            nexp++;
         } else {
             reply_err(c, "ERR syntax error");
             return;
         }
     }
-    if (nx && xx) {
+    if ((nx && xx) || nexp > 1 || (keepttl && nexp)) {
         reply_err(c, "ERR syntax error");
         return;
     }
     if (check_key(c, &a->v[1]) < 0 || check_value(c, &a->v[2]) < 0)
         return;
-    int exists = 1;
-    if (nx || xx || get) {
-        rd_buf_reset(&scratch);
-        int rc = engine_get(s->engine, a->v[1].ptr, a->v[1].len, &scratch);
-        if (rc < 0 && rc != RD_ENOTFOUND) {
-            reply_err(c, "ERR read failed: %s", rd_strerror(rc));
+    struct engine_kv old = {0};
+    int exists = 0;
+    if (nx || xx || get || keepttl) {
+        exists = lookup(s, c, &a->v[1], &old);
+        if (exists < 0)
+            return;
+        if (get && exists && old.type != ENGINE_KV_STRING) {
+            reply_wrongtype(c);
             return;
         }
-        exists = rc == 0;
     }
     int do_set = !(nx && exists) && !(xx && !exists);
+    if (get) { /* answered from scratch before it is reused */
+        if (exists)
+            reply_bulk(c, old.data, old.len);
+        else
+            reply_null(c);
+    }
     if (do_set) {
-        int rc = engine_put(s->engine, a->v[1].ptr, a->v[1].len, a->v[2].ptr, a->v[2].len);
-        if (rc < 0) {
-            write_failed(s, c, "SET", rc);
+        if (keepttl && exists)
+            at = old.expire_ms;
+        if (kv_store(s, c, &a->v[1], ENGINE_KV_STRING, at, a->v[2].ptr, a->v[2].len, "SET") < 0) {
+            rd_assert(!get); /* GET's reply is out: only a write failure (the process stops) gets here */
             return;
         }
     }
-    if (get) {
-        if (exists)
-            reply_bulk(c, scratch.data, scratch.len);
+    if (!get) {
+        if (do_set)
+            reply_ok(c);
         else
             reply_null(c);
-    } else if (do_set) {
-        reply_ok(c);
-    } else {
-        reply_null(c);
     }
 }
 
+/* SETEX key seconds value / PSETEX key ms value */
+static void setex_common(struct server *s, struct conn *c, const struct resp_args *a, int64_t unit, const char *cmd)
+{
+    uint64_t at;
+    if (check_key(c, &a->v[1]) < 0 || parse_expire(c, &a->v[2], unit, 0, cmd, wall_ms(), &at) < 0 ||
+        check_value(c, &a->v[3]) < 0)
+        return;
+    if (kv_store(s, c, &a->v[1], ENGINE_KV_STRING, at, a->v[3].ptr, a->v[3].len, cmd) == 0)
+        reply_ok(c);
+}
+static void cmd_setex(struct server *s, struct conn *c, const struct resp_args *a) { setex_common(s, c, a, 1000, "setex"); }
+static void cmd_psetex(struct server *s, struct conn *c, const struct resp_args *a) { setex_common(s, c, a, 1, "psetex"); }
+
 static void cmd_setnx(struct server *s, struct conn *c, const struct resp_args *a)
 {
+    struct engine_kv v;
     if (check_key(c, &a->v[1]) < 0 || check_value(c, &a->v[2]) < 0)
         return;
-    int rc = engine_exists(s->engine, a->v[1].ptr, a->v[1].len);
-    if (rc < 0) {
-        reply_err(c, "ERR read failed: %s", rd_strerror(rc));
+    int rc = lookup(s, c, &a->v[1], &v);
+    if (rc < 0)
         return;
-    }
     if (rc == 1) {
         reply_int(c, 0);
         return;
     }
-    rc = engine_put(s->engine, a->v[1].ptr, a->v[1].len, a->v[2].ptr, a->v[2].len);
-    if (rc < 0) {
-        write_failed(s, c, "SETNX", rc);
+    if (kv_store(s, c, &a->v[1], ENGINE_KV_STRING, 0, a->v[2].ptr, a->v[2].len, "SETNX") == 0)
+        reply_int(c, 1);
+}
+
+static void cmd_getset(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0 || check_value(c, &a->v[2]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_STRING, &v);
+    if (rc < 0)
+        return;
+    if (rc == 1)
+        reply_bulk(c, v.data, v.len);
+    else
+        reply_null(c);
+    kv_store(s, c, &a->v[1], ENGINE_KV_STRING, 0, a->v[2].ptr, a->v[2].len, "GETSET");
+}
+
+static void cmd_getdel(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_STRING, &v);
+    if (rc < 0)
+        return;
+    if (rc == 0) {
+        reply_null(c);
         return;
     }
-    reply_int(c, 1);
+    reply_bulk(c, v.data, v.len);
+    kv_delete(s, c, a->v[1].ptr, a->v[1].len, "GETDEL");
 }
 
-static void cmd_del(struct server *s, struct conn *c, const struct resp_args *a)
+/* GETEX key [EX s|PX ms|EXAT ts|PXAT ms-ts|PERSIST] */
+static void cmd_getex(struct server *s, struct conn *c, const struct resp_args *a)
 {
-    for (size_t i = 1; i < a->n; i++)
-        if (check_key(c, &a->v[i]) < 0)
-            return;
-    int64_t n = 0;
-    for (size_t i = 1; i < a->n; i++) {
-        int rc = engine_delete(s->engine, a->v[i].ptr, a->v[i].len);
-        if (rc == 0)
-            n++;
-        else if (rc != RD_ENOTFOUND) {
-            write_failed(s, c, "DEL", rc);
+    struct engine_kv v;
+    uint64_t at = 0, now = wall_ms();
+    int persist = 0, nexp = 0;
+    for (size_t i = 2; i < a->n; i++) {
+        const struct resp_arg *o = &a->v[i];
+        if (arg_eq(o, "persist"))
+            persist = 1;
+        else if ((arg_eq(o, "ex") || arg_eq(o, "px") || arg_eq(o, "exat") || arg_eq(o, "pxat")) && i + 1 < a->n) {
+            int ms = (o->ptr[0] | 0x20) == 'p';
+            if (parse_expire(c, &a->v[++i], ms ? 1 : 1000, o->len == 4, "getex", now, &at) < 0)
+                return;
+            nexp++;
+        } else {
+            reply_err(c, "ERR syntax error");
             return;
         }
     }
-    reply_int(c, n);
-}
-
-static void cmd_exists(struct server *s, struct conn *c, const struct resp_args *a)
-{
-    int64_t n = 0;
-    for (size_t i = 1; i < a->n; i++) {
-        if (a->v[i].len == 0 || a->v[i].len > ENGINE_KEY_MAX)
-            continue;
-        int rc = engine_exists(s->engine, a->v[i].ptr, a->v[i].len);
-        if (rc < 0) {
-            reply_err(c, "ERR read failed: %s", rd_strerror(rc));
-            return;
-        }
-        n += rc;
+    if (persist + nexp > 1) {
+        reply_err(c, "ERR syntax error");
+        return;
     }
-    reply_int(c, n);
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_STRING, &v);
+    if (rc < 0)
+        return;
+    if (rc == 0) {
+        reply_null(c);
+        return;
+    }
+    reply_bulk(c, v.data, v.len);
+    if ((persist && v.expire_ms != 0) || nexp) {
+        rd_buf_reset(&hbuf); /* scratch is reused by kv_store's encoder? no: copy for safety */
+        if (rd_buf_append(&hbuf, v.data, v.len) < 0)
+            rd_panic("out of memory");
+        kv_store(s, c, &a->v[1], ENGINE_KV_STRING, persist ? 0 : at, hbuf.data, hbuf.len, "GETEX");
+    }
 }
 
+static void cmd_append(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_STRING, &v);
+    if (rc < 0)
+        return;
+    size_t old_len = rc == 1 ? v.len : 0;
+    if (old_len + a->v[2].len > ENGINE_VALUE_MAX - ENGINE_KV_HDR_MAX) {
+        reply_err(c, "ERR string exceeds maximum allowed size (%u bytes)", ENGINE_VALUE_MAX - ENGINE_KV_HDR_MAX);
+        return;
+    }
+    rd_buf_reset(&hbuf);
+    if ((old_len && rd_buf_append(&hbuf, v.data, old_len) < 0) || rd_buf_append(&hbuf, a->v[2].ptr, a->v[2].len) < 0)
+        rd_panic("out of memory");
+    if (kv_store(s, c, &a->v[1], ENGINE_KV_STRING, rc == 1 ? v.expire_ms : 0, hbuf.data, hbuf.len, "APPEND") == 0)
+        reply_int(c, (int64_t)hbuf.len);
+}
+
+/* INCR/DECR/INCRBY/DECRBY: a missing (or expired) key counts as 0; the TTL is kept. */
 static void incr_by(struct server *s, struct conn *c, const struct resp_arg *key, int64_t by)
 {
+    struct engine_kv v;
     if (check_key(c, key) < 0)
         return;
-    rd_buf_reset(&scratch);
-    int rc = engine_get(s->engine, key->ptr, key->len, &scratch);
-    int64_t v = 0;
-    if (rc == 0) {
-        struct resp_arg cur = {.ptr = scratch.data, .len = scratch.len};
-        if (arg_int64(&cur, &v) < 0) {
+    int rc = lookup_typed(s, c, key, ENGINE_KV_STRING, &v);
+    if (rc < 0)
+        return;
+    int64_t cur = 0;
+    if (rc == 1) {
+        struct resp_arg arg = {.ptr = v.data, .len = v.len};
+        if (arg_int64(&arg, &cur) < 0) {
             reply_err(c, "ERR value is not an integer or out of range");
             return;
         }
-    } else if (rc != RD_ENOTFOUND) {
-        reply_err(c, "ERR read failed: %s", rd_strerror(rc));
-        return;
     }
-    if ((by > 0 && v > INT64_MAX - by) || (by < 0 && v < INT64_MIN - by)) {
+    if ((by > 0 && cur > INT64_MAX - by) || (by < 0 && cur < INT64_MIN - by)) {
         reply_err(c, "ERR increment or decrement would overflow");
         return;
     }
-    v += by;
+    cur += by;
     char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-    rc = engine_put(s->engine, key->ptr, key->len, (const uint8_t *)tmp, (size_t)n);
-    if (rc < 0) {
-        write_failed(s, c, "INCR", rc);
-        return;
-    }
-    reply_int(c, v);
+    int n = snprintf(tmp, sizeof(tmp), "%" PRId64, cur);
+    if (kv_store(s, c, key, ENGINE_KV_STRING, rc == 1 ? v.expire_ms : 0, (const uint8_t *)tmp, (size_t)n, "INCR") == 0)
+        reply_int(c, cur);
 }
 
-static void cmd_incr(struct server *s, struct conn *c, const struct resp_args *a)
-{
-    incr_by(s, c, &a->v[1], 1);
-}
-
-static void cmd_decr(struct server *s, struct conn *c, const struct resp_args *a)
-{
-    incr_by(s, c, &a->v[1], -1);
-}
+static void cmd_incr(struct server *s, struct conn *c, const struct resp_args *a) { incr_by(s, c, &a->v[1], 1); }
+static void cmd_decr(struct server *s, struct conn *c, const struct resp_args *a) { incr_by(s, c, &a->v[1], -1); }
 
 static void cmd_incrby(struct server *s, struct conn *c, const struct resp_args *a)
 {
@@ -583,20 +1180,112 @@ static void cmd_decrby(struct server *s, struct conn *c, const struct resp_args 
     incr_by(s, c, &a->v[1], -by);
 }
 
+/* A decimal as Redis prints long doubles: %.17Lf without trailing zeros. */
+static int parse_ld(const uint8_t *p, size_t n, long double *out)
+{
+    char tmp[64];
+    if (n == 0 || n >= sizeof(tmp) || isspace(p[0]))
+        return -1;
+    memcpy(tmp, p, n);
+    tmp[n] = 0;
+    char *end;
+    errno = 0;
+    long double v = strtold(tmp, &end);
+    if (errno != 0 || end != tmp + n || isnan(v) || isinf(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void cmd_incrbyfloat(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    long double by, cur = 0;
+    if (parse_ld(a->v[2].ptr, a->v[2].len, &by) < 0) {
+        reply_err(c, "ERR value is not a valid float");
+        return;
+    }
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_STRING, &v);
+    if (rc < 0)
+        return;
+    if (rc == 1 && parse_ld(v.data, v.len, &cur) < 0) {
+        reply_err(c, "ERR value is not a valid float");
+        return;
+    }
+    cur += by;
+    if (isnan(cur) || isinf(cur)) {
+        reply_err(c, "ERR increment would produce NaN or Infinity");
+        return;
+    }
+    char tmp[5200];
+    int n = snprintf(tmp, sizeof(tmp), "%.17Lf", cur);
+    if (n <= 0 || (size_t)n >= sizeof(tmp)) {
+        reply_err(c, "ERR increment would produce NaN or Infinity");
+        return;
+    }
+    if (strchr(tmp, '.')) {
+        while (tmp[n - 1] == '0')
+            tmp[--n] = 0;
+        if (tmp[n - 1] == '.')
+            tmp[--n] = 0;
+    }
+    if (n == 2 && strcmp(tmp, "-0") == 0)
+        tmp[0] = '0', tmp[1] = 0, n = 1;
+    if (kv_store(s, c, &a->v[1], ENGINE_KV_STRING, rc == 1 ? v.expire_ms : 0, (const uint8_t *)tmp, (size_t)n,
+                 "INCRBYFLOAT") == 0)
+        reply_bulk(c, tmp, (size_t)n);
+}
+
+static void cmd_del(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    for (size_t i = 1; i < a->n; i++)
+        if (check_key(c, &a->v[i]) < 0)
+            return;
+    int64_t n = 0;
+    for (size_t i = 1; i < a->n; i++) {
+        int live = lookup(s, c, &a->v[i], &v);
+        if (live < 0)
+            return;
+        int rc = kv_delete(s, c, a->v[i].ptr, a->v[i].len, "DEL"); /* an expired key goes too, uncounted */
+        if (rc < 0)
+            return;
+        n += live;
+    }
+    reply_int(c, n);
+}
+
+static void cmd_exists(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    int64_t n = 0;
+    for (size_t i = 1; i < a->n; i++) {
+        if (a->v[i].len == 0 || a->v[i].len > ENGINE_KEY_MAX)
+            continue;
+        int rc = lookup(s, c, &a->v[i], &v);
+        if (rc < 0)
+            return;
+        n += rc;
+    }
+    reply_int(c, n);
+}
+
 static void cmd_mget(struct server *s, struct conn *c, const struct resp_args *a)
 {
     size_t start = c->out.len; /* a read error replaces the partial array */
     reply_array(c, a->n - 1);
     for (size_t i = 1; i < a->n; i++) {
+        struct engine_kv v;
         if (a->v[i].len == 0 || a->v[i].len > ENGINE_KEY_MAX) {
             reply_null(c);
             continue;
         }
-        rd_buf_reset(&scratch);
-        int rc = engine_get(s->engine, a->v[i].ptr, a->v[i].len, &scratch);
-        if (rc == 0) {
-            reply_bulk(c, scratch.data, scratch.len);
-        } else if (rc == RD_ENOTFOUND) {
+        int rc = engine_kv_get(s->engine, a->v[i].ptr, a->v[i].len, view_ms(s), &scratch, &v, NULL);
+        if (rc == 0 && v.type == ENGINE_KV_STRING) {
+            reply_bulk(c, v.data, v.len);
+        } else if (rc == 0 || rc == RD_ENOTFOUND) {
             reply_null(c);
         } else { /* as GET: a key that could not be read is an error, never nil (logged by the engine) */
             c->out.len = start;
@@ -606,31 +1295,379 @@ static void cmd_mget(struct server *s, struct conn *c, const struct resp_args *a
     }
 }
 
-static void cmd_mset(struct server *s, struct conn *c, const struct resp_args *a)
+static int mset_check(struct server *s, struct conn *c, const struct resp_args *a, const char *name)
 {
     if (a->n % 2 != 1) {
-        reply_err(c, "ERR wrong number of arguments for 'mset' command");
-        return;
+        reply_err(c, "ERR wrong number of arguments for '%s' command", name);
+        return -1;
     }
     size_t total = 0;
     for (size_t i = 1; i < a->n; i += 2) {
         if (check_key(c, &a->v[i]) < 0 || check_value(c, &a->v[i + 1]) < 0)
-            return;
+            return -1;
         total += a->v[i].len + a->v[i + 1].len;
     }
     if (total > s->cfg.max_txn_bytes) {
-        reply_err(c, "ERR transaction too large (%zu bytes; the limit is %zu)", total,
-                  s->cfg.max_txn_bytes);
-        return;
+        reply_err(c, "ERR transaction too large (%zu bytes; the limit is %zu)", total, s->cfg.max_txn_bytes);
+        return -1;
     }
+    return 0;
+}
+
+static int mset_all(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    for (size_t i = 1; i < a->n; i += 2)
+        if (kv_store(s, c, &a->v[i], ENGINE_KV_STRING, 0, a->v[i + 1].ptr, a->v[i + 1].len, "MSET") < 0)
+            return -1;
+    return 0;
+}
+
+static void cmd_mset(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    if (mset_check(s, c, a, "mset") == 0 && mset_all(s, c, a) == 0)
+        reply_ok(c);
+}
+
+static void cmd_msetnx(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (mset_check(s, c, a, "msetnx") < 0)
+        return;
     for (size_t i = 1; i < a->n; i += 2) {
-        int rc = engine_put(s->engine, a->v[i].ptr, a->v[i].len, a->v[i + 1].ptr, a->v[i + 1].len);
-        if (rc < 0) {
-            write_failed(s, c, "MSET", rc);
+        int rc = lookup(s, c, &a->v[i], &v);
+        if (rc < 0)
+            return;
+        if (rc == 1) {
+            reply_int(c, 0);
             return;
         }
     }
-    reply_ok(c);
+    if (mset_all(s, c, a) == 0)
+        reply_int(c, 1);
+}
+
+/* ------------------------------------------------------------ expiry commands */
+
+/* EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT key t [NX|XX|GT|LT] */
+static void expire_common(struct server *s, struct conn *c, const struct resp_args *a, int64_t unit, int absolute)
+{
+    struct engine_kv v;
+    int nx = 0, xx = 0, gt = 0, lt = 0;
+    for (size_t i = 3; i < a->n; i++) {
+        if (arg_eq(&a->v[i], "nx"))
+            nx = 1;
+        else if (arg_eq(&a->v[i], "xx"))
+            xx = 1;
+        else if (arg_eq(&a->v[i], "gt"))
+            gt = 1;
+        else if (arg_eq(&a->v[i], "lt"))
+            lt = 1;
+        else {
+            reply_err(c, "ERR Unsupported option %.*s", (int)RD_MIN(a->v[i].len, 32), (const char *)a->v[i].ptr);
+            return;
+        }
+    }
+    if (nx && (xx || gt || lt)) {
+        reply_err(c, "ERR NX and XX, GT or LT options at the same time are not compatible");
+        return;
+    }
+    if (gt && lt) {
+        reply_err(c, "ERR GT and LT options at the same time are not compatible");
+        return;
+    }
+    uint64_t now = wall_ms(), at;
+    if (check_key(c, &a->v[1]) < 0 || parse_expire(c, &a->v[2], unit, absolute, NULL, now, &at) < 0)
+        return;
+    int rc = lookup(s, c, &a->v[1], &v);
+    if (rc <= 0) {
+        if (rc == 0)
+            reply_int(c, 0);
+        return;
+    }
+    uint64_t cur = v.expire_ms;
+    if ((nx && cur) || (xx && !cur) || (gt && (!cur || at <= cur)) || (lt && cur && at >= cur)) {
+        reply_int(c, 0);
+        return;
+    }
+    if (at <= now) { /* in the past: the key goes now (a logged delete) */
+        if (kv_delete(s, c, a->v[1].ptr, a->v[1].len, "EXPIRE") >= 0)
+            reply_int(c, 1);
+        return;
+    }
+    rd_buf_reset(&hbuf);
+    if (rd_buf_append(&hbuf, v.data, v.len) < 0)
+        rd_panic("out of memory");
+    if (kv_store(s, c, &a->v[1], v.type, at, hbuf.data, hbuf.len, "EXPIRE") == 0)
+        reply_int(c, 1);
+}
+static void cmd_expire(struct server *s, struct conn *c, const struct resp_args *a) { expire_common(s, c, a, 1000, 0); }
+static void cmd_pexpire(struct server *s, struct conn *c, const struct resp_args *a) { expire_common(s, c, a, 1, 0); }
+static void cmd_expireat(struct server *s, struct conn *c, const struct resp_args *a) { expire_common(s, c, a, 1000, 1); }
+static void cmd_pexpireat(struct server *s, struct conn *c, const struct resp_args *a) { expire_common(s, c, a, 1, 1); }
+
+/* TTL/PTTL/EXPIRETIME/PEXPIRETIME: -2 no key, -1 no expiry. */
+static void ttl_common(struct server *s, struct conn *c, const struct resp_args *a, int ms, int absolute)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup(s, c, &a->v[1], &v);
+    if (rc < 0)
+        return;
+    if (rc == 0) {
+        reply_int(c, -2);
+        return;
+    }
+    if (v.expire_ms == 0) {
+        reply_int(c, -1);
+        return;
+    }
+    uint64_t now = view_ms(s);
+    int64_t t = absolute ? (int64_t)v.expire_ms : (int64_t)(v.expire_ms - now);
+    reply_int(c, ms ? t : (absolute ? t / 1000 : (t + 500) / 1000));
+}
+static void cmd_ttl(struct server *s, struct conn *c, const struct resp_args *a) { ttl_common(s, c, a, 0, 0); }
+static void cmd_pttl(struct server *s, struct conn *c, const struct resp_args *a) { ttl_common(s, c, a, 1, 0); }
+static void cmd_expiretime(struct server *s, struct conn *c, const struct resp_args *a) { ttl_common(s, c, a, 0, 1); }
+static void cmd_pexpiretime(struct server *s, struct conn *c, const struct resp_args *a) { ttl_common(s, c, a, 1, 1); }
+
+static void cmd_persist(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup(s, c, &a->v[1], &v);
+    if (rc < 0)
+        return;
+    if (rc == 0 || v.expire_ms == 0) {
+        reply_int(c, 0);
+        return;
+    }
+    rd_buf_reset(&hbuf);
+    if (rd_buf_append(&hbuf, v.data, v.len) < 0)
+        rd_panic("out of memory");
+    if (kv_store(s, c, &a->v[1], v.type, 0, hbuf.data, hbuf.len, "PERSIST") == 0)
+        reply_int(c, 1);
+}
+
+/* ------------------------------------------------------------ hashes
+ * A hash is one value (engine/kv.h): its fields and values together are at
+ * most ENGINE_VALUE_MAX bytes. HSET keeps the key's TTL (as Redis does). */
+
+static void cmd_hset(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (a->n % 2 != 0) {
+        reply_err(c, "ERR wrong number of arguments for '%.*s' command", (int)RD_MIN(a->v[0].len, 16),
+                  (const char *)a->v[0].ptr);
+        return;
+    }
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc < 0)
+        return;
+    uint64_t at = rc == 1 ? v.expire_ms : 0;
+    struct rd_buf cur = {0};
+    if (rc == 1 && rd_buf_append(&cur, v.data, v.len) < 0)
+        rd_panic("out of memory");
+    int64_t added = 0;
+    for (size_t i = 2; i < a->n; i += 2) {
+        int ad, rm;
+        if (engine_kv_hash_set(cur.data, cur.len, a->v[i].ptr, a->v[i].len, a->v[i + 1].ptr, a->v[i + 1].len, &hbuf,
+                               &ad, &rm) < 0)
+            rd_panic("out of memory");
+        added += ad;
+        if (hbuf.len > ENGINE_VALUE_MAX - ENGINE_KV_HDR_MAX) {
+            reply_err(c, "ERR hash too large (its fields and values are limited to %u bytes)",
+                      ENGINE_VALUE_MAX - ENGINE_KV_HDR_MAX);
+            rd_buf_free(&cur);
+            return;
+        }
+        rd_buf_reset(&cur);
+        if (rd_buf_append(&cur, hbuf.data, hbuf.len) < 0)
+            rd_panic("out of memory");
+    }
+    if (kv_store(s, c, &a->v[1], ENGINE_KV_HASH, at, cur.data, cur.len, "HSET") == 0) {
+        if (arg_eq(&a->v[0], "hmset"))
+            reply_ok(c);
+        else
+            reply_int(c, added);
+    }
+    rd_buf_free(&cur);
+}
+
+static void cmd_hsetnx(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    const uint8_t *fv;
+    size_t fl;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc < 0)
+        return;
+    if (rc == 1 && engine_kv_hash_find(v.data, v.len, a->v[2].ptr, a->v[2].len, &fv, &fl) == 1) {
+        reply_int(c, 0);
+        return;
+    }
+    struct resp_arg args[4] = {a->v[0], a->v[1], a->v[2], a->v[3]};
+    struct resp_args hs = {.v = args, .n = 4, .cap = 4};
+    cmd_hset(s, c, &hs);
+}
+
+static void cmd_hget(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    const uint8_t *fv;
+    size_t fl;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc < 0)
+        return;
+    if (rc == 1 && engine_kv_hash_find(v.data, v.len, a->v[2].ptr, a->v[2].len, &fv, &fl) == 1)
+        reply_bulk(c, fv, fl);
+    else
+        reply_null(c);
+}
+
+static void cmd_hmget(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc < 0)
+        return;
+    reply_array(c, a->n - 2);
+    for (size_t i = 2; i < a->n; i++) {
+        const uint8_t *fv;
+        size_t fl;
+        if (rc == 1 && engine_kv_hash_find(v.data, v.len, a->v[i].ptr, a->v[i].len, &fv, &fl) == 1)
+            reply_bulk(c, fv, fl);
+        else
+            reply_null(c);
+    }
+}
+
+static void cmd_hdel(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc <= 0) {
+        if (rc == 0)
+            reply_int(c, 0);
+        return;
+    }
+    uint64_t at = v.expire_ms;
+    struct rd_buf cur = {0};
+    if (rd_buf_append(&cur, v.data, v.len) < 0)
+        rd_panic("out of memory");
+    int64_t removed = 0;
+    for (size_t i = 2; i < a->n; i++) {
+        int ad, rm;
+        if (engine_kv_hash_set(cur.data, cur.len, a->v[i].ptr, a->v[i].len, NULL, 0, &hbuf, &ad, &rm) < 0)
+            rd_panic("out of memory");
+        removed += rm;
+        rd_buf_reset(&cur);
+        if (rd_buf_append(&cur, hbuf.data, hbuf.len) < 0)
+            rd_panic("out of memory");
+    }
+    int ok = 0;
+    if (removed == 0)
+        ok = 0;
+    else if (engine_kv_hash_count(cur.data, cur.len) == 0) /* the last field: the key goes */
+        ok = kv_delete(s, c, a->v[1].ptr, a->v[1].len, "HDEL") < 0 ? -1 : 0;
+    else
+        ok = kv_store(s, c, &a->v[1], ENGINE_KV_HASH, at, cur.data, cur.len, "HDEL");
+    if (ok == 0)
+        reply_int(c, removed);
+    rd_buf_free(&cur);
+}
+
+/* HGETALL / HKEYS / HVALS / HLEN */
+static void hash_list(struct server *s, struct conn *c, const struct resp_args *a, int keys, int vals)
+{
+    struct engine_kv v;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc < 0)
+        return;
+    int64_t n = rc == 1 ? engine_kv_hash_count(v.data, v.len) : 0;
+    if (!keys && !vals) {
+        reply_int(c, n);
+        return;
+    }
+    reply_array(c, (size_t)n * (size_t)(keys + vals));
+    size_t off = 0;
+    const uint8_t *f, *fv;
+    size_t fl, vl;
+    while (rc == 1 && engine_kv_hash_next(v.data, v.len, &off, &f, &fl, &fv, &vl) == 1) {
+        if (keys)
+            reply_bulk(c, f, fl);
+        if (vals)
+            reply_bulk(c, fv, vl);
+    }
+}
+static void cmd_hgetall(struct server *s, struct conn *c, const struct resp_args *a) { hash_list(s, c, a, 1, 1); }
+static void cmd_hkeys(struct server *s, struct conn *c, const struct resp_args *a) { hash_list(s, c, a, 1, 0); }
+static void cmd_hvals(struct server *s, struct conn *c, const struct resp_args *a) { hash_list(s, c, a, 0, 1); }
+static void cmd_hlen(struct server *s, struct conn *c, const struct resp_args *a) { hash_list(s, c, a, 0, 0); }
+
+static void cmd_hexists(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    const uint8_t *fv;
+    size_t fl;
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc >= 0)
+        reply_int(c, rc == 1 && engine_kv_hash_find(v.data, v.len, a->v[2].ptr, a->v[2].len, &fv, &fl) == 1);
+}
+
+static void cmd_hincrby(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    struct engine_kv v;
+    int64_t by, cur = 0;
+    const uint8_t *fv;
+    size_t fl;
+    if (arg_int64(&a->v[3], &by) < 0) {
+        reply_err(c, "ERR value is not an integer or out of range");
+        return;
+    }
+    if (check_key(c, &a->v[1]) < 0)
+        return;
+    int rc = lookup_typed(s, c, &a->v[1], ENGINE_KV_HASH, &v);
+    if (rc < 0)
+        return;
+    if (rc == 1 && engine_kv_hash_find(v.data, v.len, a->v[2].ptr, a->v[2].len, &fv, &fl) == 1) {
+        struct resp_arg arg = {.ptr = fv, .len = fl};
+        if (arg_int64(&arg, &cur) < 0) {
+            reply_err(c, "ERR hash value is not an integer");
+            return;
+        }
+    }
+    if ((by > 0 && cur > INT64_MAX - by) || (by < 0 && cur < INT64_MIN - by)) {
+        reply_err(c, "ERR increment or decrement would overflow");
+        return;
+    }
+    cur += by;
+    char tmp[32];
+    int n = snprintf(tmp, sizeof(tmp), "%" PRId64, cur);
+    struct resp_arg args[4] = {{.ptr = (const uint8_t *)"hset", .len = 4}, a->v[1], a->v[2],
+                               {.ptr = (const uint8_t *)tmp, .len = (size_t)n}};
+    struct resp_args hs = {.v = args, .n = 4, .cap = 4};
+    size_t mark = c->out.len;
+    cmd_hset(s, c, &hs); /* answers an integer (fields added) or an error */
+    if (c->out.len > mark && c->out.data[mark] == ':') {
+        c->out.len = mark;
+        reply_int(c, cur);
+    }
 }
 
 static void cmd_dbsize(struct server *s, struct conn *c, const struct resp_args *a)
@@ -639,19 +1676,22 @@ static void cmd_dbsize(struct server *s, struct conn *c, const struct resp_args 
     reply_int(c, (int64_t)engine_key_count(s->engine));
 }
 
-/* SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]. Keys are visited in key
- * order; the cursor is a server-side handle on the next key (a table of
- * SERVER_SCAN_CURSORS, least recently used replaced): an expired cursor gets
- * an error, a full iteration from 0 returns every key present throughout. */
+/* SCAN cursor [MATCH pattern] [COUNT n] [TYPE t] and KEYS pattern. Keys are
+ * visited in key order; the cursor is a server-side handle on the next key (a
+ * table of SERVER_SCAN_CURSORS, least recently used replaced): an expired cursor
+ * gets an error, a full iteration from 0 returns every key present throughout.
+ * Expired keys (X1, X2) are left out: an inline value is judged in the scan
+ * callback, an overflow value (not read by the scan) by a lookup afterwards. */
 struct scan_acc {
-    struct rd_buf keys; /* u32 len + bytes, repeated */
+    struct rd_buf keys; /* u32 len, u8 needs-lookup, bytes; repeated */
     size_t n;
     const char *pattern;
+    int type;          /* -1 any, else ENGINE_KV_* */
+    uint64_t now;
 };
 
 static int scan_collect(void *arg, const uint8_t *key, size_t key_len, const uint8_t *val, size_t val_len)
 {
-    (void)val, (void)val_len;
     struct scan_acc *acc = arg;
     if (acc->pattern) {
         char tmp[ENGINE_KEY_MAX + 1];
@@ -660,12 +1700,53 @@ static int scan_collect(void *arg, const uint8_t *key, size_t key_len, const uin
         if (fnmatch(acc->pattern, tmp, 0) != 0)
             return 0;
     }
-    uint8_t len[4];
+    uint8_t lookup_later = val == NULL && val_len > 0;
+    if (!lookup_later) {
+        struct engine_kv v;
+        if (engine_kv_decode(val, val_len, &v) < 0)
+            return 0; /* a value that does not decode: GET reports it */
+        if (engine_kv_expired(&v, acc->now) || (acc->type >= 0 && v.type != acc->type))
+            return 0;
+    }
+    uint8_t len[5];
     rd_put_u32le(len, (uint32_t)key_len);
-    if (rd_buf_append(&acc->keys, len, 4) < 0 || rd_buf_append(&acc->keys, key, key_len) < 0)
+    len[4] = lookup_later;
+    if (rd_buf_append(&acc->keys, len, 5) < 0 || rd_buf_append(&acc->keys, key, key_len) < 0)
         return -ENOMEM;
     acc->n++;
     return 0;
+}
+
+/* Replies with the collected keys as an array; overflow values are looked up now. */
+static void scan_reply(struct server *s, struct conn *c, struct scan_acc *acc)
+{
+    size_t n = 0;
+    for (size_t off = 0; off < acc->keys.len;) { /* first pass: drop overflow keys that are expired */
+        uint32_t kl = rd_get_u32le(acc->keys.data + off);
+        if (acc->keys.data[off + 4]) {
+            struct engine_kv v;
+            int rc = engine_kv_get(s->engine, acc->keys.data + off + 5, kl, acc->now, &scratch, &v, NULL);
+            acc->keys.data[off + 4] = rc == 0 && (acc->type < 0 || v.type == acc->type) ? 0 : 2;
+        }
+        n += acc->keys.data[off + 4] == 0;
+        off += 5 + kl;
+    }
+    reply_array(c, n);
+    for (size_t off = 0; off < acc->keys.len;) {
+        uint32_t kl = rd_get_u32le(acc->keys.data + off);
+        if (acc->keys.data[off + 4] == 0)
+            reply_bulk(c, acc->keys.data + off + 5, kl);
+        off += 5 + kl;
+    }
+}
+
+static int parse_type_name(const struct resp_arg *t)
+{
+    if (arg_eq(t, "string"))
+        return ENGINE_KV_STRING;
+    if (arg_eq(t, "hash"))
+        return ENGINE_KV_HASH;
+    return 99; /* a type Redoubt has not: matches nothing */
 }
 
 static void cmd_scan(struct server *s, struct conn *c, const struct resp_args *a)
@@ -678,6 +1759,7 @@ static void cmd_scan(struct server *s, struct conn *c, const struct resp_args *a
     char pattern[1024];
     const char *pat = NULL;
     int64_t count = 10;
+    int type = -1;
     for (size_t i = 2; i < a->n; i++) {
         if (i + 1 >= a->n) {
             reply_err(c, "ERR syntax error");
@@ -698,7 +1780,7 @@ static void cmd_scan(struct server *s, struct conn *c, const struct resp_args *a
             }
             count = RD_MIN(count, 100000);
         } else if (arg_eq(&a->v[i], "type")) {
-            ; /* every key is a string */
+            type = parse_type_name(&a->v[i + 1]);
         } else {
             reply_err(c, "ERR syntax error");
             return;
@@ -719,7 +1801,7 @@ static void cmd_scan(struct server *s, struct conn *c, const struct resp_args *a
         start = sc->next_key.data;
         start_len = sc->next_key.len;
     }
-    struct scan_acc acc = {.pattern = pat};
+    struct scan_acc acc = {.pattern = pat, .type = type, .now = view_ms(s)};
     struct rd_buf next = {0};
     int rc = engine_scan(s->engine, start, start_len, (size_t)count, 0, scan_collect, &acc, &next);
     if (rc < 0) {
@@ -745,15 +1827,99 @@ static void cmd_scan(struct server *s, struct conn *c, const struct resp_args *a
     char idbuf[32];
     reply_array(c, 2);
     reply_bulk(c, idbuf, (size_t)snprintf(idbuf, sizeof(idbuf), "%" PRIu64, new_id));
-    reply_array(c, acc.n);
-    for (size_t off = 0; off < acc.keys.len;) {
-        uint32_t n = rd_get_u32le(acc.keys.data + off);
-        reply_bulk(c, acc.keys.data + off + 4, n);
-        off += 4 + n;
-    }
+    scan_reply(s, c, &acc);
 out:
     rd_buf_free(&acc.keys);
     rd_buf_free(&next);
+}
+
+/* KEYS pattern: every live key matching, in key order (one full scan, as in
+ * Redis: meant for debugging, not for large databases). */
+static void cmd_keys(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    char pattern[1024];
+    if (a->v[1].len >= sizeof(pattern)) {
+        reply_err(c, "ERR pattern too long");
+        return;
+    }
+    memcpy(pattern, a->v[1].ptr, a->v[1].len);
+    pattern[a->v[1].len] = 0;
+    struct scan_acc acc = {.pattern = strcmp(pattern, "*") == 0 ? NULL : pattern, .type = -1, .now = view_ms(s)};
+    struct rd_buf next = {0}, start = {0};
+    for (;;) {
+        rd_buf_reset(&next);
+        int rc = engine_scan(s->engine, start.data, start.len, 4096, 0, scan_collect, &acc, &next);
+        if (rc < 0) {
+            reply_err(c, "ERR scan failed: %s", rd_strerror(rc));
+            goto out;
+        }
+        if (next.len == 0)
+            break;
+        rd_buf_reset(&start);
+        if (rd_buf_append(&start, next.data, next.len) < 0)
+            rd_panic("out of memory for KEYS");
+    }
+    scan_reply(s, c, &acc);
+out:
+    rd_buf_free(&acc.keys);
+    rd_buf_free(&next);
+    rd_buf_free(&start);
+}
+
+static int collect_any(void *arg, const uint8_t *key, size_t key_len, const uint8_t *val, size_t val_len)
+{
+    (void)val, (void)val_len;
+    uint8_t len[4];
+    rd_put_u32le(len, (uint32_t)key_len);
+    struct rd_buf *b = arg;
+    return rd_buf_append(b, len, 4) < 0 || rd_buf_append(b, key, key_len) < 0 ? -ENOMEM : 0;
+}
+
+static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t lsn_before);
+static uint64_t log_insert_lsn(const struct server *s);
+
+/* FLUSHDB / FLUSHALL [ASYNC|SYNC]: deletes every key, FLUSH_BATCH keys per
+ * transaction (a transaction's pages must fit the buffer pool, E3), all in this
+ * one command: no other client sees a partial flush; a crash in the middle
+ * leaves the keys of the batches not yet committed. */
+#define FLUSH_BATCH 64
+static void cmd_flushdb(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    if (a->n > 2 || (a->n == 2 && !arg_eq(&a->v[1], "async") && !arg_eq(&a->v[1], "sync"))) {
+        reply_err(c, "ERR syntax error");
+        return;
+    }
+    struct rd_buf keys = {0}, nx = {0};
+    for (;;) {
+        uint64_t batch_start = log_insert_lsn(s);
+        rd_buf_reset(&keys);
+        rd_buf_reset(&nx);
+        int rc = engine_scan(s->engine, NULL, 0, FLUSH_BATCH, 0, collect_any, &keys, &nx);
+        if (rc < 0) {
+            if (!engine_txn_changed(s->engine))
+                reply_err(c, "ERR scan failed: %s", rd_strerror(rc));
+            else
+                write_failed(s, c, "FLUSHDB", rc);
+            goto out;
+        }
+        if (keys.len == 0)
+            break;
+        for (size_t off = 0; off < keys.len;) {
+            uint32_t kl = rd_get_u32le(keys.data + off);
+            if (kv_delete(s, c, keys.data + off + 4, kl, "FLUSHDB") < 0)
+                goto out;
+            off += 4 + kl;
+        }
+        /* commit this batch; the caller's wrapper commits the last one */
+        engine_txn_end(s->engine);
+        txn_commit_if_changed(s, c, batch_start);
+        engine_txn_begin(s->engine);
+    }
+    watch_flush_ver++;
+    reply_ok(c);
+out:
+    rd_buf_free(&keys);
+    rd_buf_free(&nx);
 }
 
 /* ------------------------------------------------------------ introspection */
@@ -822,8 +1988,8 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
             repl_info(s, b);
     }
     if (SEC("keyspace") && s->engine)
-        rd_buf_appendf(b, "# Keyspace\r\ndb0:keys=%" PRIu64 ",expires=0,avg_ttl=0\r\n\r\n",
-                       engine_key_count(s->engine));
+        rd_buf_appendf(b, "# Keyspace\r\ndb0:keys=%" PRIu64 ",expires=%" PRIu64 ",avg_ttl=0\r\n\r\n",
+                       engine_key_count(s->engine), cmd_expires_count());
 #undef SEC
 }
 
@@ -922,9 +2088,45 @@ static const struct cmd_def cmd_table[] = {
     {"auth", -2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_auth},
     {"select", 2, CMD_NOSTORAGE, cmd_select},
     {"client", -2, CMD_NOQUEUE | CMD_NOSTORAGE, cmd_client},
+    {"hello", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_hello},
+    {"time", 1, CMD_NOSTORAGE, cmd_time},
+    {"watch", -2, CMD_NOQUEUE | CMD_NOMULTI, cmd_watch},
+    {"unwatch", 1, CMD_NOQUEUE, cmd_unwatch},
     {"get", 2, 0, cmd_get},
     {"set", -3, CMD_WRITE, cmd_set},
     {"setnx", 3, CMD_WRITE, cmd_setnx},
+    {"setex", 4, CMD_WRITE, cmd_setex},
+    {"psetex", 4, CMD_WRITE, cmd_psetex},
+    {"getset", 3, CMD_WRITE, cmd_getset},
+    {"getdel", 2, CMD_WRITE, cmd_getdel},
+    {"getex", -2, CMD_WRITE, cmd_getex},
+    {"append", 3, CMD_WRITE, cmd_append},
+    {"incrbyfloat", 3, CMD_WRITE, cmd_incrbyfloat},
+    {"msetnx", -3, CMD_WRITE, cmd_msetnx},
+    {"expire", -3, CMD_WRITE, cmd_expire},
+    {"pexpire", -3, CMD_WRITE, cmd_pexpire},
+    {"expireat", -3, CMD_WRITE, cmd_expireat},
+    {"pexpireat", -3, CMD_WRITE, cmd_pexpireat},
+    {"persist", 2, CMD_WRITE, cmd_persist},
+    {"ttl", 2, 0, cmd_ttl},
+    {"pttl", 2, 0, cmd_pttl},
+    {"expiretime", 2, 0, cmd_expiretime},
+    {"pexpiretime", 2, 0, cmd_pexpiretime},
+    {"hset", -4, CMD_WRITE, cmd_hset},
+    {"hmset", -4, CMD_WRITE, cmd_hset},
+    {"hsetnx", 4, CMD_WRITE, cmd_hsetnx},
+    {"hget", 3, 0, cmd_hget},
+    {"hmget", -3, 0, cmd_hmget},
+    {"hdel", -3, CMD_WRITE, cmd_hdel},
+    {"hgetall", 2, 0, cmd_hgetall},
+    {"hkeys", 2, 0, cmd_hkeys},
+    {"hvals", 2, 0, cmd_hvals},
+    {"hlen", 2, 0, cmd_hlen},
+    {"hexists", 3, 0, cmd_hexists},
+    {"hincrby", 4, CMD_WRITE, cmd_hincrby},
+    {"keys", 2, 0, cmd_keys},
+    {"flushdb", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
+    {"flushall", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
     {"del", -2, CMD_WRITE, cmd_del},
     {"unlink", -2, CMD_WRITE, cmd_del},
     {"exists", -2, 0, cmd_exists},
@@ -1039,6 +2241,7 @@ static void cmd_discard(struct server *s, struct conn *c, const struct resp_args
         return;
     }
     multi_reset(c);
+    unwatch_all(c);
     reply_ok(c);
 }
 
@@ -1082,7 +2285,8 @@ static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t
     if (rc < 0)
         rd_panic("could not append a commit record: %s", rd_strerror(rc));
     s->last_commit_lsn = lsn;
-    c->last_write_lsn = lsn;
+    if (c != NULL) /* NULL: the writer's own expiry deletes (cmd_tick) */
+        c->last_write_lsn = lsn;
     s->stats.txns++;
     return lsn;
 }
@@ -1096,7 +2300,16 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
     }
     if (c->multi_dirty) {
         multi_reset(c);
+        unwatch_all(c);
         reply_err(c, "EXECABORT Transaction discarded because of previous errors.");
+        return;
+    }
+    if (watch_broken(s, c)) { /* optimistic locking: a watched key changed */
+        multi_reset(c);
+        unwatch_all(c);
+        if (resp_null_array(&c->out) < 0)
+            rd_panic("out of memory for a reply");
+        conn_reply_done(s, c, s->last_commit_lsn);
         return;
     }
     struct resp_args q = {0};
@@ -1128,8 +2341,123 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
     engine_txn_end(s->engine);
     free(q.v);
     multi_reset(c);
+    unwatch_all(c);
     conn_reply_done(s, c, txn_commit_if_changed(s, c, before));
 }
+
+/* ------------------------------------------------------------ the writer's expiry (X1, X3) */
+
+#define EXP_BUILD_KEYS 2048  /* keys read per build step */
+#define EXP_DELETE_MAX 256   /* expired keys deleted per transaction */
+
+/* Whether this node may log changes of its own now (the gates cmd_execute applies to writes). */
+static int node_writable(struct server *s)
+{
+    if (s->engine == NULL || s->shutdown_requested || s->fenced)
+        return 0;
+    if (s->role != SERVER_ROLE_STANDALONE && s->role != SERVER_ROLE_PRIMARY && s->role != SERVER_ROLE_WRITER)
+        return 0;
+    if (s->role == SERVER_ROLE_WRITER && (s->aur.fenced || aurora_backpressure(s)))
+        return 0;
+    unsigned renewed = 0;
+    if (server_lease_required(s) && !server_lease_ok(s, &renewed))
+        return 0;
+    return 1;
+}
+
+struct exp_build_acc {
+    struct rd_buf later; /* keys whose value is in an overflow chain: u32 len, bytes */
+};
+
+static int exp_build_collect(void *arg, const uint8_t *key, size_t key_len, const uint8_t *val, size_t val_len)
+{
+    struct exp_build_acc *acc = arg;
+    if (val == NULL && val_len > 0) {
+        uint8_t l[4];
+        rd_put_u32le(l, (uint32_t)key_len);
+        return rd_buf_append(&acc->later, l, 4) < 0 || rd_buf_append(&acc->later, key, key_len) < 0 ? -ENOMEM : 0;
+    }
+    struct engine_kv v;
+    if (engine_kv_decode(val, val_len, &v) == 0 && v.expire_ms != 0)
+        exp_note(key, key_len, v.expire_ms);
+    return 0;
+}
+
+/* One step of the scan that fills the index after the node became writable. */
+static void exp_build_step(struct server *s)
+{
+    struct exp_build_acc acc = {0};
+    struct rd_buf next = {0};
+    int rc = engine_scan(s->engine, expi.build_next.len ? expi.build_next.data : NULL, expi.build_next.len,
+                         EXP_BUILD_KEYS, 0, exp_build_collect, &acc, &next);
+    if (rc < 0) {
+        rd_warn("expiry index: scan failed (%s); retrying", rd_strerror(rc));
+        goto out;
+    }
+    for (size_t off = 0; off < acc.later.len;) {
+        uint32_t kl = rd_get_u32le(acc.later.data + off);
+        struct engine_kv v;
+        if (engine_kv_get(s->engine, acc.later.data + off + 4, kl, 0, &scratch, &v, NULL) == 0)
+            exp_note(acc.later.data + off + 4, kl, v.expire_ms);
+        off += 4 + kl;
+    }
+    rd_buf_reset(&expi.build_next);
+    if (next.len == 0) {
+        expi.built = 1;
+        rd_info("expiry index built: %zu keys with a TTL", expi.n);
+    } else if (rd_buf_append(&expi.build_next, next.data, next.len) < 0) {
+        rd_panic("out of memory for the expiry index");
+    }
+out:
+    rd_buf_free(&acc.later);
+    rd_buf_free(&next);
+}
+
+/* Deletes (logged) up to EXP_DELETE_MAX keys whose time has come, in one transaction. */
+static void exp_cycle(struct server *s)
+{
+    uint64_t now = wall_ms();
+    if (expi.n == 0 || expi.heap[0]->at > now)
+        return;
+    uint64_t before = log_insert_lsn(s);
+    engine_txn_begin(s->engine);
+    for (int i = 0; i < EXP_DELETE_MAX && expi.n > 0 && expi.heap[0]->at <= now; i++) {
+        struct exp_ent *e = expi.heap[0];
+        struct engine_kv v;
+        int expired = 0;
+        int rc = engine_kv_get(s->engine, e->key, e->klen, now, &scratch, &v, &expired);
+        if (rc == 0 || (rc == RD_ENOTFOUND && !expired)) { /* not expired (or gone): the index was stale */
+            exp_note(e->key, e->klen, rc == 0 ? v.expire_ms : 0);
+            continue;
+        }
+        if (rc != RD_ENOTFOUND) {
+            rd_warn("expiry: could not read a key (%s); trying again later", rd_strerror(rc));
+            break;
+        }
+        if (kv_delete(s, NULL, e->key, e->klen, "expiry") < 0) /* removes e from the index */
+            break;
+        expi.expired_total++;
+    }
+    engine_txn_end(s->engine);
+    txn_commit_if_changed(s, NULL, before);
+}
+
+void cmd_tick(struct server *s)
+{
+    if (!node_writable(s)) {
+        if (expi.active)
+            exp_reset();
+        return;
+    }
+    expi.active = 1;
+    uint64_t now = rd_now_ms();
+    if (!expi.built && now - expi.build_ms >= 2) {
+        expi.build_ms = now;
+        exp_build_step(s);
+    }
+    exp_cycle(s);
+}
+
 
 /* ------------------------------------------------------------ dispatch */
 
@@ -1137,6 +2465,7 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
 {
     const struct cmd_def *d = cmd_lookup(&a->v[0]);
     s->stats.commands++;
+    c->last_cmd_ms = rd_now_ms();
     if (d == NULL) {
         char args[200];
         size_t off = 0;
