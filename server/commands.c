@@ -1922,6 +1922,135 @@ out:
     rd_buf_free(&nx);
 }
 
+/* ------------------------------------------------------------ scripts
+ * There is no Lua here. EVAL / EVALSHA / SCRIPT LOAD|EXISTS|FLUSH accept only
+ * the three scripts of redis-py's Lock (release, extend, reacquire), recognised
+ * by their text with all white space removed, and run them natively as one
+ * transaction. Their ids are fixed (not SHA1s): redis-py's first EVALSHA gets
+ * NOSCRIPT, it loads the script and uses the id SCRIPT LOAD returned. */
+enum { SCRIPT_RELEASE = 0, SCRIPT_EXTEND = 1, SCRIPT_REACQUIRE = 2, SCRIPT_N = 3 };
+static const char *const script_text[SCRIPT_N] = {
+    "localtoken=redis.call('get',KEYS[1])ifnottokenortoken~=ARGV[1]thenreturn0endredis.call('del',KEYS[1])return1",
+    "localtoken=redis.call('get',KEYS[1])ifnottokenortoken~=ARGV[1]thenreturn0endlocalexpiration=redis.call('pttl',"
+    "KEYS[1])ifnotexpirationthenexpiration=0endifexpiration<0thenreturn0endlocalnewttl=ARGV[2]ifARGV[3]==\"0\"then"
+    "newttl=ARGV[2]+expirationendredis.call('pexpire',KEYS[1],newttl)return1",
+    "localtoken=redis.call('get',KEYS[1])ifnottokenortoken~=ARGV[1]thenreturn0endredis.call('pexpire',KEYS[1],ARGV[2])"
+    "return1",
+};
+static const char *const script_id[SCRIPT_N] = {
+    "7265646f7562742d6c6f636b2d72656c65617365", /* "redoubt-lock-release" in hex */
+    "7265646f7562742d6c6f636b2d657874656e6430",
+    "7265646f7562742d6c6f636b2d72656163717569",
+};
+
+static int script_by_text(const struct resp_arg *t)
+{
+    for (int i = 0; i < SCRIPT_N; i++) {
+        const char *p = script_text[i];
+        size_t j = 0;
+        for (; j < t->len; j++) {
+            if (isspace(t->ptr[j]))
+                continue;
+            if (*p != (char)t->ptr[j])
+                break;
+            p++;
+        }
+        if (j == t->len && *p == 0)
+            return i;
+    }
+    return -1;
+}
+
+static int script_by_id(const struct resp_arg *id)
+{
+    for (int i = 0; i < SCRIPT_N; i++)
+        if (arg_eq(id, script_id[i]))
+            return i;
+    return -1;
+}
+
+static void script_run(struct server *s, struct conn *c, int which, const struct resp_args *a)
+{
+    int64_t nkeys;
+    if (arg_int64(&a->v[2], &nkeys) < 0 || nkeys != 1 || a->n < 5) {
+        reply_err(c, "ERR this script takes 1 key and its arguments");
+        return;
+    }
+    const struct resp_arg *key = &a->v[3], *token = &a->v[4];
+    struct engine_kv v;
+    if (check_key(c, key) < 0)
+        return;
+    int rc = lookup(s, c, key, &v);
+    if (rc < 0)
+        return;
+    if (rc == 0 || v.type != ENGINE_KV_STRING || v.len != token->len || memcmp(v.data, token->ptr, v.len) != 0) {
+        reply_int(c, 0);
+        return;
+    }
+    if (which == SCRIPT_RELEASE) {
+        if (kv_delete(s, c, key->ptr, key->len, "EVAL") >= 0)
+            reply_int(c, 1);
+        return;
+    }
+    int64_t ms;
+    if (a->n < 6 || arg_int64(&a->v[5], &ms) < 0) {
+        reply_err(c, "ERR value is not an integer or out of range");
+        return;
+    }
+    uint64_t now = wall_ms();
+    if (which == SCRIPT_EXTEND) {
+        if (v.expire_ms == 0) {
+            reply_int(c, 0);
+            return;
+        }
+        if (a->n < 7 || !arg_eq(&a->v[6], "1"))
+            ms += (int64_t)(v.expire_ms - now);
+    }
+    rd_buf_reset(&hbuf);
+    if (rd_buf_append(&hbuf, v.data, v.len) < 0)
+        rd_panic("out of memory");
+    if (ms <= 0) {
+        if (kv_delete(s, c, key->ptr, key->len, "EVAL") >= 0)
+            reply_int(c, 1);
+        return;
+    }
+    if (kv_store(s, c, key, ENGINE_KV_STRING, now + (uint64_t)ms, hbuf.data, hbuf.len, "EVAL") == 0)
+        reply_int(c, 1);
+}
+
+static void cmd_eval(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    int which = arg_eq(&a->v[0], "evalsha") ? script_by_id(&a->v[1]) : script_by_text(&a->v[1]);
+    if (which < 0) {
+        if (arg_eq(&a->v[0], "evalsha"))
+            reply_err(c, "NOSCRIPT No matching script. Please use EVAL.");
+        else
+            reply_err(c, "ERR Redoubt has no Lua: EVAL runs only redis-py's Lock scripts (docs/commands.md)");
+        return;
+    }
+    script_run(s, c, which, a);
+}
+
+static void cmd_script(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    (void)s;
+    if (arg_eq(&a->v[1], "load") && a->n == 3) {
+        int which = script_by_text(&a->v[2]);
+        if (which < 0)
+            reply_err(c, "ERR Redoubt has no Lua: SCRIPT LOAD accepts only redis-py's Lock scripts");
+        else
+            reply_cstr(c, script_id[which]);
+    } else if (arg_eq(&a->v[1], "exists")) {
+        reply_array(c, a->n - 2);
+        for (size_t i = 2; i < a->n; i++)
+            reply_int(c, script_by_id(&a->v[i]) >= 0);
+    } else if (arg_eq(&a->v[1], "flush")) {
+        reply_ok(c);
+    } else {
+        reply_err(c, "ERR unknown subcommand of SCRIPT. Redoubt supports SCRIPT LOAD|EXISTS|FLUSH.");
+    }
+}
+
 /* ------------------------------------------------------------ introspection */
 
 static void info_section(struct server *s, struct rd_buf *b, const char *sec)
@@ -2125,6 +2254,9 @@ static const struct cmd_def cmd_table[] = {
     {"hexists", 3, 0, cmd_hexists},
     {"hincrby", 4, CMD_WRITE, cmd_hincrby},
     {"keys", 2, 0, cmd_keys},
+    {"eval", -3, CMD_WRITE, cmd_eval},
+    {"evalsha", -3, CMD_WRITE, cmd_eval},
+    {"script", -2, CMD_NOSTORAGE, cmd_script},
     {"flushdb", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
     {"flushall", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
     {"del", -2, CMD_WRITE, cmd_del},
