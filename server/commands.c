@@ -13,6 +13,7 @@
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -2053,6 +2054,73 @@ static void cmd_script(struct server *s, struct conn *c, const struct resp_args 
 
 /* ------------------------------------------------------------ introspection */
 
+/* INFO clients: client connections only (replica links, storage links and
+ * feeds are not clients); blocked = waiting in WAIT or for a promotion. */
+static void info_clients(struct server *s, struct rd_buf *b)
+{
+    size_t clients = 0, waiting = 0, in_multi = 0, named = 0;
+    for (struct conn *x = s->conns; x; x = x->next) {
+        if (x->kind != CONN_CLIENT || x->closing)
+            continue;
+        clients++;
+        waiting += x->nmarks > 0;
+        in_multi += x->in_multi != 0;
+        named += x->name[0] != 0;
+    }
+    rd_buf_appendf(b,
+                   "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\nblocked_clients:%zu\r\n"
+                   "clients_waiting_for_durability:%zu\r\nclients_in_multi:%zu\r\nconnections_total:%zu\r\n"
+                   "connected_replicas:%zu\r\n\r\n",
+                   clients, s->cfg.max_clients, s->nwaiting, waiting, in_multi, s->nconns, s->npeers + s->aur.nreaders);
+    (void)named;
+}
+
+static void human_bytes(char *out, size_t n, uint64_t v)
+{
+    const char *u = "BKMGT";
+    double x = (double)v;
+    while (x >= 1024 && u[1]) {
+        x /= 1024;
+        u++;
+    }
+    snprintf(out, n, *u == 'B' ? "%.0f%c" : "%.2f%c", x, *u);
+}
+
+/* INFO memory: used_memory is what malloc has handed out (mallinfo2: arenas and
+ * mmapped blocks; the buffer pool's frames are in it), rss from /proc. */
+static void info_memory(struct server *s, struct rd_buf *b, const struct engine_stats *es)
+{
+    static uint64_t peak;
+    struct mallinfo2 mi = mallinfo2();
+    uint64_t used = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+    uint64_t rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        unsigned long long pages_total = 0, pages_rss = 0;
+        if (fscanf(f, "%llu %llu", &pages_total, &pages_rss) == 2)
+            rss = pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
+        fclose(f);
+    }
+    peak = RD_MAX(peak, used);
+    uint64_t pool = es->cache_pages * ENGINE_PAGE_SIZE;
+    uint64_t bufs = 0;
+    for (struct conn *x = s->conns; x; x = x->next)
+        bufs += x->in.cap + x->out.cap + x->sending.cap + x->multi_q.cap;
+    char h1[32], h2[32], h3[32], h4[32];
+    human_bytes(h1, sizeof(h1), used);
+    human_bytes(h2, sizeof(h2), rss);
+    human_bytes(h3, sizeof(h3), peak);
+    human_bytes(h4, sizeof(h4), pool);
+    rd_buf_appendf(b,
+                   "# Memory\r\nused_memory:%" PRIu64 "\r\nused_memory_human:%s\r\nused_memory_rss:%" PRIu64
+                   "\r\nused_memory_rss_human:%s\r\nused_memory_peak:%" PRIu64 "\r\nused_memory_peak_human:%s\r\n"
+                   "used_memory_buffer_pool:%" PRIu64 "\r\nused_memory_buffer_pool_human:%s\r\n"
+                   "used_memory_clients:%" PRIu64 "\r\nused_memory_expiry_index:%zu\r\nmaxmemory:%" PRIu64
+                   "\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:%.2f\r\nmem_allocator:glibc\r\n\r\n",
+                   used, h1, rss, h2, peak, h3, pool, h4, bufs, expi.n * (sizeof(struct exp_ent) + 32 + sizeof(void *)),
+                   pool, used ? (double)rss / (double)used : 0.0);
+}
+
 static void info_section(struct server *s, struct rd_buf *b, const char *sec)
 {
     struct wal_stats ws;
@@ -2077,15 +2145,17 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
                        server_commit_name(s->cfg.commit), ws.system_id);
     }
     if (SEC("clients"))
-        rd_buf_appendf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n", s->nconns,
-                       s->cfg.max_clients);
+        info_clients(s, b);
+    if (SEC("memory"))
+        info_memory(s, b, &es);
     if (SEC("persistence")) {
         double avg_group = ws.flushes ? (double)ws.commits / (double)ws.flushes : 0.0;
         double avg_flush_us = ws.flushes ? (double)ws.flush_lat_us_total / (double)ws.flushes : 0.0;
         rd_buf_appendf(
             b,
             "# Persistence\r\nloading:0\r\naof_enabled:0\r\nwal_insert_lsn:%" PRIu64 "\r\nwal_flushed_lsn:%" PRIu64
-            "\r\nwal_redo_lsn:%" PRIu64 "\r\ntimeline:%u\r\nwal_records:%" PRIu64 "\r\nwal_bytes:%" PRIu64
+            "\r\nwal_redo_lsn:%" PRIu64 "\r\nwal_insert_lsn_xy:%" PRIX64 "/%" PRIX64 "\r\nwal_flushed_lsn_xy:%" PRIX64
+            "/%" PRIX64 "\r\nwal_redo_lsn_xy:%" PRIX64 "/%" PRIX64 "\r\ntimeline:%u\r\nwal_records:%" PRIu64 "\r\nwal_bytes:%" PRIu64
             "\r\nwal_fpi_records:%" PRIu64 "\r\nwal_fpi_bytes:%" PRIu64 "\r\nwal_commits:%" PRIu64
             "\r\nwal_bytes_per_commit:%.1f\r\nwal_flushes:%" PRIu64 "\r\nwal_fsyncs:%" PRIu64
             "\r\nwal_group_commit_avg:%.2f\r\nwal_group_commit_max:%" PRIu64
@@ -2093,7 +2163,8 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
             "\r\npages_free:%" PRIu64 "\r\ncache_pages:%" PRIu64 "\r\ncache_hits:%" PRIu64
             "\r\ncache_misses:%" PRIu64 "\r\ncache_evictions:%" PRIu64 "\r\npage_splits:%" PRIu64
             "\r\nbtree_height:%u\r\n\r\n",
-            ws.insert_lsn, ws.flushed_lsn, ws.redo_lsn, ws.timeline, ws.records, ws.record_bytes,
+            ws.insert_lsn, ws.flushed_lsn, ws.redo_lsn, ws.insert_lsn >> 32, ws.insert_lsn & 0xffffffffu,
+            ws.flushed_lsn >> 32, ws.flushed_lsn & 0xffffffffu, ws.redo_lsn >> 32, ws.redo_lsn & 0xffffffffu, ws.timeline, ws.records, ws.record_bytes,
             ws.image_records, ws.image_bytes, ws.commits,
             ws.commits ? (double)ws.record_bytes / (double)ws.commits : 0.0, ws.flushes, ws.fsyncs,
             avg_group, ws.group_commits_max, avg_flush_us, ws.checkpoints, es.pages_total,
@@ -2139,11 +2210,27 @@ static void cmd_info(struct server *s, struct conn *c, const struct resp_args *a
 static void cmd_role(struct server *s, struct conn *c, const struct resp_args *a)
 {
     (void)a;
-    if (s->role == SERVER_ROLE_WRITER) {
+    if (s->role == SERVER_ROLE_WRITER) { /* readers: [ip, port of the feed connection, read point] */
         reply_array(c, 3);
         reply_cstr(c, "master");
         reply_int(c, (int64_t)s->aur.q.vdl);
-        reply_array(c, 0);
+        size_t n = 0;
+        for (struct conn *x = s->conns; x; x = x->next)
+            n += x->kind == CONN_READER_FEED && !x->closing;
+        reply_array(c, n);
+        for (struct conn *x = s->conns; x; x = x->next) {
+            if (x->kind != CONN_READER_FEED || x->closing)
+                continue;
+            char ip[300], off[32];
+            snprintf(ip, sizeof(ip), "%s", x->addr);
+            char *colon = strrchr(ip, ':');
+            if (colon)
+                *colon = 0;
+            reply_array(c, 3);
+            reply_cstr(c, ip);
+            reply_cstr(c, colon ? colon + 1 : "0");
+            reply_bulk(c, off, (size_t)snprintf(off, sizeof(off), "%" PRIu64, x->reader_point));
+        }
         return;
     }
     if (s->role == SERVER_ROLE_READER) {

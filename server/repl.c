@@ -63,6 +63,7 @@ struct repl_peer {
     uint64_t sent_lsn; /* next LSN to send */
     uint64_t told_flush_lsn; /* the primary flush LSN this replica was last told */
     uint64_t term; /* the primary's term when the handshake was accepted (T5) */
+    int listen_port; /* the replica's client port (LISTEN-PORT), 0 if not announced */
     uint64_t write_lsn, flush_lsn, apply_lsn;
     uint64_t write_lag_us, flush_lag_us, apply_lag_us;
     uint64_t last_status_ms, last_send_ms, connected_ms;
@@ -363,7 +364,7 @@ static int term_arg(const struct resp_arg *a, uint64_t *t)
     return arg_u64(a, 10, t) < 0 || *t == 0 || *t > REPL_TERM_MAX ? -1 : 0;
 }
 
-/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] */
+/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] [LISTEN-PORT p] */
 void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a)
 {
     char err[256];
@@ -373,11 +374,13 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         conn_reply_done(s, c, 0);
         return;
     }
-    uint64_t cluster, tli, start, rterm = 0;
+    uint64_t cluster, tli, start, rterm = 0, lport = 0;
     int bad_opt = a->n < 6 || (a->n - 6) % 2 != 0;
     for (size_t i = 6; !bad_opt && i + 1 < a->n; i += 2) {
         if (a->v[i].len == 4 && strncasecmp((const char *)a->v[i].ptr, "TERM", 4) == 0)
             bad_opt = arg_u64(&a->v[i + 1], 10, &rterm) < 0 || rterm > REPL_TERM_MAX;
+        else if (a->v[i].len == 11 && strncasecmp((const char *)a->v[i].ptr, "LISTEN-PORT", 11) == 0)
+            bad_opt = arg_u64(&a->v[i + 1], 10, &lport) < 0 || lport > 65535;
         else
             bad_opt = 1;
     }
@@ -388,7 +391,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         tli > UINT32_MAX) {
         rd_warn("client %s sent a malformed REDOUBT.REPLICATE", c->addr);
         resp_error(&c->out, "ERR syntax: REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> "
-                            "<STREAM|CLONE> [TERM t]");
+                            "<STREAM|CLONE> [TERM t] [LISTEN-PORT p]");
         conn_reply_done(s, c, 0);
         return;
     }
@@ -409,6 +412,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     p->connected_ms = p->last_status_ms = p->last_send_ms = rd_now_ms();
     snprintf(p->name, sizeof(p->name), "%s", name);
     c->peer = p;
+    p->listen_port = (int)lport;
     s->npeers++;
     struct wal_stats ws;
     wal_get_stats(s->wal, &ws);
@@ -825,11 +829,12 @@ static void up_send_handshake(struct server *s)
         snprintf(tli, sizeof(tli), "%u", wal_timeline(s->wal));
         snprintf(start, sizeof(start), "%" PRIu64, wal_insert_lsn(s->wal));
     }
-    char term[24];
+    char term[24], lport[16];
     snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    snprintf(lport, sizeof(lport), "%d", s->cfg.port);
     const char *argv[] = {"REDOUBT.REPLICATE", cluster, s->cfg.name, tli, start, clone ? "CLONE" : "STREAM",
-                          "TERM", term};
-    if (resp_command_str(&u->conn->out, 8, argv) < 0)
+                          "TERM", term, "LISTEN-PORT", lport};
+    if (resp_command_str(&u->conn->out, 10, argv) < 0)
         rd_panic("out of memory");
     u->state = UP_HANDSHAKE;
     u->last_msg_ms = rd_now_ms();
@@ -1754,7 +1759,7 @@ void repl_info(struct server *s, struct rd_buf *b)
         int port = 0;
         if (colon) {
             *colon = 0;
-            port = atoi(colon + 1);
+            port = p->listen_port ? p->listen_port : atoi(colon + 1); /* the port it listens on, if announced */
         }
         rd_buf_appendf(b,
                        "slave%zu:name=%s,ip=%s,port=%d,state=%s,offset=%" PRIu64 ",lag=%" PRIu64 ",sent_lsn=%" PRIu64
@@ -1797,7 +1802,10 @@ void repl_role_reply(struct server *s, struct conn *c)
             if (colon)
                 *colon = 0;
             char port[16], off[32];
-            snprintf(port, sizeof(port), "%s", colon ? colon + 1 : "0");
+            if (o->peer->listen_port) /* the port it listens on, if announced */
+                snprintf(port, sizeof(port), "%d", o->peer->listen_port);
+            else
+                snprintf(port, sizeof(port), "%s", colon ? colon + 1 : "0");
             snprintf(off, sizeof(off), "%" PRIu64, o->peer->flush_lsn);
             rc |= resp_array_hdr(&c->out, 3);
             rc |= resp_bulk_str(&c->out, ip);

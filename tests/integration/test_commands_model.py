@@ -364,6 +364,24 @@ else:
     check(res.returncode == 0 and "redis-py ok" in res.stdout, f"redis-py: {res.stdout}{res.stderr}")
     print("redis-py: WATCH transaction (4 threads x 40), WatchError on a foreign write, Lock acquire/extend/release")
 
+# ---- INFO like Redis: memory, clients, keyspace; redis-cli --stat; ROLE with listening ports
+mem = p.info("memory")
+check(int(mem["used_memory"]) > int(mem["used_memory_buffer_pool"]) > 0 and int(mem["used_memory_rss"]) > 0,
+      f"INFO memory: {mem}")
+cl = p.info("clients")
+check(int(cl["connected_clients"]) >= 1 and cl["blocked_clients"] == "0", f"INFO clients: {cl}")
+check(p.info("keyspace")["db0"].startswith(f"keys={c.call('DBSIZE')},expires="), "INFO keyspace")
+st = subprocess.run(["timeout", "2.5", "stdbuf", "-oL", "redis-cli", "-p", str(p.port), "--stat", "-i", "1"],
+                    capture_output=True, text=True).stdout.splitlines()
+row = [ln.split() for ln in st if ln[:1].isdigit()]
+check(row and int(row[0][0]) == int(c.call("DBSIZE")) and row[0][1][-1] in "KMG" and int(row[0][2]) >= 1,
+      f"redis-cli --stat prints sane numbers: {st}")
+role = c.call("ROLE")
+check(role[0] == b"master" and [x[1] for x in role[2]] == [str(r.port).encode()],
+      f"ROLE lists the replica with the port it listens on ({r.port}): {role}")
+check(f"port={r.port}," in p.cli("INFO", "replication"), "INFO replication slave0 port is the listening port")
+print(f"INFO memory/clients/keyspace, redis-cli --stat: {row[0]}, ROLE: {role}")
+
 # ---- FLUSHDB: everything goes, on the replica too
 for i in range(500):
     c.call("SET", f"fl:{i}", "v")
