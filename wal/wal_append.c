@@ -148,6 +148,8 @@ int wal_append_commit(struct wal *w, uint64_t txn_id, uint64_t *end_lsn)
 
 uint64_t wal_insert_lsn(const struct wal *w) { return w->insert_lsn; }
 
+/* ---------------------------------------------------------------- records shipped by the primary */
+
 int wal_append_encoded(struct wal *w, const uint8_t *rec, size_t avail, uint64_t expected_lsn,
                        uint64_t *end_lsn, size_t *consumed)
 {
