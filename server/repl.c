@@ -938,22 +938,21 @@ static void up_fail(struct server *s, const char *fmt, ...)
         conn_close(s, s->up.conn);
 }
 
-/* The pending buffer holds received records not applied yet, each as
- * { u64 end lsn, u8 type, u32 page, u32 body length, body }: page records, and
- * a marker per COMMIT / CHECKPOINT / TIMELINE record (body: u64 primary send
- * time [, u64 checkpoint lsn, u64 redo lsn]). */
-#define UP_ENTRY_HDR 17u
-
+/* Received records not applied yet: replica/proto.h struct repl_pending. */
 static void up_pending_push(struct upstream *u, uint64_t end, uint8_t type, uint32_t page, const void *body,
                             uint32_t len)
 {
-    uint8_t h[UP_ENTRY_HDR];
-    rd_put_u64le(h, end);
-    h[8] = type;
-    rd_put_u32le(h + 9, page);
-    rd_put_u32le(h + 13, len);
-    if (rd_buf_append(&u->pending, h, sizeof(h)) < 0 || rd_buf_append(&u->pending, body, len) < 0)
+    struct repl_pending e = {.end_lsn = end, .type = type, .page_id = page, .body_len = len, .body = body};
+    if (repl_pending_append(&u->pending, &e) < 0)
         rd_panic("out of memory for replay");
+}
+
+/* The entry at off of pending, which this replica wrote itself (a bad one is a bug). */
+static size_t up_pending_at(const struct upstream *u, size_t off, struct repl_pending *e)
+{
+    int used = repl_pending_read(u->pending.data + off, u->pending.len - off, e);
+    rd_assert(used > 0);
+    return off + (size_t)used;
 }
 
 /* Applies one whole transaction (the page records in [from, to) of pending). */
@@ -961,16 +960,12 @@ static void up_apply_range(struct server *s, size_t from, size_t to)
 {
     struct upstream *u = &s->up;
     for (size_t off = from; off < to;) {
-        const uint8_t *p = u->pending.data + off;
-        uint64_t rec_end = rd_get_u64le(p);
-        uint8_t type = p[8];
-        uint32_t page = rd_get_u32le(p + 9);
-        uint32_t len = rd_get_u32le(p + 13);
-        int rc = engine_redo(s->engine, page, type, p + UP_ENTRY_HDR, len, rec_end);
+        struct repl_pending e;
+        off = up_pending_at(u, off, &e);
+        int rc = engine_redo(s->engine, e.page_id, e.type, e.body, e.body_len, e.end_lsn);
         if (rc < 0)
             rd_panic("replay of the record ending at %" PRIX64 "/%" PRIX64 " (page %u) failed: %s",
-                     rec_end >> 32, rec_end & 0xffffffffu, page, rd_strerror(rc));
-        off += UP_ENTRY_HDR + len;
+                     e.end_lsn >> 32, e.end_lsn & 0xffffffffu, e.page_id, rd_strerror(rc));
     }
     if (to > from) {
         int rc = engine_reload_meta(s->engine);
@@ -988,11 +983,10 @@ static void up_apply_ready(struct server *s, uint64_t limit_lsn)
     struct upstream *u = &s->up;
     size_t txn_start = 0, off = 0;
     while (off < u->pending.len) {
-        const uint8_t *p = u->pending.data + off;
-        uint64_t end = rd_get_u64le(p);
-        uint8_t type = p[8];
-        uint32_t len = rd_get_u32le(p + 13);
-        size_t next = off + UP_ENTRY_HDR + len;
+        struct repl_pending e;
+        size_t next = up_pending_at(u, off, &e);
+        uint64_t end = e.end_lsn;
+        uint8_t type = e.type;
         if (type != WAL_REC_COMMIT && type != WAL_REC_CHECKPOINT && type != WAL_REC_TIMELINE) {
             off = next;
             continue;
@@ -1000,7 +994,8 @@ static void up_apply_ready(struct server *s, uint64_t limit_lsn)
         if (end > limit_lsn)
             break;
         up_apply_range(s, txn_start, off);
-        const uint8_t *body = p + UP_ENTRY_HDR;
+        const uint8_t *body = e.body;
+        rd_assert(e.body_len >= (type == WAL_REC_CHECKPOINT ? 24u : 8u)); /* markers as pushed by up_on_wal */
         u->apply_lsn = end;
         u->apply_echo_us = rd_get_u64le(body);
         if (type == WAL_REC_CHECKPOINT) {
@@ -1166,8 +1161,12 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
                 return;
             }
             size_t keep = 0; /* pending entries (whole transactions) that end at or before the cut */
-            while (keep < u->pending.len && rd_get_u64le(u->pending.data + keep) <= m.start_lsn)
-                keep += UP_ENTRY_HDR + rd_get_u32le(u->pending.data + keep + 13);
+            struct repl_pending e;
+            for (size_t next; keep < u->pending.len; keep = next) {
+                next = up_pending_at(u, keep, &e);
+                if (e.end_lsn > m.start_lsn)
+                    break;
+            }
             u->pending.len = keep;
             rd_info("cut %" PRIu64 " bytes of received WAL past %s, where the primary's timeline %u forks "
                     "(applied up to %s: nothing to undo)",
