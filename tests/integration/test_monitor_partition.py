@@ -157,6 +157,7 @@ def one_round(k):
         cl.kill_leftovers()
 
 
-for k in range(int(os.environ.get("ROUNDS", "1"))):
-    one_round(k + 1)
-print(f"PASS ({time.time() - t_start:.1f}s)", flush=True)
+if __name__ == "__main__":
+    for k in range(int(os.environ.get("ROUNDS", "1"))):
+        one_round(k + 1)
+    print(f"PASS ({time.time() - t_start:.1f}s)", flush=True)
