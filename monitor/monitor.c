@@ -1338,8 +1338,10 @@ static int writer_sdown(const struct mon *m, uint64_t now)
     unsigned ok = 0;
     for (unsigned i = 0; i < m->nnodes; i++) {
         const struct mon_node *n = &m->node[i];
+        /* Alive to us and not cloning; what the replica thinks of its link does not matter: the
+         * primary already says it hears from too few of them (a replica's receive timeout is 10 s). */
         ok += (int)i != m->writer && n->role == ROLE_REPLICA && n->ever_seen && !n->dead && !n->syncing &&
-              !n->link_up && spec_lists(&sp, n);
+              spec_lists(&sp, n);
     }
     return ok >= sp.n - sp.k + 1;
 }

@@ -1679,13 +1679,20 @@ static void sync_spec_str(const struct server *s, char *spec, size_t n)
     snprintf(spec + off, n - off, ")");
 }
 
-/* Connected, streaming, listed replicas on this primary's term: the sync set's candidates. */
+/* Listed replicas on this primary's term that are streaming and were heard from
+ * lately: the sync set's candidates as INFO sync_state reports them. A replica
+ * answers every keepalive (REPL_KEEPALIVE_MS), so one silent for
+ * REPL_SYNC_SILENT_MS is cut off even while its TCP connection looks open (a
+ * partition), and a monitor may fail over to the side that can commit (M11). */
+#define REPL_SYNC_SILENT_MS 1000u
 static unsigned sync_connected(const struct server *s)
 {
     unsigned n = 0;
+    uint64_t now = rd_now_ms();
     for (const struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_WALSENDER && c->peer && !c->closing && c->peer->state == PEER_STREAMING &&
-            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0)
+            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0 &&
+            now - c->peer->last_status_ms < REPL_SYNC_SILENT_MS)
             n++;
     return n;
 }
