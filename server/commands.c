@@ -887,7 +887,7 @@ static void cmd_promote_term(struct server *s, struct conn *c, const struct resp
     repl_cmd_promote_term(s, c, a);
 }
 
-/* REDOUBT.LEASE monitor-id monitor-monotonic-ms: a monitor renews this primary's lease (L1). */
+/* REDOUBT.LEASE monitor-id monitor-monotonic-ms: a monitor renews this primary's lease (LS1). */
 static void cmd_lease(struct server *s, struct conn *c, const struct resp_args *a)
 {
     int64_t id = 0, ms = 0;

@@ -496,7 +496,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         int on_parent = (uint32_t)tli == wal_timeline_parent(s->wal) && my_tli != (uint32_t)tli;
         int ok = ((uint32_t)tli == my_tli && start <= have) || (on_parent && start <= switch_lsn);
         if (on_parent && start > switch_lsn) {
-            /* R4: the replica received WAL of the parent timeline past our fork
+            /* CR4: the replica received WAL of the parent timeline past our fork
              * (a promotion, or our own crash restart). Stream from the fork: the
              * replica cuts its log there if it applied nothing beyond it, or re-clones. */
             lsn_str(start, l1, sizeof(l1));
@@ -594,7 +594,7 @@ static void peer_pump(struct server *s, struct repl_peer *p)
             continue;
         }
         /* --repl-send written (default): WAL leaves as soon as its write completed, so the
-         * replica's fsync runs while ours does (R1 in the README); flushed: PostgreSQL's rule. */
+         * replica's fsync runs while ours does (CR1 in the README); flushed: PostgreSQL's rule. */
         uint64_t flushed = wal_flushed_lsn(s->wal);
         uint64_t upto = s->cfg.repl_send_flushed ? flushed : wal_written_lsn(s->wal);
         if (p->sent_lsn >= upto)
@@ -630,7 +630,7 @@ static void peer_pump(struct server *s, struct repl_peer *p)
         p->told_flush_lsn = flushed;
         p->last_send_ms = rd_now_ms();
     }
-    /* R2: a replica applies only what the primary has flushed; tell it as soon as our flush
+    /* CR2: a replica applies only what the primary has flushed; tell it as soon as our flush
      * covers more of what it received (a 40-byte frame per group commit). */
     uint64_t flushed_now = wal_flushed_lsn(s->wal);
     if (!c->closing && p->state == PEER_STREAMING && flushed_now > p->told_flush_lsn &&
@@ -684,7 +684,7 @@ static void slots_update_keep(struct server *s)
         struct repl_slot *sl = &s->slots[i];
         if (!sl->in_use)
             continue;
-        if (sl->restart_lsn > insert) /* the replica holds WAL we lost in a crash (R3/R4): keep from here */
+        if (sl->restart_lsn > insert) /* the replica holds WAL we lost in a crash (CR3/CR4): keep from here */
             sl->restart_lsn = insert;
         if (s->cfg.wal_keep_bytes && insert - sl->restart_lsn > s->cfg.wal_keep_bytes) {
             rd_warn("replica \"%s\" is more than %" PRIu64 " MB behind (--wal-keep-mb): its WAL is no longer kept; "
@@ -726,7 +726,7 @@ static int cmp_desc(const void *a, const void *b)
 void server_update_release(struct server *s)
 {
     /* A fenced node releases nothing more (T3, M4): replies still waiting end with
-     * the commit-timeout error; so does a primary without a lease (L2). */
+     * the commit-timeout error; so does a primary without a lease (LS2). */
     if (s->fenced || (server_lease_required(s) && !server_lease_ok(s, NULL)))
         return;
     uint64_t rel = s->durable_lsn;
@@ -979,7 +979,7 @@ static void up_apply_range(struct server *s, size_t from, size_t to)
     }
 }
 
-/* R2: applies every whole transaction whose COMMIT (or CHECKPOINT / TIMELINE
+/* CR2: applies every whole transaction whose COMMIT (or CHECKPOINT / TIMELINE
  * record) ends at or below limit_lsn — the primary's flush LSN, so a hot
  * standby never shows a transaction the primary could still lose in a crash;
  * UINT64_MAX at promotion. Each transaction is applied in this one call. */
@@ -1143,7 +1143,7 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
                     ws.system_id);
             return;
         }
-        if (m.start_lsn < wal_insert_lsn(s->wal)) { /* R4: the primary's history forks below our end */
+        if (m.start_lsn < wal_insert_lsn(s->wal)) { /* CR4: the primary's history forks below our end */
             char f[32], a[32];
             lsn_str(m.start_lsn, f, sizeof(f));
             lsn_str(u->apply_lsn, a, sizeof(a));
@@ -1697,7 +1697,7 @@ static unsigned sync_connected(const struct server *s)
     return n;
 }
 
-/* Fields every classic node shows: what a monitor needs to fence and choose (T1-T6, L1-L3, S12). */
+/* Fields every classic node shows: what a monitor needs to fence and choose (T1-T6, LS1-LS3, S20). */
 static void info_fencing(struct server *s, struct rd_buf *b)
 {
     char spec[1100];

@@ -219,7 +219,7 @@ struct server {
     char fenced_by[128];
     uint64_t term;         /* classic: persisted in DIR/term (replica/README.md T1-T6) */
     int term_fenced;       /* primary: fenced because a newer term was seen (REDOUBT.PROMOTE lifts it) */
-    /* leases (--lease-ms): the CLOCK_MONOTONIC ms of each monitor's newest renewal */
+    /* leases (--lease-ms, LS1-LS3): the CLOCK_MONOTONIC ms of each monitor's newest renewal */
     uint64_t lease_renewed_ms[SERVER_LEASE_MONITORS_MAX];
     int lease_was_ok;
     uint64_t commit_timeouts;  /* replies replaced by the commit-timeout error */
@@ -270,7 +270,7 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
 void repl_start_replica(struct server *s);
 int repl_check_peers(struct server *s);
-/* R3: a primary restarting after a crash begins a new timeline at its
+/* CR3: a primary restarting after a crash begins a new timeline at its
  * recovered end (the run that crashed may have shipped WAL it never flushed,
  * --repl-send written), so a replica that received WAL this node lost cannot
  * continue on the old history. */
