@@ -142,6 +142,7 @@ struct sn_pend { uint64_t lsn, off; };
 struct sn_stats {
     uint64_t gaps_filled, getpage_requests, corrupt_detected, repaired;
     uint64_t writes, stale_refused, records_received, duplicates, flushes;
+    uint64_t fsyncs;        /* fdatasync/fsync calls (hot log, pages, meta, directory), for cost per commit */
     uint64_t fetches_served, truncated_refused;
     uint64_t segments_deleted, records_trimmed, fetch_trimmed_answers;
     uint64_t gossip_answers, trim_gave_up, page_copies, pages_copied, pagecopy_served;
@@ -242,6 +243,7 @@ static int sn_seg_prepare(struct sn_node *s, uint64_t no, char *path, size_t cap
     sn_hotlog_file_hdr_seg(h, s->cfg.node_id, no);
     if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
         rd_panic("could not initialise \"%s\": %s", path, strerror(errno));
+    s->stats.fsyncs++;
     if (fdatasync(fd) < 0)
         rd_panic("could not fdatasync \"%s\": %s", path, strerror(errno));
     return fd;
@@ -251,6 +253,7 @@ static void sn_rename_durable(struct sn_node *s, const char *from, const char *t
 {
     if (rename(from, to) < 0)
         rd_panic("could not rename \"%s\" to \"%s\": %s", from, to, strerror(errno));
+    s->stats.fsyncs++;
     if (fsync(s->meta_dir_fd) < 0)
         rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
 }
@@ -307,6 +310,7 @@ static int sn_meta_write(struct sn_node *s)
     memcpy(mt.trunc, s->trunc, sizeof(mt.trunc));
     sn_meta_encode(m, &mt);
     /* meta.tmp, fsync, rename, fsync of the dir: a crash leaves the old or the new file. */
+    s->stats.fsyncs += 2; /* meta.tmp and the directory */
     int rc = rd_write_file_atomic(s->dir, "meta", m, sizeof(m));
     if (rc < 0)
         rd_error("could not write \"%s/meta\": %s", s->dir, rd_strerror(rc));
@@ -626,6 +630,7 @@ static void sn_on_sync_done(struct rd_io *io, const struct io_uring_cqe *cqe)
     rd_assert(g != NULL); /* a segment is deleted only when it holds no record in flight */
     g->size = SN_HL_FOFF(s->flight_off) + s->hl_flight.len;
     s->stats.flushes++;
+    s->stats.fsyncs++;
     s->nflight = 0;
     rd_buf_reset(&s->hl_flight);
     s->flight_active = 0;
@@ -1017,6 +1022,7 @@ static void sn_coalesce(struct sn_node *s)
     } else {
         for (size_t k = 0; k < nt; k++)
             sn_page_write(s, t[k].page_id, t[k].img);
+        s->stats.fsyncs += nt ? 1 : 0;
         if (nt && fdatasync(s->pages_fd) < 0)
             rd_panic("could not fdatasync the page store in \"%s\": %s", s->dir, strerror(errno));
         sn_store_gc(&s->st, to); /* pages are durable; now the meta file may say so */
@@ -1130,6 +1136,7 @@ static void sn_hl_trim(struct sn_node *s)
             rd_warn("close of \"%s\" failed: %s", path, strerror(errno));
         if (unlink(path) < 0)
             rd_panic("could not delete hot-log segment \"%s\": %s", path, strerror(errno));
+        s->stats.fsyncs++;
         if (fsync(s->meta_dir_fd) < 0)
             rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
         rd_info("hot log: deleted segment %s (%llu bytes, %zu records, all <= lsn %llu; coalesced %llu, "
@@ -1743,6 +1750,7 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
                    (unsigned long long)(s->nsegs ? s->segs[0].no : 0), (unsigned long long)s->st.trimmed_lsn,
                    (unsigned long long)s->stats.segments_deleted, (unsigned long long)s->stats.records_trimmed,
                    (unsigned long long)s->stats.fetch_trimmed_answers, (unsigned long long)s->blocked_lsn);
+    rd_buf_appendf(b, "fsyncs:%llu\r\n", (unsigned long long)s->stats.fsyncs);
     rd_buf_appendf(b,
                    "hotlog_trim:%s\r\nhotlog_keep_bytes:%llu\r\nhotlog_trim_point:%llu\r\n"
                    "hotlog_trim_local_point:%llu\r\nhotlog_trim_held_by:%s\r\npeers_given_up:%zu\r\n"
