@@ -107,6 +107,13 @@ struct sn_rec *sn_store_get(struct sn_store *st, uint64_t lsn)
     return &st->recs[i];
 }
 
+struct sn_rec *sn_store_at(struct sn_store *st, uint32_t idx, uint64_t lsn)
+{
+    if (idx < st->nrecs && st->recs[idx].lsn == lsn)
+        return &st->recs[idx];
+    return sn_store_get(st, lsn);
+}
+
 struct sn_page_hist *sn_store_page(struct sn_store *st, uint32_t page_id)
 {
     uint32_t i;
@@ -191,9 +198,11 @@ uint64_t sn_store_advance(struct sn_store *st)
 {
     uint64_t start = st->scl;
     for (;;) {
-        struct sn_rec *x = sn_store_get(st, st->scl + 1);
+        /* Records mostly arrive in LSN order: try the slot after the last one first. */
+        struct sn_rec *x = sn_store_at(st, st->adv_idx + 1, st->scl + 1);
         if (x == NULL || !x->durable)
             break;
+        st->adv_idx = (uint32_t)(x - st->recs);
         st->scl++;
         if (x->flags & REDO_FLAG_CPL)
             st->max_cpl = x->lsn;
