@@ -98,6 +98,7 @@ struct sn_rec {
 
 struct sn_tab_ent { uint64_t key; uint32_t val; };
 struct sn_tab { struct sn_tab_ent *e; size_t cap, n; }; /* key 0 = empty slot */
+struct sn_lsnidx { uint32_t *v; uint64_t lo; size_t cap; };  /* v[lsn - lo] = index + 1, 0: none */
 
 struct sn_page_hist {
     uint32_t page_id;
@@ -109,7 +110,8 @@ struct sn_page_hist {
 struct sn_store {
     struct sn_rec *recs;
     size_t nrecs, recs_cap;
-    struct sn_tab by_lsn;          /* lsn -> index in recs */
+    struct sn_lsnidx by_lsn;       /* lsn -> index in recs (dense array, sn_store.c) */
+    struct sn_tab far;             /* ... for LSNs too far from the others for the array (not expected) */
     struct sn_page_hist *pages;
     size_t npages, pages_cap;
     struct sn_tab by_page;         /* page_id + 1 -> index in pages */
