@@ -59,8 +59,10 @@
 #define SN_FETCH_ASK_BYTES (1u << 20)      /* what gap fill asks for */
 #define SN_FETCH_TIMEOUT_MS 2000u
 #define SN_PROBE_INTERVAL_MS 250u          /* ask a peer even without a known gap */
-#define SN_COALESCE_INTERVAL_MS 100u
-#define SN_COALESCE_BATCH 2048u            /* records applied per coalesce round */
+#define SN_COALESCE_INTERVAL_MS 1000u   /* rarer rounds: a hot page is written once per round, not per 100 ms */
+#define SN_COALESCE_BATCH 32768u           /* records applied per coalesce round */
+#define SN_COALESCE_MAX_PAGES 2048u        /* pages touched per round (16 MiB of images): bounds the loop turn */
+#define SN_COALESCE_DUE_BYTES (2u << 20)   /* ... or sooner, once this much hot log arrived since the last round */
 #define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
 #define SN_MAX_HOT_RECORDS (1u << 20)      /* beyond: coalesce past the read point (logged) */
 #define SN_PENDING_MAX_BYTES (64u << 20)   /* stop reading writers beyond this, until a flush */
@@ -213,6 +215,7 @@ struct sn_node {
     size_t npeers, peer_rr;
     uint64_t fetch_req_id, fetch_from, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
     int fetch_outstanding, fetch_more, coalesce_blocked;
+    uint64_t hl_since_coalesce; /* hot-log bytes appended since the last coalesce round */
     int hl_repair_pending;  /* the hot log lost records to corruption: count refetched ones */
     uint64_t last_gossip_ms;
     struct sn_copy copy;
@@ -940,6 +943,7 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
         }
         s->pend[s->npend++] = (struct sn_pend){r.lsn, at, (uint32_t)(s->st.nrecs - 1)};
         s->hl_end += (uint64_t)len;
+        s->hl_since_coalesce += (uint64_t)len;
         struct sn_seg *g = &s->segs[s->nsegs - 1];
         if (r.lsn > g->max_lsn)
             g->max_lsn = r.lsn;
@@ -1155,9 +1159,9 @@ static void sn_coalesce(struct sn_node *s)
     if (s->st.hot_records >= SN_MAX_HOT_RECORDS && to > s->min_read_point && s->min_read_point)
         rd_warn("coalescing past the min read point %llu: %llu records in memory",
                 (unsigned long long)s->min_read_point, (unsigned long long)s->st.hot_records);
-    struct sn_touched *t = calloc(SN_COALESCE_BATCH, sizeof(*t));
+    struct sn_touched *t = calloc(SN_COALESCE_MAX_PAGES, sizeof(*t));
     /* page id -> index in t, open addressing (2x the most pages a round can touch) */
-    enum { SLOTS = 2 * SN_COALESCE_BATCH };
+    enum { SLOTS = 2 * SN_COALESCE_MAX_PAGES };
     _Static_assert((SLOTS & (SLOTS - 1)) == 0, "a power of two");
     int32_t *slot = malloc(SLOTS * sizeof(*slot));
     size_t nt = 0;
@@ -1169,16 +1173,20 @@ static void sn_coalesce(struct sn_node *s)
     for (uint64_t lsn = from + 1; lsn <= to && !failed; lsn++) {
         struct sn_rec *x = sn_store_get(&s->st, lsn);
         rd_assert(x != NULL && x->durable && x->body != NULL); /* S2, S4 */
-        if (x->flags & REDO_FLAG_CPL)
-            cpl = x->lsn;
-        if (x->page_id == ENGINE_PAGE_NONE)
+        if (x->page_id == ENGINE_PAGE_NONE) {
+            if (x->flags & REDO_FLAG_CPL)
+                cpl = x->lsn;
             continue;
+        }
         size_t h = (x->page_id * 2654435761u) & (SLOTS - 1);
         while (slot[h] >= 0 && t[slot[h]].page_id != x->page_id)
             h = (h + 1) & (SLOTS - 1);
         size_t k = slot[h] >= 0 ? (size_t)slot[h] : nt;
         if (k == nt) {
-            rd_assert(nt < SN_COALESCE_BATCH);
+            if (nt == SN_COALESCE_MAX_PAGES) { /* the rest waits for the next round */
+                to = lsn - 1;
+                break;
+            }
             slot[h] = (int32_t)nt;
             t[nt].page_id = x->page_id;
             t[nt].img = malloc(ENGINE_PAGE_SIZE);
@@ -1190,6 +1198,8 @@ static void sn_coalesce(struct sn_node *s)
                 break;
             }
         }
+        if (x->flags & REDO_FLAG_CPL)
+            cpl = x->lsn;
         if (x->lsn <= engine_page_lsn(t[k].img))
             continue; /* already applied (a coalesce that outran the meta file) */
         if (engine_page_apply(t[k].img, x->type, x->body, x->body_len, x->lsn) < 0) {
@@ -2585,8 +2595,9 @@ int sn_node_run(const struct sn_config *cfg)
             sn_gossip_send(s, now);
             sn_gap_fill(s, now);
             sn_copy_tick(s, now);
-            if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS) {
+            if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS || s->hl_since_coalesce >= SN_COALESCE_DUE_BYTES) {
                 s->last_coalesce_ms = now;
+                s->hl_since_coalesce = 0;
                 sn_coalesce(s);
                 sn_hl_trim(s);
             }
