@@ -7,17 +7,20 @@
  *
  * Foreground (one loop turn, sn_node_run):
  *   1. submit, wait for completions (or the 50 ms timer), dispatch: accepts
- *      make conns, multishot recvs append to conn.in, the hot-log write +
- *      linked fdatasync completes (sn_on_sync: records become durable, SCL
- *      advances, waiting writers get their ACK);
+ *      make conns, multishot recvs append to conn.in, the hot-log write
+ *      completes (O_DIRECT + RWF_DSYNC, N12; or write + linked fdatasync in
+ *      buffered mode) and sn_flight_durable makes its records durable, the
+ *      SCL advances, waiting writers get their ACK;
  *   2. process every conn with input: frames (WRITE → validate → append to
  *      the pending hot-log buffer; GETPAGE, FETCH, EPOCH …) or RESP;
  *   3. sn_flush_kick: everything appended in this turn (and while the last
- *      flush was in flight) shares the next write + fdatasync;
+ *      flush was in flight) shares the next durable write; zeros are kept
+ *      written ahead of it (sn_zfill_kick);
  *   4. background work when due; queue sends.
  *
  * N1: an ACK is queued only in sn_send_acks, called when the flush holding
- * every record its writer sent has completed its fdatasync.
+ * every record its writer sent is durable (its RWF_DSYNC write or its
+ * fdatasync completed).
  */
 #include <arpa/inet.h>
 #include <errno.h>
