@@ -367,3 +367,31 @@ int repl_term_decode(const uint8_t *p, size_t len, uint64_t *term)
     *term = rd_get_u64le(p + 16);
     return 0;
 }
+
+/* ---------------------------------------------------------------- pending entries */
+
+int repl_pending_append(struct rd_buf *out, const struct repl_pending *e)
+{
+    uint8_t h[REPL_PENDING_HDR_BYTES];
+    rd_put_u64le(h, e->end_lsn);
+    h[8] = e->type;
+    rd_put_u32le(h + 9, e->page_id);
+    rd_put_u32le(h + 13, e->body_len);
+    if (rd_buf_append(out, h, sizeof(h)) < 0 || rd_buf_append(out, e->body, e->body_len) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+int repl_pending_read(const uint8_t *p, size_t n, struct repl_pending *e)
+{
+    if (n < REPL_PENDING_HDR_BYTES)
+        return RD_ECORRUPT;
+    e->end_lsn = rd_get_u64le(p);
+    e->type = p[8];
+    e->page_id = rd_get_u32le(p + 9);
+    e->body_len = rd_get_u32le(p + 13);
+    if (e->body_len > n - REPL_PENDING_HDR_BYTES)
+        return RD_ECORRUPT;
+    e->body = p + REPL_PENDING_HDR_BYTES;
+    return (int)(REPL_PENDING_HDR_BYTES + e->body_len);
+}

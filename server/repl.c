@@ -63,6 +63,7 @@ struct repl_peer {
     uint64_t sent_lsn; /* next LSN to send */
     uint64_t told_flush_lsn; /* the primary flush LSN this replica was last told */
     uint64_t term; /* the primary's term when the handshake was accepted (T5) */
+    int listen_port; /* the replica's client port (LISTEN-PORT), 0 if not announced */
     uint64_t write_lsn, flush_lsn, apply_lsn;
     uint64_t write_lag_us, flush_lag_us, apply_lag_us;
     uint64_t last_status_ms, last_send_ms, connected_ms;
@@ -363,7 +364,7 @@ static int term_arg(const struct resp_arg *a, uint64_t *t)
     return arg_u64(a, 10, t) < 0 || *t == 0 || *t > REPL_TERM_MAX ? -1 : 0;
 }
 
-/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] */
+/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] [LISTEN-PORT p] */
 void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a)
 {
     char err[256];
@@ -373,11 +374,13 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         conn_reply_done(s, c, 0);
         return;
     }
-    uint64_t cluster, tli, start, rterm = 0;
+    uint64_t cluster, tli, start, rterm = 0, lport = 0;
     int bad_opt = a->n < 6 || (a->n - 6) % 2 != 0;
     for (size_t i = 6; !bad_opt && i + 1 < a->n; i += 2) {
         if (a->v[i].len == 4 && strncasecmp((const char *)a->v[i].ptr, "TERM", 4) == 0)
             bad_opt = arg_u64(&a->v[i + 1], 10, &rterm) < 0 || rterm > REPL_TERM_MAX;
+        else if (a->v[i].len == 11 && strncasecmp((const char *)a->v[i].ptr, "LISTEN-PORT", 11) == 0)
+            bad_opt = arg_u64(&a->v[i + 1], 10, &lport) < 0 || lport > 65535;
         else
             bad_opt = 1;
     }
@@ -388,7 +391,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         tli > UINT32_MAX) {
         rd_warn("client %s sent a malformed REDOUBT.REPLICATE", c->addr);
         resp_error(&c->out, "ERR syntax: REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> "
-                            "<STREAM|CLONE> [TERM t]");
+                            "<STREAM|CLONE> [TERM t] [LISTEN-PORT p]");
         conn_reply_done(s, c, 0);
         return;
     }
@@ -409,6 +412,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     p->connected_ms = p->last_status_ms = p->last_send_ms = rd_now_ms();
     snprintf(p->name, sizeof(p->name), "%s", name);
     c->peer = p;
+    p->listen_port = (int)lport;
     s->npeers++;
     struct wal_stats ws;
     wal_get_stats(s->wal, &ws);
@@ -825,11 +829,12 @@ static void up_send_handshake(struct server *s)
         snprintf(tli, sizeof(tli), "%u", wal_timeline(s->wal));
         snprintf(start, sizeof(start), "%" PRIu64, wal_insert_lsn(s->wal));
     }
-    char term[24];
+    char term[24], lport[16];
     snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    snprintf(lport, sizeof(lport), "%d", s->cfg.port);
     const char *argv[] = {"REDOUBT.REPLICATE", cluster, s->cfg.name, tli, start, clone ? "CLONE" : "STREAM",
-                          "TERM", term};
-    if (resp_command_str(&u->conn->out, 8, argv) < 0)
+                          "TERM", term, "LISTEN-PORT", lport};
+    if (resp_command_str(&u->conn->out, 10, argv) < 0)
         rd_panic("out of memory");
     u->state = UP_HANDSHAKE;
     u->last_msg_ms = rd_now_ms();
@@ -938,22 +943,21 @@ static void up_fail(struct server *s, const char *fmt, ...)
         conn_close(s, s->up.conn);
 }
 
-/* The pending buffer holds received records not applied yet, each as
- * { u64 end lsn, u8 type, u32 page, u32 body length, body }: page records, and
- * a marker per COMMIT / CHECKPOINT / TIMELINE record (body: u64 primary send
- * time [, u64 checkpoint lsn, u64 redo lsn]). */
-#define UP_ENTRY_HDR 17u
-
+/* Received records not applied yet: replica/proto.h struct repl_pending. */
 static void up_pending_push(struct upstream *u, uint64_t end, uint8_t type, uint32_t page, const void *body,
                             uint32_t len)
 {
-    uint8_t h[UP_ENTRY_HDR];
-    rd_put_u64le(h, end);
-    h[8] = type;
-    rd_put_u32le(h + 9, page);
-    rd_put_u32le(h + 13, len);
-    if (rd_buf_append(&u->pending, h, sizeof(h)) < 0 || rd_buf_append(&u->pending, body, len) < 0)
+    struct repl_pending e = {.end_lsn = end, .type = type, .page_id = page, .body_len = len, .body = body};
+    if (repl_pending_append(&u->pending, &e) < 0)
         rd_panic("out of memory for replay");
+}
+
+/* The entry at off of pending, which this replica wrote itself (a bad one is a bug). */
+static size_t up_pending_at(const struct upstream *u, size_t off, struct repl_pending *e)
+{
+    int used = repl_pending_read(u->pending.data + off, u->pending.len - off, e);
+    rd_assert(used > 0);
+    return off + (size_t)used;
 }
 
 /* Applies one whole transaction (the page records in [from, to) of pending). */
@@ -961,16 +965,12 @@ static void up_apply_range(struct server *s, size_t from, size_t to)
 {
     struct upstream *u = &s->up;
     for (size_t off = from; off < to;) {
-        const uint8_t *p = u->pending.data + off;
-        uint64_t rec_end = rd_get_u64le(p);
-        uint8_t type = p[8];
-        uint32_t page = rd_get_u32le(p + 9);
-        uint32_t len = rd_get_u32le(p + 13);
-        int rc = engine_redo(s->engine, page, type, p + UP_ENTRY_HDR, len, rec_end);
+        struct repl_pending e;
+        off = up_pending_at(u, off, &e);
+        int rc = engine_redo(s->engine, e.page_id, e.type, e.body, e.body_len, e.end_lsn);
         if (rc < 0)
             rd_panic("replay of the record ending at %" PRIX64 "/%" PRIX64 " (page %u) failed: %s",
-                     rec_end >> 32, rec_end & 0xffffffffu, page, rd_strerror(rc));
-        off += UP_ENTRY_HDR + len;
+                     e.end_lsn >> 32, e.end_lsn & 0xffffffffu, e.page_id, rd_strerror(rc));
     }
     if (to > from) {
         int rc = engine_reload_meta(s->engine);
@@ -988,11 +988,10 @@ static void up_apply_ready(struct server *s, uint64_t limit_lsn)
     struct upstream *u = &s->up;
     size_t txn_start = 0, off = 0;
     while (off < u->pending.len) {
-        const uint8_t *p = u->pending.data + off;
-        uint64_t end = rd_get_u64le(p);
-        uint8_t type = p[8];
-        uint32_t len = rd_get_u32le(p + 13);
-        size_t next = off + UP_ENTRY_HDR + len;
+        struct repl_pending e;
+        size_t next = up_pending_at(u, off, &e);
+        uint64_t end = e.end_lsn;
+        uint8_t type = e.type;
         if (type != WAL_REC_COMMIT && type != WAL_REC_CHECKPOINT && type != WAL_REC_TIMELINE) {
             off = next;
             continue;
@@ -1000,7 +999,8 @@ static void up_apply_ready(struct server *s, uint64_t limit_lsn)
         if (end > limit_lsn)
             break;
         up_apply_range(s, txn_start, off);
-        const uint8_t *body = p + UP_ENTRY_HDR;
+        const uint8_t *body = e.body;
+        rd_assert(e.body_len >= (type == WAL_REC_CHECKPOINT ? 24u : 8u)); /* markers as pushed by up_on_wal */
         u->apply_lsn = end;
         u->apply_echo_us = rd_get_u64le(body);
         if (type == WAL_REC_CHECKPOINT) {
@@ -1166,8 +1166,12 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
                 return;
             }
             size_t keep = 0; /* pending entries (whole transactions) that end at or before the cut */
-            while (keep < u->pending.len && rd_get_u64le(u->pending.data + keep) <= m.start_lsn)
-                keep += UP_ENTRY_HDR + rd_get_u32le(u->pending.data + keep + 13);
+            struct repl_pending e;
+            for (size_t next; keep < u->pending.len; keep = next) {
+                next = up_pending_at(u, keep, &e);
+                if (e.end_lsn > m.start_lsn)
+                    break;
+            }
             u->pending.len = keep;
             rd_info("cut %" PRIu64 " bytes of received WAL past %s, where the primary's timeline %u forks "
                     "(applied up to %s: nothing to undo)",
@@ -1675,13 +1679,20 @@ static void sync_spec_str(const struct server *s, char *spec, size_t n)
     snprintf(spec + off, n - off, ")");
 }
 
-/* Connected, streaming, listed replicas on this primary's term: the sync set's candidates. */
+/* Listed replicas on this primary's term that are streaming and were heard from
+ * lately: the sync set's candidates as INFO sync_state reports them. A replica
+ * answers every keepalive (REPL_KEEPALIVE_MS), so one silent for
+ * REPL_SYNC_SILENT_MS is cut off even while its TCP connection looks open (a
+ * partition), and a monitor may fail over to the side that can commit (M11). */
+#define REPL_SYNC_SILENT_MS 1000u
 static unsigned sync_connected(const struct server *s)
 {
     unsigned n = 0;
+    uint64_t now = rd_now_ms();
     for (const struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_WALSENDER && c->peer && !c->closing && c->peer->state == PEER_STREAMING &&
-            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0)
+            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0 &&
+            now - c->peer->last_status_ms < REPL_SYNC_SILENT_MS)
             n++;
     return n;
 }
@@ -1755,7 +1766,7 @@ void repl_info(struct server *s, struct rd_buf *b)
         int port = 0;
         if (colon) {
             *colon = 0;
-            port = atoi(colon + 1);
+            port = p->listen_port ? p->listen_port : atoi(colon + 1); /* the port it listens on, if announced */
         }
         rd_buf_appendf(b,
                        "slave%zu:name=%s,ip=%s,port=%d,state=%s,offset=%" PRIu64 ",lag=%" PRIu64 ",sent_lsn=%" PRIu64
@@ -1798,7 +1809,10 @@ void repl_role_reply(struct server *s, struct conn *c)
             if (colon)
                 *colon = 0;
             char port[16], off[32];
-            snprintf(port, sizeof(port), "%s", colon ? colon + 1 : "0");
+            if (o->peer->listen_port) /* the port it listens on, if announced */
+                snprintf(port, sizeof(port), "%d", o->peer->listen_port);
+            else
+                snprintf(port, sizeof(port), "%s", colon ? colon + 1 : "0");
             snprintf(off, sizeof(off), "%" PRIu64, o->peer->flush_lsn);
             rc |= resp_array_hdr(&c->out, 3);
             rc |= resp_bulk_str(&c->out, ip);

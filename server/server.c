@@ -130,6 +130,7 @@ static void conn_free(struct server *s, struct conn *c)
     rd_buf_free(&c->multi_q);
     resp_args_free(&c->args);
     free(c->marks);
+    free(c->watched);
     free(c);
 }
 
@@ -883,6 +884,7 @@ int server_run(const struct server_config *cfg)
         if (rc < 0)
             rd_panic("io_uring wait failed: %s", strerror(-rc));
         server_process_ready(s);
+        cmd_tick(s);
         if (s->wal != NULL)
             wal_flush_async(s->wal);
         if (server_is_aurora(s)) {

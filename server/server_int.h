@@ -103,6 +103,11 @@ struct conn {
     int closing;            /* no more input is processed; freed when no op is in flight */
     int close_after_send;   /* QUIT / protocol error: close once the output is sent */
     int authed;
+    char name[64];          /* CLIENT SETNAME / HELLO SETNAME */
+    struct cmd_watch *watched; /* WATCH (commands.c); freed with the conn */
+    size_t nwatched;
+    uint64_t watch_flush_ver;
+    uint64_t last_cmd_ms;   /* CLIENT LIST idle */
     struct rd_buf in;       /* unparsed input */
     struct rd_buf out;      /* replies not yet handed to send */
     struct rd_buf sending;  /* bytes owned by the in-flight send (invariant L1) */
@@ -311,6 +316,9 @@ static inline int server_is_aurora(const struct server *s)
 
 /* commands.c */
 void cmd_execute(struct server *s, struct conn *c, const struct resp_args *args);
+/* Once per loop turn: the writer's expiry (deletes of expired keys, logged) and
+ * the build of its expiry index; nothing on replicas and readers. */
+void cmd_tick(struct server *s);
 /* Replies: append to c->out. A reply must be tagged with the LSN it depends on
  * (conn_reply_done) before the next command runs. */
 void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn);

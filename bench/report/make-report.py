@@ -298,7 +298,7 @@ def bytecell(a, which):
 
 w("## The seed's comparison, with what this run measured")
 w("")
-w("The left column of each pair is the claim in `../shared/seed/write-and-commit-flow.md` about the managed "
+w("The left column of each pair is the claim (docs/comparison.md) about the managed "
   "services (RDS PostgreSQL, Aurora PostgreSQL); the right is Redoubt's measured counterpart on this machine.")
 w("")
 w("| Aspect | RDS PostgreSQL (seed) | Redoubt classic (measured) | Aurora PostgreSQL (seed) | Redoubt aurora (measured) |")

@@ -432,3 +432,24 @@ Test(repl_proto, term_file_round_trips_and_rejects_every_damage)
         cr_assert_eq(repl_term_decode(g, sizeof(g), &t), RD_ECORRUPT, "bit flip %zu accepted", i);
     }
 }
+
+Test(repl_proto, pending_entries_round_trip_and_refuse_overruns)
+{
+    struct rd_buf b = {0};
+    const uint8_t body[5] = {1, 2, 3, 4, 5};
+    struct repl_pending in[2] = {{.end_lsn = 0x1122334455667788ull, .type = 7, .page_id = 42, .body_len = 5, .body = body},
+                                 {.end_lsn = 9, .type = 3, .page_id = 0xffffffffu, .body_len = 0, .body = body}};
+    cr_assert_eq(repl_pending_append(&b, &in[0]), 0);
+    cr_assert_eq(repl_pending_append(&b, &in[1]), 0);
+    cr_assert_eq(b.len, 2 * REPL_PENDING_HDR_BYTES + 5);
+    struct repl_pending e;
+    int used = repl_pending_read(b.data, b.len, &e);
+    cr_assert_eq(used, (int)REPL_PENDING_HDR_BYTES + 5);
+    cr_assert(e.end_lsn == in[0].end_lsn && e.type == 7 && e.page_id == 42 && e.body_len == 5);
+    cr_assert_eq(memcmp(e.body, body, 5), 0);
+    cr_assert_eq(repl_pending_read(b.data + used, b.len - (size_t)used, &e), (int)REPL_PENDING_HDR_BYTES);
+    cr_assert(e.page_id == 0xffffffffu && e.body_len == 0);
+    for (size_t n = 0; n < REPL_PENDING_HDR_BYTES + 5; n++)
+        cr_assert_eq(repl_pending_read(b.data, n, &e), RD_ECORRUPT, "a %zu-byte prefix was accepted", n);
+    rd_buf_free(&b);
+}
