@@ -425,6 +425,10 @@ for a in archs:
 w("")
 w(img("bytes", "bytes per commit"))
 w("")
+cost_md = os.path.join(D, "cost", "cost.md")  # bench/run-demo --cost (bench/run-cost)
+if os.path.exists(cost_md):
+    w(open(cost_md).read().rstrip("\n"))
+    w("")
 w("## Rerun")
 w("")
 w("```")
