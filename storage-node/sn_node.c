@@ -1175,7 +1175,7 @@ static void sn_coalesce(struct sn_node *s)
     uint64_t cpl = s->coalesced_cpl;
     for (uint64_t lsn = from + 1; lsn <= to && !failed; lsn++) {
         struct sn_rec *x = sn_store_get(&s->st, lsn);
-        rd_assert(x != NULL && x->durable && x->body != NULL); /* S2, S4 */
+        rd_assert(x != NULL && x->durable && x->body != NULL); /* ST2, ST4 */
         if (x->page_id == ENGINE_PAGE_NONE) {
             if (x->flags & REDO_FLAG_CPL)
                 cpl = x->lsn;
@@ -2432,7 +2432,7 @@ static int sn_open_storage(struct sn_node *s)
     int rc = sn_meta_read(s);
     if (rc < 0)
         return rc;
-    s->st.coalesced_lsn = s->st.coalesced_lsn; /* set by sn_meta_read, before the scan (S4) */
+    s->st.coalesced_lsn = s->st.coalesced_lsn; /* set by sn_meta_read, before the scan (ST4) */
     if ((rc = sn_open_hotlog(s)) < 0)
         return rc;
     sn_store_advance(&s->st);

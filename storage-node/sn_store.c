@@ -5,12 +5,12 @@
  * Pure memory: no I/O (sn_node.c owns the files).
  *
  * Invariants
- *  S1. Each LSN is held at most once (sn_store_add asserts it).
- *  S2. scl only counts durable records: every LSN in [1, scl] is held with
+ *  ST1. Each LSN is held at most once (sn_store_add asserts it).
+ *  ST2. scl only counts durable records: every LSN in [1, scl] is held with
  *      durable = 1. scl advances only over lsn == scl + 1 (never a gap).
- *  S3. A page's history lists, ascending, exactly its records with
+ *  ST3. A page's history lists, ascending, exactly its records with
  *      coalesced_lsn < lsn <= scl.
- *  S4. A record above coalesced_lsn has its body in memory.
+ *  ST4. A record above coalesced_lsn has its body in memory.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -260,7 +260,7 @@ int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, 
 
 static void hist_push(struct sn_page_hist *h, uint64_t lsn)
 {
-    rd_assert(h->n == 0 || h->lsn[h->n - 1] < lsn); /* S3: ascending */
+    rd_assert(h->n == 0 || h->lsn[h->n - 1] < lsn); /* ST3: ascending */
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 8;
         uint64_t *p = realloc(h->lsn, cap * sizeof(*p));
@@ -382,7 +382,7 @@ size_t sn_store_rebase(struct sn_store *st, uint64_t base, uint64_t cpl)
 {
     rd_assert(base > st->coalesced_lsn && cpl <= base);
     size_t dropped = recs_keep_range(st, base + 1, UINT64_MAX, base);
-    for (size_t i = 0; i < st->npages; i++) { /* S3: history only above the new coalesced point */
+    for (size_t i = 0; i < st->npages; i++) { /* ST3: history only above the new coalesced point */
         struct sn_page_hist *h = &st->pages[i];
         uint32_t k = 0;
         while (k < h->n && h->lsn[k] <= base)
@@ -448,7 +448,7 @@ int sn_store_materialise(struct sn_store *st, uint32_t page_id, uint64_t read_ls
         if (h->lsn[k] <= page_lsn)
             continue; /* already in the image (a coalesce that outran the meta file) */
         struct sn_rec *x = sn_store_get(st, h->lsn[k]);
-        rd_assert(x != NULL && x->body != NULL); /* S3, S4 */
+        rd_assert(x != NULL && x->body != NULL); /* ST3, ST4 */
         int rc = engine_page_apply(page, x->type, x->body, x->body_len, x->lsn);
         if (rc < 0)
             return rc;

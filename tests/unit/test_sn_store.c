@@ -286,7 +286,7 @@ Test(sn_store, rebase_after_a_page_copy_drops_records_below_and_floors_the_scl)
     cr_assert_null(sn_store_get(&st, 5));
     cr_assert_null(sn_store_get(&st, 44));
     cr_assert_not_null(sn_store_get(&st, 45));
-    for (size_t i = 0; i < st.npages; i++) /* S3: no history at or below the new coalesced point */
+    for (size_t i = 0; i < st.npages; i++) /* ST3: no history at or below the new coalesced point */
         cr_assert_eq(st.pages[i].n, 0);
     cr_assert_eq(sn_store_advance(&st), 6);
     cr_assert_eq(st.scl, 50);
