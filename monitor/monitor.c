@@ -538,6 +538,16 @@ static int spec_lists(const struct mon_spec *sp, const struct mon_node *n)
     return 0;
 }
 
+/* n of the spec as the primary w sees it: the listed names other than w's own (a primary is never
+ * its own synchronous replica), so after a failover to a listed replica the fence needs one fewer. */
+static unsigned spec_n_without(const struct mon_spec *sp, const struct mon_node *w)
+{
+    unsigned n = sp->n;
+    if (spec_lists(sp, w) && n > sp->k)
+        n--;
+    return n;
+}
+
 /* The spec the cluster runs with: the writer's INFO, else any node's. NULL if no node reports one. */
 static const char *cluster_spec(const struct mon *m)
 {
@@ -768,9 +778,9 @@ static void fo_term_start(struct mon *m, uint64_t now)
         f->term_need = nrep; /* spec unknown: fence every known replica */
     else if (spec[0] == 0 || spec_parse(spec, &sp) < 0)
         f->term_need = 1; /* local/async: no synchronous set to break; leases fence the old primary */
-    else
-        f->term_need = sp.n - sp.k + 1;
-    if (f->term_need == 0)
+    else /* the old primary's own name, if listed, is not in its sync set: it never acks itself */
+        f->term_need = spec_n_without(&sp, &m->node[f->old]) - sp.k + 1;
+    if (f->term_need == 0 || f->term_need > MON_MAX_NODES)
         f->term_need = 1;
     char t[32];
     snprintf(t, sizeof(t), "%" PRIu64, f->term);
@@ -1328,6 +1338,8 @@ static int writer_sdown(const struct mon *m, uint64_t now)
         return 0; /* M2 */
     if (w->dead)
         return 1;
+    if (w->fenced && m->mode == MODE_CLASSIC)
+        return 1; /* a writer fenced by a newer term (an aborted failover) accepts no write: fail over again */
     if (m->mode != MODE_CLASSIC || w->sync_lost_since_ms == 0 ||
         now < w->sync_lost_since_ms + (uint64_t)m->misses * m->interval_ms)
         return 0;
@@ -1343,7 +1355,7 @@ static int writer_sdown(const struct mon *m, uint64_t now)
         ok += (int)i != m->writer && n->role == ROLE_REPLICA && n->ever_seen && !n->dead && !n->syncing &&
               spec_lists(&sp, n);
     }
-    return ok >= sp.n - sp.k + 1;
+    return ok >= spec_n_without(&sp, w) - sp.k + 1;
 }
 
 /* ML1, ML2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
