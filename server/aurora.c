@@ -1178,6 +1178,9 @@ void aurora_info(struct server *s, struct rd_buf *b)
         up += a->node[i].conn != NULL;
     uint64_t waiting = 0, oldest = 0;
     server_waits_info(s, &waiting, &oldest);
+    unsigned renewed = 0;
+    rd_buf_appendf(b, "lease:%s\r\nlease_monitors_renewed:%u\r\n",
+                   !server_lease_required(s) ? "off" : server_lease_ok(s, &renewed) ? "ok" : "lost", renewed);
     rd_buf_appendf(b,
                    "storage_up:%u\r\nquorum_state:%s\r\ncommits_waiting:%" PRIu64 "\r\noldest_commit_wait_ms:%" PRIu64
                    "\r\ncommit_timeout_ms:%" PRIu64 "\r\ncommit_timeouts:%" PRIu64 "\r\n",

@@ -2961,17 +2961,23 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
         conn_reply_done(s, c, 0);
         return;
     }
-    if (s->fenced && (d->flags & CMD_WRITE)) {
+    /* A fenced or lease-less writer may have been replaced: it refuses writes, and reads of data
+     * too (LS4: a deposed writer serving its last state would break linearizable reads). */
+    int data_cmd = (d->flags & CMD_WRITE) || !(d->flags & CMD_NOSTORAGE);
+    if (s->fenced && data_cmd) {
         reply_err(c, "READONLY this node was fenced (%s): a newer primary exists", s->fenced_by);
+        if (c->in_multi)
+            c->multi_dirty = 1;
         conn_reply_done(s, c, 0);
         return;
     }
-    if ((d->flags & CMD_WRITE) && server_lease_required(s)) {
+    if (data_cmd && server_lease_required(s)) {
         unsigned renewed = 0;
         if (!server_lease_ok(s, &renewed)) {
-            reply_err(c, "NOLEASE this primary holds no lease: %u of %u monitors renewed it within %llu ms (it may "
-                         "have been replaced); writes are refused",
-                      renewed, s->cfg.lease_monitors, (unsigned long long)s->cfg.lease_ms);
+            reply_err(c, "NOLEASE this %s holds no lease: %u of %u monitors renewed it within %llu ms (it may "
+                         "have been replaced); reads and writes are refused",
+                      s->role == SERVER_ROLE_WRITER ? "writer" : "primary", renewed, s->cfg.lease_monitors,
+                      (unsigned long long)s->cfg.lease_ms);
             if (c->in_multi)
                 c->multi_dirty = 1;
             conn_reply_done(s, c, 0);

@@ -577,10 +577,13 @@ void server_waits_info(const struct server *s, uint64_t *waiting, uint64_t *olde
 }
 
 /* Leases (LS1-LS3 in server/README.md). */
+/* LS1: every primary and aurora writer started with --lease-monitors. With local/async commits
+ * the lease is what stops an isolated primary acknowledging writes; with remote_* and aurora the
+ * term / epoch fence does that, and the lease is a read lease (LS4): a deposed writer stops
+ * serving reads before anyone else is promoted, so reads on the writer stay linearizable. */
 int server_lease_required(const struct server *s)
 {
-    return s->cfg.lease_monitors > 0 && s->role == SERVER_ROLE_PRIMARY &&
-           (s->cfg.commit == SERVER_COMMIT_LOCAL || s->cfg.commit == SERVER_COMMIT_ASYNC);
+    return s->cfg.lease_monitors > 0 && (s->role == SERVER_ROLE_PRIMARY || s->role == SERVER_ROLE_WRITER);
 }
 
 int server_lease_ok(const struct server *s, unsigned *renewed)
