@@ -190,6 +190,15 @@ static int ctl_ensure(struct aurora *a, unsigned i)
         c->retry_ms = aur_now_ms() + 200;
         return -1;
     }
+    struct server *s = (struct server *)((char *)a - offsetof(struct server, aur));
+    char aerr[256];
+    if (s->auth.enabled && rd_auth_client_frames(&s->auth, c->fd, 1000, aerr, sizeof(aerr)) < 0) {
+        rd_warn("storage node %u (%s:%d) failed peer authentication: %s", i + 1, a->node[i].host, a->node[i].port,
+                aerr);
+        ctl_close(c);
+        c->retry_ms = aur_now_ms() + 1000;
+        return -1;
+    }
     return 0;
 }
 
@@ -396,10 +405,37 @@ static void writer_fenced(struct server *s, unsigned node, uint64_t their_epoch)
     a->fenced = 1;
 }
 
+/* Before a link is authenticated only the node's CHALLENGE is accepted: a
+ * writer fences itself only on what an authenticated node says (README
+ * "Peers"). On success our PROOF goes out, then the EPOCH that starts the link. */
+static void link_on_auth(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
+{
+    struct aurora *a = &s->aur;
+    uint8_t proof[RD_AUTH_PROOF_LEN];
+    if (h->type != RD_AUTH_FRAME_TYPE || rd_auth_client_challenge(&s->auth, &c->hs, p, n, proof) < 0) {
+        char text[256] = "";
+        uint32_t code = 0;
+        if (h->type == SN_MSG_ERROR)
+            sn_parse_error(p, n, &code, text, sizeof(text));
+        rd_warn("storage node %d (%s) failed peer authentication (%s%s); closing the link", c->sn_idx + 1, c->addr,
+                h->type == SN_MSG_ERROR ? "it says: " : "", h->type == SN_MSG_ERROR ? text : "its proof does not verify");
+        conn_close(s, c);
+        return;
+    }
+    c->peer_authed = 1;
+    if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, proof, sizeof(proof), 0) < 0 ||
+        sn_send_epoch(&c->out, a->epoch, a->epoch) < 0)
+        rd_panic("out of memory");
+}
+
 static void link_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
 {
     struct aurora *a = &s->aur;
     struct aur_node *nd = &a->node[c->sn_idx];
+    if (!c->peer_authed) {
+        link_on_auth(s, c, h, p, n);
+        return;
+    }
     if (h->type == SN_MSG_ACK) {
         struct sn_ack m;
         if (sn_parse_ack(p, n, &m) < 0) {
@@ -472,6 +508,14 @@ static void link_connect(struct server *s, unsigned i)
         rd_info("storage node %u (%s:%d) is back", i + 1, nd->host, nd->port);
     nd->down_logged = 0;
     nd->ever_up = 1;
+    if (s->auth.enabled) { /* HELLO first; link_on_auth sends PROOF and EPOCH */
+        uint8_t hello[RD_AUTH_HELLO_LEN];
+        c->peer_authed = 0;
+        rd_auth_client_hello(&s->auth, &c->hs, NULL, hello);
+        if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, hello, sizeof(hello), 0) < 0)
+            rd_panic("out of memory");
+        return;
+    }
     /* The node may have restarted: make it hold our epoch before any write. */
     if (sn_send_epoch(&c->out, a->epoch, a->epoch) < 0)
         rd_panic("out of memory");
@@ -500,8 +544,8 @@ void aurora_ship(struct server *s)
     for (unsigned i = 0; i < REDO_NODES; i++) {
         struct aur_node *nd = &a->node[i];
         struct conn *c = nd->conn;
-        if (c == NULL || c->closing)
-            continue;
+        if (c == NULL || c->closing || !c->peer_authed)
+            continue; /* down or still authenticating: the node catches up from its peers */
         if (c->out.len + c->sending.len > AUR_LINK_MAX_QUEUED) {
             rd_warn("storage node %u is not keeping up (%zu bytes queued): dropping the link; it catches up "
                     "from its peers", i + 1, c->out.len + c->sending.len);
@@ -836,6 +880,13 @@ static void reader_connect(struct server *s)
     int fd = connect_timeout(a->writer_host, a->writer_port, AUR_CONNECT_TIMEOUT_MS);
     if (fd < 0) {
         a->feed_retry_ms = aur_now_ms() + AUR_RECONNECT_MS;
+        return;
+    }
+    char aerr[256];
+    if (s->auth.enabled && rd_auth_client_resp(&s->auth, fd, 1000, aerr, sizeof(aerr)) < 0) {
+        rd_warn("the writer %s:%d failed peer authentication: %s", a->writer_host, a->writer_port, aerr);
+        close(fd);
+        a->feed_retry_ms = aur_now_ms() + 1000;
         return;
     }
     struct conn *c = conn_new(s, fd, CONN_FEED_UP);
