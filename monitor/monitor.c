@@ -30,6 +30,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -37,7 +38,7 @@
 #include "server/resp.h"
 
 #define MON_MAX_NODES 32
-#define MON_MAX_CLIENTS 64
+#define MON_MAX_CLIENTS 16384 /* >= 10,000 idle clients must not cost a heartbeat */
 #define MON_CLIENT_MAX_IN_BYTES (64u * 1024u)
 #define MON_CLIENT_MAX_OUT_BYTES (4u * 1024u * 1024u)
 #define MON_CHAN_MAX_IN_BYTES (4u * 1024u * 1024u)
@@ -174,6 +175,24 @@ static int chan_connect(struct mon_chan *c, const char *host, int port)
     c->fd = fd;
     c->connecting = 1; /* finished (or failed) when POLLOUT fires */
     return 0;
+}
+
+/* Peer authentication (common/auth.h) of a node connection that just
+ * connected: REDOUBT.AUTH both ways, before any command is sent, so admin
+ * commands (REPLICAOF, PROMOTE, REDOUBT.*, SHUTDOWN) are accepted. Blocking,
+ * bounded by the heartbeat interval (at most 200 ms); storage nodes answer
+ * INFO without it. 0, or -1 (the caller drops the channel and retries). */
+static struct rd_auth mon_auth;
+static int mon_chan_auth(const struct mon *m, const struct mon_node *n, struct mon_chan *c)
+{
+    if (!mon_auth.enabled || n->role == ROLE_STORAGE)
+        return 0;
+    char err[256];
+    int rc = rd_auth_client_resp(&mon_auth, c->fd, (int)RD_MIN(m->interval_ms, 200u), err, sizeof(err));
+    if (rc < 0 && rd_auth_log_once(n->name))
+        rd_warn("node %s (%s:%d) failed peer authentication: %s (logged once per node)", n->name, n->host, n->port,
+                err);
+    return rc < 0 ? -1 : 0;
 }
 
 /* Queues one command on c (connecting first if needed). -1 if the node cannot be reached. */
@@ -1090,6 +1109,10 @@ static void run(struct mon *m)
                             continue;
                         }
                         c->connecting = 0;
+                        if (mon_chan_auth(m, n, c) < 0) {
+                            on_chan_failed(m, n, c, "peer authentication failed", now);
+                            continue;
+                        }
                     }
                     if (!c->connecting && c->out.len > 0 && chan_flush(c) < 0) {
                         on_chan_failed(m, n, c, "send failed", now);
@@ -1127,6 +1150,7 @@ static void usage(FILE *f)
             "  --cooldown-ms N     no new failover within N ms of the last one (default 3000)\n"
             "  --no-write-probe    do not SET %s on the new writer after a promotion\n"
             "  --log-file F        append the log to F instead of stderr\n"
+            "  --cluster-secret-file F  authenticate to the nodes with the cluster secret (mode 0600)\n"
             "  --help              this text\n",
             MON_PROBE_KEY);
 }
@@ -1201,7 +1225,8 @@ int main(int argc, char **argv)
         {"node", required_argument, 0, 'n'},     {"interval-ms", required_argument, 0, 'i'},
         {"misses", required_argument, 0, 'x'},   {"cooldown-ms", required_argument, 0, 'k'},
         {"log-file", required_argument, 0, 'l'}, {"no-write-probe", no_argument, 0, 'W'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},           {"cluster-secret-file", required_argument, 0, 'S'},
+        {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -1228,6 +1253,14 @@ int main(int argc, char **argv)
         case 'k': m->cooldown_ms = (unsigned)parse_num("--cooldown-ms", optarg, 0, 3600000); break;
         case 'l': log_file = optarg; break;
         case 'W': m->write_probe = 0; break;
+        case 'S': {
+            char err[512];
+            if (rd_auth_load(&mon_auth, optarg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "redoubt-monitor: %s\n", err);
+                return 2;
+            }
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -1267,6 +1300,10 @@ int main(int argc, char **argv)
         close(fd);
     }
     rd_log_init("monitor", RD_LOG_INFO);
+    if (!mon_auth.enabled)
+        rd_warn("no --cluster-secret-file: node connections are not authenticated");
+    if (rd_raise_nofile() < MON_MAX_CLIENTS + 2 * MON_MAX_NODES + 16)
+        rd_warn("open file limit below %d: fewer clients can connect", MON_MAX_CLIENTS);
     for (unsigned i = 0; i < MON_MAX_CLIENTS; i++)
         m->client[i].fd = -1;
     m->listen_fd = listen_on(m->bind, m->port);

@@ -423,9 +423,11 @@ static void link_on_auth(struct server *s, struct conn *c, const struct frame_hd
         return;
     }
     c->peer_authed = 1;
+    struct aur_node *nd = &a->node[c->sn_idx];
     if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, proof, sizeof(proof), 0) < 0 ||
-        sn_send_epoch(&c->out, a->epoch, a->epoch) < 0)
+        sn_send_epoch(&c->out, a->epoch, a->epoch) < 0 || rd_buf_append(&c->out, nd->held.data, nd->held.len) < 0)
         rd_panic("out of memory");
+    rd_buf_reset(&nd->held);
 }
 
 static void link_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
@@ -508,6 +510,7 @@ static void link_connect(struct server *s, unsigned i)
         rd_info("storage node %u (%s:%d) is back", i + 1, nd->host, nd->port);
     nd->down_logged = 0;
     nd->ever_up = 1;
+    rd_buf_reset(&nd->held);
     if (s->auth.enabled) { /* HELLO first; link_on_auth sends PROOF and EPOCH */
         uint8_t hello[RD_AUTH_HELLO_LEN];
         c->peer_authed = 0;
@@ -544,15 +547,16 @@ void aurora_ship(struct server *s)
     for (unsigned i = 0; i < REDO_NODES; i++) {
         struct aur_node *nd = &a->node[i];
         struct conn *c = nd->conn;
-        if (c == NULL || c->closing || !c->peer_authed)
-            continue; /* down or still authenticating: the node catches up from its peers */
-        if (c->out.len + c->sending.len > AUR_LINK_MAX_QUEUED) {
+        if (c == NULL || c->closing)
+            continue;
+        if (c->out.len + c->sending.len + nd->held.len > AUR_LINK_MAX_QUEUED) {
             rd_warn("storage node %u is not keeping up (%zu bytes queued): dropping the link; it catches up "
-                    "from its peers", i + 1, c->out.len + c->sending.len);
+                    "from its peers", i + 1, c->out.len + c->sending.len + nd->held.len);
             conn_close(s, c);
             continue;
         }
-        if (rd_buf_append(&c->out, a->frame.data, a->frame.len) < 0)
+        /* A link still authenticating holds the frames until its PROOF is out. */
+        if (rd_buf_append(c->peer_authed ? &c->out : &nd->held, a->frame.data, a->frame.len) < 0)
             rd_panic("out of memory");
         a->net_bytes_sent += a->frame.len;
         if (nd->nsent == AUR_SENT_RING) {
@@ -981,7 +985,7 @@ void aurora_tick(struct server *s)
          * filled its gaps from peers (after a restart) acks nothing by itself
          * until new writes arrive; its STATE answer lets VDL move on. */
         for (unsigned i = 0; i < REDO_NODES; i++)
-            if (a->node[i].conn && !a->node[i].conn->closing &&
+            if (a->node[i].conn && !a->node[i].conn->closing && a->node[i].conn->peer_authed &&
                 sn_send_epoch(&a->node[i].conn->out, a->epoch, a->epoch) < 0)
                 rd_panic("out of memory");
         a->scl_poll_ms = now;
@@ -992,7 +996,8 @@ void aurora_tick(struct server *s)
             if (c->kind == CONN_READER_FEED && c->reader_point)
                 min = RD_MIN(min, c->reader_point);
         for (unsigned i = 0; i < REDO_NODES; i++)
-            if (a->node[i].conn && sn_send_readpoint(&a->node[i].conn->out, a->epoch, min) < 0)
+            if (a->node[i].conn && a->node[i].conn->peer_authed &&
+                sn_send_readpoint(&a->node[i].conn->out, a->epoch, min) < 0)
                 rd_panic("out of memory");
         a->min_read_point = min;
         a->readpoint_ms = now;

@@ -728,7 +728,10 @@ int server_run(const struct server_config *cfg)
     s->timer_io.on_cqe = server_on_timer;
     s->limits = (struct resp_limits){
         .max_args = 1048576,
-        .max_bulk_bytes = ENGINE_VALUE_MAX + 1024,
+        /* Anything that fits the query buffer is parsed, so a value over the
+         * engine's limit gets the command's "value too large" at any size (and
+         * the connection lives); beyond the buffer the parser says the same. */
+        .max_bulk_bytes = s->cfg.max_query_buffer_bytes,
         .max_inline_bytes = 65536,
     };
     char why[256];

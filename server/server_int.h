@@ -38,6 +38,7 @@ struct aur_node {
     uint64_t retry_ms;
     int down_logged, ever_up;
     uint64_t scl, acks, last_ack_ms, ack_lat_us;
+    struct rd_buf held;  /* WRITE frames shipped while the link authenticates (sent after PROOF, EPOCH) */
     struct { uint64_t last_lsn, send_us; } sent[AUR_SENT_RING];
     size_t sent_head, nsent;
 };
