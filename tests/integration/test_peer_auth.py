@@ -241,6 +241,10 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     nidle = int(os.environ.get("IDLE", "2000"))
     secret = secret_file()
+    if os.environ.get("PART") == "monitor":  # one part alone, when debugging
+        monitor_part(nidle)
+        print("ok")
+        return
 
     # A secret readable by others is refused, like ssh's keys.
     bad = StorageNode(0)
@@ -354,7 +358,44 @@ def main():
     print(f"ok classic: 2,000 idle connections per port: commits go on, promotion in {took:.2f}s", flush=True)
     for s in socks:
         s.close()
+    p.kill9()
+    rep.kill9()
+    monitor_part(nidle)
     print("ok")
+
+
+def monitor_part(nidle):
+    """scripts/cluster (secret made and passed by it): 10,000 idle connections to the
+    monitor and nidle to every node; the monitor still answers at once, misses no
+    heartbeat, and fails over when the primary is killed."""
+    from test_cluster_classic import Cluster, free_range
+    d = tmpdir("redoubt-pa-cluster-")
+    cl = Cluster(d)
+    try:
+        cl.run("start", "classic", "--commit", "local", "--dir", d, "--base-port", free_range(), timeout=180)
+        sec = os.stat(os.path.join(d, "cluster.secret"))
+        check(sec.st_mode & 0o077 == 0, f"scripts/cluster made a secret with mode {oct(sec.st_mode)}")
+        ep = cl.endpoints()
+        mport, pport, ppid = ep["monitor"][1], ep["primary"][1], ep["primary"][2]
+        nodeports = [v[1] for k, v in ep.items() if k != "monitor"]
+        socks = idle([mport], 10000) + idle(nodeports, nidle)
+        print(f"holding {len(socks)} idle connections (10,000 to the monitor)", flush=True)
+        t0 = time.time()
+        c = Resp(mport, timeout=5)
+        check(c.call("PING") == "PONG", "the monitor does not answer PING")
+        took = time.time() - t0
+        time.sleep(2)
+        info = c.call("INFO").decode()
+        check("failovers:0" in info, f"the monitor failed over under idle connections:\n{info}")
+        os.kill(ppid, 9)
+        _, newp = wait_for("the monitor to promote a replica",
+                           lambda: (lambda a: a if a[1] != pport else None)(cl.monitor_addr(mport)), timeout=30)
+        wait_writable(type("N", (), {"port": newp})(), timeout=30)
+        print(f"ok monitor: PING in {took * 1000:.0f} ms with 10,000 idle clients; failover to :{newp}", flush=True)
+        for s in socks:
+            s.close()
+    finally:
+        cl.run("stop", check_rc=False)
 
 
 if __name__ == "__main__":
