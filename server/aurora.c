@@ -727,10 +727,42 @@ static void reader_feed_seen(struct aurora *a, uint64_t vdl, const uint8_t *p)
     a->lag_us = rd_wall_us() > a->feed_send_us ? rd_wall_us() - a->feed_send_us : 0;
 }
 
+/* ---- the feed decoders (pure: fuzz_feed) ---- */
+
+int aur_feed_check(const uint8_t *p, size_t n)
+{
+    return n < 20 || (n - 20) % 4 != 0 || rd_get_u32le(p + 16) != (n - 20) / 4 ? RD_EPROTO : 0;
+}
+
+const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn)
+{
+    if (n < 20)
+        return "FEED_REDO";
+    uint64_t vdl = rd_get_u64le(p);
+    uint32_t cnt = rd_get_u32le(p + 16);
+    if (vdl < read_lsn)
+        return "FEED_REDO (its vdl is below the read point)";
+    /* (A record at or below the read point is possible only in the first
+     * frames after a subscription, whose pages were fetched at a read point
+     * that includes it: engine_redo_if_cached skips it by the page LSN.) */
+    size_t off = 20;
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < cnt; i++) {
+        if (off + 17 > n || rd_get_u32le(p + off + 13) > n - off - 17)
+            return "FEED_REDO record";
+        uint64_t lsn = rd_get_u64le(p + off);
+        if (lsn <= prev || lsn > vdl)
+            return "FEED_REDO (record LSNs out of order or above the frame's vdl)";
+        prev = lsn;
+        off += 17 + rd_get_u32le(p + off + 13);
+    }
+    return off != n ? "FEED_REDO (bytes after the last record)" : NULL;
+}
+
 static void reader_on_feed(struct server *s, const uint8_t *p, size_t n)
 {
     struct aurora *a = &s->aur;
-    if (n < 20 || (n - 20) % 4 != 0 || rd_get_u32le(p + 16) != (n - 20) / 4) {
+    if (aur_feed_check(p, n) < 0) {
         reader_feed_malformed(s, "FEED");
         return;
     }
@@ -799,34 +831,13 @@ static void reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
     }
     uint64_t vdl = rd_get_u64le(p);
     uint32_t cnt = rd_get_u32le(p + 16);
-    if (vdl < a->read_lsn) {
-        reader_feed_malformed(s, "FEED_REDO (its vdl is below the read point)");
+    /* Validate the whole frame before applying anything. */
+    const char *bad = aur_feed_redo_check(p, n, a->read_lsn);
+    if (bad != NULL) {
+        reader_feed_malformed(s, bad);
         return;
     }
-    /* Validate the whole frame before applying anything. (A record at or
-     * below the read point is possible only in the first frames after a
-     * subscription, whose pages were fetched at a read point that includes
-     * it: engine_redo_if_cached skips it by the page LSN.) */
     size_t off = 20;
-    uint64_t prev = 0;
-    for (uint32_t i = 0; i < cnt; i++) {
-        if (off + 17 > n || rd_get_u32le(p + off + 13) > n - off - 17) {
-            reader_feed_malformed(s, "FEED_REDO record");
-            return;
-        }
-        uint64_t lsn = rd_get_u64le(p + off);
-        if (lsn <= prev || lsn > vdl) {
-            reader_feed_malformed(s, "FEED_REDO (record LSNs out of order or above the frame's vdl)");
-            return;
-        }
-        prev = lsn;
-        off += 17 + rd_get_u32le(p + off + 13);
-    }
-    if (off != n) {
-        reader_feed_malformed(s, "FEED_REDO (bytes after the last record)");
-        return;
-    }
-    off = 20;
     int meta = 0, reset = 0;
     for (uint32_t i = 0; i < cnt && !reset; i++) {
         uint64_t lsn = rd_get_u64le(p + off);

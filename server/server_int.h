@@ -257,6 +257,12 @@ int conn_make_peer(struct server *s, struct conn *c);
 int conn_require_peer(struct server *s, struct conn *c, const char *what);
 int server_open_storage(struct server *s);
 
+/* aurora.c — the reader feed's decoders (pure; fuzz_feed). FEED: 0 or RD_EPROTO.
+ * FEED_REDO: NULL if the frame is whole and valid for a reader at read_lsn
+ * (records in (.., vdl], LSNs ascending, lengths exact), else what is wrong. */
+int aur_feed_check(const uint8_t *p, size_t n);
+const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn);
+
 /* repl.c — both sides of classic replication. */
 void repl_process_input(struct server *s, struct conn *c); /* frames on a WALSENDER/UPSTREAM conn */
 void repl_on_conn_closed(struct server *s, struct conn *c);

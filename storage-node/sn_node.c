@@ -44,6 +44,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "server/resp.h"
 #include "engine/engine.h"
 #include "redo/redo.h"
 #include "storage-node/sn_int.h"
@@ -1908,101 +1909,55 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
     }
 }
 
-/* Parses one RESP command (multibulk or inline) into at most 4 short args.
- * Returns bytes used, 0 if incomplete, -1 on a protocol error. */
-#define SN_RESP_MAX_ARG 256u
-static long sn_resp_parse(const uint8_t *p, size_t n, char args[4][SN_RESP_MAX_ARG], int *argc)
+/* RESP on the node's port is parsed by the server's one parser (server/resp.c,
+ * fuzzed by fuzz_resp), with small limits: the node answers PING, INFO, QUIT and
+ * COMMAND, whose arguments are short. */
+static int sn_arg_is(const struct resp_arg *a, const char *w)
 {
-    *argc = 0;
-    if (n == 0)
-        return 0;
-    if (p[0] != '*') { /* inline: words separated by spaces, ends with \n */
-        const uint8_t *nl = memchr(p, '\n', RD_MIN(n, 4096));
-        if (nl == NULL)
-            return n >= 4096 ? -1 : 0;
-        size_t len = (size_t)(nl - p), i = 0;
-        while (i < len) {
-            while (i < len && (p[i] == ' ' || p[i] == '\r'))
-                i++;
-            size_t st = i;
-            while (i < len && p[i] != ' ' && p[i] != '\r')
-                i++;
-            if (i > st && *argc < 4) {
-                size_t k = RD_MIN(i - st, SN_RESP_MAX_ARG - 1);
-                memcpy(args[*argc], p + st, k);
-                args[(*argc)++][k] = 0;
-            }
-        }
-        return (long)(len + 1);
-    }
-    size_t off = 1;
-    char *end;
-    const uint8_t *nl = memchr(p, '\n', RD_MIN(n, 32));
-    if (nl == NULL)
-        return n >= 32 ? -1 : 0;
-    long cnt = strtol((const char *)p + 1, &end, 10);
-    if (cnt < 0 || cnt > 64)
-        return -1;
-    off = (size_t)(nl - p) + 1;
-    for (long a = 0; a < cnt; a++) {
-        if (off >= n)
-            return 0;
-        if (p[off] != '$')
-            return -1;
-        nl = memchr(p + off, '\n', RD_MIN(n - off, 32));
-        if (nl == NULL)
-            return n - off >= 32 ? -1 : 0;
-        long len = strtol((const char *)p + off + 1, &end, 10);
-        if (len < 0 || len > 65536)
-            return -1;
-        off = (size_t)(nl - p) + 1;
-        if (n - off < (size_t)len + 2)
-            return 0;
-        if (*argc < 4) {
-            size_t k = RD_MIN((size_t)len, SN_RESP_MAX_ARG - 1);
-            memcpy(args[*argc], p + off, k);
-            args[(*argc)++][k] = 0;
-        }
-        off += (size_t)len + 2;
-    }
-    return (long)off;
+    return a->len == strlen(w) && strncasecmp((const char *)a->ptr, w, a->len) == 0;
 }
 
 static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
 {
+    static const struct resp_limits lim = {.max_args = 16, .max_bulk_bytes = 4096, .max_inline_bytes = 4096};
+    static struct resp_args args; /* one loop thread; points into c->in until consumed */
     size_t off = 0;
     for (unsigned i = 0; i < 64 && !c->close_after_send; i++) {
-        char args[4][SN_RESP_MAX_ARG];
-        int argc;
-        long used = sn_resp_parse(c->in.data + off, c->in.len - off, args, &argc);
+        const char *err = NULL;
+        int used = resp_parse(c->in.data + off, c->in.len - off, &lim, &args, &err);
         if (used == 0)
             break;
         if (used < 0) {
-            rd_info("RESP client %s sent a malformed request; closing", c->addr);
-            rd_buf_appendf(&c->out, "-ERR Protocol error\r\n");
+            rd_info("RESP client %s sent a malformed request (%s); closing", c->addr, err ? err : "protocol error");
+            rd_buf_appendf(&c->out, "-ERR %s\r\n", err ? err : "Protocol error");
             c->close_after_send = 1;
             break;
         }
         off += (size_t)used;
-        if (argc == 0)
+        if (args.n == 0)
             continue;
-        if (strcasecmp(args[0], "PING") == 0) {
+        const struct resp_arg *cmd = &args.v[0];
+        if (sn_arg_is(cmd, "PING")) {
             rd_buf_appendf(&c->out, "+PONG\r\n");
-        } else if (strcasecmp(args[0], "INFO") == 0) {
+        } else if (sn_arg_is(cmd, "INFO")) {
             struct rd_buf b = {0};
             sn_info(s, &b);
             rd_buf_appendf(&c->out, "$%zu\r\n", b.len);
             rd_buf_append(&c->out, b.data, b.len);
             rd_buf_appendf(&c->out, "\r\n");
             rd_buf_free(&b);
-        } else if (strcasecmp(args[0], "QUIT") == 0) {
+        } else if (sn_arg_is(cmd, "QUIT")) {
             rd_buf_appendf(&c->out, "+OK\r\n");
             c->close_after_send = 1;
-        } else if (strcasecmp(args[0], "COMMAND") == 0) {
+        } else if (sn_arg_is(cmd, "COMMAND")) {
             rd_buf_appendf(&c->out, "*0\r\n");
         } else {
-            rd_buf_appendf(&c->out, "-ERR unknown command '%.64s': a storage node answers INFO and PING\r\n",
-                           args[0]);
+            char name[65];
+            size_t k = RD_MIN(cmd->len, sizeof(name) - 1);
+            for (size_t j = 0; j < k; j++) /* never echo control bytes into the reply line */
+                name[j] = cmd->ptr[j] >= 0x20 && cmd->ptr[j] < 0x7f ? (char)cmd->ptr[j] : '?';
+            name[k] = 0;
+            rd_buf_appendf(&c->out, "-ERR unknown command '%s': a storage node answers INFO and PING\r\n", name);
         }
     }
     rd_buf_consume(&c->in, off);
