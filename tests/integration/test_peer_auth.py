@@ -241,6 +241,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     nidle = int(os.environ.get("IDLE", "2000"))
     secret = secret_file()
+    errors_part()
     if os.environ.get("PART") == "monitor":  # one part alone, when debugging
         monitor_part(nidle)
         print("ok")
@@ -362,6 +363,46 @@ def main():
     rep.kill9()
     monitor_part(nidle)
     print("ok")
+
+
+def errors_part():
+    """Issue 10 item 3: consistent errors."""
+    from harness import Server
+    a = Server().start()
+    for mib in (2, 3, 7):
+        c = socket.create_connection(("127.0.0.1", a.port), timeout=20)
+        c.sendall(resp_cmd("SET", "big", b"x" * (mib << 20)) + resp_cmd("PING"))
+        r = read_reply(c)
+        check(b"value too large" in r, f"{mib} MiB value: {r!r}")
+        check(read_reply(c) == b"+PONG", f"{mib} MiB value: the connection did not survive")
+        c.close()
+    c = socket.create_connection(("127.0.0.1", a.port), timeout=20)
+    c.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n" % (64 << 20))
+    r = read_reply(c)
+    check(b"value too large" in r and closed_after(c), f"64 MiB value: {r!r}")
+    # a port in use: refused before the data directory exists
+    d = os.path.join(tmpdir(), "never")
+    b = Server(dir=d, port=a.port)
+    b.start(wait=False)
+    b.proc.wait(timeout=20)
+    check(b.proc.returncode != 0 and not os.path.exists(d), f"port in use: rc {b.proc.returncode}, dir made: "
+          f"{os.path.exists(d)}\n{b.log()}")
+    a.stop()
+    sn = StorageNode(0).start()
+    sn.stop()
+    sn2 = StorageNode(1, dir=sn.dir)
+    sn2.start(wait=False)
+    sn2.proc.wait(timeout=20)
+    check(sn2.proc.returncode != 0 and "refusing to start" in sn2.log(), f"id mismatch accepted:\n{sn2.log()}")
+    sport = StorageNode(2, dir=os.path.join(tmpdir(), "sn-never"), port=sn.port)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", sn.port))
+    blocker.listen(1)
+    sport.start(wait=False)
+    sport.proc.wait(timeout=20)
+    blocker.close()
+    check(sport.proc.returncode != 0 and not os.path.exists(sport.dir), "storage: port in use made the dir")
+    print("ok errors: value too large at 2/3/7/64 MiB, port in use before any dir, storage id mismatch", flush=True)
 
 
 def monitor_part(nidle):
