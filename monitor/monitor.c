@@ -1,15 +1,19 @@
 /*
- * monitor.c — `redoubt-monitor`: heartbeats every node of one cluster, fails
- * the writer over when it dies, fences the old one, and tells clients where
- * the writer is (a subset of Redis Sentinel over RESP2).
+ * monitor.c — `redoubt-monitor`: heartbeats every node of one cluster, agrees
+ * with its peer monitors (a majority) that the writer is down, fails it over
+ * under a failover epoch when it leads, fences the old one, renews the
+ * primary's lease, and tells clients where the writer is (a subset of Redis
+ * Sentinel over RESP2).
  *
  * One thread, one poll loop. Every outbound link is a non-blocking RESP
  * connection (struct mon_chan) with at most one request outstanding; every
- * node has two: `hb` for heartbeats (INFO replication every --interval-ms)
- * and `ctl` for actions (promote, re-point, fence, write probe). A node that
- * does not answer a heartbeat within one interval misses it; --misses
- * consecutive misses declare it dead. See monitor/README.md for the
- * invariants (M1 ...) and the failover state machine.
+ * node has three: `hb` for heartbeats (INFO replication every --interval-ms),
+ * `ctl` for actions (term, promote, re-point, fence, write probe) and `ls`
+ * for lease renewals; every peer monitor has one (hello, down queries, votes).
+ * A node is down for this monitor (subjectively) when --misses consecutive
+ * heartbeats went unanswered, or at once when its connection closed and a
+ * new one was refused twice (a crashed process). See monitor/README.md for
+ * the invariants (M1 ...) and the failover state machine.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,11 +31,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include "common/auth.h"
 #include "common/buf.h"
+#include "common/checksum.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -48,19 +54,40 @@
 #define MON_PLANNED_CATCHUP_MS 5000
 #define MON_REPOINT_RETRY_MS 1000
 #define MON_PROBE_KEY "__redoubt_monitor_probe"
+#define MON_MAX_PEERS 15
+#define MON_TERM_TIMEOUT_MS 2000     /* REDOUBT.TERM answers from enough replicas */
+#define MON_TERM_GRACE_MS 50         /* after the quorum answered, wait this long for the rest */
+#define MON_ELECT_TIMEOUT_MS 300     /* collect a majority of votes within this */
+#define MON_VOTE_HOLD_MS 1500        /* after voting for a peer, start no election of our own */
+#define MON_RANK_DELAY_MS 25         /* per live peer with a lower id: lets the lowest id ask first */
+#define MON_FAST_MS 5                /* poll step while something is being confirmed or decided */
+#define MON_REFUSALS_DEAD 2          /* refused connects (after a close) that make a node down */
+#define MON_STATE_FILE "monitor.state"
+#define MON_STATE_MAGIC "redoubt-monitor-state"
+#define MON_STATE_VERSION 1
+#define MON_STATE_SEED 0x4d4f4e5331ull /* "MONS1": checksum seed of the state file */
 
 enum mon_mode { MODE_CLASSIC, MODE_AURORA };
 enum mon_role { ROLE_PRIMARY, ROLE_REPLICA, ROLE_WRITER, ROLE_READER, ROLE_STORAGE, ROLE_OLD_WRITER };
 static const char *const role_names[] = {"primary", "replica", "writer", "reader", "storage", "old-writer"};
 
 /* What an outstanding request on a channel is for. */
-enum mon_op { OP_NONE, OP_HB, OP_PROMOTE, OP_REPOINT, OP_FENCE, OP_PLANNED_FENCE, OP_PROBE };
+enum mon_op {
+    OP_NONE, OP_HB, OP_PROMOTE, OP_REPOINT, OP_FENCE, OP_PLANNED_FENCE, OP_PROBE,
+    OP_TERM,       /* REDOUBT.TERM T to a replica during a failover */
+    OP_TERM_OLD,   /* REDOUBT.TERM T to the old primary (no deadline: it is the fence) */
+    OP_LEASE,      /* REDOUBT.LEASE id now */
+    OP_HELLO,      /* peer: SENTINEL redoubt-hello ... */
+    OP_ASK_DOWN,   /* peer: SENTINEL is-master-down-by-addr ip port epoch * */
+    OP_ASK_VOTE,   /* peer: SENTINEL is-master-down-by-addr ip port epoch <my id> */
+};
 
 struct mon_chan {
     int fd;              /* -1: closed */
     int connecting;      /* non-blocking connect in progress */
     enum mon_op op;      /* OP_NONE: idle */
     uint64_t deadline_ms; /* 0: none */
+    unsigned gen;         /* +1 at every close: a handler that closed (and maybe reopened) the channel */
     struct rd_buf out, in;
 };
 
@@ -69,8 +96,18 @@ struct mon_node {
     char host[64];
     int port;
     enum mon_role role;     /* the monitor's view; starts from --node, follows INFO */
-    struct mon_chan hb, ctl;
+    struct mon_chan hb, ctl, ls;
     unsigned misses;        /* consecutive heartbeats missed */
+    unsigned refusals;      /* connects refused since its last answer (M1b) */
+    uint64_t hb_retry_ms;   /* reconnect the heartbeat at once after a close (0: none) */
+    uint64_t last_lease_ms; /* CLOCK_MONOTONIC ms of our last REDOUBT.LEASE sent to it (0: never) */
+    int lease_banned;       /* we voted it down: never renew it again (L2) */
+    uint64_t lease_quiet_until_ms; /* the server does not know REDOUBT.LEASE: do not ask again before */
+    uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
+    /* the current failover's REDOUBT.TERM exchange */
+    int t_state;            /* 0 not asked, 1 sent, 2 answered, 3 failed */
+    uint64_t t_write_lsn, t_flush_lsn;
+    char t_role[16];
     int answered;           /* a heartbeat reply arrived since the last tick */
     int ever_seen;          /* answered at least once (M2) */
     int dead;               /* misses >= --misses (logged once per death) */
@@ -82,12 +119,14 @@ struct mon_node {
     /* from its last INFO */
     char rep_role[16];
     char master_host[64];
-    int master_port, link_up, syncing, fenced;
+    int master_port, link_up, syncing, fenced, has_spec;
+    char sync_spec[160], repl_name[64], sync_state[32], commit_level[24], lease_state[8];
+    uint64_t term, write_lsn, commits_waiting, oldest_wait_ms;
     uint64_t flush_lsn, receive_lsn, apply_lsn, read_point, epoch, timeline, offset, lag_ms, lag_bytes;
 };
 
-enum fo_state { FO_IDLE, FO_FENCE_OLD, FO_QUERY, FO_PROMOTE, FO_PROBE };
-static const char *const fo_names[] = {"idle", "fence-old", "query", "promote", "probe"};
+enum fo_state { FO_IDLE, FO_FENCE_OLD, FO_QUERY, FO_TERM, FO_LEASE_WAIT, FO_PROMOTE, FO_PROBE };
+static const char *const fo_names[] = {"idle", "fence-old", "query", "term", "lease-wait", "promote", "probe"};
 
 struct mon_failover {
     enum fo_state state;
@@ -101,6 +140,48 @@ struct mon_failover {
     uint64_t t_last_ok, t_detect, t_promote_sent, t_promote_done, t_first_write;
     uint64_t chosen_lsn;
     char old_name[64], new_name[64];
+    uint64_t epoch;           /* the failover epoch this monitor was elected in */
+    uint64_t term;            /* classic: the term raised on the replicas (0: legacy, no terms) */
+    int legacy;               /* the nodes do not know REDOUBT.TERM: REPLICAOF NO ONE as before */
+    unsigned term_need;       /* listed replicas that must answer REDOUBT.TERM (n-k+1) */
+    uint64_t t_quorum_ms;     /* when term_need was reached */
+    uint64_t lease_until_ms;  /* monotonic: no promotion before (leases, L3) */
+    uint64_t t_term_sent;
+};
+
+/* A peer monitor. */
+struct mon_peer {
+    char host[64];
+    int port;
+    int id;                   /* from its hello (0: unknown yet) */
+    struct mon_chan ch;
+    uint64_t last_ok_ms;      /* monotonic ms of its last answer */
+    uint64_t asked_ms;        /* last down query sent */
+    int says_down;            /* its last answer about the writer */
+    uint64_t says_down_ms;    /* when that answer arrived */
+    uint64_t down_lease_ms;   /* its last renewal of the writer, from that answer */
+    uint64_t vote_asked_epoch;
+    uint64_t config_epoch, current_epoch, max_term;
+    char writer[64];
+    int writer_sdown;
+};
+
+/* What survives a restart (MON_STATE_FILE in --dir; format in monitor/README.md). */
+struct mon_state {
+    uint64_t current_epoch;   /* highest failover epoch seen */
+    uint64_t voted_epoch;     /* the epoch of our last vote */
+    unsigned voted_for;       /* monitor id we voted for in voted_epoch */
+    uint64_t config_epoch;    /* the epoch under which the current writer was installed */
+    uint64_t max_term;        /* highest classic term seen or raised */
+    unsigned failovers;
+    char writer[64];
+};
+
+struct mon_election {
+    int active, planned;
+    uint64_t epoch, deadline_ms;
+    unsigned votes;           /* including ours */
+    uint64_t lease_last_ms;   /* latest renewal of the writer by any voter (monotonic ms) */
 };
 
 struct mon_client {
@@ -126,6 +207,16 @@ struct mon {
     struct mon_failover last; /* the last finished failover (t_detect == 0: none) */
     unsigned failovers;
     int pending_planned;      /* SENTINEL FAILOVER asked; starts at the next tick */
+    /* the monitors' quorum */
+    unsigned id;              /* 1..15 */
+    char dir[512];            /* state directory ("" : no state kept) */
+    struct mon_peer peer[MON_MAX_PEERS];
+    unsigned npeers, quorum;  /* quorum = (npeers + 1) / 2 + 1 */
+    struct mon_state st;
+    struct mon_election el;
+    uint64_t sdown_since_ms, odown_since_ms, hold_until_ms, hello_now;
+    unsigned lease_ms;        /* the primary's --lease-ms (0: no leases, no waiting) */
+    int terms;                /* 1 the nodes know REDOUBT.TERM, -1 they do not, 0 unknown */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -144,6 +235,7 @@ static void chan_close(struct mon_chan *c)
     if (c->fd >= 0 && close(c->fd) < 0)
         rd_debug("close: %s", strerror(errno));
     c->fd = -1;
+    c->gen++;
     c->connecting = 0;
     c->op = OP_NONE;
     c->deadline_ms = 0;
@@ -151,7 +243,11 @@ static void chan_close(struct mon_chan *c)
     rd_buf_reset(&c->out);
 }
 
-/* Starts a non-blocking connect. 0 (in progress or done) or -1. */
+/* Starts a non-blocking connect. 0 (in progress or done) or -1 (errno set;
+ * ECONNREFUSED: nobody listens there). This is the one place every outbound
+ * connection of the monitor (nodes and peer monitors) is set up: a peer
+ * authentication handshake (--cluster-secret-file) is queued here, ahead of
+ * the first command, so every channel carries it. */
 static int chan_connect(struct mon_chan *c, const char *host, int port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -169,7 +265,9 @@ static int chan_connect(struct mon_chan *c, const char *host, int port)
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
         rd_debug("TCP_NODELAY: %s", strerror(errno));
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+        int e = errno;
         close(fd);
+        errno = e;
         return -1;
     }
     c->fd = fd;
@@ -195,12 +293,12 @@ static int mon_chan_auth(const struct mon *m, const struct mon_node *n, struct m
     return rc < 0 ? -1 : 0;
 }
 
-/* Queues one command on c (connecting first if needed). -1 if the node cannot be reached. */
-static int chan_call(struct mon_node *n, struct mon_chan *c, enum mon_op op, uint64_t deadline_ms, size_t argc,
-                     const char *const *argv)
+/* Queues one command on c (connecting first if needed). -1 if host:port cannot be reached. */
+static int chan_call_addr(const char *host, int port, struct mon_chan *c, enum mon_op op, uint64_t deadline_ms,
+                          size_t argc, const char *const *argv)
 {
     rd_assert(c->op == OP_NONE);
-    if (c->fd < 0 && chan_connect(c, n->host, n->port) < 0)
+    if (c->fd < 0 && chan_connect(c, host, port) < 0)
         return -1;
     if (resp_command_str(&c->out, argc, argv) < 0) {
         chan_close(c);
@@ -209,6 +307,12 @@ static int chan_call(struct mon_node *n, struct mon_chan *c, enum mon_op op, uin
     c->op = op;
     c->deadline_ms = deadline_ms;
     return 0;
+}
+
+static int chan_call(struct mon_node *n, struct mon_chan *c, enum mon_op op, uint64_t deadline_ms, size_t argc,
+                     const char *const *argv)
+{
+    return chan_call_addr(n->host, n->port, c, op, deadline_ms, argc, argv);
 }
 
 static int chan_flush(struct mon_chan *c)
@@ -279,10 +383,190 @@ static void node_parse_info(struct mon_node *n, const uint8_t *s, size_t len)
     n->offset = info_u64(s, len, "master_repl_offset");
     if (n->offset == 0)
         n->offset = info_u64(s, len, "scl");
+    n->term = info_u64(s, len, "term");
+    n->write_lsn = info_u64(s, len, "write_lsn");
+    n->has_spec = info_str(s, len, "sync_replicas", n->sync_spec, sizeof(n->sync_spec)) == 0;
+    info_str(s, len, "repl_name", n->repl_name, sizeof(n->repl_name));
+    info_str(s, len, "sync_state", n->sync_state, sizeof(n->sync_state));
+    info_str(s, len, "commit_level", n->commit_level, sizeof(n->commit_level));
+    info_str(s, len, "lease", n->lease_state, sizeof(n->lease_state));
+    n->commits_waiting = info_u64(s, len, "commits_waiting");
+    n->oldest_wait_ms = info_u64(s, len, "oldest_commit_wait_ms");
     n->lag_ms = info_u64(s, len, "lag_ms");
     n->lag_bytes = info_u64(s, len, "lag_bytes");
     if (n->lag_bytes == 0)
         n->lag_bytes = info_u64(s, len, "lag_lsn");
+}
+
+/* ------------------------------------------------------------ state file */
+
+/*
+ * MON_STATE_FILE: text, one `key=value` a line, in this order; the last line
+ * is `checksum=` + 16 hex digits of XXH3-64 (seed MON_STATE_SEED) over every
+ * byte before it. Written with rd_write_file_atomic (tmp, fsync, rename,
+ * fsync dir) before the monitor acts on a new value: a vote is on disk before
+ * its reply leaves, a term before REDOUBT.TERM is sent (M10).
+ *
+ *   redoubt-monitor-state 1        magic and version
+ *   id=I cluster=NAME              must match the command line
+ *   current_epoch= voted_epoch= voted_for= config_epoch= max_term= failovers= writer=
+ */
+static void state_save(struct mon *m)
+{
+    if (m->dir[0] == 0)
+        return;
+    char buf[1024];
+    int len = snprintf(buf, sizeof(buf),
+                       "%s %d\nid=%u\ncluster=%s\ncurrent_epoch=%" PRIu64 "\nvoted_epoch=%" PRIu64
+                       "\nvoted_for=%u\nconfig_epoch=%" PRIu64 "\nmax_term=%" PRIu64 "\nfailovers=%u\nwriter=%s\n",
+                       MON_STATE_MAGIC, MON_STATE_VERSION, m->id, m->cluster, m->st.current_epoch,
+                       m->st.voted_epoch, m->st.voted_for, m->st.config_epoch, m->st.max_term, m->st.failovers,
+                       m->node[m->writer].name);
+    rd_assert(len > 0 && (size_t)len < sizeof(buf) - 40);
+    len += snprintf(buf + len, sizeof(buf) - (size_t)len, "checksum=%016" PRIx64 "\n",
+                    rd_checksum64(buf, (size_t)len, MON_STATE_SEED));
+    int rc = rd_write_file_atomic(m->dir, MON_STATE_FILE, buf, (size_t)len);
+    if (rc < 0) /* a vote or a term we cannot keep must not be acted on (PostgreSQL: fsync failure = PANIC) */
+        rd_panic("could not write \"%s/%s\": %s", m->dir, MON_STATE_FILE, strerror(-rc));
+    snprintf(m->st.writer, sizeof(m->st.writer), "%s", m->node[m->writer].name);
+}
+
+static int state_u64(const char *text, const char *key, uint64_t *out)
+{
+    char pat[40];
+    snprintf(pat, sizeof(pat), "\n%s=", key);
+    const char *p = strstr(text, pat);
+    if (p == NULL)
+        return -1;
+    *out = strtoull(p + strlen(pat), NULL, 10);
+    return 0;
+}
+
+/* Loads the state file if there is one. 0 (loaded or none), -1 (bad file: refuse to start). */
+static int state_load(struct mon *m)
+{
+    if (m->dir[0] == 0)
+        return 0;
+    char path[600], buf[2048];
+    snprintf(path, sizeof(path), "%s/%s", m->dir, MON_STATE_FILE);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        if (errno == ENOENT)
+            return 0;
+        fprintf(stderr, "redoubt-monitor: could not open \"%s\": %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *ck = strstr(buf, "checksum=");
+    char magic[64];
+    snprintf(magic, sizeof(magic), "%s %d\n", MON_STATE_MAGIC, MON_STATE_VERSION);
+    if (strncmp(buf, magic, strlen(magic)) != 0 || ck == NULL ||
+        strtoull(ck + 9, NULL, 16) != rd_checksum64(buf, (size_t)(ck - buf), MON_STATE_SEED)) {
+        fprintf(stderr, "redoubt-monitor: \"%s\" is corrupt (bad magic, version or checksum); move it away to "
+                        "start without history\n", path);
+        return -1;
+    }
+    *ck = 0;
+    uint64_t id = 0, vf = 0, fo = 0;
+    char cl[80] = "", wr[80] = "";
+    const char *p = strstr(buf, "\ncluster=");
+    if (p)
+        sscanf(p + 9, "%63[^\n]", cl);
+    p = strstr(buf, "\nwriter=");
+    if (p)
+        sscanf(p + 8, "%63[^\n]", wr);
+    if (state_u64(buf, "id", &id) < 0 || id != m->id || strcmp(cl, m->cluster) != 0) {
+        fprintf(stderr, "redoubt-monitor: \"%s\" belongs to monitor %" PRIu64 " of cluster \"%s\", not %u of \"%s\"\n",
+                path, id, cl, m->id, m->cluster);
+        return -1;
+    }
+    state_u64(buf, "current_epoch", &m->st.current_epoch);
+    state_u64(buf, "voted_epoch", &m->st.voted_epoch);
+    state_u64(buf, "voted_for", &vf);
+    state_u64(buf, "config_epoch", &m->st.config_epoch);
+    state_u64(buf, "max_term", &m->st.max_term);
+    state_u64(buf, "failovers", &fo);
+    m->st.voted_for = (unsigned)vf;
+    m->st.failovers = (unsigned)fo;
+    m->failovers = m->st.failovers;
+    for (unsigned i = 0; i < m->nnodes; i++)
+        if (strcmp(m->node[i].name, wr) == 0 && (int)i != m->writer) {
+            rd_info("state file: the writer is %s (not %s as --node says)", wr, m->node[m->writer].name);
+            m->node[m->writer].role = m->mode == MODE_CLASSIC ? ROLE_REPLICA : ROLE_READER;
+            m->writer = (int)i;
+            m->node[i].role = m->mode == MODE_CLASSIC ? ROLE_PRIMARY : ROLE_WRITER;
+        }
+    rd_info("state loaded: current_epoch %" PRIu64 ", voted %u in epoch %" PRIu64 ", config_epoch %" PRIu64
+            ", max_term %" PRIu64 ", writer %s",
+            m->st.current_epoch, m->st.voted_for, m->st.voted_epoch, m->st.config_epoch, m->st.max_term,
+            m->node[m->writer].name);
+    return 0;
+}
+
+static void note_term(struct mon *m, uint64_t t)
+{
+    if (t > m->st.max_term) {
+        m->st.max_term = t;
+        state_save(m);
+    }
+}
+
+/* ------------------------------------------------------------ sync spec */
+
+/* "ANY k (a,b,c)" / "FIRST k (a,b)" -> k and the names. 0, or -1 if empty/unparsable. */
+struct mon_spec {
+    unsigned k, n;
+    char names[MON_MAX_NODES][64];
+};
+
+static int spec_parse(const char *s, struct mon_spec *sp)
+{
+    memset(sp, 0, sizeof(*sp));
+    char kind[16];
+    int off = 0;
+    if (sscanf(s, "%15s %u (%n", kind, &sp->k, &off) < 2 || off == 0)
+        return -1;
+    if (strcasecmp(kind, "ANY") != 0 && strcasecmp(kind, "FIRST") != 0)
+        return -1;
+    const char *p = s + off;
+    while (*p && *p != ')' && sp->n < MON_MAX_NODES) {
+        size_t l = strcspn(p, ",)");
+        while (l > 0 && p[l - 1] == ' ')
+            l--;
+        if (l > 0 && l < 64) {
+            memcpy(sp->names[sp->n], p, l);
+            sp->names[sp->n][l] = 0;
+            sp->n++;
+        }
+        p += strcspn(p, ",)");
+        if (*p == ',')
+            p++;
+        while (*p == ' ')
+            p++;
+    }
+    return sp->k >= 1 && sp->k <= sp->n ? 0 : -1;
+}
+
+static int spec_lists(const struct mon_spec *sp, const struct mon_node *n)
+{
+    for (unsigned i = 0; i < sp->n; i++)
+        if (strcmp(sp->names[i], n->name) == 0 || (n->repl_name[0] && strcmp(sp->names[i], n->repl_name) == 0))
+            return 1;
+    return 0;
+}
+
+/* The spec the cluster runs with: the writer's INFO, else any node's. NULL if no node reports one. */
+static const char *cluster_spec(const struct mon *m)
+{
+    const struct mon_node *w = &m->node[m->writer];
+    if (w->has_spec)
+        return w->sync_spec;
+    for (unsigned i = 0; i < m->nnodes; i++)
+        if (m->node[i].has_spec)
+            return m->node[i].sync_spec;
+    return NULL;
 }
 
 /* ------------------------------------------------------------ failover */
@@ -292,7 +576,16 @@ static void fo_finish(struct mon *m, const char *why)
     rd_info("failover %s -> %s: %s", m->fo.old_name, m->fo.new_name[0] ? m->fo.new_name : "-", why);
     m->fo.state = FO_IDLE;
     for (unsigned i = 0; i < m->nnodes; i++)
-        m->node[i].excluded = 0;
+        m->node[i].excluded = 0, m->node[i].t_state = 0;
+}
+
+/* A failover that must not go on (too few replicas fenced, a newer term exists): give up, retry later
+ * under a new election (availability may suffer, safety does not). */
+static void fo_abort(struct mon *m, uint64_t now, const char *why)
+{
+    rd_error("failover aborted: %s", why);
+    fo_finish(m, "aborted");
+    m->cooldown_until_ms = now + 500;
 }
 
 static int candidate_ok(struct mon *m, int i)
@@ -310,15 +603,22 @@ static uint64_t candidate_lsn(struct mon *m, const struct mon_node *n)
     return m->mode == MODE_CLASSIC ? n->flush_lsn : n->read_point;
 }
 
+static void hb_send(struct mon *m, struct mon_node *n, uint64_t now);
+
 static void fo_query_start(struct mon *m, uint64_t now)
 {
     m->fo.state = FO_QUERY;
     m->fo.deadline_ms = now + RD_MAX(500u, 3u * m->interval_ms);
-    for (unsigned i = 0; i < m->nnodes; i++)
+    for (unsigned i = 0; i < m->nnodes; i++) {
         m->fo.want_replies[i] = m->node[i].hb_replies + 1;
+        if (m->node[i].hb.op == OP_NONE && !m->node[i].dead) /* a fresh answer now, not at the next tick */
+            hb_send(m, &m->node[i], now);
+    }
     if (m->fo.planned && m->mode == MODE_CLASSIC)
         m->fo.deadline_ms = now + MON_PLANNED_CATCHUP_MS;
 }
+
+static void fo_term_start(struct mon *m, uint64_t now);
 
 static void fo_start(struct mon *m, int planned, uint64_t now)
 {
@@ -327,30 +627,87 @@ static void fo_start(struct mon *m, int planned, uint64_t now)
     f->planned = planned;
     f->old = m->writer;
     f->cand = -1;
+    f->epoch = m->el.epoch;
+    f->legacy = m->mode == MODE_AURORA || m->terms < 0;
     snprintf(f->old_name, sizeof(f->old_name), "%s", m->node[m->writer].name);
     f->t_detect = wall_ms();
     f->t_last_ok = m->node[m->writer].last_ok_ms;
+    for (unsigned i = 0; i < m->nnodes; i++)
+        m->node[i].t_state = 0;
     if (planned) {
-        rd_info("planned switchover requested: fencing %s (%s:%d) first", f->old_name, m->node[f->old].host,
-                m->node[f->old].port);
         struct mon_node *o = &m->node[f->old];
+        rd_info("planned switchover (epoch %" PRIu64 "): fencing %s (%s:%d) first", f->epoch, f->old_name, o->host,
+                o->port);
         chan_close(&o->ctl);
-        char reason[160];
-        snprintf(reason, sizeof(reason), "planned switchover by monitor of %s", m->cluster);
-        const char *argv[] = {"REDOUBT.FENCE", reason};
         f->state = FO_FENCE_OLD;
         f->deadline_ms = now + 2000;
-        if (chan_call(o, &o->ctl, OP_PLANNED_FENCE, f->deadline_ms, 2, argv) < 0) {
+        int rc;
+        if (!f->legacy) { /* the term rule: the old primary gets the new term first (CONTRACT.md) */
+            f->term = (m->st.max_term / 16 + 1) * 16 + m->id;
+            note_term(m, f->term);
+            char t[32];
+            snprintf(t, sizeof(t), "%" PRIu64, f->term);
+            const char *argv[] = {"REDOUBT.TERM", t};
+            rc = chan_call(o, &o->ctl, OP_PLANNED_FENCE, f->deadline_ms, 2, argv);
+        } else {
+            char reason[160];
+            snprintf(reason, sizeof(reason), "planned switchover by monitor of %s", m->cluster);
+            const char *argv[] = {"REDOUBT.FENCE", reason};
+            rc = chan_call(o, &o->ctl, OP_PLANNED_FENCE, f->deadline_ms, 2, argv);
+        }
+        if (rc < 0) {
             rd_warn("planned switchover: cannot reach %s to fence it; promoting anyway", f->old_name);
             fo_query_start(m, now);
         }
         return;
     }
-    rd_warn("FAILOVER started: writer %s (%s:%d) dead after %u missed heartbeats (last answer %" PRIu64
-            " ms ago)",
-            f->old_name, m->node[f->old].host, m->node[f->old].port, m->node[f->old].misses,
+    struct mon_node *o = &m->node[f->old];
+    rd_warn("FAILOVER started (epoch %" PRIu64 "): writer %s (%s:%d) down: %s (last answer %" PRIu64 " ms ago)",
+            f->epoch, f->old_name, o->host, o->port,
+            o->refusals >= MON_REFUSALS_DEAD ? "its port refuses connections"
+            : o->dead                        ? "heartbeats missed"
+                                             : "it lost its synchronous replicas, which the monitors reach",
             f->t_last_ok ? f->t_detect - f->t_last_ok : 0);
-    fo_query_start(m, now);
+    if (f->legacy)
+        fo_query_start(m, now);
+    else
+        fo_term_start(m, now);
+}
+
+/* Sends the promotion to node `best` (REDOUBT.PROMOTE T, or REPLICAOF NO ONE without terms). */
+static void fo_promote_send(struct mon *m, int best, uint64_t now)
+{
+    struct mon_failover *f = &m->fo;
+    struct mon_node *c = &m->node[best];
+    f->cand = best;
+    snprintf(f->new_name, sizeof(f->new_name), "%s", c->name);
+    chan_close(&c->ctl);
+    f->state = FO_PROMOTE;
+    f->deadline_ms = now + MON_PROMOTE_TIMEOUT_MS;
+    f->t_promote_sent = wall_ms();
+    int rc;
+    char t[32];
+    snprintf(t, sizeof(t), "%" PRIu64, f->term);
+    if (f->legacy) {
+        const char *argv[] = {"REPLICAOF", "NO", "ONE"};
+        rc = chan_call(c, &c->ctl, OP_PROMOTE, f->deadline_ms, 3, argv);
+    } else {
+        const char *argv[] = {"REDOUBT.PROMOTE", t};
+        rc = chan_call(c, &c->ctl, OP_PROMOTE, f->deadline_ms, 2, argv);
+    }
+    if (rc < 0) {
+        rd_error("failover: cannot connect to %s to promote it", c->name);
+        c->excluded = 1;
+        if (f->legacy)
+            fo_query_start(m, now);
+        else
+            fo_abort(m, now, "the chosen replica is unreachable");
+        return;
+    }
+    rd_info("promotion sent: %s to %s (%s:%d), %s %" PRIu64 " (+%" PRIu64 " ms after detection)",
+            f->legacy ? "REPLICAOF NO ONE" : "REDOUBT.PROMOTE", c->name, c->host, c->port,
+            m->mode == MODE_CLASSIC ? (f->legacy ? "flush_lsn" : "write_lsn") : "read_point", f->chosen_lsn,
+            f->t_promote_sent - f->t_detect);
 }
 
 /* In FO_QUERY: have all live candidates answered a fresh heartbeat? Then promote the best. */
@@ -401,24 +758,114 @@ static void fo_query_step(struct mon *m, uint64_t now)
         }
         return;
     }
-    struct mon_node *c = &m->node[best];
-    f->cand = best;
-    f->chosen_lsn = candidate_lsn(m, c);
-    snprintf(f->new_name, sizeof(f->new_name), "%s", c->name);
-    chan_close(&c->ctl);
-    const char *argv[] = {"REPLICAOF", "NO", "ONE"};
-    f->state = FO_PROMOTE;
-    f->deadline_ms = now + MON_PROMOTE_TIMEOUT_MS;
-    f->t_promote_sent = wall_ms();
-    if (chan_call(c, &c->ctl, OP_PROMOTE, f->deadline_ms, 3, argv) < 0) {
-        rd_error("failover: cannot connect to %s to promote it", c->name);
-        c->excluded = 1;
-        fo_query_start(m, now);
+    if (!f->legacy) { /* planned, with terms: the replicas caught up; now fence them and choose (FO_TERM) */
+        fo_term_start(m, now);
         return;
     }
-    rd_info("promotion sent: REPLICAOF NO ONE to %s (%s:%d), %s %" PRIu64 " (+%" PRIu64 " ms after detection)",
-            c->name, c->host, c->port, m->mode == MODE_CLASSIC ? "flush_lsn" : "read_point", f->chosen_lsn,
-            f->t_promote_sent - f->t_detect);
+    f->chosen_lsn = candidate_lsn(m, &m->node[best]);
+    fo_promote_send(m, best, now);
+}
+
+/*
+ * The term rule (README "Classic failover by terms", CONTRACT.md): raise term T on every replica (and,
+ * best effort, on the old primary), wait until n-k+1 of the listed replicas answered, then promote the
+ * one with the highest write_lsn (ties: flush_lsn) among those that answered.
+ */
+static void fo_term_start(struct mon *m, uint64_t now)
+{
+    struct mon_failover *f = &m->fo;
+    if (f->term == 0 || !f->planned) {
+        f->term = (m->st.max_term / 16 + 1) * 16 + m->id;
+        note_term(m, f->term); /* on disk before any node sees it (M10) */
+    }
+    struct mon_spec sp;
+    const char *spec = cluster_spec(m);
+    unsigned nrep = 0;
+    for (unsigned i = 0; i < m->nnodes; i++)
+        nrep += (int)i != f->old && m->node[i].role == ROLE_REPLICA;
+    if (spec == NULL)
+        f->term_need = nrep; /* spec unknown: fence every known replica */
+    else if (spec[0] == 0 || spec_parse(spec, &sp) < 0)
+        f->term_need = 1; /* local/async: no synchronous set to break; leases fence the old primary */
+    else
+        f->term_need = sp.n - sp.k + 1;
+    if (f->term_need == 0)
+        f->term_need = 1;
+    char t[32];
+    snprintf(t, sizeof(t), "%" PRIu64, f->term);
+    const char *argv[] = {"REDOUBT.TERM", t};
+    f->state = FO_TERM;
+    f->deadline_ms = now + MON_TERM_TIMEOUT_MS;
+    f->t_term_sent = wall_ms();
+    f->t_quorum_ms = 0;
+    for (unsigned i = 0; i < m->nnodes; i++) {
+        struct mon_node *n = &m->node[i];
+        n->t_state = 0;
+        if ((int)i == f->old) {
+            if (!f->planned) { /* best effort: a paused one reads it first thing after SIGCONT */
+                chan_close(&n->ctl);
+                if (chan_call(n, &n->ctl, OP_TERM_OLD, 0, 2, argv) < 0)
+                    rd_debug("term: old primary %s unreachable", n->name);
+            }
+            continue;
+        }
+        if (n->role != ROLE_REPLICA)
+            continue;
+        chan_close(&n->ctl);
+        n->t_state = chan_call(n, &n->ctl, OP_TERM, f->deadline_ms, 2, argv) == 0 ? 1 : 3;
+    }
+    rd_info("term %" PRIu64 " sent to the replicas (sync spec \"%s\": %u listed replica(s) must answer)", f->term,
+            spec ? spec : "unknown", f->term_need);
+}
+
+static void fo_term_step(struct mon *m, uint64_t now)
+{
+    struct mon_failover *f = &m->fo;
+    struct mon_spec sp;
+    const char *spec = cluster_spec(m);
+    int listed_only = spec && spec[0] && spec_parse(spec, &sp) == 0;
+    unsigned answered = 0, pending = 0;
+    int best = -1;
+    for (unsigned i = 0; i < m->nnodes; i++) {
+        struct mon_node *n = &m->node[i];
+        if (n->t_state == 1)
+            pending++;
+        if (n->t_state != 2)
+            continue;
+        if (!listed_only || spec_lists(&sp, n))
+            answered++;
+        if (strcmp(n->t_role, "replica") != 0 || n->syncing || n->excluded)
+            continue;
+        if (best < 0 || n->t_write_lsn > m->node[best].t_write_lsn ||
+            (n->t_write_lsn == m->node[best].t_write_lsn && n->t_flush_lsn > m->node[best].t_flush_lsn))
+            best = (int)i;
+    }
+    if (answered < f->term_need) {
+        if (now >= f->deadline_ms || pending == 0) {
+            char why[160];
+            snprintf(why, sizeof(why), "term %" PRIu64 " reached %u of the %u listed replicas needed; promoting "
+                     "nobody (the old primary might still complete commits)", f->term, answered, f->term_need);
+            fo_abort(m, now, why);
+        }
+        return;
+    }
+    if (f->t_quorum_ms == 0)
+        f->t_quorum_ms = now;
+    if (pending > 0 && now < f->t_quorum_ms + MON_TERM_GRACE_MS)
+        return;
+    if (best < 0) {
+        fo_abort(m, now, "no replica that answered the term can be promoted");
+        return;
+    }
+    f->cand = best;
+    f->chosen_lsn = m->node[best].t_write_lsn;
+    if (!f->planned && m->lease_ms > 0 && now < f->lease_until_ms) {
+        rd_info("term %" PRIu64 " on %u replica(s); waiting %" PRIu64 " ms for the old primary's lease to expire",
+                f->term, answered, f->lease_until_ms - now);
+        f->state = FO_LEASE_WAIT;
+        return;
+    }
+    fo_promote_send(m, best, now);
 }
 
 static void send_repoint(struct mon *m, struct mon_node *n, uint64_t now)
@@ -453,10 +900,19 @@ static void fo_promoted(struct mon *m, uint64_t now)
     f->t_promote_done = wall_ms();
     m->writer = f->cand;
     c->role = m->mode == MODE_CLASSIC ? ROLE_PRIMARY : ROLE_WRITER;
+    c->lease_banned = 0;
+    c->dead = 0, c->misses = 0, c->refusals = 0;
     o->role = ROLE_OLD_WRITER;
     if (!f->planned || !o->fenced)
         o->fence_pending = 1;
     m->failovers++;
+    m->st.failovers = m->failovers;
+    if (f->epoch > m->st.config_epoch)
+        m->st.config_epoch = f->epoch;
+    if (f->term)
+        c->term = f->term;
+    state_save(m);
+    m->hello_now = 1; /* tell the peers at once (M9) */
     m->cooldown_until_ms = now + m->cooldown_ms;
     rd_warn("promotion done: %s (%s:%d) is the writer (%" PRIu64 " ms after detection, promotion took %" PRIu64
             " ms); fencing %s until it answers",
@@ -501,6 +957,59 @@ static void reply_text(const struct resp_reply *r, char *out, size_t out_len)
         snprintf(out, out_len, "(reply type %d)", (int)r->type);
 }
 
+static int is_unknown_command(const struct resp_reply *r)
+{
+    return r->type == RESP_ERROR && r->len >= 19 && memcmp(r->str, "ERR unknown command", 19) == 0;
+}
+
+/* N from "-STALETERM current term is N" (0 for any other reply). */
+static uint64_t staleterm_of(const struct resp_reply *r)
+{
+    static const char key[] = "current term is ";
+    if (r->type != RESP_ERROR || r->len < 10 || memcmp(r->str, "STALETERM", 9) != 0)
+        return 0;
+    char t[128];
+    snprintf(t, sizeof(t), "%.*s", (int)RD_MIN(r->len, sizeof(t) - 1), (const char *)r->str);
+    const char *p = strstr(t, key);
+    return p ? strtoull(p + sizeof(key) - 1, NULL, 10) : 0;
+}
+
+static int64_t reply_int(const struct resp_reply *r)
+{
+    if (r->type == RESP_INT)
+        return r->integer;
+    if (r->type == RESP_BULK || r->type == RESP_STATUS) {
+        char t[32];
+        snprintf(t, sizeof(t), "%.*s", (int)RD_MIN(r->len, sizeof(t) - 1), (const char *)r->str);
+        return strtoll(t, NULL, 10);
+    }
+    return -1;
+}
+
+/* REDOUBT.TERM's reply [term, role, timeline, write_lsn, flush_lsn, apply_lsn] into n->t_*. 0 or -1. */
+static int term_reply_parse(const struct resp_reply *r, struct mon_node *n)
+{
+    if (r->type != RESP_ARRAY || r->nelems < 6 || r->elems[1].type != RESP_BULK)
+        return -1;
+    n->term = (uint64_t)reply_int(&r->elems[0]);
+    snprintf(n->t_role, sizeof(n->t_role), "%.*s", (int)RD_MIN(r->elems[1].len, sizeof(n->t_role) - 1),
+             (const char *)r->elems[1].str);
+    n->t_write_lsn = (uint64_t)reply_int(&r->elems[3]);
+    n->t_flush_lsn = (uint64_t)reply_int(&r->elems[4]);
+    return 0;
+}
+
+/* Which of two writers is newer: classic by (term, timeline), aurora by volume epoch. <0, 0, >0. */
+static int node_rank_cmp(const struct mon *m, const struct mon_node *a, const struct mon_node *b)
+{
+    if (m->mode == MODE_CLASSIC) {
+        if (a->term != b->term)
+            return a->term > b->term ? 1 : -1;
+        return a->timeline == b->timeline ? 0 : a->timeline > b->timeline ? 1 : -1;
+    }
+    return a->epoch == b->epoch ? 0 : a->epoch > b->epoch ? 1 : -1;
+}
+
 static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_reply *r, uint64_t now)
 {
     if (r->type != RESP_BULK)
@@ -515,17 +1024,45 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
     n->ever_seen = 1;
     n->misses = 0;
     n->dead = 0;
+    n->refusals = 0;
+    n->hb_retry_ms = 0;
     node_parse_info(n, r->str, r->len);
+    note_term(m, n->term);
     int idx = (int)(n - m->node);
     int promoting = m->fo.state == FO_PROMOTE && m->fo.cand == idx;
+    if (idx == m->writer) { /* M11: a primary that cannot reach its synchronous set */
+        if (strncmp(n->sync_state, "waiting", 7) != 0)
+            n->sync_lost_since_ms = 0;
+        else if (n->sync_lost_since_ms == 0)
+            n->sync_lost_since_ms = now;
+    }
     /* Follow what the node says it is (a restarted old primary comes back as a replica). */
     if (strcmp(n->rep_role, "replica") == 0 && idx != m->writer)
         n->role = ROLE_REPLICA, n->fence_pending = 0;
     else if (strcmp(n->rep_role, "reader") == 0 && idx != m->writer)
         n->role = ROLE_READER, n->fence_pending = 0;
-    /* M4: a second writer that is not fenced gets fenced. */
-    if ((strcmp(n->rep_role, "primary") == 0 || strcmp(n->rep_role, "writer") == 0) && idx != m->writer &&
-        !promoting && !n->fenced && !n->fence_pending) {
+    int claims = strcmp(n->rep_role, "primary") == 0 || strcmp(n->rep_role, "writer") == 0;
+    struct mon_node *cw = &m->node[m->writer];
+    /* M9: an unfenced writer newer than ours (higher term, then timeline / epoch) was installed by
+     * another monitor: it is the writer now. */
+    if (claims && idx != m->writer && !n->fenced && !promoting && m->fo.state == FO_IDLE &&
+        node_rank_cmp(m, n, cw) > 0) {
+        rd_warn("node %s (%s:%d) is a %s newer than %s (term %" PRIu64 ", timeline/epoch %" PRIu64
+                "): following it as the writer",
+                n->name, n->host, n->port, n->rep_role, cw->name, n->term,
+                m->mode == MODE_CLASSIC ? n->timeline : n->epoch);
+        cw->role = ROLE_OLD_WRITER;
+        m->writer = idx;
+        n->role = m->mode == MODE_CLASSIC ? ROLE_PRIMARY : ROLE_WRITER;
+        n->lease_banned = 0, n->fence_pending = 0;
+        m->failovers++;
+        m->st.failovers = m->failovers;
+        m->cooldown_until_ms = now + m->cooldown_ms;
+        state_save(m);
+        return;
+    }
+    /* M4: a second writer that is not fenced (and not newer) gets fenced. */
+    if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending) {
         rd_warn("node %s (%s:%d) reports itself %s but %s is the writer: fencing it", n->name, n->host, n->port,
                 n->rep_role, m->node[m->writer].name);
         n->role = ROLE_OLD_WRITER;
@@ -562,10 +1099,58 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
         if (!reply_is_ok(r)) {
             rd_error("promotion of %s refused: %s", n->name, text);
             n->excluded = 1;
-            fo_query_start(m, now);
+            note_term(m, staleterm_of(r));
+            if (m->fo.legacy)
+                fo_query_start(m, now);
+            else
+                fo_abort(m, now, "the promotion was refused (a newer term exists, or the node changed)");
             return;
         }
         fo_promoted(m, now);
+        return;
+    case OP_TERM:
+        if (m->fo.state != FO_TERM || n->t_state != 1)
+            return;
+        if (is_unknown_command(r)) {
+            rd_warn("%s does not know REDOUBT.TERM: failing over without terms (REPLICAOF NO ONE)", n->name);
+            m->terms = -1;
+            m->fo.legacy = 1;
+            for (unsigned i = 0; i < m->nnodes; i++)
+                m->node[i].t_state = 0;
+            fo_query_start(m, now);
+            return;
+        }
+        if (term_reply_parse(r, n) < 0) {
+            rd_error("REDOUBT.TERM %" PRIu64 " on %s answered: %s", m->fo.term, n->name, text);
+            n->t_state = 3;
+            uint64_t st = staleterm_of(r);
+            if (st > m->fo.term) {
+                note_term(m, st);
+                fo_abort(m, now, "a replica already holds a newer term (another monitor leads)");
+                return;
+            }
+        } else {
+            m->terms = 1;
+            n->t_state = 2;
+            rd_info("term %" PRIu64 " on %s: %s, write_lsn %" PRIu64 ", flush_lsn %" PRIu64 " (+%" PRIu64 " ms)",
+                    m->fo.term, n->name, n->t_role, n->t_write_lsn, n->t_flush_lsn, wall_ms() - m->fo.t_term_sent);
+        }
+        fo_term_step(m, now);
+        return;
+    case OP_TERM_OLD:
+        if (term_reply_parse(r, n) == 0)
+            rd_warn("term %" PRIu64 " on the old primary %s: it is fenced (write_lsn %" PRIu64 ")", m->fo.term,
+                    n->name, n->t_write_lsn);
+        else
+            rd_info("REDOUBT.TERM on the old primary %s answered: %s", n->name, text);
+        return;
+    case OP_LEASE:
+        if (is_unknown_command(r)) {
+            n->lease_quiet_until_ms = now + 10000;
+            rd_debug("%s does not know REDOUBT.LEASE", n->name);
+        } else if (!reply_is_ok(r)) {
+            rd_warn("lease renewal on %s answered: %s", n->name, text);
+        }
         return;
     case OP_REPOINT:
         if (reply_is_ok(r))
@@ -585,6 +1170,26 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
     case OP_PLANNED_FENCE:
         if (m->fo.state != FO_FENCE_OLD)
             return;
+        if (!m->fo.legacy && is_unknown_command(r)) { /* no terms: the old REDOUBT.FENCE way */
+            m->terms = -1;
+            fo_start(m, 1, now);
+            return;
+        }
+        if (!m->fo.legacy) {
+            if (term_reply_parse(r, n) < 0) {
+                note_term(m, staleterm_of(r));
+                fo_abort(m, now, "the old primary refused the switchover's term");
+                return;
+            }
+            n->fenced = 1;
+            m->terms = 1;
+            rd_info("planned switchover: %s holds term %" PRIu64 " (fenced), write_lsn %" PRIu64
+                    "; waiting for a replica to reach it", n->name, m->fo.term, n->t_write_lsn);
+            fo_query_start(m, now);
+            m->fo.target_lsn = n->t_write_lsn;
+            m->fo.target_known = 1;
+            return;
+        }
         if (reply_is_ok(r)) {
             n->fenced = 1;
             rd_info("planned switchover: %s fenced", n->name);
@@ -613,19 +1218,49 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
     }
 }
 
+/* M1b: the heartbeat link closed or a connect failed. A crashed process closes its connections and
+ * refuses new ones at once: reconnect now; MON_REFUSALS_DEAD refused connects in a row (no answer in
+ * between) make the node dead without waiting for --misses. A hang or a partition refuses nothing. */
+static void hb_failed(struct mon *m, struct mon_node *n, int refused, uint64_t now)
+{
+    (void)m;
+    if (refused)
+        n->refusals++;
+    if (n->ever_seen && !n->dead && n->refusals >= MON_REFUSALS_DEAD) {
+        n->dead = 1;
+        rd_warn("node %s (%s:%d, %s) declared dead: its connection closed and %u connects were refused", n->name,
+                n->host, n->port, role_names[n->role], n->refusals);
+    }
+    n->hb_retry_ms = n->ever_seen && n->refusals < MON_REFUSALS_DEAD ? now + (refused ? MON_FAST_MS : 0) : 0;
+}
+
 static void on_chan_failed(struct mon *m, struct mon_node *n, struct mon_chan *c, const char *why, uint64_t now)
 {
     enum mon_op op = c->op;
     chan_close(c);
     int idx = (int)(n - m->node);
+    if (c == &n->hb) {
+        hb_failed(m, n, strcmp(why, strerror(ECONNREFUSED)) == 0, now);
+        return;
+    }
     switch (op) {
+    case OP_TERM:
+        if (m->fo.state == FO_TERM && n->t_state == 1) {
+            rd_warn("REDOUBT.TERM to %s failed: %s", n->name, why);
+            n->t_state = 3;
+            fo_term_step(m, now);
+        }
+        return;
     case OP_PROMOTE:
         if (m->fo.state == FO_PROMOTE && m->fo.cand == idx) {
             rd_error("promotion of %s failed (%s); fencing it in case it finishes later, trying another", n->name,
                      why);
             n->excluded = 1;
             n->fence_pending = 1;
-            fo_query_start(m, now);
+            if (m->fo.legacy)
+                fo_query_start(m, now);
+            else
+                fo_abort(m, now, "the promotion failed");
         }
         return;
     case OP_PLANNED_FENCE:
@@ -678,6 +1313,7 @@ static void chan_on_readable(struct mon *m, struct mon_node *n, struct mon_chan 
         return;
     }
     enum mon_op op = c->op;
+    unsigned gen = c->gen;
     c->op = OP_NONE;
     c->deadline_ms = 0;
     if (op == OP_HB)
@@ -685,11 +1321,300 @@ static void chan_on_readable(struct mon *m, struct mon_node *n, struct mon_chan 
     else
         on_ctl_reply(m, n, op, &rep, now);
     resp_reply_free(&rep);
-    if (c->fd >= 0)
+    if (c->gen == gen) /* not closed (and its buffer reset) by the handler */
         rd_buf_consume(&c->in, (size_t)used);
 }
 
 /* ------------------------------------------------------------ heartbeat tick */
+
+static void hb_send(struct mon *m, struct mon_node *n, uint64_t now)
+{
+    const char *argv[] = {"INFO", "replication"};
+    uint64_t dl = now + RD_MAX(2000u, 2u * m->misses * m->interval_ms);
+    if (chan_call(n, &n->hb, OP_HB, dl, 2, argv) < 0) {
+        int refused = errno == ECONNREFUSED;
+        chan_close(&n->hb);
+        hb_failed(m, n, refused, now);
+    }
+}
+
+/* The writer is down for this monitor (subjectively): dead (M1, M1b), or (classic) it has waited for its
+ * synchronous set for a whole detection time while enough listed replicas answer us without it (M11). */
+static int writer_sdown(const struct mon *m, uint64_t now)
+{
+    const struct mon_node *w = &m->node[m->writer];
+    if (!w->ever_seen)
+        return 0; /* M2 */
+    if (w->dead)
+        return 1;
+    if (m->mode != MODE_CLASSIC || w->sync_lost_since_ms == 0 ||
+        now < w->sync_lost_since_ms + (uint64_t)m->misses * m->interval_ms)
+        return 0;
+    struct mon_spec sp;
+    const char *spec = cluster_spec(m);
+    if (spec == NULL || spec_parse(spec, &sp) < 0)
+        return 0;
+    unsigned ok = 0;
+    for (unsigned i = 0; i < m->nnodes; i++) {
+        const struct mon_node *n = &m->node[i];
+        /* Alive to us and not cloning; what the replica thinks of its link does not matter: the
+         * primary already says it hears from too few of them (a replica's receive timeout is 10 s). */
+        ok += (int)i != m->writer && n->role == ROLE_REPLICA && n->ever_seen && !n->dead && !n->syncing &&
+              spec_lists(&sp, n);
+    }
+    return ok >= sp.n - sp.k + 1;
+}
+
+/* L1, L2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
+static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
+{
+    if (m->mode != MODE_CLASSIC || !n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 ||
+        n->ls.op != OP_NONE || now < n->lease_quiet_until_ms || m->sdown_since_ms || m->fo.state != FO_IDLE)
+        return;
+    char id[16], ms[32];
+    snprintf(id, sizeof(id), "%u", m->id);
+    snprintf(ms, sizeof(ms), "%" PRIu64, now);
+    const char *argv[] = {"REDOUBT.LEASE", id, ms};
+    if (chan_call(n, &n->ls, OP_LEASE, now + 2u * m->interval_ms, 3, argv) == 0)
+        n->last_lease_ms = now;
+    else
+        chan_close(&n->ls);
+}
+
+/* ------------------------------------------------------------ peer monitors */
+
+static void peer_call(struct mon *m, struct mon_peer *p, enum mon_op op, size_t argc, const char *const *argv,
+                      uint64_t now)
+{
+    if (chan_call_addr(p->host, p->port, &p->ch, op, now + RD_MAX(200u, 2u * m->interval_ms), argc, argv) < 0)
+        chan_close(&p->ch);
+}
+
+static int peer_up(const struct mon *m, const struct mon_peer *p, uint64_t now)
+{
+    return p->last_ok_ms && now - p->last_ok_ms <= 3u * m->interval_ms + 50u;
+}
+
+/* M9: a peer's view newer than ours (higher config epoch) is adopted; epochs and terms only grow. */
+static void adopt_view(struct mon *m, uint64_t config_epoch, const char *writer, uint64_t max_term,
+                       uint64_t current_epoch)
+{
+    int changed = 0;
+    if (current_epoch > m->st.current_epoch)
+        m->st.current_epoch = current_epoch, changed = 1;
+    if (max_term > m->st.max_term)
+        m->st.max_term = max_term, changed = 1;
+    if (config_epoch > m->st.config_epoch && m->fo.state == FO_IDLE && !m->el.active) {
+        for (unsigned i = 0; i < m->nnodes; i++) {
+            if (strcmp(m->node[i].name, writer) != 0)
+                continue;
+            if ((int)i != m->writer) {
+                rd_warn("a peer monitor installed %s as the writer (config epoch %" PRIu64 "): following it", writer,
+                        config_epoch);
+                m->node[m->writer].role = ROLE_OLD_WRITER;
+                m->writer = (int)i;
+                m->node[i].role = m->mode == MODE_CLASSIC ? ROLE_PRIMARY : ROLE_WRITER;
+                m->node[i].lease_banned = 0;
+                m->node[i].fence_pending = 0;
+                m->failovers++;
+                m->st.failovers = m->failovers;
+                m->cooldown_until_ms = rd_now_ms() + m->cooldown_ms;
+            }
+            m->st.config_epoch = config_epoch;
+            changed = 1;
+        }
+    }
+    if (changed)
+        state_save(m);
+}
+
+static void peers_hello(struct mon *m, uint64_t now)
+{
+    char id[16], ce[32], mt[32], cu[32];
+    snprintf(id, sizeof(id), "%u", m->id);
+    snprintf(ce, sizeof(ce), "%" PRIu64, m->st.config_epoch);
+    snprintf(mt, sizeof(mt), "%" PRIu64, m->st.max_term);
+    snprintf(cu, sizeof(cu), "%" PRIu64, m->st.current_epoch);
+    const char *argv[] = {"SENTINEL", "redoubt-hello", id, ce, m->node[m->writer].name, mt, cu};
+    for (unsigned i = 0; i < m->npeers; i++)
+        if (m->peer[i].ch.op == OP_NONE)
+            peer_call(m, &m->peer[i], OP_HELLO, 7, argv, now);
+    m->hello_now = 0;
+}
+
+static void election_start(struct mon *m, int planned, uint64_t now)
+{
+    struct mon_node *w = &m->node[m->writer];
+    m->st.current_epoch++;
+    m->st.voted_epoch = m->st.current_epoch;
+    m->st.voted_for = m->id;
+    state_save(m); /* M10: our vote is on disk before anyone hears of the epoch */
+    memset(&m->el, 0, sizeof(m->el));
+    m->el.active = 1;
+    m->el.planned = planned;
+    m->el.epoch = m->st.current_epoch;
+    m->el.deadline_ms = now + MON_ELECT_TIMEOUT_MS;
+    m->el.votes = 1;
+    m->el.lease_last_ms = w->last_lease_ms;
+    if (!planned)
+        w->lease_banned = 1; /* L2 */
+    rd_info("election for failover epoch %" PRIu64 " (%s): asking %u peer(s) for votes, %u needed", m->el.epoch,
+            planned ? "planned switchover" : "writer down", m->npeers, m->quorum);
+}
+
+static void election_won(struct mon *m, uint64_t now)
+{
+    m->el.active = 0;
+    rd_warn("elected leader of failover epoch %" PRIu64 " with %u of %u votes", m->el.epoch, m->el.votes,
+            m->npeers + 1);
+    if (!m->el.planned && !writer_sdown(m, now)) {
+        rd_warn("the writer %s answers again: no failover", m->node[m->writer].name);
+        return;
+    }
+    fo_start(m, m->el.planned, now);
+    m->fo.lease_until_ms = m->el.lease_last_ms ? m->el.lease_last_ms + m->lease_ms + 1 : 0;
+}
+
+/* The monitors' agreement, run every loop turn (MON_FAST_MS while something is being decided):
+ * subjective down -> ask peers -> objective down (a majority) -> election -> failover (M8). */
+static void quorum_step(struct mon *m, uint64_t now)
+{
+    int sd = writer_sdown(m, now);
+    struct mon_node *w = &m->node[m->writer];
+    if (sd && m->sdown_since_ms == 0) {
+        m->sdown_since_ms = now;
+        rd_warn("writer %s is down for this monitor; asking %u peer(s)", w->name, m->npeers);
+    } else if (!sd) {
+        if (m->odown_since_ms)
+            rd_info("writer %s is no longer down", w->name);
+        m->sdown_since_ms = m->odown_since_ms = 0;
+    }
+    unsigned agree = (unsigned)sd;
+    char port[16], ep[32], id[16];
+    snprintf(port, sizeof(port), "%d", w->port);
+    snprintf(ep, sizeof(ep), "%" PRIu64, m->el.active ? m->el.epoch : m->st.current_epoch);
+    snprintf(id, sizeof(id), "%u", m->id);
+    for (unsigned i = 0; i < m->npeers; i++) {
+        struct mon_peer *p = &m->peer[i];
+        if (sd && p->says_down && p->says_down_ms >= m->sdown_since_ms)
+            agree++;
+        if (p->ch.op != OP_NONE)
+            continue;
+        if (m->el.active && p->vote_asked_epoch != m->el.epoch) {
+            const char *argv[] = {"SENTINEL", "is-master-down-by-addr", w->host, port, ep, id};
+            p->vote_asked_epoch = m->el.epoch;
+            peer_call(m, p, OP_ASK_VOTE, 6, argv, now);
+        } else if (sd && m->fo.state == FO_IDLE && now >= p->asked_ms + MON_FAST_MS) {
+            const char *argv[] = {"SENTINEL", "is-master-down-by-addr", w->host, port, ep, "*"};
+            p->asked_ms = now;
+            peer_call(m, p, OP_ASK_DOWN, 6, argv, now);
+        }
+    }
+    if (sd && agree >= m->quorum && m->odown_since_ms == 0) {
+        m->odown_since_ms = now;
+        rd_warn("writer %s is down for %u of %u monitors (quorum %u)", w->name, agree, m->npeers + 1, m->quorum);
+    }
+    if (m->el.active) {
+        if (m->el.votes >= m->quorum)
+            election_won(m, now);
+        else if (now >= m->el.deadline_ms) {
+            rd_warn("election for epoch %" PRIu64 " failed: %u of %u votes; retrying later", m->el.epoch, m->el.votes,
+                    m->quorum);
+            m->el.active = 0;
+            m->hold_until_ms = now + 100 + (uint64_t)(rand() % 300);
+        }
+        return;
+    }
+    if (m->fo.state != FO_IDLE || now < m->cooldown_until_ms || now < m->hold_until_ms)
+        return;
+    if (m->odown_since_ms) {
+        unsigned lower = 0;
+        for (unsigned i = 0; i < m->npeers; i++)
+            lower += m->peer[i].id && (unsigned)m->peer[i].id < m->id && peer_up(m, &m->peer[i], now);
+        if (now >= m->odown_since_ms + lower * MON_RANK_DELAY_MS)
+            election_start(m, 0, now);
+    } else if (m->pending_planned) {
+        m->pending_planned = 0;
+        if (!sd)
+            election_start(m, 1, now);
+    }
+    if (m->el.active && m->el.votes >= m->quorum) /* alone (no peers) */
+        election_won(m, now);
+}
+
+static void on_peer_reply(struct mon *m, struct mon_peer *p, enum mon_op op, const struct resp_reply *r,
+                          uint64_t now)
+{
+    if (r->type != RESP_ARRAY) {
+        char t[200];
+        reply_text(r, t, sizeof(t));
+        rd_warn("peer monitor %s:%d answered: %s", p->host, p->port, t);
+        return;
+    }
+    p->last_ok_ms = now;
+    if (op == OP_HELLO && r->nelems >= 6) {
+        char wr[64];
+        p->id = (int)reply_int(&r->elems[0]);
+        p->config_epoch = (uint64_t)reply_int(&r->elems[1]);
+        snprintf(wr, sizeof(wr), "%.*s", (int)RD_MIN(r->elems[2].len, sizeof(wr) - 1), (const char *)r->elems[2].str);
+        snprintf(p->writer, sizeof(p->writer), "%s", wr);
+        p->max_term = (uint64_t)reply_int(&r->elems[3]);
+        p->current_epoch = (uint64_t)reply_int(&r->elems[4]);
+        p->writer_sdown = (int)reply_int(&r->elems[5]);
+        adopt_view(m, p->config_epoch, wr, p->max_term, p->current_epoch);
+        return;
+    }
+    if ((op != OP_ASK_DOWN && op != OP_ASK_VOTE) || r->nelems < 4)
+        return;
+    int down = reply_int(&r->elems[0]) == 1;
+    p->says_down = down;
+    p->says_down_ms = now;
+    p->down_lease_ms = (uint64_t)reply_int(&r->elems[3]);
+    uint64_t le = (uint64_t)reply_int(&r->elems[2]);
+    if (le > m->st.current_epoch) {
+        m->st.current_epoch = le;
+        state_save(m);
+    }
+    if (op == OP_ASK_VOTE && m->el.active && le == m->el.epoch && (uint64_t)reply_int(&r->elems[1]) == m->id &&
+        r->elems[1].type == RESP_BULK && (m->el.planned || down)) {
+        m->el.votes++;
+        m->el.lease_last_ms = RD_MAX(m->el.lease_last_ms, p->down_lease_ms);
+        rd_info("vote from monitor %d for epoch %" PRIu64 " (%u of %u)", p->id, le, m->el.votes, m->quorum);
+        if (m->el.votes >= m->quorum)
+            election_won(m, now);
+    }
+}
+
+static void peer_on_readable(struct mon *m, struct mon_peer *p, uint64_t now)
+{
+    struct mon_chan *c = &p->ch;
+    if (rd_buf_reserve(&c->in, 16384) < 0) {
+        chan_close(c);
+        return;
+    }
+    ssize_t r = recv(c->fd, c->in.data + c->in.len, 16384, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r <= 0 || c->in.len + (size_t)r > 65536) {
+        chan_close(c);
+        return;
+    }
+    c->in.len += (size_t)r;
+    struct resp_reply rep;
+    int used = resp_read_reply(c->in.data, c->in.len, &rep);
+    if (used == 0)
+        return;
+    if (used < 0) {
+        chan_close(c);
+        return;
+    }
+    enum mon_op op = c->op;
+    c->op = OP_NONE;
+    c->deadline_ms = 0;
+    rd_buf_consume(&c->in, (size_t)used);
+    on_peer_reply(m, p, op, &rep, now);
+    resp_reply_free(&rep);
+}
 
 static void tick(struct mon *m, uint64_t now)
 {
@@ -701,12 +1626,8 @@ static void tick(struct mon *m, uint64_t now)
         n->answered = 0;
         if (n->hb.op == OP_HB && n->hb.deadline_ms && now >= n->hb.deadline_ms)
             chan_close(&n->hb); /* long silent: reconnect (a half-open link never answers) */
-        if (n->hb.op == OP_NONE) {
-            const char *argv[] = {"INFO", "replication"};
-            uint64_t dl = now + RD_MAX(2000u, 2u * m->misses * m->interval_ms);
-            if (chan_call(n, &n->hb, OP_HB, dl, 2, argv) < 0)
-                chan_close(&n->hb);
-        }
+        if (n->hb.op == OP_NONE)
+            hb_send(m, n, now);
         if (n->misses >= m->misses && n->ever_seen && !n->dead) {
             n->dead = 1;
             rd_warn("node %s (%s:%d, %s) declared dead: %u consecutive heartbeats missed", n->name, n->host, n->port,
@@ -714,15 +1635,10 @@ static void tick(struct mon *m, uint64_t now)
         }
         if (n->fence_pending && (n->ctl.op == OP_NONE))
             fence_send(m, n);
+        if ((int)i == m->writer)
+            lease_renew(m, n, now);
     }
-    struct mon_node *w = &m->node[m->writer];
-    if (m->fo.state == FO_IDLE && now >= m->cooldown_until_ms) {
-        if (w->dead)
-            fo_start(m, 0, now);
-        else if (m->pending_planned)
-            fo_start(m, 1, now);
-        m->pending_planned = 0;
-    }
+    peers_hello(m, now);
 }
 
 /* Deadlines of outstanding requests and of the failover steps. */
@@ -733,8 +1649,29 @@ static void check_deadlines(struct mon *m, uint64_t now)
         if (c->op != OP_NONE && c->deadline_ms && now >= c->deadline_ms)
             on_chan_failed(m, &m->node[i], c, "timed out", now);
     }
+    for (unsigned i = 0; i < m->nnodes; i++) {
+        struct mon_node *n = &m->node[i];
+        if (n->ls.op != OP_NONE && now >= n->ls.deadline_ms)
+            chan_close(&n->ls);
+        if (n->hb_retry_ms && now >= n->hb_retry_ms && n->hb.op == OP_NONE) {
+            n->hb_retry_ms = 0;
+            hb_send(m, n, now);
+        }
+    }
+    for (unsigned i = 0; i < m->npeers; i++) {
+        struct mon_chan *c = &m->peer[i].ch;
+        if (c->op != OP_NONE && now >= c->deadline_ms)
+            chan_close(c); /* a paused or cut-off peer: reconnect later */
+    }
+    if (m->hello_now)
+        peers_hello(m, now);
+    quorum_step(m, now);
     if (m->fo.state == FO_QUERY)
         fo_query_step(m, now);
+    if (m->fo.state == FO_TERM)
+        fo_term_step(m, now);
+    if (m->fo.state == FO_LEASE_WAIT && now >= m->fo.lease_until_ms)
+        fo_promote_send(m, m->fo.cand, now);
 }
 
 /* ------------------------------------------------------------ RESP server */
@@ -792,9 +1729,9 @@ static void put_master(const struct mon *m, struct rd_buf *b)
     put_kv(b, "runid", w->name);
     put_kv(b, "flags", flags);
     put_kvi(b, "num-slaves", (int64_t)nreplicas(m));
-    put_kvi(b, "num-other-sentinels", 0);
-    put_kvi(b, "quorum", 1);
-    put_kvi(b, "config-epoch", m->failovers);
+    put_kvi(b, "num-other-sentinels", m->npeers);
+    put_kvi(b, "quorum", m->quorum);
+    put_kvi(b, "config-epoch", (int64_t)m->st.config_epoch);
     put_kv(b, "role-reported", w->rep_role[0] ? w->rep_role : role_names[w->role]);
 }
 
@@ -844,22 +1781,131 @@ static void put_info(const struct mon *m, struct rd_buf *out)
                        f->t_promote_sent, f->t_promote_done, f->t_first_write, f->t_promote_done - f->t_detect,
                        f->t_first_write ? (int64_t)(f->t_first_write - f->t_detect) : -1);
     }
-    rd_buf_appendf(&b, "master0:name=%s,status=%s,address=%s:%d,slaves=%zu,sentinels=1\r\n\r\n# Nodes\r\n",
-                   m->cluster, w->dead ? "sdown" : "ok", w->host, w->port, nreplicas(m));
+    uint64_t now = rd_now_ms();
+    unsigned up = 1;
+    for (unsigned i = 0; i < m->npeers; i++)
+        up += peer_up(m, &m->peer[i], now);
+    rd_buf_appendf(&b,
+                   "monitor_id:%u\r\nmonitors:%u\r\nmonitors_up:%u\r\nquorum:%u\r\ncurrent_epoch:%" PRIu64
+                   "\r\nconfig_epoch:%" PRIu64 "\r\nvoted:%u@%" PRIu64 "\r\nmax_term:%" PRIu64
+                   "\r\nwriter_sdown:%d\r\nwriter_odown:%d\r\nelection:%s\r\nlease_ms:%u\r\nlease_renewing:%d\r\n",
+                   m->id, m->npeers + 1, up, m->quorum, m->st.current_epoch, m->st.config_epoch, m->st.voted_for,
+                   m->st.voted_epoch, m->st.max_term, m->sdown_since_ms != 0, m->odown_since_ms != 0,
+                   m->el.active ? "active" : "none", m->lease_ms,
+                   !w->lease_banned && w->last_lease_ms && now - w->last_lease_ms <= 2u * m->interval_ms);
+    rd_buf_appendf(&b, "master0:name=%s,status=%s,address=%s:%d,slaves=%zu,sentinels=%u\r\n\r\n# Nodes\r\n",
+                   m->cluster, m->odown_since_ms ? "odown" : w->dead ? "sdown" : "ok", w->host, w->port,
+                   nreplicas(m), m->npeers + 1);
     for (unsigned i = 0; i < m->nnodes; i++) {
         const struct mon_node *n = &m->node[i];
         rd_buf_appendf(&b,
                        "node%u:name=%s,role=%s,addr=%s:%d,alive=%d,misses=%u,reported=%s,fenced=%d,epoch=%" PRIu64
-                       ",timeline=%" PRIu64 ",lsn=%" PRIu64 ",lag_ms=%" PRIu64 ",lag_bytes=%" PRIu64 "\r\n",
+                       ",term=%" PRIu64 ",timeline=%" PRIu64 ",lsn=%" PRIu64 ",lag_ms=%" PRIu64 ",lag_bytes=%" PRIu64 "\r\n",
                        i, n->name, (int)i == m->writer ? (m->mode == MODE_CLASSIC ? "primary" : "writer")
                                                        : role_names[n->role],
                        n->host, n->port, n->ever_seen && !n->dead, n->misses, n->rep_role, n->fenced, n->epoch,
-                       n->timeline,
+                       n->term, n->timeline,
                        n->role == ROLE_REPLICA ? n->flush_lsn : n->role == ROLE_READER ? n->read_point : n->offset,
                        n->lag_ms, n->lag_bytes);
     }
     resp_bulk(out, b.data, b.len);
     rd_buf_free(&b);
+}
+
+static uint64_t arg_u64(const struct resp_arg *a)
+{
+    char t[32];
+    snprintf(t, sizeof(t), "%.*s", (int)RD_MIN(a->len, sizeof(t) - 1), (const char *)a->ptr);
+    return strtoull(t, NULL, 10);
+}
+
+static void put_sentinels(const struct mon *m, struct rd_buf *o)
+{
+    uint64_t now = rd_now_ms();
+    resp_array_hdr(o, m->npeers);
+    for (unsigned i = 0; i < m->npeers; i++) {
+        const struct mon_peer *p = &m->peer[i];
+        char name[96];
+        snprintf(name, sizeof(name), "%s:%d", p->host, p->port);
+        resp_array_hdr(o, 16);
+        put_kv(o, "name", name);
+        put_kv(o, "ip", p->host);
+        put_kvi(o, "port", p->port);
+        put_kvi(o, "runid", p->id);
+        put_kv(o, "flags", peer_up(m, p, now) ? "sentinel" : "s_down,sentinel");
+        put_kvi(o, "last-ok-ping-reply", p->last_ok_ms ? (int64_t)(now - p->last_ok_ms) : -1);
+        put_kvi(o, "config-epoch", (int64_t)p->config_epoch);
+        put_kv(o, "writer", p->writer);
+    }
+}
+
+/*
+ * SENTINEL is-master-down-by-addr <ip> <port> <epoch> <runid|*> (Sentinel's peer query).
+ * Reply [down 0|1, leader, leader_epoch, last_lease_ms]: leader "*" for a plain query; for a vote
+ * request the monitor votes for the first requester of an epoch above its last vote (on disk first,
+ * M10) and answers whom it voted for in that epoch. last_lease_ms is our last renewal of that writer
+ * (CLOCK_MONOTONIC ms, one machine): the leader waits it out (L3).
+ */
+static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct resp_args *a)
+{
+    if (a->n != 6) {
+        resp_error(o, "ERR syntax: SENTINEL is-master-down-by-addr <ip> <port> <current-epoch> <runid>");
+        return;
+    }
+    uint64_t now = rd_now_ms();
+    struct mon_node *w = &m->node[m->writer];
+    int ours = a->v[2].len == strlen(w->host) && memcmp(a->v[2].ptr, w->host, a->v[2].len) == 0 &&
+               (int)arg_u64(&a->v[3]) == w->port;
+    int down = ours && writer_sdown(m, now);
+    uint64_t req = arg_u64(&a->v[4]);
+    char leader[16] = "*";
+    uint64_t leader_epoch = 0;
+    if (!(a->v[5].len == 1 && a->v[5].ptr[0] == '*')) {
+        unsigned cand = (unsigned)arg_u64(&a->v[5]);
+        if (req > m->st.voted_epoch && cand >= 1 && cand <= 15) {
+            m->st.voted_epoch = req;
+            m->st.voted_for = cand;
+            if (req > m->st.current_epoch)
+                m->st.current_epoch = req;
+            state_save(m);
+            if (cand != m->id) {
+                m->hold_until_ms = now + MON_VOTE_HOLD_MS;
+                if (m->el.active && m->el.epoch < req)
+                    m->el.active = 0; /* a newer election: ours is moot */
+            }
+            rd_info("voted for monitor %u in failover epoch %" PRIu64 " (writer %s down for us: %d)", cand, req,
+                    w->name, down);
+        }
+        if (down && ours)
+            w->lease_banned = 1; /* L2: never renew a primary we voted down */
+        snprintf(leader, sizeof(leader), "%u", m->st.voted_for);
+        leader_epoch = m->st.voted_epoch;
+    }
+    resp_array_hdr(o, 4);
+    resp_int(o, down);
+    resp_bulk_str(o, leader);
+    resp_int(o, (int64_t)leader_epoch);
+    resp_int(o, ours ? (int64_t)w->last_lease_ms : 0);
+}
+
+/* SENTINEL redoubt-hello <id> <config_epoch> <writer> <max_term> <current_epoch>: peers exchange views
+ * every heartbeat; each side adopts the newer one (M9). Reply: the same fields of ours + writer_sdown. */
+static void cmd_hello(struct mon *m, struct rd_buf *o, const struct resp_args *a)
+{
+    if (a->n != 7) {
+        resp_error(o, "ERR syntax: SENTINEL redoubt-hello <id> <config_epoch> <writer> <max_term> <current_epoch>");
+        return;
+    }
+    char wr[64];
+    snprintf(wr, sizeof(wr), "%.*s", (int)RD_MIN(a->v[4].len, sizeof(wr) - 1), (const char *)a->v[4].ptr);
+    adopt_view(m, arg_u64(&a->v[3]), wr, arg_u64(&a->v[5]), arg_u64(&a->v[6]));
+    resp_array_hdr(o, 6);
+    resp_int(o, m->id);
+    resp_int(o, (int64_t)m->st.config_epoch);
+    resp_bulk_str(o, m->node[m->writer].name);
+    resp_int(o, (int64_t)m->st.max_term);
+    resp_int(o, (int64_t)m->st.current_epoch);
+    resp_int(o, writer_sdown(m, rd_now_ms()));
 }
 
 static void cmd_sentinel(struct mon *m, struct rd_buf *o, const struct resp_args *a)
@@ -892,7 +1938,15 @@ static void cmd_sentinel(struct mon *m, struct rd_buf *o, const struct resp_args
         else
             resp_error(o, "ERR No such master with that name");
     } else if (arg_is(sub, "sentinels")) {
-        resp_array_hdr(o, 0);
+        if (!named) {
+            resp_error(o, "ERR No such master with that name");
+            return;
+        }
+        put_sentinels(m, o);
+    } else if (arg_is(sub, "is-master-down-by-addr")) {
+        cmd_is_master_down(m, o, a);
+    } else if (arg_is(sub, "redoubt-hello")) {
+        cmd_hello(m, o, a);
     } else if (arg_is(sub, "failover")) {
         if (!named)
             resp_error(o, "ERR No such master with that name");
@@ -1035,7 +2089,7 @@ static int listen_on(const char *addr, int port)
 
 static void run(struct mon *m)
 {
-    struct pollfd pfd[1 + MON_MAX_CLIENTS + 2 * MON_MAX_NODES];
+    struct pollfd pfd[1 + MON_MAX_CLIENTS + 3 * MON_MAX_NODES + MON_MAX_PEERS];
     struct resp_args args = {0};
     m->next_tick_ms = rd_now_ms();
     while (!stop_flag) {
@@ -1054,18 +2108,26 @@ static void run(struct mon *m)
             if (c->fd >= 0)
                 pfd[np++] = (struct pollfd){.fd = c->fd, .events = (short)(POLLIN | (c->out.len ? POLLOUT : 0))};
         }
+        int fast = m->fo.state != FO_IDLE || m->el.active || m->sdown_since_ms || m->pending_planned;
         for (unsigned i = 0; i < m->nnodes; i++) {
-            struct mon_chan *cs[2] = {&m->node[i].hb, &m->node[i].ctl};
-            for (int k = 0; k < 2; k++)
+            struct mon_chan *cs[3] = {&m->node[i].hb, &m->node[i].ctl, &m->node[i].ls};
+            fast |= m->node[i].hb_retry_ms != 0;
+            for (int k = 0; k < 3; k++)
                 if (cs[k]->fd >= 0)
                     pfd[np++] = (struct pollfd){
                         .fd = cs[k]->fd,
                         .events = (short)(POLLIN | (cs[k]->connecting || cs[k]->out.len ? POLLOUT : 0))};
         }
+        for (unsigned i = 0; i < m->npeers; i++) {
+            struct mon_chan *c = &m->peer[i].ch;
+            if (c->fd >= 0)
+                pfd[np++] = (struct pollfd){.fd = c->fd,
+                                            .events = (short)(POLLIN | (c->connecting || c->out.len ? POLLOUT : 0))};
+        }
         now = rd_now_ms();
         int timeout = m->next_tick_ms > now ? (int)(m->next_tick_ms - now) : 0;
-        if (m->fo.state == FO_QUERY)
-            timeout = RD_MIN(timeout, 5);
+        if (fast)
+            timeout = RD_MIN(timeout, MON_FAST_MS);
         int pr = poll(pfd, np, timeout);
         if (pr < 0) {
             if (errno == EINTR)
@@ -1093,10 +2155,31 @@ static void run(struct mon *m)
                 if (c->fd >= 0)
                     client_flush(c);
             }
+            for (unsigned i = 0; i < m->npeers && !done; i++) {
+                struct mon_chan *c = &m->peer[i].ch;
+                if (c->fd != fd)
+                    continue;
+                done = 1;
+                if (c->connecting && (pfd[k].revents & (POLLOUT | POLLERR | POLLHUP))) {
+                    int err = 0;
+                    socklen_t el = sizeof(err);
+                    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0) {
+                        chan_close(c);
+                        continue;
+                    }
+                    c->connecting = 0;
+                }
+                if (!c->connecting && c->out.len > 0 && chan_flush(c) < 0) {
+                    chan_close(c);
+                    continue;
+                }
+                if (!c->connecting && (pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                    peer_on_readable(m, &m->peer[i], now);
+            }
             for (unsigned i = 0; i < m->nnodes && !done; i++) {
                 struct mon_node *n = &m->node[i];
-                struct mon_chan *cs[2] = {&n->hb, &n->ctl};
-                for (int j = 0; j < 2 && !done; j++) {
+                struct mon_chan *cs[3] = {&n->hb, &n->ctl, &n->ls};
+                for (int j = 0; j < 3 && !done; j++) {
                     struct mon_chan *c = cs[j];
                     if (c->fd != fd)
                         continue;
@@ -1148,6 +2231,14 @@ static void usage(FILE *f)
             "  --interval-ms N     heartbeat interval (default 100)\n"
             "  --misses N          consecutive missed heartbeats that declare a node dead (default 5)\n"
             "  --cooldown-ms N     no new failover within N ms of the last one (default 3000)\n"
+            "  --id I              this monitor's id, 1..15 (default 1); unique among the monitors\n"
+            "  --monitor HOST:PORT a peer monitor; repeat for every other monitor of the cluster.\n"
+            "                      A writer is failed over only when a majority of all monitors\n"
+            "                      agree it is down; one elected monitor leads each failover\n"
+            "  --dir D             state directory: the failover epoch, votes, terms and the writer\n"
+            "                      survive a restart (D/" MON_STATE_FILE ")\n"
+            "  --lease-ms N        the primaries' --lease-ms (classic local/async): renew leases with\n"
+            "                      every heartbeat and wait them out before a promotion (default 0)\n"
             "  --no-write-probe    do not SET %s on the new writer after a promotion\n"
             "  --log-file F        append the log to F instead of stderr\n"
             "  --cluster-secret-file F  authenticate to the nodes with the cluster secret (mode 0600)\n"
@@ -1199,6 +2290,7 @@ static int parse_node(struct mon *m, const char *spec)
     n->port = (int)port;
     chan_init(&n->hb);
     chan_init(&n->ctl);
+    chan_init(&n->ls);
     m->nnodes++;
     return 0;
 bad:
@@ -1225,6 +2317,8 @@ int main(int argc, char **argv)
         {"node", required_argument, 0, 'n'},     {"interval-ms", required_argument, 0, 'i'},
         {"misses", required_argument, 0, 'x'},   {"cooldown-ms", required_argument, 0, 'k'},
         {"log-file", required_argument, 0, 'l'}, {"no-write-probe", no_argument, 0, 'W'},
+        {"id", required_argument, 0, 'I'},       {"monitor", required_argument, 0, 'M'},
+        {"dir", required_argument, 0, 'd'},      {"lease-ms", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},           {"cluster-secret-file", required_argument, 0, 'S'},
         {0, 0, 0, 0},
     };
@@ -1261,6 +2355,30 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case 'I': m->id = (unsigned)parse_num("--id", optarg, 1, 15); break;
+        case 'L': m->lease_ms = (unsigned)parse_num("--lease-ms", optarg, 0, 600000); break;
+        case 'd':
+            if (strlen(optarg) >= sizeof(m->dir)) {
+                fprintf(stderr, "redoubt-monitor: --dir too long\n");
+                return 2;
+            }
+            snprintf(m->dir, sizeof(m->dir), "%s", optarg);
+            break;
+        case 'M': {
+            const char *colon = strrchr(optarg, ':');
+            struct mon_peer *pe = &m->peer[m->npeers];
+            if (m->npeers >= MON_MAX_PEERS || colon == NULL || colon == optarg ||
+                (size_t)(colon - optarg) >= sizeof(pe->host)) {
+                fprintf(stderr, "redoubt-monitor: bad --monitor \"%s\" (want host:port, at most %d)\n", optarg,
+                        MON_MAX_PEERS);
+                return 2;
+            }
+            memcpy(pe->host, optarg, (size_t)(colon - optarg));
+            pe->port = (int)parse_num("--monitor port", colon + 1, 1, 65535);
+            chan_init(&pe->ch);
+            m->npeers++;
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -1291,6 +2409,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "redoubt-monitor: no --node with role primary or writer\n");
         return 2;
     }
+    if (m->id == 0)
+        m->id = 1;
+    m->quorum = (m->npeers + 1) / 2 + 1;
+    for (unsigned i = 0; i < m->npeers; i++)
+        if (m->peer[i].port == m->port && strcmp(m->peer[i].host, m->bind) == 0) {
+            fprintf(stderr, "redoubt-monitor: --monitor %s:%d is this monitor itself; list only the others\n",
+                    m->peer[i].host, m->peer[i].port);
+            return 2;
+        }
+    if (m->dir[0] && mkdir(m->dir, 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "redoubt-monitor: could not create --dir \"%s\": %s\n", m->dir, strerror(errno));
+        return 1;
+    }
+    if (state_load(m) < 0)
+        return 1;
+    srand((unsigned)(getpid() ^ rd_now_ns()));
     if (log_file != NULL) {
         int fd = open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
@@ -1314,15 +2448,22 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    rd_info("monitor of %s (%s) on %s:%d: %u nodes, writer %s, heartbeat every %u ms, dead after %u misses, "
-            "cooldown %u ms",
-            m->cluster, m->mode == MODE_CLASSIC ? "classic" : "aurora", m->bind, m->port, m->nnodes,
-            m->node[m->writer].name, m->interval_ms, m->misses, m->cooldown_ms);
+    rd_info("monitor %u of %s (%s) on %s:%d: %u nodes, writer %s, %u peer monitor(s), quorum %u, heartbeat every "
+            "%u ms, dead after %u misses or %d refused connects, cooldown %u ms, lease %u ms",
+            m->id, m->cluster, m->mode == MODE_CLASSIC ? "classic" : "aurora", m->bind, m->port, m->nnodes,
+            m->node[m->writer].name, m->npeers, m->quorum, m->interval_ms, m->misses, MON_REFUSALS_DEAD,
+            m->cooldown_ms, m->lease_ms);
     run(m);
     rd_info("stopping (signal)");
+    for (unsigned i = 0; i < m->npeers; i++) {
+        chan_close(&m->peer[i].ch);
+        rd_buf_free(&m->peer[i].ch.in), rd_buf_free(&m->peer[i].ch.out);
+    }
     for (unsigned i = 0; i < m->nnodes; i++) {
         chan_close(&m->node[i].hb);
         chan_close(&m->node[i].ctl);
+        chan_close(&m->node[i].ls);
+        rd_buf_free(&m->node[i].ls.in), rd_buf_free(&m->node[i].ls.out);
         rd_buf_free(&m->node[i].hb.in), rd_buf_free(&m->node[i].hb.out);
         rd_buf_free(&m->node[i].ctl.in), rd_buf_free(&m->node[i].ctl.out);
     }

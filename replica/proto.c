@@ -75,6 +75,7 @@ int repl_send_hello(struct rd_buf *out, uint64_t epoch, const struct repl_hello 
     uint8_t p[REPL_HELLO_SIZE] = {0};
     rd_put_u64le(p + 0, m->system_id);
     rd_put_u32le(p + 8, m->timeline);
+    rd_put_u32le(p + 12, m->term);
     rd_put_u64le(p + 16, m->start_lsn);
     rd_put_u64le(p + 24, m->primary_flush_lsn);
     rd_put_u64le(p + 32, m->switch_lsn);
@@ -84,10 +85,11 @@ int repl_send_hello(struct rd_buf *out, uint64_t epoch, const struct repl_hello 
 
 int repl_parse_hello(const uint8_t *p, size_t n, struct repl_hello *m)
 {
-    if (n != REPL_HELLO_SIZE || !all_zero(p + 12, 4) || !all_zero(p + 44, 4))
+    if (n != REPL_HELLO_SIZE || !all_zero(p + 44, 4))
         return RD_ECORRUPT;
     m->system_id = rd_get_u64le(p + 0);
     m->timeline = rd_get_u32le(p + 8);
+    m->term = rd_get_u32le(p + 12);
     m->start_lsn = rd_get_u64le(p + 16);
     m->primary_flush_lsn = rd_get_u64le(p + 24);
     m->switch_lsn = rd_get_u64le(p + 32);
@@ -204,6 +206,7 @@ int repl_send_backup_begin(struct rd_buf *out, uint64_t epoch, const struct repl
     uint8_t p[REPL_BACKUP_BEGIN_SIZE] = {0};
     rd_put_u64le(p + 0, m->system_id);
     rd_put_u32le(p + 8, m->timeline);
+    rd_put_u32le(p + 12, m->term);
     rd_put_u64le(p + 16, m->redo_lsn);
     rd_put_u64le(p + 24, m->checkpoint_lsn);
     rd_put_u64le(p + 32, m->segment_size_bytes);
@@ -213,10 +216,11 @@ int repl_send_backup_begin(struct rd_buf *out, uint64_t epoch, const struct repl
 
 int repl_parse_backup_begin(const uint8_t *p, size_t n, struct repl_backup_begin *m)
 {
-    if (n != REPL_BACKUP_BEGIN_SIZE || !all_zero(p + 12, 4) || !all_zero(p + 44, 4))
+    if (n != REPL_BACKUP_BEGIN_SIZE || !all_zero(p + 44, 4))
         return RD_ECORRUPT;
     m->system_id = rd_get_u64le(p + 0);
     m->timeline = rd_get_u32le(p + 8);
+    m->term = rd_get_u32le(p + 12);
     m->redo_lsn = rd_get_u64le(p + 16);
     m->checkpoint_lsn = rd_get_u64le(p + 24);
     m->segment_size_bytes = rd_get_u64le(p + 32);
@@ -337,4 +341,57 @@ int repl_slots_decode(const uint8_t *p, size_t len, struct repl_slot_rec *v, siz
     }
     *n = count;
     return 0;
+}
+
+/* ---------------------------------------------------------------- term file */
+
+#define TERM_MAGIC "RDTERM01"
+#define TERM_SEED (RD_SEED_SLOTS ^ 0x7465726dull)
+
+void repl_term_encode(uint8_t out[REPL_TERM_FILE_BYTES], uint64_t term)
+{
+    rd_assert(term <= REPL_TERM_MAX);
+    memset(out, 0, REPL_TERM_FILE_BYTES);
+    memcpy(out, TERM_MAGIC, 8);
+    rd_put_u32le(out + 8, 1);
+    rd_put_u64le(out + 16, term);
+    rd_put_u64le(out + 24, rd_checksum64(out, 24, TERM_SEED));
+}
+
+int repl_term_decode(const uint8_t *p, size_t len, uint64_t *term)
+{
+    if (len != REPL_TERM_FILE_BYTES || memcmp(p, TERM_MAGIC, 8) != 0 || rd_get_u32le(p + 8) != 1 ||
+        !all_zero(p + 12, 4) || rd_get_u64le(p + 24) != rd_checksum64(p, 24, TERM_SEED) ||
+        rd_get_u64le(p + 16) > REPL_TERM_MAX)
+        return RD_ECORRUPT;
+    *term = rd_get_u64le(p + 16);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- pending entries */
+
+int repl_pending_append(struct rd_buf *out, const struct repl_pending *e)
+{
+    uint8_t h[REPL_PENDING_HDR_BYTES];
+    rd_put_u64le(h, e->end_lsn);
+    h[8] = e->type;
+    rd_put_u32le(h + 9, e->page_id);
+    rd_put_u32le(h + 13, e->body_len);
+    if (rd_buf_append(out, h, sizeof(h)) < 0 || rd_buf_append(out, e->body, e->body_len) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+int repl_pending_read(const uint8_t *p, size_t n, struct repl_pending *e)
+{
+    if (n < REPL_PENDING_HDR_BYTES)
+        return RD_ECORRUPT;
+    e->end_lsn = rd_get_u64le(p);
+    e->type = p[8];
+    e->page_id = rd_get_u32le(p + 9);
+    e->body_len = rd_get_u32le(p + 13);
+    if (e->body_len > n - REPL_PENDING_HDR_BYTES)
+        return RD_ECORRUPT;
+    e->body = p + REPL_PENDING_HDR_BYTES;
+    return (int)(REPL_PENDING_HDR_BYTES + e->body_len);
 }

@@ -38,6 +38,7 @@ enum repl_msg_type {
 struct repl_hello {
     uint64_t system_id;
     uint32_t timeline;
+    uint32_t term;        /* the primary's term (replica/README.md T1-T6) */
     uint64_t start_lsn;
     uint64_t primary_flush_lsn;
     uint64_t switch_lsn;
@@ -78,6 +79,7 @@ struct repl_status {
 struct repl_backup_begin {
     uint64_t system_id;
     uint32_t timeline;
+    uint32_t term;        /* the primary's term */
     uint64_t redo_lsn;
     uint64_t checkpoint_lsn;
     uint64_t segment_size_bytes;
@@ -134,5 +136,42 @@ _Static_assert(REPL_SLOT_NAME_BYTES + 8 == 72, "slot entry is 72 bytes on disk")
 int repl_slots_encode(struct rd_buf *out, const struct repl_slot_rec *v, size_t n);
 /* 0 and *n filled, or RD_ECORRUPT (bad magic, version, length, checksum, name). */
 int repl_slots_decode(const uint8_t *p, size_t len, struct repl_slot_rec *v, size_t cap, size_t *n);
+
+/* A replica's pending entry (in memory, struct upstream.pending): a received
+ * record not applied yet, kept until its transaction's COMMIT is at or below the
+ * primary's flush LSN (R2). Page records carry their body; COMMIT / CHECKPOINT /
+ * TIMELINE markers carry { u64 primary send time [, u64 checkpoint lsn, u64 redo lsn] }.
+ *   offset size field
+ *    0      8   end_lsn of the record
+ *    8      1   record type (WAL_REC_*)
+ *    9      4   page id (ENGINE_PAGE_NONE for markers)
+ *   13      4   body length
+ *   17      n   body                                                        */
+#define REPL_PENDING_HDR_BYTES 17u
+struct repl_pending {
+    uint64_t end_lsn;
+    uint8_t type;
+    uint32_t page_id;
+    uint32_t body_len;
+    const uint8_t *body; /* points into the buffer it was read from */
+};
+_Static_assert(REPL_PENDING_HDR_BYTES == 8 + 1 + 4 + 4, "pending entry header: u64 + u8 + u32 + u32");
+/* Appends one entry; -ENOMEM. */
+int repl_pending_append(struct rd_buf *out, const struct repl_pending *e);
+/* Reads the entry at p (n bytes available): bytes used, or RD_ECORRUPT if it
+ * does not fit (the buffer is ours, so that is a programmer error for callers
+ * that only read what they wrote; the fuzz target checks the bound). */
+int repl_pending_read(const uint8_t *p, size_t n, struct repl_pending *e);
+
+/* The node's term file, DIR/term (classic fencing, replica/README.md T1-T6),
+ * written atomically (rd_write_file_atomic) before a new term is acted on:
+ *   8 bytes magic "RDTERM01", u32 version = 1, u32 reserved = 0,
+ *   u64 term (< 2^32: it travels as a u32 in HELLO / BACKUP_BEGIN),
+ *   u64 XXH3-64 (seed RD_SEED_SLOTS ^ 0x7465726d) of the 24 bytes before it. */
+#define REPL_TERM_FILE_BYTES 32u
+#define REPL_TERM_MAX 0xffffffffull
+void repl_term_encode(uint8_t out[REPL_TERM_FILE_BYTES], uint64_t term);
+/* 0 and *term, or RD_ECORRUPT (length, magic, version, reserved, checksum, range). */
+int repl_term_decode(const uint8_t *p, size_t len, uint64_t *term);
 
 #endif

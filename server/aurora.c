@@ -1239,6 +1239,17 @@ void aurora_info(struct server *s, struct rd_buf *b)
         rd_buf_appendf(b, "storage%u:addr=%s:%d,state=%s,scl=%" PRIu64 ",acks=%" PRIu64 ",ack_latency_ms=%.3f\r\n",
                        i + 1, nd->host, nd->port, nd->conn ? "up" : "down", nd->scl, nd->acks, nd->ack_lat_us / 1000.0);
     }
+    /* S12: what a stalled quorum looks like from here (writes wait, then -TIMEOUT) */
+    unsigned up = 0;
+    for (unsigned i = 0; i < REDO_NODES; i++)
+        up += a->node[i].conn != NULL;
+    uint64_t waiting = 0, oldest = 0;
+    server_waits_info(s, &waiting, &oldest);
+    rd_buf_appendf(b,
+                   "storage_up:%u\r\nquorum_state:%s\r\ncommits_waiting:%" PRIu64 "\r\noldest_commit_wait_ms:%" PRIu64
+                   "\r\ncommit_timeout_ms:%" PRIu64 "\r\ncommit_timeouts:%" PRIu64 "\r\n",
+                   up, up >= REDO_WRITE_QUORUM ? "ok" : "blocked (writes wait: fewer than 4 of 6 storage nodes up)",
+                   waiting, oldest, s->cfg.commit_timeout_ms, s->commit_timeouts);
     size_t k = 0;
     for (struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_READER_FEED)

@@ -349,7 +349,7 @@ static void cmd_replicaof(struct server *s, struct conn *c, const struct resp_ar
             reply_ok(c); /* already a primary: Redis answers OK too */
             return;
         }
-        int rc = repl_promote(s, c, err, sizeof(err));
+        int rc = repl_promote(s, c, 0, err, sizeof(err));
         if (rc < 0)
             reply_err(c, "%s", err);
         else if (rc == 0)
@@ -383,7 +383,7 @@ static void cmd_promote(struct server *s, struct conn *c, const struct resp_args
             reply_ok(c);
         return;
     }
-    int rc = repl_promote(s, c, err, sizeof(err));
+    int rc = repl_promote(s, c, 0, err, sizeof(err));
     if (rc < 0)
         reply_err(c, "%s", err);
     else if (rc == 0)
@@ -404,6 +404,27 @@ static void cmd_fence(struct server *s, struct conn *c, const struct resp_args *
         rd_error("FENCED by %s (%s): a newer primary exists; this node refuses every write from now on", c->addr,
                  s->fenced_by);
     s->fenced = 1;
+    reply_ok(c);
+}
+
+/* REDOUBT.TERM t / REDOUBT.PROMOTE t: classic fencing by terms (replica/README.md T1-T6). */
+static void cmd_term(struct server *s, struct conn *c, const struct resp_args *a) { repl_cmd_term(s, c, a); }
+static void cmd_promote_term(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    repl_cmd_promote_term(s, c, a);
+}
+
+/* REDOUBT.LEASE monitor-id monitor-monotonic-ms: a monitor renews this primary's lease (L1). */
+static void cmd_lease(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    int64_t id = 0, ms = 0;
+    if (arg_int64(&a->v[1], &id) < 0 || id < 0 || id >= SERVER_LEASE_MONITORS_MAX || arg_int64(&a->v[2], &ms) < 0 ||
+        ms <= 0) {
+        reply_err(c, "ERR REDOUBT.LEASE expects a monitor id in [0, %d] and a CLOCK_MONOTONIC time in ms",
+                  SERVER_LEASE_MONITORS_MAX - 1);
+        return;
+    }
+    server_lease_renew(s, (unsigned)id, (uint64_t)ms);
     reply_ok(c);
 }
 
@@ -996,6 +1017,9 @@ static const struct cmd_def cmd_table[] = {
     {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader},
     {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence},
     {"redoubt.auth", 2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_peer_auth},
+    {"redoubt.term", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_term},
+    {"redoubt.promote", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote_term},
+    {"redoubt.lease", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_lease},
     {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi},
     {"exec", 1, CMD_NOQUEUE, cmd_exec},
     {"discard", 1, CMD_NOQUEUE, cmd_discard},
@@ -1222,6 +1246,18 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
         reply_err(c, "READONLY this node was fenced (%s): a newer primary exists", s->fenced_by);
         conn_reply_done(s, c, 0);
         return;
+    }
+    if ((d->flags & CMD_WRITE) && server_lease_required(s)) {
+        unsigned renewed = 0;
+        if (!server_lease_ok(s, &renewed)) {
+            reply_err(c, "NOLEASE this primary holds no lease: %u of %u monitors renewed it within %llu ms (it may "
+                         "have been replaced); writes are refused",
+                      renewed, s->cfg.lease_monitors, (unsigned long long)s->cfg.lease_ms);
+            if (c->in_multi)
+                c->multi_dirty = 1;
+            conn_reply_done(s, c, 0);
+            return;
+        }
     }
     if (s->role == SERVER_ROLE_WRITER && s->aur.fenced && (d->flags & CMD_WRITE)) {
         reply_err(c, "ERR this writer was fenced: a newer writer holds a higher volume epoch, no write can be "

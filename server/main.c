@@ -45,6 +45,13 @@ static void usage(FILE *f)
             "                        ids of changed pages, which they drop and re-read from\n"
             "                        storage: ~15x more reader lag, see docs/results.md)\n"
             "                        (aurora roles keep no local files; --dir is not needed)\n"
+            "  --commit-timeout-ms N a reply that waited N ms for durability (sync replicas, storage\n"
+            "                        quorum) is answered -TIMEOUT commit outcome unknown instead\n"
+            "                        (the write may still commit); 0 waits forever (default 5000)\n"
+            "  --lease-ms N          primary with --commit local|async: acknowledge writes only\n"
+            "  --lease-monitors M    while a majority of the M monitors renewed the lease\n"
+            "                        (REDOUBT.LEASE) within N ms, so a primary cut off from them\n"
+            "                        stops before they may promote anyone (default off)\n"
             "  --requirepass PASS    require AUTH PASS before other commands\n"
             "  --maxclients N        refuse connections beyond N (default 10000)\n"
             "  --max-peers N         a separate budget of N connections for authenticated cluster\n"
@@ -86,6 +93,7 @@ int main(int argc, char **argv)
         OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
         OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER, OPT_FEED, OPT_REPL_SEND,
         OPT_SECRET, OPT_TIMEOUT, OPT_MAXPEERS,
+        OPT_CTIMEOUT, OPT_LEASE_MS, OPT_LEASE_MON,
     };
     static const struct option opts[] = {
         {"role", required_argument, NULL, OPT_ROLE},
@@ -115,6 +123,9 @@ int main(int argc, char **argv)
         {"cluster-secret-file", required_argument, NULL, OPT_SECRET},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"max-peers", required_argument, NULL, OPT_MAXPEERS},
+        {"commit-timeout-ms", required_argument, NULL, OPT_CTIMEOUT},
+        {"lease-ms", required_argument, NULL, OPT_LEASE_MS},
+        {"lease-monitors", required_argument, NULL, OPT_LEASE_MON},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -177,6 +188,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_CTIMEOUT: cfg.commit_timeout_ms = (uint64_t)parse_num("--commit-timeout-ms", optarg, 0, 86400000); break;
+        case OPT_LEASE_MS: cfg.lease_ms = (uint64_t)parse_num("--lease-ms", optarg, 0, 600000); break;
+        case OPT_LEASE_MON: cfg.lease_monitors = (unsigned)parse_num("--lease-monitors", optarg, 0, 15); break;
         case OPT_RTIMEOUT: cfg.replica_timeout_ms = (uint64_t)parse_num("--replica-timeout-ms", optarg, 0, 86400000); break;
         case OPT_DIR: cfg.dir = optarg; break;
         case OPT_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
@@ -245,6 +259,10 @@ int main(int argc, char **argv)
     }
     if (cfg.dir == NULL && !aurora) {
         fprintf(stderr, "redoubt: --dir is required (see --help)\n");
+        return 2;
+    }
+    if ((cfg.lease_ms == 0) != (cfg.lease_monitors == 0)) {
+        fprintf(stderr, "redoubt: --lease-ms and --lease-monitors go together (both 0: no lease)\n");
         return 2;
     }
     if (cfg.role == SERVER_ROLE_REPLICA && cfg.primary_addr == NULL) {

@@ -62,6 +62,7 @@ struct repl_peer {
     enum { PEER_BACKUP, PEER_STREAMING } state;
     uint64_t sent_lsn; /* next LSN to send */
     uint64_t told_flush_lsn; /* the primary flush LSN this replica was last told */
+    uint64_t term; /* the primary's term when the handshake was accepted (T5) */
     uint64_t write_lsn, flush_lsn, apply_lsn;
     uint64_t write_lag_us, flush_lag_us, apply_lag_us;
     uint64_t last_status_ms, last_send_ms, connected_ms;
@@ -181,6 +182,166 @@ static void peer_error(struct server *s, struct conn *c, const char *fmt, ...)
 
 static int promote_finish(struct server *s);
 
+/* ================================================================ terms (replica/README.md T1-T6) */
+
+static void term_save(struct server *s, uint64_t term, const char *why)
+{
+    rd_assert(term > s->term && term <= REPL_TERM_MAX);
+    uint8_t f[REPL_TERM_FILE_BYTES];
+    repl_term_encode(f, term);
+    int rc = rd_write_file_atomic(s->cfg.dir, "term", f, sizeof(f));
+    if (rc < 0) /* T1: a term is acted on only once it is durable; never retried */
+        rd_panic("could not write \"%s/term\": %s", s->cfg.dir, rd_strerror(rc));
+    rd_info("term %" PRIu64 " -> %" PRIu64 " (%s)", s->term, term, why);
+    s->term = term;
+}
+
+int repl_term_load(struct server *s)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/term", s->cfg.dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            s->term = 0;
+            return 0;
+        }
+        rd_error("could not open \"%s\": %s", path, strerror(errno));
+        return -1;
+    }
+    uint8_t buf[REPL_TERM_FILE_BYTES + 1];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    int err = errno;
+    if (close(fd) < 0)
+        rd_warn("close of \"%s\" failed: %s", path, strerror(errno));
+    if (n < 0) {
+        rd_error("could not read \"%s\": %s", path, strerror(err));
+        return -1;
+    }
+    if (repl_term_decode(buf, (size_t)n, &s->term) < 0) {
+        rd_error("\"%s\" is corrupt (%zd bytes; bad magic, version, length or checksum): refusing to start, "
+                 "since a forgotten term could let a replaced primary's WAL be acknowledged again; restore it "
+                 "or re-clone this node",
+                 path, n);
+        return -1;
+    }
+    if (s->term)
+        rd_info("term %" PRIu64 " (from %s)", s->term, path);
+    return 0;
+}
+
+/* T3: a primary that learns of a newer term has been replaced: it fences
+ * itself (nothing more is released: server_update_release) and drops its
+ * replicas (their acknowledgements were given under the old term). */
+static void term_fence_primary(struct server *s, uint64_t term, const char *why, const struct conn *keep)
+{
+    term_save(s, term, why);
+    s->fenced = 1;
+    s->term_fenced = 1;
+    snprintf(s->fenced_by, sizeof(s->fenced_by), "term %" PRIu64 ": %s", term, why);
+    rd_error("FENCED: %s; a newer primary may exist, this node acknowledges nothing more", s->fenced_by);
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c != keep && c->kind == CONN_WALSENDER && !c->closing)
+            conn_close(s, c);
+    }
+}
+
+static int term_arg(const struct resp_arg *a, uint64_t *t);
+
+static void reply_term_state(struct server *s, struct conn *c)
+{
+    int replica = s->role == SERVER_ROLE_REPLICA;
+    uint64_t ins = s->wal ? wal_insert_lsn(s->wal) : 0, fl = s->wal ? wal_flushed_lsn(s->wal) : 0;
+    int rc = resp_array_hdr(&c->out, 6);
+    rc |= resp_int(&c->out, (int64_t)s->term);
+    rc |= resp_bulk_str(&c->out, replica ? "replica" : "primary");
+    rc |= resp_int(&c->out, s->wal ? (int64_t)wal_timeline(s->wal) : 0);
+    rc |= resp_int(&c->out, (int64_t)ins);
+    rc |= resp_int(&c->out, (int64_t)fl);
+    rc |= resp_int(&c->out, (int64_t)(replica ? s->up.apply_lsn : fl));
+    if (rc < 0)
+        rd_panic("out of memory for a reply");
+}
+
+/* REDOUBT.TERM t (T2, T3): persist t, then stop acknowledging anything of an
+ * older term; answers what this node holds now. */
+void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    uint64_t t;
+    if (s->role != SERVER_ROLE_PRIMARY && s->role != SERVER_ROLE_REPLICA) {
+        resp_error(&c->out, "ERR terms are for classic primaries and replicas (aurora fences with epochs)");
+        return;
+    }
+    if (term_arg(&a->v[1], &t) < 0) {
+        resp_error(&c->out, "ERR REDOUBT.TERM expects a term in [1, 4294967295]");
+        return;
+    }
+    if (t < s->term) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "STALETERM current term is %" PRIu64, s->term);
+        resp_error(&c->out, msg);
+        return;
+    }
+    if (t > s->term) {
+        char why[400];
+        snprintf(why, sizeof(why), "REDOUBT.TERM from %s", c->addr);
+        if (s->role == SERVER_ROLE_PRIMARY) {
+            term_fence_primary(s, t, why, NULL);
+        } else {
+            term_save(s, t, why);
+            if (s->up.conn) { /* T2: not one more byte from, or status to, the old primary */
+                rd_info("dropping the link to %s:%d: it is on an older term", s->up.host, s->up.port);
+                conn_close(s, s->up.conn);
+            }
+        }
+    }
+    reply_term_state(s, c);
+}
+
+/* REDOUBT.PROMOTE t (T4): promote this replica — or lift a primary's term
+ * fence — only if t is the term it was fenced for. */
+void repl_cmd_promote_term(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    uint64_t t;
+    char err[512];
+    if (term_arg(&a->v[1], &t) < 0) {
+        resp_error(&c->out, "ERR REDOUBT.PROMOTE expects a term in [1, 4294967295]");
+        return;
+    }
+    if (s->role != SERVER_ROLE_PRIMARY && s->role != SERVER_ROLE_REPLICA) {
+        resp_error(&c->out, "ERR REDOUBT.PROMOTE is for classic primaries and replicas");
+        return;
+    }
+    if (t != s->term) {
+        snprintf(err, sizeof(err), "STALETERM this node is at term %" PRIu64 ", not %" PRIu64, s->term, t);
+        resp_error(&c->out, err);
+        return;
+    }
+    if (s->role == SERVER_ROLE_PRIMARY) {
+        if (s->fenced && !s->term_fenced) {
+            snprintf(err, sizeof(err), "ERR this primary was fenced by REDOUBT.FENCE (%s); restart it as a replica",
+                     s->fenced_by);
+            resp_error(&c->out, err);
+            return;
+        }
+        if (s->term_fenced) {
+            rd_info("REDOUBT.PROMOTE %" PRIu64 " from %s: primary again at this term (fence lifted)", t, c->addr);
+            s->fenced = s->term_fenced = 0;
+            s->fenced_by[0] = 0;
+            server_update_release(s);
+        }
+        if (resp_simple(&c->out, "OK") < 0)
+            rd_panic("out of memory for a reply");
+        return;
+    }
+    int rc = repl_promote(s, c, t, err, sizeof(err));
+    if (rc < 0)
+        resp_error(&c->out, err);
+    else if (rc == 0 && resp_simple(&c->out, "OK") < 0)
+        rd_panic("out of memory for a reply");
+}
+
 static int arg_u64(const struct resp_arg *a, int base, uint64_t *out)
 {
     char tmp[40];
@@ -197,7 +358,12 @@ static int arg_u64(const struct resp_arg *a, int base, uint64_t *out)
     return 0;
 }
 
-/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> */
+static int term_arg(const struct resp_arg *a, uint64_t *t)
+{
+    return arg_u64(a, 10, t) < 0 || *t == 0 || *t > REPL_TERM_MAX ? -1 : 0;
+}
+
+/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] */
 void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a)
 {
     char err[256];
@@ -207,14 +373,22 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         conn_reply_done(s, c, 0);
         return;
     }
-    uint64_t cluster, tli, start;
-    if (a->n != 6 || arg_u64(&a->v[1], 16, &cluster) < 0 || arg_u64(&a->v[3], 10, &tli) < 0 ||
+    uint64_t cluster, tli, start, rterm = 0;
+    int bad_opt = a->n < 6 || (a->n - 6) % 2 != 0;
+    for (size_t i = 6; !bad_opt && i + 1 < a->n; i += 2) {
+        if (a->v[i].len == 4 && strncasecmp((const char *)a->v[i].ptr, "TERM", 4) == 0)
+            bad_opt = arg_u64(&a->v[i + 1], 10, &rterm) < 0 || rterm > REPL_TERM_MAX;
+        else
+            bad_opt = 1;
+    }
+    if (bad_opt || arg_u64(&a->v[1], 16, &cluster) < 0 || arg_u64(&a->v[3], 10, &tli) < 0 ||
         arg_u64(&a->v[4], 10, &start) < 0 || a->v[2].len == 0 || a->v[2].len >= 64 ||
         !((a->v[5].len == 5 && strncasecmp((const char *)a->v[5].ptr, "CLONE", 5) == 0) ||
           (a->v[5].len == 6 && strncasecmp((const char *)a->v[5].ptr, "STREAM", 6) == 0)) ||
         tli > UINT32_MAX) {
         rd_warn("client %s sent a malformed REDOUBT.REPLICATE", c->addr);
-        resp_error(&c->out, "ERR syntax: REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE>");
+        resp_error(&c->out, "ERR syntax: REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> "
+                            "<STREAM|CLONE> [TERM t]");
         conn_reply_done(s, c, 0);
         return;
     }
@@ -249,6 +423,22 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
             peer_error(s, c, "a replica named \"%s\" is already streaming from %s", name, o->addr);
             return;
         }
+    /* T3/T5: a replica on a newer term proves this primary was replaced; a fenced
+     * primary streams to nobody; every accepted replica is on this primary's term
+     * (it adopts it from HELLO / BACKUP_BEGIN if it was behind). */
+    if (rterm > s->term) {
+        char why[500];
+        snprintf(why, sizeof(why), "replica \"%s\" (%s) is at term %" PRIu64, name, c->addr, rterm);
+        term_fence_primary(s, rterm, why, c);
+        peer_error(s, c, "this primary was at an older term than replica \"%s\" (%" PRIu64 "): it has been "
+                   "replaced and is fenced", name, rterm);
+        return;
+    }
+    if (s->fenced) {
+        peer_error(s, c, "this primary is fenced (%s): it streams to no replica", s->fenced_by);
+        return;
+    }
+    p->term = s->term;
     p->slot = slot_get(s, name);
     if (p->slot == NULL) {
         peer_error(s, c, "too many replicas (the limit is %d)", SERVER_MAX_SLOTS);
@@ -285,6 +475,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         p->sent_lsn = ctl.redo_lsn;
         p->slot->restart_lsn = ctl.redo_lsn;
         struct repl_backup_begin m = {.system_id = ws.system_id, .timeline = wal_timeline(s->wal),
+                                      .term = (uint32_t)s->term,
                                       .redo_lsn = ctl.redo_lsn, .checkpoint_lsn = ctl.checkpoint_lsn,
                                       .segment_size_bytes = ctl.segment_size_bytes, .npages = p->backup_npages};
         if (repl_send_backup_begin(&c->out, tli_of(s), &m) < 0)
@@ -331,7 +522,8 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         p->sent_lsn = start;
         p->write_lsn = p->flush_lsn = p->apply_lsn = start;
         p->slot->restart_lsn = start;
-        struct repl_hello h = {.system_id = ws.system_id, .timeline = my_tli, .start_lsn = start,
+        struct repl_hello h = {.system_id = ws.system_id, .timeline = my_tli, .term = (uint32_t)s->term,
+                               .start_lsn = start,
                                .primary_flush_lsn = flushed, .switch_lsn = wal_timeline_switch_lsn(s->wal),
                                .prev_timeline = wal_timeline_parent(s->wal)};
         if (repl_send_hello(&c->out, tli_of(s), &h) < 0)
@@ -529,6 +721,10 @@ static int cmp_desc(const void *a, const void *b)
 
 void server_update_release(struct server *s)
 {
+    /* A fenced node releases nothing more (T3, M4): replies still waiting end with
+     * the commit-timeout error; so does a primary without a lease (L2). */
+    if (s->fenced || (server_lease_required(s) && !server_lease_ok(s, NULL)))
+        return;
     uint64_t rel = s->durable_lsn;
     if (s->role == SERVER_ROLE_PRIMARY && s->cfg.commit >= SERVER_COMMIT_REMOTE_WRITE && s->cfg.sync_num > 0) {
         uint64_t lsns[SERVER_SYNC_MAX_NAMES];
@@ -537,6 +733,8 @@ void server_update_release(struct server *s)
         for (struct conn *c = s->conns; c && n < SERVER_SYNC_MAX_NAMES; c = c->next) {
             if (c->kind != CONN_WALSENDER || c->peer == NULL || c->closing || c->peer->state != PEER_STREAMING)
                 continue;
+            /* T5: only acknowledgements given under this primary's own term count */
+            rd_assert(c->peer->term == s->term);
             int pr = name_listed(s, c->peer->name);
             if (pr < 0)
                 continue;
@@ -627,8 +825,11 @@ static void up_send_handshake(struct server *s)
         snprintf(tli, sizeof(tli), "%u", wal_timeline(s->wal));
         snprintf(start, sizeof(start), "%" PRIu64, wal_insert_lsn(s->wal));
     }
-    const char *argv[] = {"REDOUBT.REPLICATE", cluster, s->cfg.name, tli, start, clone ? "CLONE" : "STREAM"};
-    if (resp_command_str(&u->conn->out, 6, argv) < 0)
+    char term[24];
+    snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    const char *argv[] = {"REDOUBT.REPLICATE", cluster, s->cfg.name, tli, start, clone ? "CLONE" : "STREAM",
+                          "TERM", term};
+    if (resp_command_str(&u->conn->out, 8, argv) < 0)
         rd_panic("out of memory");
     u->state = UP_HANDSHAKE;
     u->last_msg_ms = rd_now_ms();
@@ -743,28 +944,28 @@ static void up_fail(struct server *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    rd_error("replication from %s:%d: %s", s->up.host, s->up.port, msg);
+    if (strcmp(msg, s->up.last_error) != 0) /* once, not at every reconnect */
+        rd_error("replication from %s:%d: %s", s->up.host, s->up.port, msg);
     snprintf(s->up.last_error, sizeof(s->up.last_error), "%s", msg);
     if (s->up.conn)
         conn_close(s, s->up.conn);
 }
 
-/* The pending buffer holds received records not applied yet, each as
- * { u64 end lsn, u8 type, u32 page, u32 body length, body }: page records, and
- * a marker per COMMIT / CHECKPOINT / TIMELINE record (body: u64 primary send
- * time [, u64 checkpoint lsn, u64 redo lsn]). */
-#define UP_ENTRY_HDR 17u
-
+/* Received records not applied yet: replica/proto.h struct repl_pending. */
 static void up_pending_push(struct upstream *u, uint64_t end, uint8_t type, uint32_t page, const void *body,
                             uint32_t len)
 {
-    uint8_t h[UP_ENTRY_HDR];
-    rd_put_u64le(h, end);
-    h[8] = type;
-    rd_put_u32le(h + 9, page);
-    rd_put_u32le(h + 13, len);
-    if (rd_buf_append(&u->pending, h, sizeof(h)) < 0 || rd_buf_append(&u->pending, body, len) < 0)
+    struct repl_pending e = {.end_lsn = end, .type = type, .page_id = page, .body_len = len, .body = body};
+    if (repl_pending_append(&u->pending, &e) < 0)
         rd_panic("out of memory for replay");
+}
+
+/* The entry at off of pending, which this replica wrote itself (a bad one is a bug). */
+static size_t up_pending_at(const struct upstream *u, size_t off, struct repl_pending *e)
+{
+    int used = repl_pending_read(u->pending.data + off, u->pending.len - off, e);
+    rd_assert(used > 0);
+    return off + (size_t)used;
 }
 
 /* Applies one whole transaction (the page records in [from, to) of pending). */
@@ -772,16 +973,12 @@ static void up_apply_range(struct server *s, size_t from, size_t to)
 {
     struct upstream *u = &s->up;
     for (size_t off = from; off < to;) {
-        const uint8_t *p = u->pending.data + off;
-        uint64_t rec_end = rd_get_u64le(p);
-        uint8_t type = p[8];
-        uint32_t page = rd_get_u32le(p + 9);
-        uint32_t len = rd_get_u32le(p + 13);
-        int rc = engine_redo(s->engine, page, type, p + UP_ENTRY_HDR, len, rec_end);
+        struct repl_pending e;
+        off = up_pending_at(u, off, &e);
+        int rc = engine_redo(s->engine, e.page_id, e.type, e.body, e.body_len, e.end_lsn);
         if (rc < 0)
             rd_panic("replay of the record ending at %" PRIX64 "/%" PRIX64 " (page %u) failed: %s",
-                     rec_end >> 32, rec_end & 0xffffffffu, page, rd_strerror(rc));
-        off += UP_ENTRY_HDR + len;
+                     e.end_lsn >> 32, e.end_lsn & 0xffffffffu, e.page_id, rd_strerror(rc));
     }
     if (to > from) {
         int rc = engine_reload_meta(s->engine);
@@ -799,11 +996,10 @@ static void up_apply_ready(struct server *s, uint64_t limit_lsn)
     struct upstream *u = &s->up;
     size_t txn_start = 0, off = 0;
     while (off < u->pending.len) {
-        const uint8_t *p = u->pending.data + off;
-        uint64_t end = rd_get_u64le(p);
-        uint8_t type = p[8];
-        uint32_t len = rd_get_u32le(p + 13);
-        size_t next = off + UP_ENTRY_HDR + len;
+        struct repl_pending e;
+        size_t next = up_pending_at(u, off, &e);
+        uint64_t end = e.end_lsn;
+        uint8_t type = e.type;
         if (type != WAL_REC_COMMIT && type != WAL_REC_CHECKPOINT && type != WAL_REC_TIMELINE) {
             off = next;
             continue;
@@ -811,7 +1007,8 @@ static void up_apply_ready(struct server *s, uint64_t limit_lsn)
         if (end > limit_lsn)
             break;
         up_apply_range(s, txn_start, off);
-        const uint8_t *body = p + UP_ENTRY_HDR;
+        const uint8_t *body = e.body;
+        rd_assert(e.body_len >= (type == WAL_REC_CHECKPOINT ? 24u : 8u)); /* markers as pushed by up_on_wal */
         u->apply_lsn = end;
         u->apply_echo_us = rd_get_u64le(body);
         if (type == WAL_REC_CHECKPOINT) {
@@ -940,6 +1137,13 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
             up_fail(s, "unexpected HELLO");
             return;
         }
+        if (m.term < s->term) { /* T2: a replaced primary is never followed again */
+            up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
+                    "not following it (waiting to be re-pointed)", m.term, s->term);
+            return;
+        }
+        if (m.term > s->term)
+            term_save(s, m.term, "the primary's, from its handshake");
         struct wal_stats ws;
         wal_get_stats(s->wal, &ws);
         if (m.system_id != ws.system_id) {
@@ -970,8 +1174,12 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
                 return;
             }
             size_t keep = 0; /* pending entries (whole transactions) that end at or before the cut */
-            while (keep < u->pending.len && rd_get_u64le(u->pending.data + keep) <= m.start_lsn)
-                keep += UP_ENTRY_HDR + rd_get_u32le(u->pending.data + keep + 13);
+            struct repl_pending e;
+            for (size_t next; keep < u->pending.len; keep = next) {
+                next = up_pending_at(u, keep, &e);
+                if (e.end_lsn > m.start_lsn)
+                    break;
+            }
             u->pending.len = keep;
             rd_info("cut %" PRIu64 " bytes of received WAL past %s, where the primary's timeline %u forks "
                     "(applied up to %s: nothing to undo)",
@@ -993,6 +1201,13 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
             up_fail(s, "unexpected BACKUP_BEGIN");
             return;
         }
+        if (m.term < s->term) { /* T2: a replaced primary is never followed again */
+            up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
+                    "not following it (waiting to be re-pointed)", m.term, s->term);
+            return;
+        }
+        if (m.term > s->term)
+            term_save(s, m.term, "the primary's, from its handshake");
         rc = wal_init_from_backup(s->cfg.dir, m.system_id, m.timeline, m.redo_lsn, m.checkpoint_lsn,
                                   m.segment_size_bytes);
         if (rc < 0) {
@@ -1083,7 +1298,8 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
     case REPL_ERROR: {
         char msg[512];
         repl_parse_error(p, n, msg, sizeof(msg));
-        rd_error("the primary %s:%d refused replication: %s", u->host, u->port, msg);
+        if (strcmp(msg, u->last_error) != 0) /* once, not at every reconnect */
+            rd_error("the primary %s:%d refused replication: %s", u->host, u->port, msg);
         snprintf(u->last_error, sizeof(u->last_error), "%s", msg);
         if (strstr(msg, "re-clone") != NULL && u->state != UP_CLONING) {
             rd_warn("re-cloning from the primary: %s", msg);
@@ -1275,8 +1491,10 @@ static int promote_finish(struct server *s)
         rd_panic("promotion: could not switch timelines: %s", rd_strerror(rc));
     s->role = SERVER_ROLE_PRIMARY;
     rd_log_set_role("primary");
-    if ((rc = wal_checkpoint(s->wal, s->engine)) < 0) /* also sets the FPI threshold */
-        rd_panic("promotion: checkpoint failed: %s", rd_strerror(rc));
+    /* S10: no checkpoint here (it flushed every dirty page: 70-140 ms under load, all of
+     * it client-visible outage); the FPI threshold goes to the last restart point's redo
+     * LSN instead, as PostgreSQL's fast promotion does (wal_promote_fast). */
+    wal_promote_fast(s->wal, s->engine);
     s->durable_lsn = wal_flushed_lsn(s->wal);
     s->last_commit_lsn = s->durable_lsn;
     s->release_lsn = s->durable_lsn;
@@ -1298,7 +1516,7 @@ static int promote_finish(struct server *s)
     return 0;
 }
 
-int repl_promote(struct server *s, struct conn *c, char *err, size_t err_len)
+int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, size_t err_len)
 {
     struct upstream *u = &s->up;
     if (s->role != SERVER_ROLE_REPLICA) {
@@ -1316,6 +1534,15 @@ int repl_promote(struct server *s, struct conn *c, char *err, size_t err_len)
     if (u->apply_lsn < u->consistent_lsn) {
         snprintf(err, err_len, "ERR cannot promote: replay has not reached the consistent point yet");
         return -1;
+    }
+    if (term == 0) { /* manual (REPLICAOF NO ONE): a term of its own, fencing nobody (T6) */
+        if (s->term >= REPL_TERM_MAX) {
+            snprintf(err, err_len, "ERR the term space is exhausted");
+            return -1;
+        }
+        term_save(s, s->term + 1, "manual promotion (REPLICAOF NO ONE): no quorum was fenced");
+    } else {
+        rd_assert(term == s->term);
     }
     rd_info("promotion requested: stopping replication from %s:%d", u->host, u->port);
     u->state = UP_IDLE;
@@ -1447,6 +1674,63 @@ int repl_after_crash(struct server *s)
 
 /* ================================================================ INFO, ROLE */
 
+static void sync_spec_str(const struct server *s, char *spec, size_t n)
+{
+    size_t off = 0;
+    spec[0] = 0;
+    if (s->cfg.sync_num == 0)
+        return;
+    off += (size_t)snprintf(spec, n, "%s %u (", s->cfg.sync_method == SERVER_SYNC_ANY ? "ANY" : "FIRST",
+                            s->cfg.sync_num);
+    for (unsigned k = 0; k < s->cfg.sync_nnames && off < n - 80; k++)
+        off += (size_t)snprintf(spec + off, n - off, "%s%s", k ? "," : "", s->cfg.sync_names[k]);
+    snprintf(spec + off, n - off, ")");
+}
+
+/* Listed replicas on this primary's term that are streaming and were heard from
+ * lately: the sync set's candidates as INFO sync_state reports them. A replica
+ * answers every keepalive (REPL_KEEPALIVE_MS), so one silent for
+ * REPL_SYNC_SILENT_MS is cut off even while its TCP connection looks open (a
+ * partition), and a monitor may fail over to the side that can commit (M11). */
+#define REPL_SYNC_SILENT_MS 1000u
+static unsigned sync_connected(const struct server *s)
+{
+    unsigned n = 0;
+    uint64_t now = rd_now_ms();
+    for (const struct conn *c = s->conns; c; c = c->next)
+        if (c->kind == CONN_WALSENDER && c->peer && !c->closing && c->peer->state == PEER_STREAMING &&
+            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0 &&
+            now - c->peer->last_status_ms < REPL_SYNC_SILENT_MS)
+            n++;
+    return n;
+}
+
+/* Fields every classic node shows: what a monitor needs to fence and choose (T1-T6, L1-L3, S12). */
+static void info_fencing(struct server *s, struct rd_buf *b)
+{
+    char spec[1100];
+    sync_spec_str(s, spec, sizeof(spec));
+    uint64_t waiting = 0, oldest = 0;
+    server_waits_info(s, &waiting, &oldest);
+    unsigned renewed = 0;
+    const char *lease = !server_lease_required(s) ? "off" : server_lease_ok(s, &renewed) ? "ok" : "lost";
+    int sync_wanted = s->role == SERVER_ROLE_PRIMARY && s->cfg.commit >= SERVER_COMMIT_REMOTE_WRITE && s->cfg.sync_num > 0;
+    unsigned have = sync_wanted ? sync_connected(s) : 0;
+    char sync_state[64];
+    if (!sync_wanted || have >= s->cfg.sync_num)
+        snprintf(sync_state, sizeof(sync_state), sync_wanted ? "ok" : "none");
+    else
+        snprintf(sync_state, sizeof(sync_state), "waiting (%u/%u)", have, s->cfg.sync_num);
+    rd_buf_appendf(b,
+                   "term:%" PRIu64 "\r\nfenced:%d\r\nfenced_by:%s\r\ncommit_level:%s\r\nsync_replicas:%s\r\n"
+                   "sync_state:%s\r\nrepl_name:%s\r\nlease:%s\r\nlease_monitors_renewed:%u\r\n"
+                   "commits_waiting:%" PRIu64 "\r\noldest_commit_wait_ms:%" PRIu64 "\r\ncommit_timeout_ms:%" PRIu64
+                   "\r\ncommit_timeouts:%" PRIu64 "\r\n",
+                   s->term, s->fenced, s->fenced_by, server_commit_name(s->cfg.commit), spec, sync_state,
+                   s->role == SERVER_ROLE_REPLICA ? s->cfg.name : "", lease, renewed, waiting, oldest,
+                   s->cfg.commit_timeout_ms, s->commit_timeouts);
+}
+
 void repl_info(struct server *s, struct rd_buf *b)
 {
     uint64_t now_us = rd_wall_us();
@@ -1463,18 +1747,21 @@ void repl_info(struct server *s, struct rd_buf *b)
                        "timeline:%u\r\nreceive_lsn:%" PRIu64 "\r\nwrite_lsn:%" PRIu64 "\r\nflush_lsn:%" PRIu64
                        "\r\napply_lsn:%" PRIu64 "\r\nconsistent_lsn:%" PRIu64 "\r\nprimary_flush_lsn:%" PRIu64
                        "\r\nlag_bytes:%" PRIu64 "\r\nlag_ms:%" PRIu64 "\r\nslave_repl_offset:%" PRIu64
-                       "\r\nslave_read_only:1\r\nrepl_bytes_received:%" PRIu64 "\r\nlast_error:%s\r\n\r\n",
+                       "\r\nslave_read_only:1\r\nrepl_bytes_received:%" PRIu64 "\r\nlast_error:%s\r\n",
                        u->host, u->port, u->state == UP_STREAMING ? "up" : "down", states[u->state],
                        u->state == UP_CLONING, s->wal ? wal_timeline(s->wal) : 0, recv,
                        s->wal ? wal_written_lsn(s->wal) : 0, s->wal ? wal_flushed_lsn(s->wal) : 0, u->apply_lsn,
                        u->consistent_lsn, u->primary_flush_lsn,
                        u->primary_flush_lsn > u->apply_lsn ? u->primary_flush_lsn - u->apply_lsn : 0, lag_ms,
                        u->apply_lsn, u->bytes_received, u->last_error);
+        info_fencing(s, b);
+        rd_buf_appendf(b, "\r\n");
         return;
     }
-    rd_buf_appendf(b, "# Replication\r\nrole:master\r\nredoubt_role:%s\r\ntimeline:%u\r\nfenced:%d\r\nconnected_slaves:%zu\r\n",
+    rd_buf_appendf(b, "# Replication\r\nrole:master\r\nredoubt_role:%s\r\ntimeline:%u\r\nconnected_slaves:%zu\r\n",
                    s->role == SERVER_ROLE_PRIMARY ? "primary" : "standalone", s->wal ? wal_timeline(s->wal) : 0,
-                   s->fenced, s->npeers);
+                   s->npeers);
+    info_fencing(s, b);
     size_t i = 0;
     uint64_t flushed = s->wal ? wal_flushed_lsn(s->wal) : 0;
     for (struct conn *c = s->conns; c; c = c->next) {
@@ -1499,16 +1786,8 @@ void repl_info(struct server *s, struct rd_buf *b)
                        p->flush_lag_us / 1000.0, p->apply_lag_us / 1000.0,
                        name_listed(s, p->name) >= 0 && s->cfg.sync_num > 0 ? "sync" : "async");
     }
-    char spec[1024] = "";
-    size_t off = 0;
-    for (unsigned k = 0; k < s->cfg.sync_nnames && off < sizeof(spec) - 80; k++)
-        off += (size_t)snprintf(spec + off, sizeof(spec) - off, "%s%s", k ? "," : "", s->cfg.sync_names[k]);
-    rd_buf_appendf(b,
-                   "master_repl_offset:%" PRIu64 "\r\ncommit_level:%s\r\nsync_replicas:%s%s%u (%s)\r\n"
-                   "release_lsn:%" PRIu64 "\r\nrepl_bytes_sent:%" PRIu64 "\r\n\r\n",
-                   flushed, server_commit_name(s->cfg.commit),
-                   s->cfg.sync_num ? (s->cfg.sync_method == SERVER_SYNC_ANY ? "ANY" : "FIRST") : "", s->cfg.sync_num ? " " : "",
-                   s->cfg.sync_num, spec, s->release_lsn, s->repl_bytes_sent);
+    rd_buf_appendf(b, "master_repl_offset:%" PRIu64 "\r\nrelease_lsn:%" PRIu64 "\r\nrepl_bytes_sent:%" PRIu64 "\r\n\r\n",
+                   flushed, s->release_lsn, s->repl_bytes_sent);
 }
 
 void repl_role_reply(struct server *s, struct conn *c)

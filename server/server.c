@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -71,6 +72,10 @@ void server_config_defaults(struct server_config *c)
     c->wal_segment_bytes = WAL_SEGMENT_SIZE_DEFAULT;
     c->wal_keep_bytes = 1024u << 20;
     c->replica_timeout_ms = 10000;
+    /* Finite by default (PostgreSQL waits forever): 5 s is far above a group commit, a sync
+     * replica's fsync and an automatic failover (< 1 s), and short enough that an application
+     * learns its write's fate is unknown instead of hanging while a quorum is lost. */
+    c->commit_timeout_ms = 5000;
     /* Redo feed by default: readers apply the records to the pages they cache (~15x lower lag
      * than dropping the changed pages; docs/results.md); --reader-feed pages selects the page ids. */
     c->reader_feed_redo = 1;
@@ -145,19 +150,8 @@ void conn_close(struct server *s, struct conn *c)
 
 void conn_close_after_reply(struct conn *c) { c->close_after_send = 1; }
 
-void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
+static void conn_push_mark(struct conn *c, size_t end, uint64_t lsn, uint32_t nreplies, int keep)
 {
-    if (s->cfg.commit == SERVER_COMMIT_ASYNC || s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER ||
-        lsn <= s->release_lsn)
-        lsn = 0;
-    if (lsn == 0 && c->nmarks == 0)
-        return; /* everything in out is releasable */
-    if (lsn == 0)
-        lsn = c->marks[c->nmarks - 1].lsn; /* must not overtake earlier replies */
-    if (c->nmarks > 0 && c->marks[c->nmarks - 1].lsn >= lsn) {
-        c->marks[c->nmarks - 1].end = c->out.len;
-        return;
-    }
     if (c->nmarks == c->marks_cap) {
         size_t cap = c->marks_cap ? c->marks_cap * 2 : 8;
         struct conn_mark *m = realloc(c->marks, cap * sizeof(*m));
@@ -166,7 +160,42 @@ void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
         c->marks = m;
         c->marks_cap = cap;
     }
-    c->marks[c->nmarks++] = (struct conn_mark){.end = c->out.len, .lsn = lsn};
+    rd_assert(c->nmarks == 0 || (c->marks[c->nmarks - 1].lsn <= lsn && c->marks[c->nmarks - 1].end <= end));
+    c->marks[c->nmarks++] =
+        (struct conn_mark){.end = end, .lsn = lsn, .since_ms = rd_now_ms(), .nreplies = nreplies, .keep = keep};
+}
+
+/* Called once per whole reply appended to c->out (S2): the reply spans
+ * (tail_start, out.len] when it is the newest. */
+void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
+{
+    if (s->cfg.commit == SERVER_COMMIT_ASYNC || s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER ||
+        lsn <= s->release_lsn)
+        lsn = 0;
+    size_t reply_start = c->tail_start;
+    c->tail_start = c->out.len;
+    if (lsn == 0 && c->nmarks == 0) {
+        c->tail_replies++; /* everything in out is releasable */
+        return;
+    }
+    if (c->nmarks > 0) {
+        struct conn_mark *last = &c->marks[c->nmarks - 1];
+        int keep = lsn == 0; /* a reply of no data must not overtake earlier ones: it waits with them */
+        if (keep)
+            lsn = last->lsn;
+        if (last->lsn >= lsn && last->keep == keep) {
+            last->end = c->out.len;
+            last->nreplies++;
+            return;
+        }
+        conn_push_mark(c, c->out.len, RD_MAX(lsn, last->lsn), 1, keep);
+        s->stats.replies_delayed++;
+        return;
+    }
+    if (c->tail_replies > 0) /* releasable replies not sent yet: a mark of their own */
+        conn_push_mark(c, reply_start, 0, c->tail_replies, 1);
+    c->tail_replies = 0;
+    conn_push_mark(c, c->out.len, lsn, 1, 0);
     s->stats.replies_delayed++;
 }
 
@@ -190,6 +219,8 @@ static void conn_drop_released(struct conn *c, size_t n)
     c->nmarks -= i;
     for (size_t j = 0; j < c->nmarks; j++)
         c->marks[j].end -= n;
+    rd_assert(c->tail_start >= n);
+    c->tail_start -= n;
 }
 
 static void conn_queue_send(struct server *s, struct conn *c)
@@ -210,6 +241,8 @@ static void conn_queue_send(struct server *s, struct conn *c)
         c->out = t;
         c->out.len = 0;
         c->nmarks = 0;
+        c->tail_replies = 0;
+        c->tail_start = 0;
     } else {
         rd_buf_reset(&c->sending);
         if (rd_buf_append(&c->sending, c->out.data, n) < 0)
@@ -533,6 +566,147 @@ static void server_send_all(struct server *s)
     }
 }
 
+/* ------------------------------------------------------------ bounded commit waits, leases */
+
+/* --commit-timeout-ms (S12): replies that have waited longer than the timeout
+ * for their LSN to be released are replaced, one for one, by an error that
+ * says the outcome is unknown: the commit record is in the log and may still
+ * become durable (the sync set or quorum may come back), or may be lost in a
+ * failover. Replies keep their order: marks [i0, j] — the oldest unreleased
+ * ones — are rewritten together. */
+static const char COMMIT_TIMEOUT_ERR[] =
+    "-TIMEOUT commit outcome unknown: not confirmed durable within --commit-timeout-ms; the write may still commit\r\n";
+
+static void conn_expire_marks(struct server *s, struct conn *c, uint64_t now)
+{
+    size_t i0 = 0;
+    while (i0 < c->nmarks && c->marks[i0].lsn <= s->release_lsn)
+        i0++;
+    size_t j = i0;
+    while (j < c->nmarks && (c->marks[j].keep || now - c->marks[j].since_ms >= s->cfg.commit_timeout_ms))
+        j++;
+    while (j > i0 && c->marks[j - 1].keep) /* a timed-out region ends at a timed-out commit */
+        j--;
+    if (j == i0)
+        return;
+    size_t start = i0 > 0 ? c->marks[i0 - 1].end : 0, end = c->marks[j - 1].end;
+    uint64_t n = 0;
+    struct rd_buf nb = {0};
+    if (rd_buf_append(&nb, c->out.data, start) < 0)
+        rd_panic("out of memory for client output");
+    for (size_t k = i0, from = start; k < j; from = c->marks[k].end, k++) {
+        if (c->marks[k].keep) { /* PONG stays PONG */
+            if (rd_buf_append(&nb, c->out.data + from, c->marks[k].end - from) < 0)
+                rd_panic("out of memory for client output");
+            continue;
+        }
+        n += c->marks[k].nreplies;
+        for (uint32_t r = 0; r < c->marks[k].nreplies; r++)
+            if (rd_buf_append(&nb, COMMIT_TIMEOUT_ERR, sizeof(COMMIT_TIMEOUT_ERR) - 1) < 0)
+                rd_panic("out of memory for client output");
+    }
+    size_t new_end = nb.len;
+    if (rd_buf_append(&nb, c->out.data + end, c->out.len - end) < 0)
+        rd_panic("out of memory for client output");
+    ssize_t delta = (ssize_t)new_end - (ssize_t)end;
+    uint32_t nrep = 0;
+    for (size_t k = i0; k < j; k++)
+        nrep += c->marks[k].nreplies;
+    c->marks[i0] = (struct conn_mark){.end = new_end, .lsn = 0, .since_ms = c->marks[i0].since_ms,
+                                      .nreplies = nrep, .keep = 1};
+    memmove(c->marks + i0 + 1, c->marks + j, (c->nmarks - j) * sizeof(*c->marks));
+    c->nmarks -= j - i0 - 1;
+    for (size_t k = i0 + 1; k < c->nmarks; k++)
+        c->marks[k].end = (size_t)((ssize_t)c->marks[k].end + delta);
+    /* no-data replies right behind waited only for the region: now nothing */
+    for (size_t k = i0 + 1; k < c->nmarks && c->marks[k].keep; k++)
+        c->marks[k].lsn = 0;
+    c->tail_start = (size_t)((ssize_t)c->tail_start + delta);
+    rd_buf_free(&c->out);
+    c->out = nb;
+    s->commit_timeouts += n;
+    s->stats.errors += n;
+    rd_warn("client %s: %" PRIu64 " repl%s waited more than %" PRIu64 " ms for durability (release %" PRIX64
+            "/%" PRIX64 "): answered TIMEOUT, outcome unknown",
+            c->addr, n, n == 1 ? "y" : "ies", s->cfg.commit_timeout_ms, s->release_lsn >> 32,
+            s->release_lsn & 0xffffffffu);
+}
+
+static void server_expire_waits(struct server *s)
+{
+    uint64_t now = rd_now_ms();
+    if (s->cfg.commit_timeout_ms == 0 || now - s->last_expire_ms < 20)
+        return;
+    s->last_expire_ms = now;
+    for (struct conn *c = s->conns; c; c = c->next)
+        if (c->kind == CONN_CLIENT && c->nmarks > 0 && !c->closing)
+            conn_expire_marks(s, c, now);
+}
+
+void server_waits_info(const struct server *s, uint64_t *waiting, uint64_t *oldest_ms)
+{
+    uint64_t now = rd_now_ms(), n = 0, oldest = 0;
+    for (const struct conn *c = s->conns; c; c = c->next)
+        for (size_t i = 0; i < c->nmarks; i++)
+            if (c->marks[i].lsn > s->release_lsn && !c->marks[i].keep) {
+                n += c->marks[i].nreplies;
+                oldest = RD_MAX(oldest, now - c->marks[i].since_ms);
+            }
+    *waiting = n;
+    *oldest_ms = oldest;
+}
+
+/* Leases (L1-L3 in server/README.md). */
+int server_lease_required(const struct server *s)
+{
+    return s->cfg.lease_monitors > 0 && s->role == SERVER_ROLE_PRIMARY &&
+           (s->cfg.commit == SERVER_COMMIT_LOCAL || s->cfg.commit == SERVER_COMMIT_ASYNC);
+}
+
+int server_lease_ok(const struct server *s, unsigned *renewed)
+{
+    uint64_t now = rd_now_ms();
+    unsigned n = 0;
+    for (unsigned i = 0; i < SERVER_LEASE_MONITORS_MAX; i++)
+        if (s->lease_renewed_ms[i] != 0 && s->lease_renewed_ms[i] + s->cfg.lease_ms > now)
+            n++;
+    if (renewed)
+        *renewed = n;
+    return n >= s->cfg.lease_monitors / 2 + 1;
+}
+
+void server_lease_renew(struct server *s, unsigned monitor_id, uint64_t monitor_ms)
+{
+    rd_assert(monitor_id < SERVER_LEASE_MONITORS_MAX);
+    /* The lease runs from when the monitor sent the renewal (its CLOCK_MONOTONIC,
+     * which this process shares on one machine), never from when it arrived: a
+     * renewal delayed in the network does not extend it. */
+    uint64_t t = RD_MIN(monitor_ms, rd_now_ms());
+    if (t > s->lease_renewed_ms[monitor_id])
+        s->lease_renewed_ms[monitor_id] = t;
+    server_update_release(s);
+}
+
+static void server_lease_tick(struct server *s)
+{
+    if (!server_lease_required(s))
+        return;
+    unsigned n = 0;
+    int ok = server_lease_ok(s, &n);
+    if (ok != s->lease_was_ok) {
+        if (ok)
+            rd_info("lease held: %u of %u monitors renewed within %" PRIu64 " ms; acknowledging writes", n,
+                    s->cfg.lease_monitors, s->cfg.lease_ms);
+        else
+            rd_warn("LEASE LOST: only %u of %u monitors renewed within %" PRIu64
+                    " ms; no write is acknowledged until a majority renews (they may be promoting a replica)",
+                    n, s->cfg.lease_monitors, s->cfg.lease_ms);
+        s->lease_was_ok = ok;
+        if (ok)
+            server_update_release(s);
+    }
+}
+
 /* ------------------------------------------------------------ timer, checkpoints */
 
 static void server_on_timer(struct rd_io *io, const struct io_uring_cqe *cqe)
@@ -778,6 +952,8 @@ int server_run(const struct server_config *cfg)
     } else if (server_open_storage(s) < 0) {
         return 1;
     }
+    if (!server_is_aurora(s) && repl_term_load(s) < 0)
+        return 1;
     /* A failed-over primary must not accept writes on its old timeline. */
     if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
         return 1;
@@ -817,6 +993,8 @@ int server_run(const struct server_config *cfg)
             repl_tick(s);
         }
         server_check_budgets(s);
+        server_lease_tick(s);
+        server_expire_waits(s);
         server_send_all(s);
         if (s->wal != NULL && !wal_flush_in_flight(s->wal))
             server_maybe_checkpoint(s);

@@ -56,6 +56,9 @@ struct server_config {
     const char *storage;               /* aurora: the six storage nodes, h:p,... */
     const char *writer_addr;           /* aurora reader: HOST:PORT of the writer */
     int reader_feed_redo;              /* aurora writer: feed readers redo records (1) or page ids (0) */
+    uint64_t commit_timeout_ms;        /* a reply waiting longer for durability gets -TIMEOUT (0: never) */
+    uint64_t lease_ms;                 /* primary, --commit local|async: acknowledge only while a majority */
+    unsigned lease_monitors;           /*   of lease_monitors monitors renewed within lease_ms (0: off) */
     int repl_send_flushed;             /* primary: ship WAL only once flushed here (PostgreSQL's way);
                                         * 0 (default): as soon as written, overlapping both fsyncs */
     const char *cluster_secret_file;   /* NULL: peers are not authenticated (a warning at start) */

@@ -76,8 +76,12 @@ struct repl_peer; /* repl.c */
 
 /* A reply byte range that may be sent only once lsn is durable. */
 struct conn_mark {
-    size_t end; /* offset in conn.out just past the replies that need lsn */
+    size_t end;        /* offset in conn.out just past the replies that need lsn */
     uint64_t lsn;
+    uint64_t since_ms; /* when the first reply of this mark was queued (--commit-timeout-ms) */
+    uint32_t nreplies; /* whole replies in (previous mark's end, end] */
+    int keep;          /* replies that reflect no data (PING, INFO ...): they only wait for
+                        * their turn, and a commit timeout leaves them as they are */
 };
 
 struct conn {
@@ -107,6 +111,8 @@ struct conn {
     size_t sending_off;
     struct conn_mark *marks; /* ascending lsn; replies in out beyond marks[0].end wait */
     size_t nmarks, marks_cap;
+    uint32_t tail_replies;   /* replies in out after the last mark (nmarks == 0 only) */
+    size_t tail_start;       /* where those replies start in out */
     /* MULTI state */
     int in_multi;
     int multi_dirty;        /* a queued command was rejected: EXEC aborts */
@@ -133,6 +139,7 @@ struct scan_cursor {
 };
 
 #define SERVER_SCAN_CURSORS 256
+#define SERVER_LEASE_MONITORS_MAX 16
 
 struct server_stats {
     uint64_t connections_received, connections_rejected;
@@ -211,8 +218,15 @@ struct server {
     size_t nwaiting;       /* conns blocked in WAIT (or waiting for a promotion) */
     int promote_pending;
     int crash_recovered;       /* the control file said IN_PRODUCTION at start: not shut down cleanly */
-    int fenced;            /* REDOUBT.FENCE: a newer primary exists; writes refused */
+    int fenced;            /* REDOUBT.FENCE or a newer term: writes refused, nothing more released */
     char fenced_by[128];
+    uint64_t term;         /* classic: persisted in DIR/term (replica/README.md T1-T6) */
+    int term_fenced;       /* primary: fenced because a newer term was seen (REDOUBT.PROMOTE lifts it) */
+    /* leases (--lease-ms): the CLOCK_MONOTONIC ms of each monitor's newest renewal */
+    uint64_t lease_renewed_ms[SERVER_LEASE_MONITORS_MAX];
+    int lease_was_ok;
+    uint64_t commit_timeouts;  /* replies replaced by the commit-timeout error */
+    uint64_t last_expire_ms;
     struct conn *promote_waiter;
     uint64_t repl_bytes_sent;
     struct rd_loop loop;
@@ -270,7 +284,8 @@ void repl_tick(struct server *s);                          /* once per loop turn
 /* REDOUBT.REPLICATE on a client connection: turns it into a walsender. */
 void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a);
 /* 0 promoted, 1 in progress (c is answered when done), -1 refused (err). */
-int repl_promote(struct server *s, struct conn *c, char *err, size_t err_len);
+/* term: the term this node was fenced for (REDOUBT.PROMOTE), or 0 for a manual promotion. */
+int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, size_t err_len);
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
 void repl_start_replica(struct server *s);
 int repl_check_peers(struct server *s);
@@ -288,6 +303,16 @@ void repl_role_reply(struct server *s, struct conn *c);
 size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */
 int repl_replica_readable(const struct server *s);          /* hot standby consistent */
 void repl_shutdown(struct server *s);
+/* Terms (replica/README.md T1-T6). */
+int repl_term_load(struct server *s);                        /* at start: DIR/term, 0 if absent */
+void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a);    /* REDOUBT.TERM t */
+void repl_cmd_promote_term(struct server *s, struct conn *c, const struct resp_args *a); /* REDOUBT.PROMOTE t */
+
+/* server.c: leases (--lease-ms) and bounded commit waits (--commit-timeout-ms) */
+int server_lease_required(const struct server *s);
+int server_lease_ok(const struct server *s, unsigned *renewed);
+void server_lease_renew(struct server *s, unsigned monitor_id, uint64_t monitor_ms);
+void server_waits_info(const struct server *s, uint64_t *waiting, uint64_t *oldest_ms);
 
 /* aurora.c */
 int aurora_init(struct server *s);

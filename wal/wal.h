@@ -114,6 +114,14 @@ int wal_flush_sync(struct wal *w, uint64_t lsn);
  * flush a CHECKPOINT record; write the control file atomically (tmp, fsync,
  * rename, fsync dir); set the engine's FPI threshold to redo; remove segments
  * wholly below redo (and below wal_set_keep_lsn's value). Blocking. */
+/* Fast promotion (PostgreSQL's fast_promote): a promoted replica starts writing
+ * without a checkpoint. Its control file's redo point stays at the last restart
+ * point, which is the redo point of one of the old primary's checkpoints, and the
+ * WAL after it holds a full-page image for the first change of every page changed
+ * since (the old primary's rule); so setting the FPI threshold there keeps torn-page
+ * protection (W-FPI), and crash recovery replays from there across the TIMELINE
+ * record. The next checkpoint comes on the usual schedule (WAL size or interval). */
+void wal_promote_fast(struct wal *w, struct engine *e);
 int wal_checkpoint(struct wal *w, struct engine *e);
 int wal_needs_checkpoint(const struct wal *w);
 /* Clean shutdown: checkpoint and mark the control file "shut down". */

@@ -40,7 +40,7 @@ def classic_part():
         cl.run("start", "classic", "--commit", "local", "--dir", d, "--base-port", free_range(),
                "--interval-ms", INTERVAL_MS, timeout=180)
         ep = cl.endpoints()
-        mport, pport, ppid = ep["monitor"][1], ep["primary"][1], ep["primary"][2]
+        mport, pport, ppid = ep["monitor1"][1], ep["primary"][1], ep["primary"][2]
         c = Resp(pport)
         check(c.call("SET", "before", "1") == "OK", "primary takes writes")
         c.close()
@@ -89,7 +89,7 @@ def aurora_part():
     try:
         cl.run("start", "aurora", "--dir", d, "--base-port", free_range(), "--interval-ms", INTERVAL_MS, timeout=180)
         ep = cl.endpoints()
-        mport, wport = ep["monitor"][1], ep["writer"][1]
+        mport, wport = ep["monitor1"][1], ep["writer"][1]
         check(Resp(wport).call("SET", "before", "1") == "OK", "writer takes writes")
         t0 = time.time()
         cl.run("pause", "writer")

@@ -72,13 +72,12 @@ Test(repl_proto, hello_round_trips_and_zeroes_reserved_fields)
 {
     struct rd_buf out = {0};
     struct rx rx = {0};
-    struct repl_hello m = {.system_id = 0xA1B2C3D4E5F60718ull, .timeline = 3, .start_lsn = 4096,
+    struct repl_hello m = {.system_id = 0xA1B2C3D4E5F60718ull, .timeline = 3, .term = 0x81, .start_lsn = 4096,
                            .primary_flush_lsn = 8192, .switch_lsn = 1000, .prev_timeline = 2};
     cr_assert_eq(repl_send_hello(&out, 3, &m), 0);
     rx_frame(&out, &rx, REPL_HELLO, 3);
     cr_assert_eq(rx.n, 48);
-    for (size_t off = 12; off < 16; off++)
-        cr_assert_eq(rx.p[off], 0);
+    cr_assert_eq(rd_get_u32le(rx.p + 12), 0x81, "the term is the u32 at offset 12");
     for (size_t off = 44; off < 48; off++)
         cr_assert_eq(rx.p[off], 0);
     struct repl_hello g;
@@ -90,8 +89,9 @@ Test(repl_proto, hello_round_trips_and_zeroes_reserved_fields)
     cr_assert_eq(g.primary_flush_lsn, 8192);
     cr_assert_eq(g.switch_lsn, 1000);
     cr_assert_eq(g.prev_timeline, 2);
+    cr_assert_eq(g.term, 0x81);
     wrong_lengths_rejected(rx.p, rx.n, parse_hello_v, &g);
-    size_t res[] = {12, 13, 14, 15, 44, 45, 46, 47};
+    size_t res[] = {44, 45, 46, 47};
     reserved_rejected(rx.p, rx.n, res, RD_ARRAY_LEN(res), parse_hello_v, &g);
     rd_buf_free(&out);
     rd_buf_free(&rx.scratch);
@@ -268,7 +268,7 @@ Test(repl_proto, backup_begin_round_trips_and_zeroes_reserved_fields)
 {
     struct rd_buf out = {0};
     struct rx rx = {0};
-    struct repl_backup_begin m = {.system_id = 77, .timeline = 4, .redo_lsn = 1 << 20,
+    struct repl_backup_begin m = {.system_id = 77, .timeline = 4, .term = 33, .redo_lsn = 1 << 20,
                                   .checkpoint_lsn = (1 << 20) + 64,
                                   .segment_size_bytes = 16u << 20, .npages = 12345};
     cr_assert_eq(repl_send_backup_begin(&out, 4, &m), 0);
@@ -282,8 +282,9 @@ Test(repl_proto, backup_begin_round_trips_and_zeroes_reserved_fields)
     cr_assert_eq(g.checkpoint_lsn, (1 << 20) + 64);
     cr_assert_eq(g.segment_size_bytes, 16u << 20);
     cr_assert_eq(g.npages, 12345);
+    cr_assert_eq(g.term, 33);
     wrong_lengths_rejected(rx.p, rx.n, parse_begin_v, &g);
-    size_t res[] = {12, 13, 14, 15, 44, 45, 46, 47};
+    size_t res[] = {44, 45, 46, 47};
     reserved_rejected(rx.p, rx.n, res, RD_ARRAY_LEN(res), parse_begin_v, &g);
     rd_buf_free(&out);
     rd_buf_free(&rx.scratch);
@@ -411,5 +412,44 @@ Test(repl_slots, round_trip_and_every_corruption_is_refused)
     cr_assert_eq(repl_slots_encode(&b, v, 0), 0);
     cr_assert_eq(repl_slots_decode(b.data, b.len, w, REPL_SLOTS_MAX, &n), 0);
     cr_assert_eq(n, 0);
+    rd_buf_free(&b);
+}
+
+Test(repl_proto, term_file_round_trips_and_rejects_every_damage)
+{
+    uint8_t f[REPL_TERM_FILE_BYTES];
+    repl_term_encode(f, 0x12345);
+    uint64_t t = 0;
+    cr_assert_eq(repl_term_decode(f, sizeof(f), &t), 0);
+    cr_assert_eq(t, 0x12345);
+    for (size_t len = 0; len < sizeof(f) + 2; len++)
+        if (len != sizeof(f))
+            cr_assert_eq(repl_term_decode(f, len, &t), RD_ECORRUPT, "length %zu accepted", len);
+    for (size_t i = 0; i < sizeof(f) * 8; i++) {
+        uint8_t g[REPL_TERM_FILE_BYTES];
+        memcpy(g, f, sizeof(g));
+        g[i / 8] ^= (uint8_t)(1u << (i % 8));
+        cr_assert_eq(repl_term_decode(g, sizeof(g), &t), RD_ECORRUPT, "bit flip %zu accepted", i);
+    }
+}
+
+Test(repl_proto, pending_entries_round_trip_and_refuse_overruns)
+{
+    struct rd_buf b = {0};
+    const uint8_t body[5] = {1, 2, 3, 4, 5};
+    struct repl_pending in[2] = {{.end_lsn = 0x1122334455667788ull, .type = 7, .page_id = 42, .body_len = 5, .body = body},
+                                 {.end_lsn = 9, .type = 3, .page_id = 0xffffffffu, .body_len = 0, .body = body}};
+    cr_assert_eq(repl_pending_append(&b, &in[0]), 0);
+    cr_assert_eq(repl_pending_append(&b, &in[1]), 0);
+    cr_assert_eq(b.len, 2 * REPL_PENDING_HDR_BYTES + 5);
+    struct repl_pending e;
+    int used = repl_pending_read(b.data, b.len, &e);
+    cr_assert_eq(used, (int)REPL_PENDING_HDR_BYTES + 5);
+    cr_assert(e.end_lsn == in[0].end_lsn && e.type == 7 && e.page_id == 42 && e.body_len == 5);
+    cr_assert_eq(memcmp(e.body, body, 5), 0);
+    cr_assert_eq(repl_pending_read(b.data + used, b.len - (size_t)used, &e), (int)REPL_PENDING_HDR_BYTES);
+    cr_assert(e.page_id == 0xffffffffu && e.body_len == 0);
+    for (size_t n = 0; n < REPL_PENDING_HDR_BYTES + 5; n++)
+        cr_assert_eq(repl_pending_read(b.data, n, &e), RD_ECORRUPT, "a %zu-byte prefix was accepted", n);
     rd_buf_free(&b);
 }
