@@ -417,8 +417,8 @@ def monitor_part(nidle):
         sec = os.stat(os.path.join(d, "cluster.secret"))
         check(sec.st_mode & 0o077 == 0, f"scripts/cluster made a secret with mode {oct(sec.st_mode)}")
         ep = cl.endpoints()
-        mport, pport, ppid = ep["monitor"][1], ep["primary"][1], ep["primary"][2]
-        nodeports = [v[1] for k, v in ep.items() if k != "monitor"]
+        mport, pport, ppid = ep["monitor1"][1], ep["primary"][1], ep["primary"][2]
+        nodeports = [v[1] for k, v in ep.items() if not k.startswith("monitor")]
         socks = idle([mport], 10000) + idle(nodeports, nidle)
         print(f"holding {len(socks)} idle connections (10,000 to the monitor)", flush=True)
         t0 = time.time()
