@@ -1,6 +1,7 @@
 # Redoubt — build everything into build/.
 #   make            build binaries (build/bin) with -Wall -Wextra -Werror
-#   make test       unit tests, fuzz-corpus replay, integration tests (real processes)
+#   make test       layering and invariant-id checks, unit tests, fuzz-corpus replay, integration tests
+#   make layering   scripts/check-layering (docs/layering.md) and scripts/check-invariant-ids
 #   make check      the same tests, built with ASan + UBSan (into build/asan; ASAN_BUILD=dir to change)
 #   make fuzz       libFuzzer targets (clang) into build/fuzz; `make fuzz-run` runs each briefly
 #   make bench      the standalone benchmark vs Redis (bench/run-standalone)
@@ -30,7 +31,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 REPLAY_BINS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/replay_%)
 
-.PHONY: all deps test unit check fuzz fuzz-run bench demo clean integration replay
+.PHONY: all deps test unit check fuzz fuzz-run bench demo clean integration replay layering
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -86,7 +87,13 @@ replay: all $(REPLAY_BINS)
 integration: all
 	@BUILD=$(BUILD) tests/integration/run-all
 
-test: unit replay integration
+# The arrows between folders (docs/layering.md; calls inside wal/ checked on the objects)
+# and the invariant ids (defined once, in a module README; docs/invariant-ids-allow.txt).
+layering: all
+	scripts/check-layering --objects $(BUILD)/obj
+	scripts/check-invariant-ids
+
+test: layering unit replay integration
 	@echo "all tests passed ($(BUILD))"
 
 ASAN_BUILD ?= build/asan

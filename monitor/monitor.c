@@ -101,7 +101,7 @@ struct mon_node {
     unsigned refusals;      /* connects refused since its last answer (M1b) */
     uint64_t hb_retry_ms;   /* reconnect the heartbeat at once after a close (0: none) */
     uint64_t last_lease_ms; /* CLOCK_MONOTONIC ms of our last REDOUBT.LEASE sent to it (0: never) */
-    int lease_banned;       /* we voted it down: never renew it again (L2) */
+    int lease_banned;       /* we voted it down: never renew it again (ML2) */
     uint64_t lease_quiet_until_ms; /* the server does not know REDOUBT.LEASE: do not ask again before */
     uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
     /* the current failover's REDOUBT.TERM exchange */
@@ -145,7 +145,7 @@ struct mon_failover {
     int legacy;               /* the nodes do not know REDOUBT.TERM: REPLICAOF NO ONE as before */
     unsigned term_need;       /* listed replicas that must answer REDOUBT.TERM (n-k+1) */
     uint64_t t_quorum_ms;     /* when term_need was reached */
-    uint64_t lease_until_ms;  /* monotonic: no promotion before (leases, L3) */
+    uint64_t lease_until_ms;  /* monotonic: no promotion before (leases, ML3) */
     uint64_t t_term_sent;
 };
 
@@ -564,6 +564,16 @@ static int spec_lists(const struct mon_spec *sp, const struct mon_node *n)
     return 0;
 }
 
+/* n of the spec as the primary w sees it: the listed names other than w's own (a primary is never
+ * its own synchronous replica), so after a failover to a listed replica the fence needs one fewer. */
+static unsigned spec_n_without(const struct mon_spec *sp, const struct mon_node *w)
+{
+    unsigned n = sp->n;
+    if (spec_lists(sp, w) && n > sp->k)
+        n--;
+    return n;
+}
+
 /* The spec the cluster runs with: the writer's INFO, else any node's. NULL if no node reports one. */
 static const char *cluster_spec(const struct mon *m)
 {
@@ -794,9 +804,9 @@ static void fo_term_start(struct mon *m, uint64_t now)
         f->term_need = nrep; /* spec unknown: fence every known replica */
     else if (spec[0] == 0 || spec_parse(spec, &sp) < 0)
         f->term_need = 1; /* local/async: no synchronous set to break; leases fence the old primary */
-    else
-        f->term_need = sp.n - sp.k + 1;
-    if (f->term_need == 0)
+    else /* the old primary's own name, if listed, is not in its sync set: it never acks itself */
+        f->term_need = spec_n_without(&sp, &m->node[f->old]) - sp.k + 1;
+    if (f->term_need == 0 || f->term_need > MON_MAX_NODES)
         f->term_need = 1;
     char t[32];
     snprintf(t, sizeof(t), "%" PRIu64, f->term);
@@ -1354,6 +1364,8 @@ static int writer_sdown(const struct mon *m, uint64_t now)
         return 0; /* M2 */
     if (w->dead)
         return 1;
+    if (w->fenced && m->mode == MODE_CLASSIC)
+        return 1; /* a writer fenced by a newer term (an aborted failover) accepts no write: fail over again */
     if (m->mode != MODE_CLASSIC || w->sync_lost_since_ms == 0 ||
         now < w->sync_lost_since_ms + (uint64_t)m->misses * m->interval_ms)
         return 0;
@@ -1369,10 +1381,10 @@ static int writer_sdown(const struct mon *m, uint64_t now)
         ok += (int)i != m->writer && n->role == ROLE_REPLICA && n->ever_seen && !n->dead && !n->syncing &&
               spec_lists(&sp, n);
     }
-    return ok >= sp.n - sp.k + 1;
+    return ok >= spec_n_without(&sp, w) - sp.k + 1;
 }
 
-/* L1, L2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
+/* ML1, ML2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
 static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
 {
     if (m->mode != MODE_CLASSIC || !n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 ||
@@ -1464,7 +1476,7 @@ static void election_start(struct mon *m, int planned, uint64_t now)
     m->el.votes = 1;
     m->el.lease_last_ms = w->last_lease_ms;
     if (!planned)
-        w->lease_banned = 1; /* L2 */
+        w->lease_banned = 1; /* ML2 */
     rd_info("election for failover epoch %" PRIu64 " (%s): asking %u peer(s) for votes, %u needed", m->el.epoch,
             planned ? "planned switchover" : "writer down", m->npeers, m->quorum);
 }
@@ -1851,7 +1863,7 @@ static void put_sentinels(const struct mon *m, struct rd_buf *o)
  * Reply [down 0|1, leader, leader_epoch, last_lease_ms]: leader "*" for a plain query; for a vote
  * request the monitor votes for the first requester of an epoch above its last vote (on disk first,
  * M10) and answers whom it voted for in that epoch. last_lease_ms is our last renewal of that writer
- * (CLOCK_MONOTONIC ms, one machine): the leader waits it out (L3).
+ * (CLOCK_MONOTONIC ms, one machine): the leader waits it out (ML3).
  */
 static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct resp_args *a)
 {
@@ -1884,7 +1896,7 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
                     w->name, down);
         }
         if (down && ours)
-            w->lease_banned = 1; /* L2: never renew a primary we voted down */
+            w->lease_banned = 1; /* ML2: never renew a primary we voted down */
         snprintf(leader, sizeof(leader), "%u", m->st.voted_for);
         leader_epoch = m->st.voted_epoch;
     }

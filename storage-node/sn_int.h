@@ -98,6 +98,7 @@ struct sn_rec {
 
 struct sn_tab_ent { uint64_t key; uint32_t val; };
 struct sn_tab { struct sn_tab_ent *e; size_t cap, n; }; /* key 0 = empty slot */
+struct sn_lsnidx { uint32_t *v; uint64_t lo; size_t cap; };  /* v[lsn - lo] = index + 1, 0: none */
 
 struct sn_page_hist {
     uint32_t page_id;
@@ -109,7 +110,8 @@ struct sn_page_hist {
 struct sn_store {
     struct sn_rec *recs;
     size_t nrecs, recs_cap;
-    struct sn_tab by_lsn;          /* lsn -> index in recs */
+    struct sn_lsnidx by_lsn;       /* lsn -> index in recs (dense array, sn_store.c) */
+    struct sn_tab far;             /* ... for LSNs too far from the others for the array (not expected) */
     struct sn_page_hist *pages;
     size_t npages, pages_cap;
     struct sn_tab by_page;         /* page_id + 1 -> index in pages */
@@ -120,12 +122,16 @@ struct sn_store {
     uint64_t hot_records;          /* records with an in-memory body */
     uint64_t trimmed_lsn;          /* LSNs <= this may be gone from the hot log (trimmed; in the page store) */
     uint64_t trimmed_cpl;          /* a consistency point <= coalesced_lsn known held (max_cpl never drops below) */
+    uint32_t adv_idx;              /* index of the record sn_store_advance last passed (a hint only) */
 };
 
 void sn_store_init(struct sn_store *st);
 void sn_store_free(struct sn_store *st);
 /* The record with this LSN, or NULL. Valid until the next add/truncate. */
 struct sn_rec *sn_store_get(struct sn_store *st, uint64_t lsn);
+/* The same, trying recs[idx] first (a hint, e.g. where sn_store_add put it:
+ * indices move when records are dropped, then the index is used). */
+struct sn_rec *sn_store_at(struct sn_store *st, uint32_t idx, uint64_t lsn);
 /* Adds a record not held yet (asserted). Copies the body when
  * r->lsn > coalesced_lsn. Returns 0 or -ENOMEM. */
 int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, uint64_t hl_off,

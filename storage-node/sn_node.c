@@ -7,17 +7,20 @@
  *
  * Foreground (one loop turn, sn_node_run):
  *   1. submit, wait for completions (or the 50 ms timer), dispatch: accepts
- *      make conns, multishot recvs append to conn.in, the hot-log write +
- *      linked fdatasync completes (sn_on_sync: records become durable, SCL
- *      advances, waiting writers get their ACK);
+ *      make conns, multishot recvs append to conn.in, the hot-log write
+ *      completes (O_DIRECT + RWF_DSYNC, N12; or write + linked fdatasync in
+ *      buffered mode) and sn_flight_durable makes its records durable, the
+ *      SCL advances, waiting writers get their ACK;
  *   2. process every conn with input: frames (WRITE → validate → append to
  *      the pending hot-log buffer; GETPAGE, FETCH, EPOCH …) or RESP;
  *   3. sn_flush_kick: everything appended in this turn (and while the last
- *      flush was in flight) shares the next write + fdatasync;
+ *      flush was in flight) shares the next durable write; zeros are kept
+ *      written ahead of it (sn_zfill_kick);
  *   4. background work when due; queue sends.
  *
  * N1: an ACK is queued only in sn_send_acks, called when the flush holding
- * every record its writer sent has completed its fdatasync.
+ * every record its writer sent is durable (its RWF_DSYNC write or its
+ * fdatasync completed).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -62,8 +65,10 @@
 #define SN_FETCH_ASK_BYTES (1u << 20)      /* what gap fill asks for */
 #define SN_FETCH_TIMEOUT_MS 2000u
 #define SN_PROBE_INTERVAL_MS 250u          /* ask a peer even without a known gap */
-#define SN_COALESCE_INTERVAL_MS 100u
-#define SN_COALESCE_BATCH 2048u            /* records applied per coalesce round */
+#define SN_COALESCE_INTERVAL_MS 1000u   /* rarer rounds: a hot page is written once per round, not per 100 ms */
+#define SN_COALESCE_BATCH 32768u           /* records applied per coalesce round */
+#define SN_COALESCE_MAX_PAGES 2048u        /* pages touched per round (16 MiB of images): bounds the loop turn */
+#define SN_COALESCE_DUE_BYTES (2u << 20)   /* ... or sooner, once this much hot log arrived since the last round */
 #define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
 #define SN_MAX_HOT_RECORDS (1u << 20)      /* beyond: coalesce past the read point (logged) */
 #define SN_PENDING_MAX_BYTES (64u << 20)   /* stop reading writers beyond this, until a flush */
@@ -71,6 +76,9 @@
 #define SN_COPY_TIMEOUT_MS 5000u           /* a PAGECOPY unanswered this long: give up on that peer */
 #define SN_COPY_RETRY_MS 1000u             /* after a failed page copy, try again (maybe another peer) */
 #define SN_COPY_SCAN_PAGES 4096u           /* page-store slots read for one PAGES answer (bounded work) */
+#define SN_DIO_ALIGN 4096u                 /* O_DIRECT hot-log writes: offset and length (the fs block size) */
+#define SN_ZFILL_CHUNK (1u << 20)          /* zeros written ahead of the appends at a time (N12) */
+#define SN_ZFILL_AHEAD (2u << 20)          /* keep this much zeroed room ahead of the pending end */
 
 /* The meta file format (DIR/meta), SN_MAX_TRUNC and struct sn_trunc are in
  * sn_files.c / sn_int.h (shared with redoubt-dump). */
@@ -143,13 +151,18 @@ struct sn_seg {
     uint64_t size;      /* bytes written and fdatasynced (or recovered) */
     uint64_t max_lsn;   /* highest LSN ever appended to it (0: none) */
     int sealed;         /* renamed DIR/hotlog.N; else it is DIR/hotlog (the last one) */
+    int dfd;            /* O_DIRECT descriptor for appends (N12), -1 if none */
+    uint64_t zeroed;    /* file offset up to which the file durably holds records or zeros (N12) */
 };
 
-struct sn_pend { uint64_t lsn, off; };
+struct sn_pend { uint64_t lsn, off; uint32_t idx; }; /* idx: where sn_store_add put it (a hint) */
 
 struct sn_stats {
     uint64_t gaps_filled, getpage_requests, corrupt_detected, repaired;
     uint64_t writes, stale_refused, records_received, duplicates, flushes;
+    uint64_t fsyncs;        /* fdatasync/fsync calls (hot log, pages, meta, directory), for cost per commit */
+    uint64_t dsync_writes;  /* hot-log O_DIRECT|RWF_DSYNC writes (durable without an fsync, N12) */
+    uint64_t zfill_bytes;   /* zeros written ahead of the appends */
     uint64_t fetches_served, truncated_refused;
     uint64_t segments_deleted, records_trimmed, fetch_trimmed_answers;
     uint64_t gossip_answers, trim_gave_up, page_copies, pages_copied, pagecopy_served;
@@ -195,12 +208,27 @@ struct sn_node {
     int flight_active;
     struct rd_io write_io, sync_io;
     uint64_t next_gen, flight_gen, done_gen;
+    /* durable appends without fdatasync (N12): O_DIRECT + RWF_DSYNC of whole
+     * SN_DIO_ALIGN blocks into zeroed room; the partial last block is rewritten */
+    int direct;             /* 1: the active segment takes O_DIRECT|RWF_DSYNC writes */
+    int flight_direct;      /* the flight in flight is one */
+    uint8_t *dio;           /* aligned buffer of the flight: tail block + records + zero padding */
+    size_t dio_cap;
+    uint64_t flight_woff, flight_wlen; /* file offset and length of that write */
+    uint8_t tail[SN_DIO_ALIGN]; /* the durable bytes of the active segment's last partial block */
+    uint64_t tail_seg, tail_off; /* ... which segment, and the file offset of that block */
+    uint32_t tail_len;
+    uint8_t *zeros;         /* SN_ZFILL_CHUNK zero bytes, aligned */
+    struct rd_io zfill_io;
+    int zfill_active;
+    uint64_t zfill_seg, zfill_off, zfill_len;
     /* background */
     uint64_t vdl_seen, min_read_point;
     struct sn_peer peers[SN_MAX_PEERS];
     size_t npeers, peer_rr;
     uint64_t fetch_req_id, fetch_from, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
     int fetch_outstanding, fetch_more, coalesce_blocked;
+    uint64_t hl_since_coalesce; /* hot-log bytes appended since the last coalesce round */
     int hl_repair_pending;  /* the hot log lost records to corruption: count refetched ones */
     uint64_t last_gossip_ms;
     struct sn_copy copy;
@@ -236,8 +264,53 @@ static struct sn_seg *sn_seg_push(struct sn_node *s, uint64_t no, int fd)
         s->segs_cap = cap;
     }
     rd_assert(s->nsegs == 0 || s->segs[s->nsegs - 1].no < no);
-    s->segs[s->nsegs] = (struct sn_seg){.no = no, .fd = fd, .size = SN_HOTLOG_FILE_HDR_SIZE};
+    s->segs[s->nsegs] = (struct sn_seg){.no = no, .fd = fd, .size = SN_HOTLOG_FILE_HDR_SIZE, .dfd = -1};
     return &s->segs[s->nsegs++];
+}
+
+static uint64_t sn_dio_up(uint64_t n) { return (n + SN_DIO_ALIGN - 1) / SN_DIO_ALIGN * SN_DIO_ALIGN; }
+
+/* N12: opens the O_DIRECT descriptor of the active segment g (at path) and
+ * loads the durable bytes of its partial last block, which every direct
+ * write rewrites. Where the file system refuses O_DIRECT, every segment
+ * keeps the buffered write + fdatasync path (logged once). */
+static void sn_seg_direct_open(struct sn_node *s, struct sn_seg *g, const char *path)
+{
+    if (!s->direct)
+        return;
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_DIRECT);
+    if (fd < 0) {
+        rd_info("hot log: O_DIRECT is not available for \"%s\" (%s): buffered writes and fdatasync", path,
+                strerror(errno));
+        s->direct = 0;
+        return;
+    }
+    uint32_t tl = (uint32_t)(g->size % SN_DIO_ALIGN);
+    ssize_t got = tl ? pread(g->fd, s->tail, tl, (off_t)(g->size - tl)) : 0;
+    if (got != (ssize_t)tl)
+        rd_panic("could not read the last block of the hot log \"%s\": %s", path,
+                 got < 0 ? strerror(errno) : "short read");
+    g->dfd = fd;
+    g->zeroed = RD_MAX(g->zeroed, g->size);
+    s->tail_seg = g->no;
+    s->tail_off = g->size - tl;
+    s->tail_len = tl;
+}
+
+/* A sealed segment with no write in flight gives up its O_DIRECT descriptor
+ * and the zeros past its records (N12). The truncation is not fsynced: zeros
+ * after the last record are a torn tail to recovery anyway. */
+static void sn_seg_settle(struct sn_node *s, struct sn_seg *g)
+{
+    if (!g->sealed || g->dfd < 0)
+        return;
+    if ((s->flight_active && SN_HL_VSEG(s->flight_off) == g->no) || (s->zfill_active && s->zfill_seg == g->no))
+        return;
+    if (ftruncate(g->fd, (off_t)g->size) < 0)
+        rd_warn("could not cut the zeros after hot-log segment %llu: %s", (unsigned long long)g->no, strerror(errno));
+    if (close(g->dfd) < 0)
+        rd_warn("close of a hot-log segment failed: %s", strerror(errno));
+    g->dfd = -1;
 }
 
 /* Writes DIR/hotlog.new holding the file header of segment no, durable.
@@ -252,6 +325,7 @@ static int sn_seg_prepare(struct sn_node *s, uint64_t no, char *path, size_t cap
     sn_hotlog_file_hdr_seg(h, s->cfg.node_id, no);
     if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
         rd_panic("could not initialise \"%s\": %s", path, strerror(errno));
+    s->stats.fsyncs++;
     if (fdatasync(fd) < 0)
         rd_panic("could not fdatasync \"%s\": %s", path, strerror(errno));
     return fd;
@@ -261,6 +335,7 @@ static void sn_rename_durable(struct sn_node *s, const char *from, const char *t
 {
     if (rename(from, to) < 0)
         rd_panic("could not rename \"%s\" to \"%s\": %s", from, to, strerror(errno));
+    s->stats.fsyncs++;
     if (fsync(s->meta_dir_fd) < 0)
         rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
 }
@@ -287,7 +362,9 @@ static void sn_seg_rotate(struct sn_node *s)
     sn_rename_durable(s, active, sealed);
     cur->sealed = 1;
     sn_rename_durable(s, tmp, active);
-    sn_seg_push(s, no, fd);
+    struct sn_seg *g = sn_seg_push(s, no, fd);
+    sn_seg_direct_open(s, g, active);
+    sn_seg_settle(s, &s->segs[s->nsegs - 2]);
     s->hl_end = s->pend_off = SN_HL_VOFF(no, SN_HOTLOG_FILE_HDR_SIZE);
     rd_debug("hot log: sealed segment %llu, now appending to segment %llu", (unsigned long long)(no - 1),
              (unsigned long long)no);
@@ -317,6 +394,7 @@ static int sn_meta_write(struct sn_node *s)
     memcpy(mt.trunc, s->trunc, sizeof(mt.trunc));
     sn_meta_encode(m, &mt);
     /* meta.tmp, fsync, rename, fsync of the dir: a crash leaves the old or the new file. */
+    s->stats.fsyncs += 2; /* meta.tmp and the directory */
     int rc = rd_write_file_atomic(s->dir, "meta", m, sizeof(m));
     if (rc < 0)
         rd_error("could not write \"%s/meta\": %s", s->dir, rd_strerror(rc));
@@ -647,17 +725,6 @@ static void sn_reply_error(struct sn_node *s, struct sn_conn *c, uint32_t code, 
 
 /* ------------------------------------------------------------ hot log flush */
 
-static void sn_on_write_done(struct rd_io *io, const struct io_uring_cqe *cqe)
-{
-    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, write_io));
-    if (cqe->res < 0)
-        rd_panic("could not write the hot log in \"%s\" at offset %llu: %s", s->dir,
-                 (unsigned long long)s->flight_off, strerror(-cqe->res));
-    if ((size_t)cqe->res != s->hl_flight.len)
-        rd_panic("short write to the hot log in \"%s\" (%d of %zu bytes at offset %llu)", s->dir, cqe->res,
-                 s->hl_flight.len, (unsigned long long)s->flight_off);
-}
-
 static void sn_send_acks(struct sn_node *s)
 {
     for (struct sn_conn *c = s->conns; c; c = c->next) {
@@ -676,42 +743,147 @@ static void sn_send_acks(struct sn_node *s)
     }
 }
 
+/* The flight's bytes are durable (its fdatasync, or its RWF_DSYNC write,
+ * completed): its records become durable, the SCL advances, ACKs go out (N1). */
+static void sn_flight_durable(struct sn_node *s)
+{
+    uint64_t max = s->st.durable_max;
+    for (size_t i = 0; i < s->nflight; i++) {
+        struct sn_rec *x = sn_store_at(&s->st, s->flight[i].idx, s->flight[i].lsn);
+        if (x == NULL || x->hl_off != s->flight[i].off)
+            continue; /* truncated while in flight */
+        x->durable = 1;
+        max = RD_MAX(max, x->lsn);
+    }
+    s->st.durable_max = max;
+    struct sn_seg *g = sn_seg_find(s, SN_HL_VSEG(s->flight_off));
+    rd_assert(g != NULL); /* a segment is deleted only when it holds no record in flight */
+    g->size = SN_HL_FOFF(s->flight_off) + s->hl_flight.len;
+    if (s->flight_direct) {
+        g->zeroed = RD_MAX(g->zeroed, s->flight_woff + s->flight_wlen);
+        if (s->tail_seg == g->no) { /* still the active segment: its new partial last block */
+            uint32_t tl = (uint32_t)(g->size % SN_DIO_ALIGN);
+            uint64_t toff = g->size - tl;
+            rd_assert(toff >= s->flight_woff && g->size <= s->flight_woff + s->flight_wlen);
+            memcpy(s->tail, s->dio + (toff - s->flight_woff), tl);
+            s->tail_off = toff;
+            s->tail_len = tl;
+        }
+    }
+    s->stats.flushes++;
+    s->stats.fsyncs++;
+    s->nflight = 0;
+    rd_buf_reset(&s->hl_flight);
+    s->flight_active = 0;
+    s->done_gen = s->flight_gen;
+    sn_seg_settle(s, g);
+    sn_store_advance(&s->st);
+    sn_send_acks(s);
+}
+
+static void sn_on_write_done(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, write_io));
+    if (s->flight_direct) {
+        /* N12: this write is the durability point (RWF_DSYNC): it stands for the fdatasync. */
+        int res = cqe->res >= 0 && rd_fault("sn_fsync") ? -EIO : cqe->res; /* tests: RD_FAULT=sn_fsync:N */
+        if (res < 0) /* never retried, never acknowledged */
+            rd_panic("could not fdatasync the hot log in \"%s\": its O_DIRECT|RWF_DSYNC write at offset %llu "
+                     "failed: %s",
+                     s->dir, (unsigned long long)s->flight_woff, strerror(-res));
+        if ((uint64_t)res != s->flight_wlen)
+            rd_panic("short write to the hot log in \"%s\" (%d of %llu bytes at offset %llu)", s->dir, res,
+                     (unsigned long long)s->flight_wlen, (unsigned long long)s->flight_woff);
+        s->stats.dsync_writes++;
+        sn_flight_durable(s);
+        return;
+    }
+    if (cqe->res < 0)
+        rd_panic("could not write the hot log in \"%s\" at offset %llu: %s", s->dir,
+                 (unsigned long long)s->flight_off, strerror(-cqe->res));
+    if ((size_t)cqe->res != s->hl_flight.len)
+        rd_panic("short write to the hot log in \"%s\" (%d of %zu bytes at offset %llu)", s->dir, cqe->res,
+                 s->hl_flight.len, (unsigned long long)s->flight_off);
+}
+
 static void sn_on_sync_done(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
     struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, sync_io));
     int res = cqe->res >= 0 && rd_fault("sn_fsync") ? -EIO : cqe->res; /* tests: RD_FAULT=sn_fsync:N */
     if (res < 0) /* PostgreSQL's rule: never retry an fsync, never ack */
         rd_panic("could not fdatasync the hot log in \"%s\": %s", s->dir, strerror(-res));
-    for (size_t i = 0; i < s->nflight; i++) {
-        struct sn_rec *x = sn_store_get(&s->st, s->flight[i].lsn);
-        if (x == NULL || x->hl_off != s->flight[i].off)
-            continue; /* truncated while in flight */
-        x->durable = 1;
-        if (x->lsn > s->st.durable_max)
-            s->st.durable_max = x->lsn;
+    sn_flight_durable(s);
+}
+
+/* N12: keeps SN_ZFILL_AHEAD bytes of zeros, written and durable, ahead of the
+ * appends of the active segment (up to just past its sealing size), so an
+ * append is an overwrite of allocated blocks: no block allocation, no size
+ * change, nothing for the journal, and io_uring issues it inline. Never over
+ * a range a flight is writing; a flight into a range being zeroed waits. */
+static void sn_zfill_kick(struct sn_node *s)
+{
+    if (!s->direct || s->zfill_active || s->nsegs == 0)
+        return;
+    struct sn_seg *g = &s->segs[s->nsegs - 1];
+    if (g->dfd < 0)
+        return;
+    uint64_t want = RD_MIN(sn_dio_up(SN_HL_FOFF(s->hl_end)) + SN_ZFILL_AHEAD,
+                           sn_dio_up(s->seg_limit + (64u << 10)));
+    uint64_t from = sn_dio_up(g->zeroed);
+    if (s->flight_active && SN_HL_VSEG(s->flight_off) == g->no)
+        from = RD_MAX(from, s->flight_woff + s->flight_wlen);
+    if (from >= want)
+        return;
+    s->zfill_seg = g->no;
+    s->zfill_off = from;
+    s->zfill_len = SN_ZFILL_CHUNK;
+    s->zfill_active = 1;
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->zfill_io);
+    io_uring_prep_write(sqe, g->dfd, s->zeros, SN_ZFILL_CHUNK, from);
+    sqe->rw_flags = RWF_DSYNC;
+}
+
+static void sn_on_zfill_done(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, zfill_io));
+    s->zfill_active = 0;
+    if (cqe->res < 0 || (uint64_t)cqe->res != s->zfill_len)
+        rd_panic("could not write zeros ahead of the hot log in \"%s\" (segment %llu, offset %llu): %s", s->dir,
+                 (unsigned long long)s->zfill_seg, (unsigned long long)s->zfill_off,
+                 cqe->res < 0 ? strerror(-cqe->res) : "short write");
+    s->stats.zfill_bytes += s->zfill_len;
+    struct sn_seg *g = sn_seg_find(s, s->zfill_seg);
+    if (g != NULL) { /* else trimmed meanwhile */
+        g->zeroed = RD_MAX(g->zeroed, s->zfill_off + s->zfill_len);
+        sn_seg_settle(s, g);
     }
-    struct sn_seg *g = sn_seg_find(s, SN_HL_VSEG(s->flight_off));
-    rd_assert(g != NULL); /* a segment is deleted only when it holds no record in flight */
-    g->size = SN_HL_FOFF(s->flight_off) + s->hl_flight.len;
-    s->stats.flushes++;
-    s->nflight = 0;
-    rd_buf_reset(&s->hl_flight);
-    s->flight_active = 0;
-    s->done_gen = s->flight_gen;
-    sn_store_advance(&s->st);
-    sn_send_acks(s);
 }
 
 /* Starts the next group flush if none is in flight (one per loop turn). */
 static void sn_flush_kick(struct sn_node *s)
 {
-    if (s->flight_active)
+    if (s->flight_active) {
+        sn_zfill_kick(s);
         return;
+    }
     if (s->hl_pending.len == 0) {
         /* Nothing new: everything before is durable, so the pending generation is done. */
         s->done_gen = s->next_gen++;
         sn_send_acks(s);
+        sn_zfill_kick(s);
         return;
+    }
+    struct sn_seg *g = sn_seg_find(s, SN_HL_VSEG(s->pend_off));
+    rd_assert(g != NULL);
+    uint64_t woff = 0, wlen = 0;
+    if (g->dfd >= 0) {
+        /* N12: whole blocks from the start of the partial last one, zero padded. */
+        rd_assert(s->tail_seg == g->no && s->tail_off + s->tail_len == SN_HL_FOFF(s->pend_off));
+        woff = s->tail_off;
+        wlen = sn_dio_up(s->tail_len + s->hl_pending.len);
+        if (s->zfill_active && s->zfill_seg == g->no && woff < s->zfill_off + s->zfill_len &&
+            s->zfill_off < woff + wlen)
+            return; /* the zeros being written there land first; the loop kicks again */
     }
     struct rd_buf tb = s->hl_flight;
     s->hl_flight = s->hl_pending;
@@ -728,17 +900,39 @@ static void sn_flush_kick(struct sn_node *s)
     s->flight_off = s->pend_off;
     rd_assert(s->flight_off + s->hl_flight.len == s->hl_end);
     s->pend_off = s->hl_end;
-    struct sn_seg *g = sn_seg_find(s, SN_HL_VSEG(s->flight_off));
-    rd_assert(g != NULL);
     s->flight_fd = g->fd;
     s->flight_gen = s->next_gen++;
     s->flight_active = 1;
-    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->write_io);
-    io_uring_prep_write(sqe, s->flight_fd, s->hl_flight.data, (unsigned)s->hl_flight.len,
-                        SN_HL_FOFF(s->flight_off));
-    sqe->flags |= IOSQE_IO_LINK;
-    sqe = rd_loop_sqe(&s->loop, &s->sync_io);
-    io_uring_prep_fsync(sqe, s->flight_fd, IORING_FSYNC_DATASYNC);
+    s->flight_direct = g->dfd >= 0;
+    if (s->flight_direct) {
+        if (wlen > s->dio_cap) {
+            size_t cap = s->dio_cap ? s->dio_cap : (1u << 20);
+            while (cap < wlen)
+                cap *= 2;
+            void *p = NULL;
+            if (posix_memalign(&p, SN_DIO_ALIGN, cap) != 0)
+                rd_panic("out of memory for the hot-log write buffer (%zu bytes)", cap);
+            free(s->dio);
+            s->dio = p;
+            s->dio_cap = cap;
+        }
+        memcpy(s->dio, s->tail, s->tail_len);
+        memcpy(s->dio + s->tail_len, s->hl_flight.data, s->hl_flight.len);
+        memset(s->dio + s->tail_len + s->hl_flight.len, 0, wlen - s->tail_len - s->hl_flight.len);
+        s->flight_woff = woff;
+        s->flight_wlen = wlen;
+        struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->write_io);
+        io_uring_prep_write(sqe, g->dfd, s->dio, (unsigned)wlen, woff);
+        sqe->rw_flags = RWF_DSYNC;
+    } else {
+        struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->write_io);
+        io_uring_prep_write(sqe, s->flight_fd, s->hl_flight.data, (unsigned)s->hl_flight.len,
+                            SN_HL_FOFF(s->flight_off));
+        sqe->flags |= IOSQE_IO_LINK;
+        sqe = rd_loop_sqe(&s->loop, &s->sync_io);
+        io_uring_prep_fsync(sqe, s->flight_fd, IORING_FSYNC_DATASYNC);
+    }
+    sn_zfill_kick(s);
 }
 
 /* ------------------------------------------------------------ accepting records */
@@ -818,8 +1012,9 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
             s->pend = np;
             s->pend_cap = cap;
         }
-        s->pend[s->npend++] = (struct sn_pend){r.lsn, at};
+        s->pend[s->npend++] = (struct sn_pend){r.lsn, at, (uint32_t)(s->st.nrecs - 1)};
         s->hl_end += (uint64_t)len;
+        s->hl_since_coalesce += (uint64_t)len;
         struct sn_seg *g = &s->segs[s->nsegs - 1];
         if (r.lsn > g->max_lsn)
             g->max_lsn = r.lsn;
@@ -1035,9 +1230,9 @@ static void sn_coalesce(struct sn_node *s)
     if (s->st.hot_records >= SN_MAX_HOT_RECORDS && to > s->min_read_point && s->min_read_point)
         rd_warn("coalescing past the min read point %llu: %llu records in memory",
                 (unsigned long long)s->min_read_point, (unsigned long long)s->st.hot_records);
-    struct sn_touched *t = calloc(SN_COALESCE_BATCH, sizeof(*t));
+    struct sn_touched *t = calloc(SN_COALESCE_MAX_PAGES, sizeof(*t));
     /* page id -> index in t, open addressing (2x the most pages a round can touch) */
-    enum { SLOTS = 2 * SN_COALESCE_BATCH };
+    enum { SLOTS = 2 * SN_COALESCE_MAX_PAGES };
     _Static_assert((SLOTS & (SLOTS - 1)) == 0, "a power of two");
     int32_t *slot = malloc(SLOTS * sizeof(*slot));
     size_t nt = 0;
@@ -1048,17 +1243,21 @@ static void sn_coalesce(struct sn_node *s)
     uint64_t cpl = s->coalesced_cpl;
     for (uint64_t lsn = from + 1; lsn <= to && !failed; lsn++) {
         struct sn_rec *x = sn_store_get(&s->st, lsn);
-        rd_assert(x != NULL && x->durable && x->body != NULL); /* S2, S4 */
-        if (x->flags & REDO_FLAG_CPL)
-            cpl = x->lsn;
-        if (x->page_id == ENGINE_PAGE_NONE)
+        rd_assert(x != NULL && x->durable && x->body != NULL); /* ST2, ST4 */
+        if (x->page_id == ENGINE_PAGE_NONE) {
+            if (x->flags & REDO_FLAG_CPL)
+                cpl = x->lsn;
             continue;
+        }
         size_t h = (x->page_id * 2654435761u) & (SLOTS - 1);
         while (slot[h] >= 0 && t[slot[h]].page_id != x->page_id)
             h = (h + 1) & (SLOTS - 1);
         size_t k = slot[h] >= 0 ? (size_t)slot[h] : nt;
         if (k == nt) {
-            rd_assert(nt < SN_COALESCE_BATCH);
+            if (nt == SN_COALESCE_MAX_PAGES) { /* the rest waits for the next round */
+                to = lsn - 1;
+                break;
+            }
             slot[h] = (int32_t)nt;
             t[nt].page_id = x->page_id;
             t[nt].img = malloc(ENGINE_PAGE_SIZE);
@@ -1070,6 +1269,8 @@ static void sn_coalesce(struct sn_node *s)
                 break;
             }
         }
+        if (x->flags & REDO_FLAG_CPL)
+            cpl = x->lsn;
         if (x->lsn <= engine_page_lsn(t[k].img))
             continue; /* already applied (a coalesce that outran the meta file) */
         if (engine_page_apply(t[k].img, x->type, x->body, x->body_len, x->lsn) < 0) {
@@ -1085,6 +1286,7 @@ static void sn_coalesce(struct sn_node *s)
     } else {
         for (size_t k = 0; k < nt; k++)
             sn_page_write(s, t[k].page_id, t[k].img);
+        s->stats.fsyncs += nt ? 1 : 0;
         if (nt && fdatasync(s->pages_fd) < 0)
             rd_panic("could not fdatasync the page store in \"%s\": %s", s->dir, strerror(errno));
         sn_store_gc(&s->st, to); /* pages are durable; now the meta file may say so */
@@ -1194,10 +1396,11 @@ static void sn_hl_trim(struct sn_node *s)
         char path[4200];
         rd_assert(g->sealed);
         sn_hotlog_seg_path(path, sizeof(path), s->dir, g->no, 1);
-        if (close(g->fd) < 0)
+        if (close(g->fd) < 0 || (g->dfd >= 0 && close(g->dfd) < 0))
             rd_warn("close of \"%s\" failed: %s", path, strerror(errno));
         if (unlink(path) < 0)
             rd_panic("could not delete hot-log segment \"%s\": %s", path, strerror(errno));
+        s->stats.fsyncs++;
         if (fsync(s->meta_dir_fd) < 0)
             rd_panic("could not fsync directory \"%s\": %s", s->dir, strerror(errno));
         rd_info("hot log: deleted segment %s (%llu bytes, %zu records, all <= lsn %llu; coalesced %llu, "
@@ -1886,6 +2089,9 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
                    (unsigned long long)(s->nsegs ? s->segs[0].no : 0), (unsigned long long)s->st.trimmed_lsn,
                    (unsigned long long)s->stats.segments_deleted, (unsigned long long)s->stats.records_trimmed,
                    (unsigned long long)s->stats.fetch_trimmed_answers, (unsigned long long)s->blocked_lsn);
+    rd_buf_appendf(b, "fsyncs:%llu\r\nhotlog_io:%s\r\ndsync_writes:%llu\r\nzfill_bytes:%llu\r\n",
+                   (unsigned long long)s->stats.fsyncs, s->direct ? "direct" : "buffered",
+                   (unsigned long long)s->stats.dsync_writes, (unsigned long long)s->stats.zfill_bytes);
     rd_buf_appendf(b,
                    "hotlog_trim:%s\r\nhotlog_keep_bytes:%llu\r\nhotlog_trim_point:%llu\r\n"
                    "hotlog_trim_local_point:%llu\r\nhotlog_trim_held_by:%s\r\npeers_given_up:%zu\r\n"
@@ -2277,6 +2483,9 @@ static int sn_open_hotlog(struct sn_node *s)
     }
     struct sn_seg *g = &s->segs[s->nsegs - 1];
     s->hl_end = s->pend_off = SN_HL_VOFF(g->no, g->size);
+    char active_path[4200];
+    sn_hotlog_seg_path(active_path, sizeof(active_path), s->dir, 0, 0);
+    sn_seg_direct_open(s, g, active_path);
     return 0;
 }
 
@@ -2334,7 +2543,7 @@ static int sn_open_storage(struct sn_node *s)
     int rc = sn_meta_read(s);
     if (rc < 0)
         return rc;
-    s->st.coalesced_lsn = s->st.coalesced_lsn; /* set by sn_meta_read, before the scan (S4) */
+    s->st.coalesced_lsn = s->st.coalesced_lsn; /* set by sn_meta_read, before the scan (ST4) */
     if ((rc = sn_open_hotlog(s)) < 0)
         return rc;
     sn_store_advance(&s->st);
@@ -2407,9 +2616,15 @@ static void sn_shutdown(struct sn_node *s)
     for (size_t i = 0; i < s->npeers; i++)
         if (s->peers[i].state == SN_PEER_CONNECTING && s->peers[i].fd >= 0)
             close(s->peers[i].fd);
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (close(s->segs[i].fd) < 0)
+    for (size_t i = 0; i < s->nsegs; i++) {
+        struct sn_seg *g = &s->segs[i];
+        /* N12: the zeros past the records go (not fsynced: a zero tail is cut at start-up anyway) */
+        if (g->dfd >= 0 && (ftruncate(g->fd, (off_t)g->size) < 0 || close(g->dfd) < 0))
+            rd_error("cutting the zeros after hot-log segment %llu failed: %s", (unsigned long long)g->no,
+                     strerror(errno));
+        if (close(g->fd) < 0)
             rd_error("closing a hot-log segment failed: %s", strerror(errno));
+    }
     free(s->segs);
     if (close(s->pages_fd) < 0 || close(s->listen_fd) < 0 || close(s->meta_dir_fd) < 0)
         rd_error("closing the data files failed: %s", strerror(errno));
@@ -2420,6 +2635,8 @@ static void sn_shutdown(struct sn_node *s)
     rd_buf_free(&s->hl_flight);
     free(s->pend);
     free(s->flight);
+    free(s->dio);
+    free(s->zeros);
     free(s);
 }
 
@@ -2434,10 +2651,18 @@ int sn_node_run(const struct sn_config *cfg)
     s->seg_limit = cfg->hotlog_segment_bytes ? cfg->hotlog_segment_bytes : (64ull << 20);
     s->trim_enabled = !cfg->no_hotlog_trim;
     s->keep_bytes = cfg->hotlog_keep_bytes;
+    /* N12: durable O_DIRECT appends unless the file system refuses them, or
+     * REDOUBT_SN_HOTLOG_IO=buffered asks for write + fdatasync (A/B, tests). */
+    const char *hio = getenv("REDOUBT_SN_HOTLOG_IO");
+    s->direct = !(hio && strcmp(hio, "buffered") == 0);
+    if (posix_memalign((void **)&s->zeros, SN_DIO_ALIGN, SN_ZFILL_CHUNK) != 0)
+        rd_panic("out of memory for the hot-log zero buffer");
+    memset(s->zeros, 0, SN_ZFILL_CHUNK);
     s->accept_io.on_cqe = sn_on_accept;
     s->timer_io.on_cqe = sn_on_timer;
     s->write_io.on_cqe = sn_on_write_done;
     s->sync_io.on_cqe = sn_on_sync_done;
+    s->zfill_io.on_cqe = sn_on_zfill_done;
     s->next_gen = 1;
     sn_store_init(&s->st);
     char why[256];
@@ -2498,8 +2723,9 @@ int sn_node_run(const struct sn_config *cfg)
             sn_gossip_send(s, now);
             sn_gap_fill(s, now);
             sn_copy_tick(s, now);
-            if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS) {
+            if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS || s->hl_since_coalesce >= SN_COALESCE_DUE_BYTES) {
                 s->last_coalesce_ms = now;
+                s->hl_since_coalesce = 0;
                 sn_coalesce(s);
                 sn_hl_trim(s);
             }
@@ -2510,7 +2736,7 @@ int sn_node_run(const struct sn_config *cfg)
     /* What is pending becomes durable (nobody is acknowledged for it now). */
     for (int i = 0; i < 2 && (s->flight_active || s->hl_pending.len); i++) {
         sn_flush_kick(s);
-        while (s->flight_active)
+        while (s->flight_active || s->zfill_active)
             if ((rc = rd_loop_run_once(&s->loop, 100000)) < 0)
                 rd_panic("io_uring wait failed: %s", strerror(-rc));
     }

@@ -5,12 +5,12 @@
  * Pure memory: no I/O (sn_node.c owns the files).
  *
  * Invariants
- *  S1. Each LSN is held at most once (sn_store_add asserts it).
- *  S2. scl only counts durable records: every LSN in [1, scl] is held with
+ *  ST1. Each LSN is held at most once (sn_store_add asserts it).
+ *  ST2. scl only counts durable records: every LSN in [1, scl] is held with
  *      durable = 1. scl advances only over lsn == scl + 1 (never a gap).
- *  S3. A page's history lists, ascending, exactly its records with
+ *  ST3. A page's history lists, ascending, exactly its records with
  *      coalesced_lsn < lsn <= scl.
- *  S4. A record above coalesced_lsn has its body in memory.
+ *  ST4. A record above coalesced_lsn has its body in memory.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -75,11 +75,88 @@ static int tab_get(const struct sn_tab *t, uint64_t key, uint32_t *val)
     return 0;
 }
 
-static void tab_clear(struct sn_tab *t)
+/* ------------------------------------------------------------ LSN index
+ *
+ * LSNs are dense (the writer numbers every record), so the index is an array
+ * of (index in recs + 1, 0 = not held) over [lo, lo + cap), one cache line
+ * per 16 LSNs and no hashing. An LSN that would stretch the array beyond
+ * SN_LSNIDX_SPAN_MAX entries goes to the hash table `far` instead (not
+ * expected: it keeps a bogus far-away LSN from costing memory). */
+#define SN_LSNIDX_SPAN_MAX (1ull << 26)
+#define SN_LSNIDX_MIN_CAP 4096u
+
+static int lsnidx_cover(struct sn_store *st, uint64_t lsn)
 {
-    if (t->e)
-        memset(t->e, 0, t->cap * sizeof(*t->e));
-    t->n = 0;
+    struct sn_lsnidx *d = &st->by_lsn;
+    if (d->cap && lsn >= d->lo && lsn - d->lo < d->cap)
+        return 1;
+    uint64_t lo = d->cap ? RD_MIN(d->lo, lsn) : lsn;
+    uint64_t hi = d->cap ? RD_MAX(d->lo + d->cap, lsn + 1) : lsn + 1;
+    if (hi - lo > SN_LSNIDX_SPAN_MAX)
+        return 0;
+    size_t cap = d->cap ? d->cap : SN_LSNIDX_MIN_CAP;
+    while (cap < hi - lo)
+        cap *= 2;
+    uint32_t *v = calloc(cap, sizeof(*v));
+    if (v == NULL)
+        rd_panic("out of memory for the storage-node LSN index (%zu entries)", cap);
+    if (d->cap)
+        memcpy(v + (d->lo - lo), d->v, d->cap * sizeof(*v));
+    free(d->v);
+    d->v = v;
+    d->lo = lo;
+    d->cap = cap;
+    if (st->far.n) { /* far entries now in range move in */
+        struct sn_tab old = st->far;
+        st->far = (struct sn_tab){0};
+        for (size_t i = 0; i < old.cap; i++) {
+            uint64_t k = old.e[i].key;
+            if (k == 0)
+                continue;
+            if (k >= lo && k - lo < cap)
+                v[k - lo] = old.e[i].val + 1;
+            else
+                tab_put(&st->far, k, old.e[i].val);
+        }
+        free(old.e);
+    }
+    return 1;
+}
+
+static void lsnidx_put(struct sn_store *st, uint64_t lsn, uint32_t idx)
+{
+    rd_assert(lsn != 0 && idx != UINT32_MAX);
+    if (lsnidx_cover(st, lsn))
+        st->by_lsn.v[lsn - st->by_lsn.lo] = idx + 1;
+    else
+        tab_put(&st->far, lsn, idx);
+}
+
+static int lsnidx_get(const struct sn_store *st, uint64_t lsn, uint32_t *idx)
+{
+    const struct sn_lsnidx *d = &st->by_lsn;
+    if (d->cap && lsn >= d->lo && lsn - d->lo < d->cap) {
+        uint32_t v = d->v[lsn - d->lo];
+        *idx = v - 1;
+        return v != 0;
+    }
+    return st->far.n ? tab_get(&st->far, lsn, idx) : 0;
+}
+
+/* After records were dropped: rebuilt from scratch, from the lowest LSN held. */
+static void lsnidx_rebuild(struct sn_store *st)
+{
+    free(st->by_lsn.v);
+    st->by_lsn = (struct sn_lsnidx){0};
+    free(st->far.e);
+    st->far = (struct sn_tab){0};
+    uint64_t lo = UINT64_MAX;
+    for (size_t i = 0; i < st->nrecs; i++)
+        lo = RD_MIN(lo, st->recs[i].lsn);
+    if (lo != UINT64_MAX)
+        lsnidx_cover(st, lo);
+    for (size_t i = 0; i < st->nrecs; i++)
+        lsnidx_put(st, st->recs[i].lsn, (uint32_t)i);
 }
 
 /* ------------------------------------------------------------ store */
@@ -94,7 +171,8 @@ void sn_store_free(struct sn_store *st)
         free(st->pages[i].lsn);
     free(st->recs);
     free(st->pages);
-    free(st->by_lsn.e);
+    free(st->by_lsn.v);
+    free(st->far.e);
     free(st->by_page.e);
     memset(st, 0, sizeof(*st));
 }
@@ -102,9 +180,16 @@ void sn_store_free(struct sn_store *st)
 struct sn_rec *sn_store_get(struct sn_store *st, uint64_t lsn)
 {
     uint32_t i;
-    if (lsn == 0 || !tab_get(&st->by_lsn, lsn, &i))
+    if (lsn == 0 || !lsnidx_get(st, lsn, &i))
         return NULL;
     return &st->recs[i];
+}
+
+struct sn_rec *sn_store_at(struct sn_store *st, uint32_t idx, uint64_t lsn)
+{
+    if (idx < st->nrecs && st->recs[idx].lsn == lsn)
+        return &st->recs[idx];
+    return sn_store_get(st, lsn);
 }
 
 struct sn_page_hist *sn_store_page(struct sn_store *st, uint32_t page_id)
@@ -166,7 +251,7 @@ int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, 
             memcpy(x->body, r->body, r->body_len);
         st->hot_records++;
     }
-    tab_put(&st->by_lsn, r->lsn, (uint32_t)st->nrecs);
+    lsnidx_put(st, r->lsn, (uint32_t)st->nrecs);
     st->nrecs++;
     if (durable && r->lsn > st->durable_max)
         st->durable_max = r->lsn;
@@ -175,7 +260,7 @@ int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, 
 
 static void hist_push(struct sn_page_hist *h, uint64_t lsn)
 {
-    rd_assert(h->n == 0 || h->lsn[h->n - 1] < lsn); /* S3: ascending */
+    rd_assert(h->n == 0 || h->lsn[h->n - 1] < lsn); /* ST3: ascending */
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 8;
         uint64_t *p = realloc(h->lsn, cap * sizeof(*p));
@@ -191,9 +276,11 @@ uint64_t sn_store_advance(struct sn_store *st)
 {
     uint64_t start = st->scl;
     for (;;) {
-        struct sn_rec *x = sn_store_get(st, st->scl + 1);
+        /* Records mostly arrive in LSN order: try the slot after the last one first. */
+        struct sn_rec *x = sn_store_at(st, st->adv_idx + 1, st->scl + 1);
         if (x == NULL || !x->durable)
             break;
+        st->adv_idx = (uint32_t)(x - st->recs);
         st->scl++;
         if (x->flags & REDO_FLAG_CPL)
             st->max_cpl = x->lsn;
@@ -227,9 +314,7 @@ static size_t recs_keep_range(struct sn_store *st, uint64_t lo, uint64_t hi, uin
         st->recs[w++] = *x;
     }
     st->nrecs = w;
-    tab_clear(&st->by_lsn);
-    for (size_t i = 0; i < st->nrecs; i++)
-        tab_put(&st->by_lsn, st->recs[i].lsn, (uint32_t)i);
+    lsnidx_rebuild(st);
     return dropped;
 }
 
@@ -275,9 +360,7 @@ size_t sn_store_trim(struct sn_store *st, uint64_t min_hl_off, uint64_t upto)
     if (dropped == 0)
         return 0;
     st->nrecs = w;
-    tab_clear(&st->by_lsn);
-    for (size_t i = 0; i < st->nrecs; i++)
-        tab_put(&st->by_lsn, st->recs[i].lsn, (uint32_t)i);
+    lsnidx_rebuild(st);
     return dropped;
 }
 
@@ -299,7 +382,7 @@ size_t sn_store_rebase(struct sn_store *st, uint64_t base, uint64_t cpl)
 {
     rd_assert(base > st->coalesced_lsn && cpl <= base);
     size_t dropped = recs_keep_range(st, base + 1, UINT64_MAX, base);
-    for (size_t i = 0; i < st->npages; i++) { /* S3: history only above the new coalesced point */
+    for (size_t i = 0; i < st->npages; i++) { /* ST3: history only above the new coalesced point */
         struct sn_page_hist *h = &st->pages[i];
         uint32_t k = 0;
         while (k < h->n && h->lsn[k] <= base)
@@ -365,7 +448,7 @@ int sn_store_materialise(struct sn_store *st, uint32_t page_id, uint64_t read_ls
         if (h->lsn[k] <= page_lsn)
             continue; /* already in the image (a coalesce that outran the meta file) */
         struct sn_rec *x = sn_store_get(st, h->lsn[k]);
-        rd_assert(x != NULL && x->body != NULL); /* S3, S4 */
+        rd_assert(x != NULL && x->body != NULL); /* ST3, ST4 */
         int rc = engine_page_apply(page, x->type, x->body, x->body_len, x->lsn);
         if (rc < 0)
             return rc;

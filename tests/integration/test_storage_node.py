@@ -514,12 +514,19 @@ print(f"ok: hot log bounded: {last} records (~{last * 8 // 1024} MiB) written, a
 scl_c = int(tn[2].info()["scl"])
 tn[2].kill9()
 write_round(tn[:2], 400, 200)
-time.sleep(0.5)
 for n in tn[:2]:
-    inf = n.info()
-    check(int(inf["hot_log_trimmed_lsn"]) <= scl_c and f":{tn[2].port}" in inf["hotlog_trim_held_by"]
-          and int(inf["hotlog_trim_point"]) == scl_c,
-          f"node {n.idx} waits for the dead node's scl {scl_c}: trimmed {inf['hot_log_trimmed_lsn']}, "
+    # coalescing runs every 1 s (or per 2 MiB): until it passes scl_c the coalesced point holds the
+    # trim point; then the dead peer's scl must. Never trimmed past it meanwhile.
+    deadline = time.time() + 5
+    while True:
+        inf = n.info()
+        check(int(inf["hot_log_trimmed_lsn"]) <= scl_c,
+              f"node {n.idx} trimmed past the dead node's scl {scl_c}: {inf['hot_log_trimmed_lsn']}")
+        ok = f":{tn[2].port}" in inf["hotlog_trim_held_by"] and int(inf["hotlog_trim_point"]) == scl_c
+        if ok or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check(ok, f"node {n.idx} waits for the dead node's scl {scl_c}: trimmed {inf['hot_log_trimmed_lsn']}, "
           f"point {inf['hotlog_trim_point']} held by {inf['hotlog_trim_held_by']}")
 print(f"ok: trimming waits for a dead peer's scl {scl_c} ({tn[0].info()['hotlog_trim_held_by']})", flush=True)
 tn[2].start()

@@ -286,12 +286,53 @@ Test(sn_store, rebase_after_a_page_copy_drops_records_below_and_floors_the_scl)
     cr_assert_null(sn_store_get(&st, 5));
     cr_assert_null(sn_store_get(&st, 44));
     cr_assert_not_null(sn_store_get(&st, 45));
-    for (size_t i = 0; i < st.npages; i++) /* S3: no history at or below the new coalesced point */
+    for (size_t i = 0; i < st.npages; i++) /* ST3: no history at or below the new coalesced point */
         cr_assert_eq(st.pages[i].n, 0);
     cr_assert_eq(sn_store_advance(&st), 6);
     cr_assert_eq(st.scl, 50);
     cr_assert_eq(st.max_cpl, 50);
     struct sn_page_hist *h = sn_store_page(&st, 45 % 4);
     cr_assert(h != NULL && h->n == 2 && h->lsn[0] == 45 && h->lsn[1] == 49);
+    sn_store_free(&st);
+}
+
+Test(sn_store, lsn_index_finds_records_near_far_below_and_after_a_truncate)
+{
+    struct sn_store st;
+    sn_store_init(&st);
+    uint8_t body[64];
+    size_t bl = image_body(body, 1);
+    /* 5000..5999 (the array grows), 10 (it moves down), 2^40 (too far: the hash table), then
+     * 6000..9999 (growing over the far one would not reach it) */
+    uint64_t far = 1ull << 40;
+    for (uint64_t l = 5000; l < 6000; l++) {
+        struct redo_rec r = rec(l, 0, body, bl);
+        cr_assert_eq(sn_store_add(&st, &r, 1, 0, 0, 1), 0);
+    }
+    struct redo_rec r10 = rec(10, 0, body, bl), rf = rec(far, 0, body, bl);
+    cr_assert_eq(sn_store_add(&st, &r10, 1, 0, 0, 1), 0);
+    cr_assert_eq(sn_store_add(&st, &rf, 1, 0, 0, 1), 0);
+    for (uint64_t l = 6000; l < 10000; l++) {
+        struct redo_rec r = rec(l, 0, body, bl);
+        cr_assert_eq(sn_store_add(&st, &r, 1, 0, 0, 1), 0);
+    }
+    for (uint64_t l = 1; l < 12000; l++) {
+        struct sn_rec *x = sn_store_get(&st, l);
+        int held = l == 10 || (l >= 5000 && l < 10000);
+        cr_assert_eq(x != NULL, held, "lsn %llu", (unsigned long long)l);
+        cr_assert(x == NULL || x->lsn == l);
+        cr_assert(x == NULL || sn_store_at(&st, (uint32_t)(x - st.recs), l) == x);
+        cr_assert(x == NULL || sn_store_at(&st, 0, l) == x); /* a wrong hint falls back to the index */
+    }
+    cr_assert(sn_store_get(&st, far) != NULL && sn_store_get(&st, far)->lsn == far);
+    cr_assert_null(sn_store_get(&st, far + 1));
+    cr_assert_null(sn_store_get(&st, 0));
+    sn_store_truncate(&st, 7000); /* drops 7001.. and the far one; the index is rebuilt */
+    cr_assert_null(sn_store_get(&st, far));
+    cr_assert_null(sn_store_get(&st, 7001));
+    cr_assert(sn_store_get(&st, 7000) != NULL && sn_store_get(&st, 10) != NULL && sn_store_get(&st, 5000) != NULL);
+    struct redo_rec r7001 = rec(7001, 0, body, bl);
+    cr_assert_eq(sn_store_add(&st, &r7001, 1, 0, 0, 1), 0);
+    cr_assert(sn_store_get(&st, 7001) == &st.recs[st.nrecs - 1]);
     sn_store_free(&st);
 }
