@@ -18,7 +18,7 @@ SAN     ?=
 CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -Wstrict-prototypes -fno-strict-aliasing -I. $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
-LIBS    := -luring -llz4 -lxxhash -lm
+LIBS    := -luring -llz4 -lxxhash -lsodium -lm
 
 MODULES := common engine wal redo replica storage-node server
 LIB_SRC := $(filter-out server/main.c storage-node/sn_main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))

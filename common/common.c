@@ -34,6 +34,7 @@ const char *rd_strerror(int err)
     case RD_EQUORUM: return "quorum not reachable";
     case RD_EVERSION: return "unsupported format version";
     case RD_ESTATE: return "not allowed in the current state";
+    case RD_EAUTH: return "peer authentication failed";
     default: break;
     }
     if (err < 0 && err > -4096)

@@ -16,6 +16,7 @@ enum rd_err {
     RD_EQUORUM = -10006,   /* no quorum reachable */
     RD_EVERSION = -10007,  /* unknown format version */
     RD_ESTATE = -10008,    /* operation not allowed in the current state */
+    RD_EAUTH = -10009,     /* a cluster peer failed authentication (wrong secret, cluster or nonce) */
 };
 
 /* Returns a static string for any code above, or strerror(-err) for -errno. */

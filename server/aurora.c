@@ -190,6 +190,15 @@ static int ctl_ensure(struct aurora *a, unsigned i)
         c->retry_ms = aur_now_ms() + 200;
         return -1;
     }
+    struct server *s = (struct server *)((char *)a - offsetof(struct server, aur));
+    char aerr[256];
+    if (s->auth.enabled && rd_auth_client_frames(&s->auth, c->fd, 1000, aerr, sizeof(aerr)) < 0) {
+        rd_warn("storage node %u (%s:%d) failed peer authentication: %s", i + 1, a->node[i].host, a->node[i].port,
+                aerr);
+        ctl_close(c);
+        c->retry_ms = aur_now_ms() + 1000;
+        return -1;
+    }
     return 0;
 }
 
@@ -396,10 +405,39 @@ static void writer_fenced(struct server *s, unsigned node, uint64_t their_epoch)
     a->fenced = 1;
 }
 
+/* Before a link is authenticated only the node's CHALLENGE is accepted: a
+ * writer fences itself only on what an authenticated node says (README
+ * "Peers"). On success our PROOF goes out, then the EPOCH that starts the link. */
+static void link_on_auth(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
+{
+    struct aurora *a = &s->aur;
+    uint8_t proof[RD_AUTH_PROOF_LEN];
+    if (h->type != RD_AUTH_FRAME_TYPE || rd_auth_client_challenge(&s->auth, &c->hs, p, n, proof) < 0) {
+        char text[256] = "";
+        uint32_t code = 0;
+        if (h->type == SN_MSG_ERROR)
+            sn_parse_error(p, n, &code, text, sizeof(text));
+        rd_warn("storage node %d (%s) failed peer authentication (%s%s); closing the link", c->sn_idx + 1, c->addr,
+                h->type == SN_MSG_ERROR ? "it says: " : "", h->type == SN_MSG_ERROR ? text : "its proof does not verify");
+        conn_close(s, c);
+        return;
+    }
+    c->peer_authed = 1;
+    struct aur_node *nd = &a->node[c->sn_idx];
+    if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, proof, sizeof(proof), 0) < 0 ||
+        sn_send_epoch(&c->out, a->epoch, a->epoch) < 0 || rd_buf_append(&c->out, nd->held.data, nd->held.len) < 0)
+        rd_panic("out of memory");
+    rd_buf_reset(&nd->held);
+}
+
 static void link_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
 {
     struct aurora *a = &s->aur;
     struct aur_node *nd = &a->node[c->sn_idx];
+    if (!c->peer_authed) {
+        link_on_auth(s, c, h, p, n);
+        return;
+    }
     if (h->type == SN_MSG_ACK) {
         struct sn_ack m;
         if (sn_parse_ack(p, n, &m) < 0) {
@@ -472,6 +510,15 @@ static void link_connect(struct server *s, unsigned i)
         rd_info("storage node %u (%s:%d) is back", i + 1, nd->host, nd->port);
     nd->down_logged = 0;
     nd->ever_up = 1;
+    rd_buf_reset(&nd->held);
+    if (s->auth.enabled) { /* HELLO first; link_on_auth sends PROOF and EPOCH */
+        uint8_t hello[RD_AUTH_HELLO_LEN];
+        c->peer_authed = 0;
+        rd_auth_client_hello(&s->auth, &c->hs, NULL, hello);
+        if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, hello, sizeof(hello), 0) < 0)
+            rd_panic("out of memory");
+        return;
+    }
     /* The node may have restarted: make it hold our epoch before any write. */
     if (sn_send_epoch(&c->out, a->epoch, a->epoch) < 0)
         rd_panic("out of memory");
@@ -502,13 +549,14 @@ void aurora_ship(struct server *s)
         struct conn *c = nd->conn;
         if (c == NULL || c->closing)
             continue;
-        if (c->out.len + c->sending.len > AUR_LINK_MAX_QUEUED) {
+        if (c->out.len + c->sending.len + nd->held.len > AUR_LINK_MAX_QUEUED) {
             rd_warn("storage node %u is not keeping up (%zu bytes queued): dropping the link; it catches up "
-                    "from its peers", i + 1, c->out.len + c->sending.len);
+                    "from its peers", i + 1, c->out.len + c->sending.len + nd->held.len);
             conn_close(s, c);
             continue;
         }
-        if (rd_buf_append(&c->out, a->frame.data, a->frame.len) < 0)
+        /* A link still authenticating holds the frames until its PROOF is out. */
+        if (rd_buf_append(c->peer_authed ? &c->out : &nd->held, a->frame.data, a->frame.len) < 0)
             rd_panic("out of memory");
         a->net_bytes_sent += a->frame.len;
         if (nd->nsent == AUR_SENT_RING) {
@@ -679,10 +727,42 @@ static void reader_feed_seen(struct aurora *a, uint64_t vdl, const uint8_t *p)
     a->lag_us = rd_wall_us() > a->feed_send_us ? rd_wall_us() - a->feed_send_us : 0;
 }
 
+/* ---- the feed decoders (pure: fuzz_feed) ---- */
+
+int aur_feed_check(const uint8_t *p, size_t n)
+{
+    return n < 20 || (n - 20) % 4 != 0 || rd_get_u32le(p + 16) != (n - 20) / 4 ? RD_EPROTO : 0;
+}
+
+const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn)
+{
+    if (n < 20)
+        return "FEED_REDO";
+    uint64_t vdl = rd_get_u64le(p);
+    uint32_t cnt = rd_get_u32le(p + 16);
+    if (vdl < read_lsn)
+        return "FEED_REDO (its vdl is below the read point)";
+    /* (A record at or below the read point is possible only in the first
+     * frames after a subscription, whose pages were fetched at a read point
+     * that includes it: engine_redo_if_cached skips it by the page LSN.) */
+    size_t off = 20;
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < cnt; i++) {
+        if (off + 17 > n || rd_get_u32le(p + off + 13) > n - off - 17)
+            return "FEED_REDO record";
+        uint64_t lsn = rd_get_u64le(p + off);
+        if (lsn <= prev || lsn > vdl)
+            return "FEED_REDO (record LSNs out of order or above the frame's vdl)";
+        prev = lsn;
+        off += 17 + rd_get_u32le(p + off + 13);
+    }
+    return off != n ? "FEED_REDO (bytes after the last record)" : NULL;
+}
+
 static void reader_on_feed(struct server *s, const uint8_t *p, size_t n)
 {
     struct aurora *a = &s->aur;
-    if (n < 20 || (n - 20) % 4 != 0 || rd_get_u32le(p + 16) != (n - 20) / 4) {
+    if (aur_feed_check(p, n) < 0) {
         reader_feed_malformed(s, "FEED");
         return;
     }
@@ -751,34 +831,13 @@ static void reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
     }
     uint64_t vdl = rd_get_u64le(p);
     uint32_t cnt = rd_get_u32le(p + 16);
-    if (vdl < a->read_lsn) {
-        reader_feed_malformed(s, "FEED_REDO (its vdl is below the read point)");
+    /* Validate the whole frame before applying anything. */
+    const char *bad = aur_feed_redo_check(p, n, a->read_lsn);
+    if (bad != NULL) {
+        reader_feed_malformed(s, bad);
         return;
     }
-    /* Validate the whole frame before applying anything. (A record at or
-     * below the read point is possible only in the first frames after a
-     * subscription, whose pages were fetched at a read point that includes
-     * it: engine_redo_if_cached skips it by the page LSN.) */
     size_t off = 20;
-    uint64_t prev = 0;
-    for (uint32_t i = 0; i < cnt; i++) {
-        if (off + 17 > n || rd_get_u32le(p + off + 13) > n - off - 17) {
-            reader_feed_malformed(s, "FEED_REDO record");
-            return;
-        }
-        uint64_t lsn = rd_get_u64le(p + off);
-        if (lsn <= prev || lsn > vdl) {
-            reader_feed_malformed(s, "FEED_REDO (record LSNs out of order or above the frame's vdl)");
-            return;
-        }
-        prev = lsn;
-        off += 17 + rd_get_u32le(p + off + 13);
-    }
-    if (off != n) {
-        reader_feed_malformed(s, "FEED_REDO (bytes after the last record)");
-        return;
-    }
-    off = 20;
     int meta = 0, reset = 0;
     for (uint32_t i = 0; i < cnt && !reset; i++) {
         uint64_t lsn = rd_get_u64le(p + off);
@@ -836,6 +895,13 @@ static void reader_connect(struct server *s)
     int fd = connect_timeout(a->writer_host, a->writer_port, AUR_CONNECT_TIMEOUT_MS);
     if (fd < 0) {
         a->feed_retry_ms = aur_now_ms() + AUR_RECONNECT_MS;
+        return;
+    }
+    char aerr[256];
+    if (s->auth.enabled && rd_auth_client_resp(&s->auth, fd, 1000, aerr, sizeof(aerr)) < 0) {
+        rd_warn("the writer %s:%d failed peer authentication: %s", a->writer_host, a->writer_port, aerr);
+        close(fd);
+        a->feed_retry_ms = aur_now_ms() + 1000;
         return;
     }
     struct conn *c = conn_new(s, fd, CONN_FEED_UP);
@@ -930,7 +996,7 @@ void aurora_tick(struct server *s)
          * filled its gaps from peers (after a restart) acks nothing by itself
          * until new writes arrive; its STATE answer lets VDL move on. */
         for (unsigned i = 0; i < REDO_NODES; i++)
-            if (a->node[i].conn && !a->node[i].conn->closing &&
+            if (a->node[i].conn && !a->node[i].conn->closing && a->node[i].conn->peer_authed &&
                 sn_send_epoch(&a->node[i].conn->out, a->epoch, a->epoch) < 0)
                 rd_panic("out of memory");
         a->scl_poll_ms = now;
@@ -941,7 +1007,8 @@ void aurora_tick(struct server *s)
             if (c->kind == CONN_READER_FEED && c->reader_point)
                 min = RD_MIN(min, c->reader_point);
         for (unsigned i = 0; i < REDO_NODES; i++)
-            if (a->node[i].conn && sn_send_readpoint(&a->node[i].conn->out, a->epoch, min) < 0)
+            if (a->node[i].conn && a->node[i].conn->peer_authed &&
+                sn_send_readpoint(&a->node[i].conn->out, a->epoch, min) < 0)
                 rd_panic("out of memory");
         a->min_read_point = min;
         a->readpoint_ms = now;

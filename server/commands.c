@@ -801,9 +801,75 @@ static void cmd_wait(struct server *s, struct conn *c, const struct resp_args *a
     s->nwaiting++;
 }
 
+/* ------------------------------------------------------------ peers (common/auth.h) */
+
+/* Commands that change who leads, what a node follows or whether it runs:
+ * only an authenticated cluster peer may send them once a secret is configured
+ * (DESIGN "Peers and trust"). Gated by name, so commands another branch adds
+ * (REDOUBT.TERM, REDOUBT.PROMOTE, REDOUBT.LEASE) are covered when they land. */
+static const char *const admin_cmds[] = {
+    "replicaof", "slaveof", "promote", "shutdown", "redoubt.fence", "redoubt.term",
+    "redoubt.promote", "redoubt.lease", "redoubt.replicate", "redoubt.reader",
+};
+
+static int cmd_is_admin(const struct resp_args *a)
+{
+    for (size_t i = 0; i < RD_ARRAY_LEN(admin_cmds); i++)
+        if (arg_eq(&a->v[0], admin_cmds[i]))
+            return 1;
+    /* CONFIG GET only reads; every other CONFIG subcommand changes the node. */
+    return arg_eq(&a->v[0], "config") && a->n >= 2 && !arg_eq(&a->v[1], "get");
+}
+
+/* REDOUBT.AUTH <hex>: one step of the peer handshake (HELLO -> CHALLENGE in hex,
+ * PROOF -> +OK). Any failure: -NOPEERAUTH and the connection is closed. */
+static void cmd_peer_auth(struct server *s, struct conn *c, const struct resp_args *a)
+{
+    if (!s->auth.enabled) {
+        reply_err(c, "ERR this node has no --cluster-secret-file: peers are not authenticated here");
+        return;
+    }
+    uint8_t msg[RD_AUTH_MSG_MAX], out[RD_AUTH_MSG_MAX];
+    int n = rd_auth_unhex((const char *)a->v[1].ptr, a->v[1].len, msg, sizeof(msg));
+    int type = n < 0 ? RD_EPROTO : rd_auth_msg_type(msg, (size_t)n);
+    int rc = RD_EPROTO;
+    if (type == RD_AUTH_HELLO && c->hs.state == RD_AUTH_ST_NONE) {
+        rc = rd_auth_server_hello(&s->auth, &c->hs, msg, (size_t)n, NULL, out);
+        if (rc == 0) {
+            char hex[2 * RD_AUTH_MSG_MAX + 1];
+            rd_auth_hex(out, RD_AUTH_CHALLENGE_LEN, hex);
+            reply_cstr(c, hex);
+            return;
+        }
+    } else if (type == RD_AUTH_PROOF) {
+        rc = rd_auth_server_proof(&s->auth, &c->hs, msg, (size_t)n);
+        if (rc == 0) {
+            if (conn_make_peer(s, c) < 0) {
+                reply_err(c, "ERR max number of peer connections reached");
+                conn_close_after_reply(c);
+                return;
+            }
+            c->peer_authed = 1;
+            c->authed = 1; /* a cluster peer needs no client password */
+            reply_ok(c);
+            return;
+        }
+    }
+    c->hs.state = RD_AUTH_ST_FAILED;
+    if (rd_auth_log_once(c->addr))
+        rd_warn("peer authentication from %s failed: %s (wrong cluster id or secret, a replayed or malformed "
+                "message); closing. Further failures from this address are not logged",
+                c->addr, rc == RD_EAUTH ? "the proof does not verify" : "malformed or out-of-order message");
+    reply_err(c, "NOPEERAUTH peer authentication failed: %s",
+              rc == RD_EAUTH ? "wrong cluster id or secret" : "malformed or out-of-order message");
+    conn_close_after_reply(c);
+}
+
 static void cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a)
 {
     repl_cmd_replicate(s, c, a);
+    if (c->kind == CONN_WALSENDER && conn_make_peer(s, c) < 0)
+        conn_close(s, c);
 }
 
 /* REPLICAOF host port | REPLICAOF NO ONE (promote). */
@@ -904,6 +970,8 @@ static void cmd_lease(struct server *s, struct conn *c, const struct resp_args *
 static void cmd_reader(struct server *s, struct conn *c, const struct resp_args *a)
 {
     aurora_cmd_reader(s, c, a);
+    if (c->kind == CONN_READER_FEED && conn_make_peer(s, c) < 0)
+        conn_close(s, c);
 }
 
 /* ------------------------------------------------------------ strings */
@@ -2369,6 +2437,7 @@ static const struct cmd_def cmd_table[] = {
     {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate},
     {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader},
     {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence},
+    {"redoubt.auth", 2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_peer_auth},
     {"redoubt.term", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_term},
     {"redoubt.promote", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote_term},
     {"redoubt.lease", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_lease},
@@ -2931,6 +3000,12 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     const struct cmd_def *d = cmd_lookup(&a->v[0]);
     s->stats.commands++;
     c->last_cmd_ms = rd_now_ms();
+    if (!c->peer_authed && cmd_is_admin(a)) {
+        char what[80];
+        snprintf(what, sizeof(what), "%.*s", (int)RD_MIN(a->v[0].len, 40), (const char *)a->v[0].ptr);
+        conn_require_peer(s, c, what);
+        return;
+    }
     if (d == NULL) {
         char args[200];
         size_t off = 0;

@@ -55,6 +55,14 @@ static void usage(FILE *f)
             "                        stops before they may promote anyone (default off)\n"
             "  --requirepass PASS    require AUTH PASS before other commands\n"
             "  --maxclients N        refuse connections beyond N (default 10000)\n"
+            "  --max-peers N         a separate budget of N connections for authenticated cluster\n"
+            "                        peers (replicas, readers, monitors; default 256)\n"
+            "  --timeout S           close a client idle for S seconds (0, the default: never)\n"
+            "  --cluster-secret-file F  cluster id and shared secret (mode 0600, made by\n"
+            "                        scripts/cluster): replication, the reader feed, storage links\n"
+            "                        and admin commands (REPLICAOF, PROMOTE, SHUTDOWN, CONFIG SET,\n"
+            "                        REDOUBT.*) need a peer that proved it; without it peers are\n"
+            "                        trusted (a warning at start)\n"
             "  --max-query-buffer-mb N   per-client unparsed input limit (default 8)\n"
             "  --max-output-buffer-mb N  per-client unsent reply limit (default 64)\n"
             "  --checkpoint-wal-mb N     checkpoint after N MiB of WAL (default 256)\n"
@@ -85,6 +93,7 @@ int main(int argc, char **argv)
         OPT_ROLE = 1000, OPT_DIR, OPT_PORT, OPT_BIND, OPT_CACHE, OPT_COMMIT, OPT_PASS, OPT_MAXCLIENTS,
         OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
         OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER, OPT_FEED, OPT_REPL_SEND,
+        OPT_SECRET, OPT_TIMEOUT, OPT_MAXPEERS,
         OPT_CTIMEOUT, OPT_LEASE_MS, OPT_LEASE_MON, OPT_METRICS,
     };
     static const struct option opts[] = {
@@ -113,6 +122,9 @@ int main(int argc, char **argv)
         {"writer", required_argument, NULL, OPT_WRITER},
         {"reader-feed", required_argument, NULL, OPT_FEED},
         {"repl-send", required_argument, NULL, OPT_REPL_SEND},
+        {"cluster-secret-file", required_argument, NULL, OPT_SECRET},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"max-peers", required_argument, NULL, OPT_MAXPEERS},
         {"commit-timeout-ms", required_argument, NULL, OPT_CTIMEOUT},
         {"lease-ms", required_argument, NULL, OPT_LEASE_MS},
         {"lease-monitors", required_argument, NULL, OPT_LEASE_MON},
@@ -205,6 +217,9 @@ int main(int argc, char **argv)
             }
             break;
         case OPT_PASS: cfg.password = optarg; break;
+        case OPT_SECRET: cfg.cluster_secret_file = optarg; break;
+        case OPT_TIMEOUT: cfg.idle_timeout_s = (unsigned)parse_num("--timeout", optarg, 0, 86400 * 365); break;
+        case OPT_MAXPEERS: cfg.max_peers = (size_t)parse_num("--max-peers", optarg, 1, 100000); break;
         case OPT_MAXCLIENTS: cfg.max_clients = (size_t)parse_num("--maxclients", optarg, 1, 1000000); break;
         case OPT_QBUF:
             cfg.max_query_buffer_bytes = (size_t)parse_num("--max-query-buffer-mb", optarg, 2, 4096) << 20;

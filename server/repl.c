@@ -861,7 +861,20 @@ static void up_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
         up_schedule_reconnect(s, REPL_RECONNECT_MS);
         return;
     }
+    char aerr[256];
+    if (s->auth.enabled && rd_auth_client_resp(&s->auth, u->fd, 1000, aerr, sizeof(aerr)) < 0) {
+        /* Peer authentication (common/auth.h): a primary that cannot prove the
+         * cluster secret is never followed. Blocking, bounded by 1 s. */
+        if (strcmp(u->last_error, aerr) != 0)
+            rd_warn("primary %s:%d failed peer authentication: %s (retrying)", u->host, u->port, aerr);
+        snprintf(u->last_error, sizeof(u->last_error), "%s", aerr);
+        close(u->fd);
+        u->fd = -1;
+        up_schedule_reconnect(s, REPL_RECONNECT_MS);
+        return;
+    }
     u->conn = conn_new(s, u->fd, CONN_UPSTREAM);
+    u->conn->peer_authed = 1;
     snprintf(u->conn->addr, sizeof(u->conn->addr), "%s:%d", u->host, u->port);
     u->fd = -1;
     u->last_error[0] = 0;

@@ -99,7 +99,7 @@ static int find_crlf(const uint8_t *p, size_t avail, size_t max, size_t *cr)
 
 /* ------------------------------------------------------------ request parser */
 
-static _Thread_local char resp_errbuf[64];
+static _Thread_local char resp_errbuf[160];
 
 void resp_limits_default(struct resp_limits *lim)
 {
@@ -177,10 +177,16 @@ static int parse_multibulk(const uint8_t *buf, size_t len, const struct resp_lim
         f = find_crlf(buf + pos, len - pos, RESP_HDR_MAX_BYTES, &cr);
         if (f == 0)
             return incomplete(out, len, sat_add(pos, sat_add(RESP_MIN_BULK_BYTES, left_after)));
-        if (f < 0 || parse_i64(buf + pos + 1, cr - 1, &blen) < 0 || blen < 0 ||
-            (uint64_t)blen > lim->max_bulk_bytes) {
+        if (f < 0 || parse_i64(buf + pos + 1, cr - 1, &blen) < 0 || blen < 0) {
             out->n = 0;
             return proto_err(err, "Protocol error: invalid bulk length");
+        }
+        if ((uint64_t)blen > lim->max_bulk_bytes) { /* say why: the same words as a command's limit */
+            snprintf(resp_errbuf, sizeof(resp_errbuf),
+                     "Protocol error: invalid bulk length: value too large (%lld bytes; the limit is %zu)",
+                     (long long)blen, lim->max_bulk_bytes);
+            out->n = 0;
+            return proto_err(err, resp_errbuf);
         }
         size_t data = pos + cr + 2;
         size_t end = sat_add(data, sat_add((size_t)blen, 2));

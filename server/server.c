@@ -79,6 +79,7 @@ void server_config_defaults(struct server_config *c)
     /* Redo feed by default: readers apply the records to the pages they cache (~15x lower lag
      * than dropping the changed pages; docs/results.md); --reader-feed pages selects the page ids. */
     c->reader_feed_redo = 1;
+    c->max_peers = 256;
 }
 
 /* ------------------------------------------------------------ connections */
@@ -114,6 +115,8 @@ static void conn_free(struct server *s, struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (c->is_peer)
+        s->npeer_conns--;
     if (c->kind == CONN_WALSENDER || c->kind == CONN_UPSTREAM)
         repl_on_conn_closed(s, c);
     else if (c->kind != CONN_CLIENT)
@@ -307,6 +310,7 @@ static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
                                      (size_t)cqe->res) < 0) {
                 rd_panic("out of memory for client input");
             } else {
+                c->last_input_ms = rd_now_ms();
                 conn_mark_ready(s, c);
             }
         }
@@ -338,7 +342,14 @@ static void server_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
     }
     int fd = cqe->res;
     s->stats.connections_received++;
-    if (s->nconns >= s->cfg.max_clients || s->shutdown_requested) {
+    /* Budgets: clients may hold max_clients connections; beyond that a new
+     * connection is accepted only on probation (it must authenticate as a peer
+     * within RD_AUTH_DEADLINE_MS), up to max_peers more, so no number of idle
+     * clients keeps a replica, reader or monitor out. */
+    size_t nclients = s->nconns - s->npeer_conns;
+    int over = nclients >= s->cfg.max_clients;
+    if ((over && (!s->auth.enabled || s->nconns >= s->cfg.max_clients + s->cfg.max_peers)) ||
+        s->shutdown_requested) {
         static const char msg[] = "-ERR max number of clients reached\r\n";
         ssize_t w = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w; /* best effort: the connection is closed either way */
@@ -347,7 +358,8 @@ static void server_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
             rd_warn("close failed: %s", strerror(errno));
         return;
     }
-    conn_new(s, fd, CONN_CLIENT);
+    struct conn *c = conn_new(s, fd, CONN_CLIENT);
+    c->over_budget = over;
 }
 
 struct conn *conn_new(struct server *s, int fd, enum conn_kind kind)
@@ -365,6 +377,12 @@ struct conn *conn_new(struct server *s, int fd, enum conn_kind kind)
     c->send_io.on_cqe = conn_on_send;
     c->authed = s->cfg.password == NULL;
     c->created_ms = rd_now_ms();
+    c->last_input_ms = c->created_ms;
+    c->peer_authed = !s->auth.enabled;
+    if (kind != CONN_CLIENT) { /* our own outbound links: peers by construction */
+        c->is_peer = 1;
+        s->npeer_conns++;
+    }
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
@@ -380,6 +398,69 @@ struct conn *conn_new(struct server *s, int fd, enum conn_kind kind)
     }
     conn_arm_recv(s, c);
     return c;
+}
+
+/* ------------------------------------------------------------ peers and budgets */
+
+int conn_make_peer(struct server *s, struct conn *c)
+{
+    if (c->is_peer)
+        return 0;
+    if (s->npeer_conns >= s->cfg.max_peers) {
+        rd_warn("refusing peer %s: %zu peer connections open (the peer budget)", c->addr, s->npeer_conns);
+        return -1;
+    }
+    c->is_peer = 1;
+    c->over_budget = 0;
+    s->npeer_conns++;
+    return 0;
+}
+
+int conn_require_peer(struct server *s, struct conn *c, const char *what)
+{
+    if (c->peer_authed)
+        return 1;
+    if (rd_auth_log_once(c->addr))
+        rd_warn("refused %s from %s: not an authenticated cluster peer (REDOUBT.AUTH with the cluster secret "
+                "first); further refusals from this address are not logged",
+                what, c->addr);
+    resp_error(&c->out, "NOPEERAUTH this command needs an authenticated cluster peer (--cluster-secret-file)");
+    conn_reply_done(s, c, 0);
+    conn_close_after_reply(c);
+    return 0;
+}
+
+/* Once a second: connections past a deadline. An over-budget connection that
+ * did not become a peer, a peer handshake that did not finish, and (--timeout) an
+ * idle client are closed. Peers and clients blocked in WAIT are never idle. */
+static void server_check_budgets(struct server *s)
+{
+    uint64_t now = rd_now_ms();
+    if (now - s->budget_check_ms < 1000)
+        return;
+    s->budget_check_ms = now;
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->closing || c->is_peer)
+            continue;
+        const char *why = NULL;
+        if ((c->over_budget || (c->hs.state != RD_AUTH_ST_NONE && !c->peer_authed)) &&
+            now - c->created_ms > RD_AUTH_DEADLINE_MS)
+            why = c->over_budget ? "max number of clients reached" : "peer authentication timed out";
+        else if (s->cfg.password && !c->authed && now - c->created_ms > 10 * RD_AUTH_DEADLINE_MS)
+            why = "no AUTH in time";
+        else if (s->cfg.idle_timeout_s && !c->wait_active && c->nmarks == 0 &&
+                 now - c->last_input_ms > (uint64_t)s->cfg.idle_timeout_s * 1000) {
+            conn_close(s, c); /* Redis closes idle clients silently */
+            continue;
+        }
+        if (why) {
+            if (rd_auth_log_once(c->addr))
+                rd_info("closing %s: %s (logged once per address)", c->addr, why);
+            resp_error(&c->out, why[0] == 'm' ? "ERR max number of clients reached" : "ERR timeout");
+            conn_close_after_reply(c);
+        }
+    }
 }
 
 static void server_arm_accept(struct server *s)
@@ -825,7 +906,10 @@ int server_run(const struct server_config *cfg)
     s->timer_io.on_cqe = server_on_timer;
     s->limits = (struct resp_limits){
         .max_args = 1048576,
-        .max_bulk_bytes = ENGINE_VALUE_MAX + 1024,
+        /* Anything that fits the query buffer is parsed, so a value over the
+         * engine's limit gets the command's "value too large" at any size (and
+         * the connection lives); beyond the buffer the parser says the same. */
+        .max_bulk_bytes = s->cfg.max_query_buffer_bytes,
         .max_inline_bytes = 65536,
     };
     char why[256];
@@ -836,6 +920,25 @@ int server_run(const struct server_config *cfg)
     }
     s->role = s->cfg.role;
     if (rd_buf_ring_setup(&s->loop, &s->bufring, 512, 16384, SERVER_BGID) < 0)
+        return 1;
+    if (s->cfg.cluster_secret_file != NULL) {
+        char aerr[512];
+        if (rd_auth_load(&s->auth, s->cfg.cluster_secret_file, aerr, sizeof(aerr)) < 0) {
+            rd_error("%s", aerr);
+            return 1;
+        }
+        rd_info("cluster \"%s\": peers authenticate with the cluster secret", s->auth.cluster_id);
+    } else {
+        rd_warn("no --cluster-secret-file: cluster peers are NOT authenticated (anyone who can connect can "
+                "re-point, promote, fence or shut down this node)");
+    }
+    long nofile = rd_raise_nofile();
+    if (nofile > 0 && (size_t)nofile < s->cfg.max_clients + s->cfg.max_peers + 64)
+        rd_warn("open file limit %ld is below --maxclients + peers (%zu): connections beyond it are refused",
+                nofile, s->cfg.max_clients + s->cfg.max_peers);
+    /* The port first: a port in use is reported before a data directory is
+     * created or recovered. */
+    if (server_listen(s) < 0)
         return 1;
     char control[4096];
     snprintf(control, sizeof(control), "%s/control", s->cfg.dir ? s->cfg.dir : ".");
@@ -859,8 +962,6 @@ int server_run(const struct server_config *cfg)
     if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
         return 1;
     if (s->role == SERVER_ROLE_PRIMARY && s->crash_recovered && repl_after_crash(s) < 0)
-        return 1;
-    if (server_listen(s) < 0)
         return 1;
     if (s->role == SERVER_ROLE_REPLICA)
         repl_start_replica(s);
@@ -896,6 +997,7 @@ int server_run(const struct server_config *cfg)
         } else {
             repl_tick(s);
         }
+        server_check_budgets(s);
         server_lease_tick(s);
         server_expire_waits(s);
         server_send_all(s);

@@ -62,6 +62,9 @@ struct server_config {
     unsigned lease_monitors;           /*   of lease_monitors monitors renewed within lease_ms (0: off) */
     int repl_send_flushed;             /* primary: ship WAL only once flushed here (PostgreSQL's way);
                                         * 0 (default): as soon as written, overlapping both fsyncs */
+    const char *cluster_secret_file;   /* NULL: peers are not authenticated (a warning at start) */
+    unsigned idle_timeout_s;           /* --timeout: close a client idle this long (0: never, Redis) */
+    size_t max_peers;                  /* connection budget of authenticated peers, on top of max_clients */
 };
 
 /* Parses 'ANY k (a,b)' / 'FIRST k (a,b)' / 'k (a,b)' (= FIRST) into c.

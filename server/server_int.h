@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "common/auth.h"
 #include "common/buf.h"
 #include "common/loop.h"
 #include "engine/engine.h"
@@ -37,6 +38,7 @@ struct aur_node {
     uint64_t retry_ms;
     int down_logged, ever_up;
     uint64_t scl, acks, last_ack_ms, ack_lat_us;
+    struct rd_buf held;  /* WRITE frames shipped while the link authenticates (sent after PROOF, EPOCH) */
     struct { uint64_t last_lsn, send_us; } sent[AUR_SENT_RING];
     size_t sent_head, nsent;
 };
@@ -127,6 +129,12 @@ struct conn {
     struct conn *prev, *next; /* all conns */
     uint64_t created_ms;
     uint64_t cmds;
+    /* peers (server.c "Peers and budgets") */
+    struct rd_auth_hs hs;   /* REDOUBT.AUTH on this connection (or our HELLO on an outbound link) */
+    int peer_authed;        /* both ends proved the cluster secret (or no secret is configured) */
+    int is_peer;            /* counted in server.npeer_conns, not against --maxclients */
+    int over_budget;        /* accepted beyond --maxclients: must become a peer within the deadline */
+    uint64_t last_input_ms; /* --timeout */
 };
 
 struct scan_cursor {
@@ -249,6 +257,9 @@ struct server {
     int shutdown_requested;
     int exit_status;
     struct resp_limits limits;
+    struct rd_auth auth;       /* the cluster secret (auth.enabled 0: none configured) */
+    size_t npeer_conns;        /* conns with is_peer set */
+    uint64_t budget_check_ms;  /* last pass over the conns for deadlines and --timeout */
 };
 
 /* server.c */
@@ -256,7 +267,20 @@ void server_update_release(struct server *s);
 void conn_close(struct server *s, struct conn *c);
 void conn_mark_ready(struct server *s, struct conn *c);
 struct conn *conn_new(struct server *s, int fd, enum conn_kind kind);
+/* The connection becomes a cluster peer (after REDOUBT.AUTH, or a replication /
+ * feed handshake when no secret is configured): it leaves the client budget. 0,
+ * or -1 if the peer budget is full (the caller answers and closes). */
+int conn_make_peer(struct server *s, struct conn *c);
+/* 1 if c may send peer/admin commands; else answers -NOPEERAUTH, logs once per
+ * source address, closes c after the reply, returns 0. */
+int conn_require_peer(struct server *s, struct conn *c, const char *what);
 int server_open_storage(struct server *s);
+
+/* aurora.c — the reader feed's decoders (pure; fuzz_feed). FEED: 0 or RD_EPROTO.
+ * FEED_REDO: NULL if the frame is whole and valid for a reader at read_lsn
+ * (records in (.., vdl], LSNs ascending, lengths exact), else what is wrong. */
+int aur_feed_check(const uint8_t *p, size_t n);
+const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn);
 
 /* repl.c — both sides of classic replication. */
 void repl_process_input(struct server *s, struct conn *c); /* frames on a WALSENDER/UPSTREAM conn */

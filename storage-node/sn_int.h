@@ -216,6 +216,8 @@ struct sn_config {
     uint64_t hotlog_segment_bytes; /* start a new hot-log segment past this size (0: 64 MiB) */
     int no_hotlog_trim;            /* --no-hotlog-trim: keep every segment (trimming is on by default) */
     uint64_t hotlog_keep_bytes;    /* past this, trim even below a lagging peer's SCL (N10); 0: never wait */
+    const char *cluster_secret_file; /* NULL: peers are not authenticated (warning at start) */
+    unsigned idle_timeout_s;       /* --timeout: close an idle RESP client (0: never) */
 };
 int sn_node_run(const struct sn_config *cfg);
 

@@ -12,6 +12,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: redoubt-storage --dir DIR --port N --id K [--bind ADDR] [--peers H:P,...]\n"
             "                       [--hotlog-segment-mb N] [--hotlog-keep-mb N] [--no-hotlog-trim]\n"
+            "                       [--cluster-secret-file F] [--timeout S]\n"
             "\n"
             "A Redoubt storage node (aurora mode): persists redo records from the writer in a hot log,\n"
             "acknowledges them with its SCL after fdatasync, fills gaps from its peers, coalesces\n"
@@ -29,6 +30,10 @@ static void usage(FILE *f)
             "                     segment goes even if a peer still needs it (logged), and that peer\n"
             "                     catches up by copying pages from a peer (storage-node/README.md N10, N11)\n"
             "  --no-hotlog-trim   keep every hot-log segment (the hot log grows with the volume's history)\n"
+            "  --cluster-secret-file F  cluster id and shared secret (mode 0600): the writer, readers and\n"
+            "                     peers must prove it before any frame is accepted; without it every\n"
+            "                     peer is trusted (a warning at start)\n"
+            "  --timeout S        close a RESP (INFO) client idle for S seconds (0, the default: never)\n"
             "  --hotlog-trim      accepted for older scripts: trimming is on by default\n"
             "  --help             this text\n"
             "\n"
@@ -50,7 +55,8 @@ int main(int argc, char **argv)
 {
     struct sn_config cfg = {.bind_addr = "127.0.0.1", .port = -1, .node_id = 0, .hotlog_keep_bytes = 1024ull << 20};
     int have_id = 0;
-    enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP, OPT_SEGMB, OPT_TRIM, OPT_NOTRIM, OPT_KEEPMB };
+    enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP, OPT_SEGMB, OPT_TRIM, OPT_NOTRIM, OPT_KEEPMB,
+           OPT_SECRET, OPT_TIMEOUT };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, OPT_DIR},     {"port", required_argument, NULL, OPT_PORT},
         {"id", required_argument, NULL, OPT_ID},       {"bind", required_argument, NULL, OPT_BIND},
@@ -59,6 +65,8 @@ int main(int argc, char **argv)
         {"hotlog-trim", no_argument, NULL, OPT_TRIM},
         {"no-hotlog-trim", no_argument, NULL, OPT_NOTRIM},
         {"hotlog-keep-mb", required_argument, NULL, OPT_KEEPMB},
+        {"cluster-secret-file", required_argument, NULL, OPT_SECRET},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -66,7 +74,7 @@ int main(int argc, char **argv)
         switch (o) {
         case OPT_DIR: cfg.dir = optarg; break;
         case OPT_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
-        case OPT_ID: cfg.node_id = (uint32_t)parse_num("--id", optarg, 0, 1000000); have_id = 1; break;
+        case OPT_ID: cfg.node_id = (uint32_t)parse_num("--id", optarg, 0, 5); have_id = 1; break;
         case OPT_BIND: cfg.bind_addr = optarg; break;
         case OPT_PEERS: cfg.peers = optarg; break;
         case OPT_SEGMB:
@@ -77,6 +85,8 @@ int main(int argc, char **argv)
         case OPT_KEEPMB:
             cfg.hotlog_keep_bytes = (uint64_t)parse_num("--hotlog-keep-mb", optarg, 0, 1048576) << 20;
             break;
+        case OPT_SECRET: cfg.cluster_secret_file = optarg; break;
+        case OPT_TIMEOUT: cfg.idle_timeout_s = (unsigned)parse_num("--timeout", optarg, 0, 86400 * 365); break;
         case OPT_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/buf.h"
 #include "common/checksum.h"
 #include "common/err.h"
@@ -46,6 +47,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "server/resp.h"
 #include "engine/engine.h"
 #include "redo/redo.h"
 #include "storage-node/sn_int.h"
@@ -56,7 +58,8 @@
 #define SN_FRAMES_PER_TURN 64u
 #define SN_CONN_INPUT_MAX_BYTES (FRAME_MAX_PAYLOAD + 2u * FRAME_HDR_SIZE + (1u << 20))
 #define SN_CONN_OUTPUT_MAX_BYTES (256u << 20)
-#define SN_MAX_CONNS 1024u
+#define SN_MAX_CLIENTS 1024u              /* RESP clients and connections not yet authenticated */
+#define SN_MAX_PEER_CONNS 256u           /* authenticated writers, readers and peers, on top */
 #define SN_MAX_PEERS 16u
 #define SN_FETCH_MAX_BYTES (4u << 20)      /* cap on one LOG answer */
 #define SN_FETCH_ASK_BYTES (1u << 20)      /* what gap fill asks for */
@@ -102,6 +105,11 @@ struct sn_conn {
     uint64_t ack_gen;
     uint64_t ack_epoch;     /* epoch of its newest WRITE frame */
     uint64_t stale_logged;  /* last refused epoch logged for this conn */
+    struct rd_auth_hs hs;   /* peer handshake (README "Peers") */
+    int peer_authed;        /* proved the cluster secret (or none is configured) */
+    int is_peer;            /* counted in sn_node.npeer_conns */
+    int over_budget;        /* accepted beyond SN_MAX_CLIENTS: must authenticate within the deadline */
+    uint64_t created_ms, last_input_ms;
     struct sn_conn *prev, *next, *next_ready;
 };
 
@@ -169,7 +177,9 @@ struct sn_node {
     int accept_armed, timer_armed;
     struct rd_buf_ring bufring; /* provided buffers for multishot recv */
     struct sn_conn *conns, *ready_head;
-    size_t nconns;
+    size_t nconns, npeer_conns;
+    struct rd_auth auth;    /* --cluster-secret-file (auth.enabled 0: none) */
+    uint64_t budget_check_ms;
     uint64_t next_conn_id;
     /* durable state */
     uint64_t epoch;
@@ -431,6 +441,11 @@ static int sn_meta_read(struct sn_node *s)
         rd_error("meta file \"%s\" lists %u truncation ranges (max %u)", path, s->ntrunc, SN_MAX_TRUNC);
         return RD_ECORRUPT;
     }
+    if (mt.node_id != s->cfg.node_id) {
+        rd_error("meta file \"%s\" belongs to node %u, this is node %u: refusing to start (the wrong --id or --dir)",
+                 path, mt.node_id, s->cfg.node_id);
+        return RD_ESTATE;
+    }
     s->epoch = mt.epoch;
     s->st.coalesced_lsn = mt.coalesced_lsn;
     s->coalesced_cpl = mt.coalesced_cpl <= mt.coalesced_lsn ? mt.coalesced_cpl : 0;
@@ -483,6 +498,8 @@ static void sn_conn_free(struct sn_node *s, struct sn_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (c->is_peer)
+        s->npeer_conns--;
     if (c->peer >= 0) {
         struct sn_peer *p = &s->peers[c->peer];
         p->state = SN_PEER_IDLE;
@@ -526,6 +543,12 @@ static struct sn_conn *sn_conn_new(struct sn_node *s, int fd, int peer)
     c->fd = fd;
     c->peer = peer;
     c->proto = peer >= 0 ? SN_PROTO_FRAMES : SN_PROTO_UNKNOWN;
+    c->peer_authed = !s->auth.enabled;
+    c->created_ms = c->last_input_ms = rd_now_ms();
+    if (peer >= 0) { /* our own link to a peer */
+        c->is_peer = 1;
+        s->npeer_conns++;
+    }
     c->recv_io.on_cqe = sn_conn_on_recv;
     c->send_io.on_cqe = sn_conn_on_send;
     c->next = s->conns;
@@ -606,6 +629,7 @@ static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
             } else if (rd_buf_append(&c->in, rd_buf_ring_data(&s->bufring, bid), (size_t)cqe->res) < 0) {
                 rd_panic("out of memory for connection input");
             } else {
+                c->last_input_ms = rd_now_ms();
                 sn_mark_ready(s, c);
             }
         }
@@ -640,13 +664,57 @@ static void sn_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
             rd_warn("accept failed: %s", strerror(-cqe->res));
         return;
     }
-    if (s->nconns >= SN_MAX_CONNS) {
-        rd_warn("refusing a connection: %u connections open", SN_MAX_CONNS);
+    /* Budgets: clients (and connections that did not authenticate yet) hold at
+     * most SN_MAX_CLIENTS; beyond, up to SN_MAX_PEER_CONNS more are accepted on
+     * probation: they must become peers within RD_AUTH_DEADLINE_MS. Idle or
+     * hostile connections therefore never keep a writer or peer out. */
+    size_t nclients = s->nconns - s->npeer_conns;
+    int over = nclients >= SN_MAX_CLIENTS;
+    if (over && s->nconns >= SN_MAX_CLIENTS + SN_MAX_PEER_CONNS) {
+        if (rd_auth_log_once("budget"))
+            rd_warn("refusing connections: %zu open (%zu peers); logged once", s->nconns, s->npeer_conns);
         if (close(cqe->res) < 0)
             rd_warn("close failed: %s", strerror(errno));
         return;
     }
-    sn_conn_new(s, cqe->res, -1);
+    struct sn_conn *c = sn_conn_new(s, cqe->res, -1);
+    c->over_budget = over;
+}
+
+static int sn_make_peer(struct sn_node *s, struct sn_conn *c)
+{
+    if (c->is_peer)
+        return 0;
+    if (s->npeer_conns >= SN_MAX_PEER_CONNS)
+        return -1;
+    c->is_peer = 1;
+    c->over_budget = 0;
+    s->npeer_conns++;
+    return 0;
+}
+
+/* Once a second: close connections past their deadline (README "Peers"). */
+static void sn_check_budgets(struct sn_node *s, uint64_t now)
+{
+    if (now - s->budget_check_ms < 1000)
+        return;
+    s->budget_check_ms = now;
+    for (struct sn_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->closing || c->is_peer)
+            continue;
+        int late = now - c->created_ms > RD_AUTH_DEADLINE_MS;
+        int idle = s->cfg.idle_timeout_s && now - c->last_input_ms > (uint64_t)s->cfg.idle_timeout_s * 1000;
+        /* frames without authentication, a connection that never said anything,
+         * or one accepted over the client budget: the deadline; RESP clients: --timeout */
+        int unauth_frames = c->proto != SN_PROTO_RESP && !c->peer_authed;
+        if ((late && (unauth_frames || c->over_budget)) || idle) {
+            if (rd_auth_log_once(c->addr))
+                rd_info("closing %s: %s (logged once per address)", c->addr,
+                        idle ? "idle past --timeout" : "did not authenticate in time");
+            sn_conn_close(s, c);
+        }
+    }
 }
 
 static void sn_reply_error(struct sn_node *s, struct sn_conn *c, uint32_t code, const char *text)
@@ -1850,6 +1918,72 @@ static void sn_copy_tick(struct sn_node *s, uint64_t now)
 
 /* ------------------------------------------------------------ frames */
 
+/* The peer handshake on a frame connection (common/auth.h). Inbound: HELLO ->
+ * CHALLENGE, PROOF -> authenticated. Outbound (our link to a peer): its
+ * CHALLENGE -> our PROOF, and the link is up. Anything else before that is
+ * refused with an ERROR and the connection closed (logged once per address):
+ * no EPOCH, TRUNCATE, WRITE or GOSSIP from a connection that did not prove
+ * the cluster secret ever reaches the node's state. */
+static void sn_on_auth(struct sn_node *s, struct sn_conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
+{
+    uint8_t out[RD_AUTH_MSG_MAX];
+    int rc = RD_EPROTO;
+    const char *why = "a peer message before authentication";
+    if (!s->auth.enabled) {
+        why = "an authentication message, but this node has no --cluster-secret-file";
+    } else if (h->type != RD_AUTH_FRAME_TYPE) {
+        if (h->type == SN_MSG_ERROR && c->peer >= 0) {
+            uint32_t code = 0;
+            char text[SN_ERROR_MAX_TEXT + 1] = "";
+            sn_parse_error(p, n, &code, text, sizeof(text));
+            rd_warn("peer %s refused our authentication: %s", c->addr, text);
+            sn_conn_close(s, c);
+            return;
+        }
+    } else if (c->peer_authed) {
+        why = "a second handshake";
+    } else if (c->peer >= 0) {
+        rc = rd_auth_client_challenge(&s->auth, &c->hs, p, n, out);
+        if (rc == 0) {
+            if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, out, RD_AUTH_PROOF_LEN, 0) < 0)
+                rd_panic("out of memory");
+            c->peer_authed = 1;
+            s->peers[c->peer].state = SN_PEER_UP;
+            rd_info("peer %s authenticated", s->peers[c->peer].name);
+            return;
+        }
+        why = "a challenge whose MAC does not verify (wrong cluster id or secret)";
+    } else if (rd_auth_msg_type(p, n) == RD_AUTH_HELLO && c->hs.state == RD_AUTH_ST_NONE) {
+        rc = rd_auth_server_hello(&s->auth, &c->hs, p, n, NULL, out);
+        if (rc == 0) {
+            if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, out, RD_AUTH_CHALLENGE_LEN, 0) < 0)
+                rd_panic("out of memory");
+            return;
+        }
+        why = "a HELLO for another cluster";
+    } else {
+        rc = rd_auth_server_proof(&s->auth, &c->hs, p, n);
+        if (rc == 0) {
+            if (sn_make_peer(s, c) < 0) {
+                sn_reply_error(s, c, SN_ERR_PROTO, "max number of peer connections reached");
+                c->close_after_send = 1;
+                return;
+            }
+            c->peer_authed = 1;
+            return;
+        }
+        why = rc == RD_EAUTH ? "a proof that does not verify (wrong secret or a replayed handshake)"
+                             : "a malformed or out-of-order authentication message";
+    }
+    if (rd_auth_log_once(c->addr))
+        rd_warn("refusing %s: it sent %s (%s); closing. Further refusals from this address are not logged", c->addr,
+                why, sn_msg_name(h->type));
+    c->hs.state = RD_AUTH_ST_FAILED;
+    sn_reply_error(s, c, SN_ERR_PROTO, "peer authentication required: connect with the cluster secret "
+                                       "(--cluster-secret-file)");
+    c->close_after_send = 1;
+}
+
 static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
 {
     size_t off = 0;
@@ -1881,6 +2015,15 @@ static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
         }
         off += (size_t)rc;
         nframes++;
+        if (!c->peer_authed || h.type == RD_AUTH_FRAME_TYPE) {
+            sn_on_auth(s, c, &h, p, n);
+            continue;
+        }
+        if (!c->is_peer && sn_make_peer(s, c) < 0) {
+            sn_reply_error(s, c, SN_ERR_PROTO, "max number of peer connections reached");
+            c->close_after_send = 1;
+            break;
+        }
         switch (h.type) {
         case SN_MSG_WRITE: sn_on_write(s, c, &h, p, n); break;
         case SN_MSG_GETPAGE: sn_on_getpage(s, c, p, n); break;
@@ -1972,101 +2115,55 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
     }
 }
 
-/* Parses one RESP command (multibulk or inline) into at most 4 short args.
- * Returns bytes used, 0 if incomplete, -1 on a protocol error. */
-#define SN_RESP_MAX_ARG 256u
-static long sn_resp_parse(const uint8_t *p, size_t n, char args[4][SN_RESP_MAX_ARG], int *argc)
+/* RESP on the node's port is parsed by the server's one parser (server/resp.c,
+ * fuzzed by fuzz_resp), with small limits: the node answers PING, INFO, QUIT and
+ * COMMAND, whose arguments are short. */
+static int sn_arg_is(const struct resp_arg *a, const char *w)
 {
-    *argc = 0;
-    if (n == 0)
-        return 0;
-    if (p[0] != '*') { /* inline: words separated by spaces, ends with \n */
-        const uint8_t *nl = memchr(p, '\n', RD_MIN(n, 4096));
-        if (nl == NULL)
-            return n >= 4096 ? -1 : 0;
-        size_t len = (size_t)(nl - p), i = 0;
-        while (i < len) {
-            while (i < len && (p[i] == ' ' || p[i] == '\r'))
-                i++;
-            size_t st = i;
-            while (i < len && p[i] != ' ' && p[i] != '\r')
-                i++;
-            if (i > st && *argc < 4) {
-                size_t k = RD_MIN(i - st, SN_RESP_MAX_ARG - 1);
-                memcpy(args[*argc], p + st, k);
-                args[(*argc)++][k] = 0;
-            }
-        }
-        return (long)(len + 1);
-    }
-    size_t off = 1;
-    char *end;
-    const uint8_t *nl = memchr(p, '\n', RD_MIN(n, 32));
-    if (nl == NULL)
-        return n >= 32 ? -1 : 0;
-    long cnt = strtol((const char *)p + 1, &end, 10);
-    if (cnt < 0 || cnt > 64)
-        return -1;
-    off = (size_t)(nl - p) + 1;
-    for (long a = 0; a < cnt; a++) {
-        if (off >= n)
-            return 0;
-        if (p[off] != '$')
-            return -1;
-        nl = memchr(p + off, '\n', RD_MIN(n - off, 32));
-        if (nl == NULL)
-            return n - off >= 32 ? -1 : 0;
-        long len = strtol((const char *)p + off + 1, &end, 10);
-        if (len < 0 || len > 65536)
-            return -1;
-        off = (size_t)(nl - p) + 1;
-        if (n - off < (size_t)len + 2)
-            return 0;
-        if (*argc < 4) {
-            size_t k = RD_MIN((size_t)len, SN_RESP_MAX_ARG - 1);
-            memcpy(args[*argc], p + off, k);
-            args[(*argc)++][k] = 0;
-        }
-        off += (size_t)len + 2;
-    }
-    return (long)off;
+    return a->len == strlen(w) && strncasecmp((const char *)a->ptr, w, a->len) == 0;
 }
 
 static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
 {
+    static const struct resp_limits lim = {.max_args = 16, .max_bulk_bytes = 4096, .max_inline_bytes = 4096};
+    static struct resp_args args; /* one loop thread; points into c->in until consumed */
     size_t off = 0;
     for (unsigned i = 0; i < 64 && !c->close_after_send; i++) {
-        char args[4][SN_RESP_MAX_ARG];
-        int argc;
-        long used = sn_resp_parse(c->in.data + off, c->in.len - off, args, &argc);
+        const char *err = NULL;
+        int used = resp_parse(c->in.data + off, c->in.len - off, &lim, &args, &err);
         if (used == 0)
             break;
         if (used < 0) {
-            rd_info("RESP client %s sent a malformed request; closing", c->addr);
-            rd_buf_appendf(&c->out, "-ERR Protocol error\r\n");
+            rd_info("RESP client %s sent a malformed request (%s); closing", c->addr, err ? err : "protocol error");
+            rd_buf_appendf(&c->out, "-ERR %s\r\n", err ? err : "Protocol error");
             c->close_after_send = 1;
             break;
         }
         off += (size_t)used;
-        if (argc == 0)
+        if (args.n == 0)
             continue;
-        if (strcasecmp(args[0], "PING") == 0) {
+        const struct resp_arg *cmd = &args.v[0];
+        if (sn_arg_is(cmd, "PING")) {
             rd_buf_appendf(&c->out, "+PONG\r\n");
-        } else if (strcasecmp(args[0], "INFO") == 0) {
+        } else if (sn_arg_is(cmd, "INFO")) {
             struct rd_buf b = {0};
             sn_info(s, &b);
             rd_buf_appendf(&c->out, "$%zu\r\n", b.len);
             rd_buf_append(&c->out, b.data, b.len);
             rd_buf_appendf(&c->out, "\r\n");
             rd_buf_free(&b);
-        } else if (strcasecmp(args[0], "QUIT") == 0) {
+        } else if (sn_arg_is(cmd, "QUIT")) {
             rd_buf_appendf(&c->out, "+OK\r\n");
             c->close_after_send = 1;
-        } else if (strcasecmp(args[0], "COMMAND") == 0) {
+        } else if (sn_arg_is(cmd, "COMMAND")) {
             rd_buf_appendf(&c->out, "*0\r\n");
         } else {
-            rd_buf_appendf(&c->out, "-ERR unknown command '%.64s': a storage node answers INFO and PING\r\n",
-                           args[0]);
+            char name[65];
+            size_t k = RD_MIN(cmd->len, sizeof(name) - 1);
+            for (size_t j = 0; j < k; j++) /* never echo control bytes into the reply line */
+                name[j] = cmd->ptr[j] >= 0x20 && cmd->ptr[j] < 0x7f ? (char)cmd->ptr[j] : '?';
+            name[k] = 0;
+            rd_buf_appendf(&c->out, "-ERR unknown command '%s': a storage node answers INFO and PING\r\n", name);
         }
     }
     rd_buf_consume(&c->in, off);
@@ -2118,8 +2215,16 @@ static void sn_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
         return;
     }
     p->down_logged = 0;
-    p->state = SN_PEER_UP;
     p->conn = sn_conn_new(s, p->fd, p->idx);
+    if (s->auth.enabled) { /* up once its CHALLENGE verifies (sn_on_auth) */
+        uint8_t hello[RD_AUTH_HELLO_LEN];
+        rd_auth_client_hello(&s->auth, &p->conn->hs, NULL, hello);
+        if (frame_append(&p->conn->out, RD_AUTH_FRAME_TYPE, 0, hello, sizeof(hello), 0) < 0)
+            rd_panic("out of memory");
+        rd_info("connected to peer %s; authenticating", p->name);
+        return;
+    }
+    p->state = SN_PEER_UP;
     rd_info("connected to peer %s", p->name);
 }
 
@@ -2293,8 +2398,14 @@ static int sn_open_segment(struct sn_node *s, uint64_t no, int sealed, uint64_t 
         close(fd);
         return rc;
     }
-    if (id != s->cfg.node_id)
-        rd_warn("hot log \"%s\" was created by node %u, this is node %u", path, id, s->cfg.node_id);
+    if (id != s->cfg.node_id) {
+        rd_error("hot log \"%s\" was created by node %u, this is node %u: refusing to start (the wrong --id or "
+                 "--dir; each node's records and epochs are its own)",
+                 path, id, s->cfg.node_id);
+        munmap(map, len);
+        close(fd);
+        return RD_ESTATE;
+    }
     struct sn_seg *g = sn_seg_push(s, hno, fd);
     g->sealed = sealed;
     struct sn_scan_result res;
@@ -2560,8 +2671,21 @@ int sn_node_run(const struct sn_config *cfg)
         rd_error("%s", why);
         return 1;
     }
-    if (rd_buf_ring_setup(&s->loop, &s->bufring, 256, 65536, SN_BGID) < 0 || sn_parse_peers(s, cfg->peers) < 0 || sn_open_storage(s) < 0 ||
-        sn_listen(s) < 0)
+    if (cfg->cluster_secret_file != NULL) {
+        char aerr[512];
+        if (rd_auth_load(&s->auth, cfg->cluster_secret_file, aerr, sizeof(aerr)) < 0) {
+            rd_error("%s", aerr);
+            return 1;
+        }
+        rd_info("cluster \"%s\": writers, readers and peers authenticate with the cluster secret", s->auth.cluster_id);
+    } else {
+        rd_warn("no --cluster-secret-file: peers are NOT authenticated (anyone who can connect can move this "
+                "node's epoch or truncate its log)");
+    }
+    rd_raise_nofile();
+    /* The port before the data directory: a port in use leaves nothing behind. */
+    if (rd_buf_ring_setup(&s->loop, &s->bufring, 256, 65536, SN_BGID) < 0 || sn_parse_peers(s, cfg->peers) < 0 ||
+        sn_listen(s) < 0 || sn_open_storage(s) < 0)
         return 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -2595,6 +2719,7 @@ int sn_node_run(const struct sn_config *cfg)
         if (now - last_bg_ms >= SN_TIMER_US / 1000) {
             last_bg_ms = now;
             sn_peers_connect(s, now);
+            sn_check_budgets(s, now);
             sn_gossip_send(s, now);
             sn_gap_fill(s, now);
             sn_copy_tick(s, now);

@@ -488,7 +488,7 @@ class StorageNode(Server):
 
     def command(self):
         return [STORAGE, "--dir", self.dir, "--port", str(self.port), "--id", str(self.idx), "--bind", "127.0.0.1",
-                "--peers", ",".join(f"127.0.0.1:{p}" for p in self.peers)]
+                "--peers", ",".join(f"127.0.0.1:{p}" for p in self.peers)] + self.args
 
     def start(self, wait=True, timeout=20):
         return super().start(wait=wait, timeout=timeout)
@@ -548,11 +548,12 @@ class AuroraCluster:
     """6 storage nodes (own dirs, --peers the other five), one writer and
     nreaders readers, all on 127.0.0.1. Nodes keep dir and port across kill9/start."""
 
-    def __init__(self, nreaders=1, writer_args=(), reader_args=()):
+    def __init__(self, nreaders=1, writer_args=(), reader_args=(), node_args=()):
         ports = [free_port() for _ in range(6)]
         self.nodes = [StorageNode(i, port=ports[i]) for i in range(6)]
         for n in self.nodes:
             n.peers = [p for p in ports if p != n.port]
+            n.args = list(node_args)
         self.ports = ports
         self.writer_args = list(writer_args)
         if os.environ.get("READER_FEED") and "--reader-feed" not in self.writer_args:
