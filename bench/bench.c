@@ -71,7 +71,7 @@
 #include "common/err.h"
 #include "common/hist.h"
 #include "common/util.h"
-#include "server/resp.h"
+#include "common/resp.h"
 
 #define BENCH_MAX_CLIENTS 10000
 #define BENCH_MAX_PIPELINE 100000

@@ -41,7 +41,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "server/resp.h"
+#include "common/resp.h"
 
 #define MON_MAX_NODES 32
 #define MON_MAX_CLIENTS 16384 /* >= 10,000 idle clients must not cost a heartbeat */
@@ -217,6 +217,7 @@ struct mon {
     struct mon_state st;
     struct mon_election el;
     uint64_t sdown_since_ms, odown_since_ms, hold_until_ms, hello_now;
+    int renewed_writer;       /* the node our last lease renewal went to (ML4) */
     unsigned lease_ms;        /* the primary's --lease-ms (0: no leases, no waiting) */
     int terms;                /* 1 the nodes know REDOUBT.TERM, -1 they do not, 0 unknown */
 };
@@ -780,6 +781,12 @@ static void fo_query_step(struct mon *m, uint64_t now)
         return;
     }
     f->chosen_lsn = candidate_lsn(m, &m->node[best]);
+    if (!f->planned && m->lease_ms > 0 && now < f->lease_until_ms) { /* ML3, aurora: the read lease (LS4) */
+        f->cand = best;
+        rd_info("waiting %" PRIu64 " ms for the old writer's lease to expire", f->lease_until_ms - now);
+        f->state = FO_LEASE_WAIT;
+        return;
+    }
     fo_promote_send(m, best, now);
 }
 
@@ -1387,15 +1394,17 @@ static int writer_sdown(const struct mon *m, uint64_t now)
 /* ML1, ML2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
 static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
 {
-    if (m->mode != MODE_CLASSIC || !n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 ||
-        n->ls.op != OP_NONE || now < n->lease_quiet_until_ms || m->sdown_since_ms || m->fo.state != FO_IDLE)
+    if (!n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 || n->ls.op != OP_NONE ||
+        now < n->lease_quiet_until_ms || m->sdown_since_ms || (m->fo.state != FO_IDLE && m->fo.state != FO_PROBE))
         return;
     char id[16], ms[32];
     snprintf(id, sizeof(id), "%u", m->id);
     snprintf(ms, sizeof(ms), "%" PRIu64, now);
     const char *argv[] = {"REDOUBT.LEASE", id, ms};
-    if (chan_call(n, &n->ls, OP_LEASE, now + 2u * m->interval_ms, 3, argv) == 0)
+    if (chan_call(n, &n->ls, OP_LEASE, now + 2u * m->interval_ms, 3, argv) == 0) {
         n->last_lease_ms = now;
+        m->renewed_writer = (int)(n - m->node);
+    }
     else
         chan_close(&n->ls);
 }
@@ -1492,6 +1501,8 @@ static void election_won(struct mon *m, uint64_t now)
     }
     fo_start(m, m->el.planned, now);
     m->fo.lease_until_ms = m->el.lease_last_ms ? m->el.lease_last_ms + m->lease_ms + 1 : 0;
+    if (m->node[m->fo.old].refusals >= 2) /* its port refuses connections: no process there holds a lease */
+        m->fo.lease_until_ms = 0;
 }
 
 /* The monitors' agreement, run every loop turn (MON_FAST_MS while something is being decided):
@@ -1684,6 +1695,8 @@ static void check_deadlines(struct mon *m, uint64_t now)
     }
     if (m->hello_now)
         peers_hello(m, now);
+    if (m->renewed_writer != m->writer) /* ML4: a new writer gets its lease now, not at the next heartbeat */
+        lease_renew(m, &m->node[m->writer], now);
     quorum_step(m, now);
     if (m->fo.state == FO_QUERY)
         fo_query_step(m, now);
@@ -2437,6 +2450,7 @@ int main(int argc, char **argv)
     m->write_probe = 1;
     m->mode = (enum mon_mode)-1;
     m->writer = -1;
+    m->renewed_writer = -1;
     const char *log_file = NULL, *call_addr = NULL;
     static const struct option opts[] = {
         {"cluster", required_argument, 0, 'c'},  {"mode", required_argument, 0, 'm'},

@@ -3038,7 +3038,8 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     }
     /* A fenced or lease-less writer may have been replaced: it refuses writes, and reads of data
      * too (LS4: a deposed writer serving its last state would break linearizable reads). */
-    int data_cmd = (d->flags & CMD_WRITE) || !(d->flags & CMD_NOSTORAGE);
+    int data_cmd = ((d->flags & CMD_WRITE) || !(d->flags & CMD_NOSTORAGE)) && d->fn != cmd_replicate &&
+                   d->fn != cmd_reader; /* a replica or reader subscribing reads no user data */
     if (s->fenced && data_cmd) {
         reply_err(c, "READONLY this node was fenced (%s): a newer primary exists", s->fenced_by);
         if (c->in_multi)

@@ -9,7 +9,7 @@
 #include "common/buf.h"
 #include "common/loop.h"
 #include "engine/engine.h"
-#include "server/resp.h"
+#include "common/resp.h"
 #include "server/server.h"
 #include "wal/wal.h"
 

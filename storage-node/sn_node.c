@@ -47,7 +47,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
-#include "server/resp.h"
+#include "common/resp.h"
 #include "engine/engine.h"
 #include "redo/redo.h"
 #include "storage-node/sn_int.h"
@@ -2115,7 +2115,7 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
     }
 }
 
-/* RESP on the node's port is parsed by the server's one parser (server/resp.c,
+/* RESP on the node's port is parsed by the one RESP parser (common/resp.c,
  * fuzzed by fuzz_resp), with small limits: the node answers PING, INFO, QUIT and
  * COMMAND, whose arguments are short. */
 static int sn_arg_is(const struct resp_arg *a, const char *w)

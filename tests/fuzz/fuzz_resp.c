@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "server/resp.h"
+#include "common/resp.h"
 
 #define FUZZ_CHECK(x) \
     do {              \

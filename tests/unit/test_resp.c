@@ -7,7 +7,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "server/resp.h"
+#include "common/resp.h"
 
 /* ------------------------------------------------------------ helpers */
 

@@ -1,5 +1,5 @@
 /* resp.c — RESP2 request parser, reply encoders, reply reader (see resp.h). */
-#include "server/resp.h"
+#include "common/resp.h"
 
 #include <errno.h>
 #include <limits.h>
