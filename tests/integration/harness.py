@@ -59,6 +59,18 @@ def tmpdir(prefix="redoubt-it-"):
 
 
 def free_port():
+    """A free port below the kernel's ephemeral range (32768-60999 here): a port from inside it can
+    be taken as the source port of some outgoing connection while the test restarts the server
+    that listened on it (EADDRINUSE on restart)."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, 32700)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -28,7 +28,7 @@ def free_range(n=24):
     import random
     rng = random.Random()
     for _ in range(100):
-        base = rng.randrange(20000, 60000)
+        base = rng.randrange(20000, 32700 - n)
         ok = True
         for p in range(base, base + n):
             with socket.socket() as s:
