@@ -184,7 +184,11 @@ class ChaosCluster:
             self.add("primary", "primary")
             for i in (1, 2):
                 self.add(f"replica{i}", "replica")
-            self.sync = "ANY 1 (replica1,replica2)"
+            # each node lists the two others (as PostgreSQL's synchronous_standby_names per node): the
+            # initial primary gets 'ANY 1 (replica1,replica2)'; a promoted replica waits for the two
+            # others, so the failover rule (n-k+1 of its listed replicas) can be met after the first
+            # failover too. CHAOS_CLASSIC_SPEC=static gives every node 'ANY 1 (replica1,replica2)'.
+            self.static_spec = os.environ.get("CHAOS_CLASSIC_SPEC") == "static"
         else:
             for i in range(1, 7):
                 self.add(f"storage{i}", "storage")
@@ -252,10 +256,15 @@ class ChaosCluster:
         return w
 
     # ------------------------------------------------------------ command lines
+    def sync_spec(self, n):
+        if self.static_spec:
+            return "ANY 1 (replica1,replica2)"
+        return "ANY 1 (%s)" % ",".join(x.name for x in self.data_nodes() if x is not n)
+
     def data_command(self, n, role, upstream=None):
         if self.mode == "classic":
             cmd = [os.path.join(BIN, "redoubt"), "--role", role, "--dir", os.path.join(self.dir, n.name),
-                   "--port", str(n.port), "--bind", HOST, "--commit", "remote_flush", "--sync-replicas", self.sync,
+                   "--port", str(n.port), "--bind", HOST, "--commit", "remote_flush", "--sync-replicas", self.sync_spec(n),
                    "--commit-timeout-ms", str(self.commit_timeout_ms), "--replica-timeout-ms", "3000"]
             if role == "replica":
                 cmd += ["--primary", upstream.addr, "--name", n.name]

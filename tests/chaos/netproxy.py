@@ -339,8 +339,34 @@ async def control(px, reader, writer):
         await writer.drain()
 
 
+def watchdog(beat):
+    """Logs (stderr) where the event loop is stuck if it misses its beat for a second."""
+    import threading
+    import traceback
+
+    def run():
+        main_id = threading.main_thread().ident
+        while True:
+            time.sleep(0.5)
+            lag = time.monotonic() - beat[0]
+            if lag > 1.0:
+                fr = sys._current_frames().get(main_id)
+                sys.stderr.write("netproxy: event loop stalled %.1fs at:\n%s\n" % (lag, "".join(traceback.format_stack(fr))))
+                sys.stderr.flush()
+    threading.Thread(target=run, daemon=True).start()
+
+
+async def heartbeat(beat):
+    while True:
+        beat[0] = time.monotonic()
+        await asyncio.sleep(0.1)
+
+
 async def main():
     px = Proxy()
+    beat = [time.monotonic()]
+    asyncio.ensure_future(heartbeat(beat))
+    watchdog(beat)
     srv = await asyncio.start_server(lambda r, w: control(px, r, w), "127.0.0.1", 0)
     print("control %d" % srv.sockets[0].getsockname()[1], flush=True)
     # the controller owns us: exit when our stdin closes (the test process died)
