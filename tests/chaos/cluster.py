@@ -30,6 +30,33 @@ def now():
     return time.monotonic()
 
 
+_taken = set()
+
+
+def node_port():
+    """A port for a node, below the kernel's ephemeral range (the proxy's listeners and every
+    outgoing connection take ephemeral ports, so they never collide with a node that is down),
+    free now and never handed out twice by this process."""
+    import random
+    try:
+        lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    rng = random.Random()
+    for _ in range(1000):
+        p = rng.randrange(10000, max(10001, lo))
+        if p in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, p))
+            except OSError:
+                continue
+        _taken.add(p)
+        return p
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 class Net:
     """The fault proxy process and its control connection."""
 
@@ -169,6 +196,20 @@ class Node:
         return d
 
 
+_help = {}
+
+
+def has_flag(binary, flag):
+    """Whether `binary --help` mentions flag (older or newer builds: the suite adapts)."""
+    if binary not in _help:
+        try:
+            r = subprocess.run([os.path.join(BIN, binary), "--help"], capture_output=True, text=True, timeout=10)
+            _help[binary] = r.stdout + r.stderr
+        except (OSError, subprocess.SubprocessError):
+            _help[binary] = ""
+    return flag in _help[binary]
+
+
 class ChaosCluster:
     """mode 'classic' (primary + 2 replicas, remote_flush, ANY 1) or 'aurora' (6 storage nodes,
     writer, 1 reader), plus `nmon` monitors; every link through the proxy."""
@@ -198,7 +239,7 @@ class ChaosCluster:
             self.monitors.append(self.add(f"monitor{i}", "monitor"))
 
     def add(self, name, kind):
-        n = Node(self, name, kind, free_port())
+        n = Node(self, name, kind, node_port())
         self.nodes[name] = n
         return n
 
@@ -265,16 +306,21 @@ class ChaosCluster:
         if self.mode == "classic":
             cmd = [os.path.join(BIN, "redoubt"), "--role", role, "--dir", os.path.join(self.dir, n.name),
                    "--port", str(n.port), "--bind", HOST, "--commit", "remote_flush", "--sync-replicas", self.sync_spec(n),
-                   "--commit-timeout-ms", str(self.commit_timeout_ms), "--replica-timeout-ms", "3000"]
+                   ] + self.timeout_flags() + ["--replica-timeout-ms", "3000"]
             if role == "replica":
                 cmd += ["--primary", upstream.addr, "--name", n.name]
             return cmd
         st = ",".join(s.addr for s in self.storage_nodes())
-        cmd = [os.path.join(BIN, "redoubt"), "--role", role, "--port", str(n.port), "--bind", HOST, "--storage", st,
-               "--commit-timeout-ms", str(self.commit_timeout_ms)]
+        cmd = [os.path.join(BIN, "redoubt"), "--role", role, "--port", str(n.port), "--bind", HOST, "--storage", st
+               ] + self.timeout_flags()
         if role == "reader":
             cmd += ["--writer", upstream.addr, "--name", n.name]
         return cmd
+
+    def timeout_flags(self):
+        if has_flag("redoubt", "--commit-timeout-ms"):
+            return ["--commit-timeout-ms", str(self.commit_timeout_ms)]
+        return []
 
     def storage_command(self, n):
         idx = int(n.name[len("storage"):])
@@ -288,12 +334,18 @@ class ChaosCluster:
         k = int(m.name[len("monitor"):])
         w = self.current_writer() if any(x.alive() for x in self.data_nodes()) else self.writer_name
         cmd = [os.path.join(BIN, "redoubt-monitor"), "--cluster", CLUSTER_NAME, "--mode", self.mode,
-               "--port", str(m.port), "--bind", HOST, "--id", str(k), "--dir", os.path.join(self.dir, m.name),
+               "--port", str(m.port), "--bind", HOST,
                "--interval-ms", str(self.interval_ms), "--misses", str(self.misses),
-               "--cooldown-ms", str(self.cooldown_ms), "--log-file", os.path.join(self.dir, m.name + ".mon.log")]
-        for o in self.monitors:
-            if o is not m:
-                cmd += ["--monitor", o.addr]
+               "--cooldown-ms", str(self.cooldown_ms)]
+        if has_flag("redoubt-monitor", "--log-file"):
+            cmd += ["--log-file", os.path.join(self.dir, m.name + ".mon.log")]
+        if has_flag("redoubt-monitor", "--id"):  # monitors as a quorum (main since 8be42d8)
+            cmd += ["--id", str(k), "--dir", os.path.join(self.dir, m.name)]
+            for o in self.monitors:
+                if o is not m:
+                    cmd += ["--monitor", o.addr]
+        elif len(self.monitors) > 1:
+            raise RuntimeError("this redoubt-monitor has no --monitor: run with CHAOS_MONITORS=1")
         for n in self.nodes.values():
             if n.kind == "monitor":
                 continue

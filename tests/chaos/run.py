@@ -21,7 +21,7 @@ Environment:
   CHAOS_XFAIL        comma list of fault kinds whose violations are reported as expected
                      failures (they do not fail the run)
   CHAOS_KEEP         1: keep the cluster dirs and logs
-  CHAOS_BUDGET_S     stop starting new schedules after this many seconds (default none)
+  CHAOS_BUDGET_S     per mode: start no new schedule after this many seconds (default none)
 Exit status: 0 if no invariant was violated (outside CHAOS_XFAIL), 1 otherwise.
 """
 import os
@@ -274,8 +274,10 @@ def repair(cl, log, timeout=40):
         w = cl.current_writer()
         for n in cl.storage_nodes() + cl.data_nodes() + cl.monitors:
             if not n.alive():
-                log(f"  repair: {n.name} is down: restart")
-                cl.restart(n)
+                if now() - restarted.get(n.name, 0) > 2:
+                    log(f"  repair: {n.name} is down: restart")
+                    restarted[n.name] = now()
+                    cl.restart(n)
                 continue
             if n.kind in ("storage", "monitor") or n.name == w or w is None:
                 continue
@@ -500,7 +502,7 @@ def main():
         t_mode = now()
         try:
             for i in range(first, first + n):
-                if budget and now() - t_all > budget:
+                if budget and now() - t_mode > budget:
                     print(f"[{mode}] time budget of {budget}s used: stopping after {i - first} schedules", flush=True)
                     break
                 try:
