@@ -98,6 +98,12 @@ class Net:
     def heal(self):
         self.cmd("heal")
 
+    def down(self, name):
+        self.cmd("down", name)
+
+    def up(self, name):
+        self.cmd("up", name)
+
     def stats(self):
         return self.cmd("stats")
 
@@ -136,6 +142,7 @@ class Node:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         harness._procs.append(self.proc)
         self.cl.net.pid(self.name, self.proc.pid)
+        self.cl.net.up(self.name)
         self.paused = False
         self.starts += 1
 
@@ -150,6 +157,7 @@ class Node:
         if self.alive():
             self.signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+            self.cl.net.down(self.name)
         self.paused = False
 
     def pause(self):

@@ -29,6 +29,9 @@ Control: the proxy prints `control PORT` on stdout, then serves one-line command
   listen DST TARGET_PORT         -> {"port": N}      a listener for node DST
   pid NAME PID                   register a process (its connections are attributed to NAME)
   rule SRC DST MODE [DELAY_MS JITTER_MS]   SRC/DST may be '*'; MODE open|hold|drop|reset
+  down DST / up DST               DST's process died / runs again: while down the listener is
+                                 closed, so connects are refused at once as a dead process's port
+                                 refuses them (the chaos runner knows when it kills a process)
   heal                           every rule back to open, no delay
   stats                          {"conns": n, "bytes": n, "unknown_src": n, "rules": {...}}
   quit
@@ -45,8 +48,26 @@ import time
 MODES = ("open", "hold", "drop", "reset")
 
 
-def _hexaddr(port):
-    return "0100007F:%04X" % port
+def diag_inode(sport, dport):
+    """Inode of the TCP socket 127.0.0.1:sport -> 127.0.0.1:dport (NETLINK_SOCK_DIAG exact lookup),
+    None if not found."""
+    lo = socket.inet_aton("127.0.0.1") + b"\0" * 12
+    req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xffffffff)
+    req += struct.pack(">HH", sport, dport) + lo + lo + struct.pack("=III", 0, 0xffffffff, 0xffffffff)
+    msg = struct.pack("=IHHII", 16 + len(req), 20, 1, 1, 0) + req  # SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as nl:  # NETLINK_SOCK_DIAG
+            nl.settimeout(1.0)
+            nl.send(msg)
+            data = nl.recv(65536)
+    except OSError:
+        return None
+    if len(data) < 16 + 72:
+        return None
+    mtype = struct.unpack_from("=H", data, 4)[0]
+    if mtype != 20:
+        return None
+    return struct.unpack_from("=I", data, 16 + 68)[0] or None
 
 
 class Proxy:
@@ -93,22 +114,21 @@ class Proxy:
 
     # ------------------------------------------------------------ who connected
     def identify(self, peer_port, listen_port):
-        """The registered name of the process owning 127.0.0.1:peer_port -> listen_port."""
-        inode = None
-        want_l, want_r = _hexaddr(peer_port), _hexaddr(listen_port)
-        try:
-            with open("/proc/net/tcp") as f:
-                next(f)
-                for line in f:
-                    p = line.split()
-                    if p[1] == want_l and p[2] == want_r:
-                        inode = p[9]
-                        break
-        except OSError:
+        """The registered name of the process owning 127.0.0.1:peer_port -> listen_port (runs in a
+        thread). The socket's inode comes from the kernel by an exact sock_diag (netlink) lookup:
+        /proc/net/tcp lists every socket of the machine and can take seconds to read."""
+        for attempt in range(4):  # the process may not be registered yet (just started)
+            name = self._identify(peer_port, listen_port)
+            if name:
+                return name
+            time.sleep(0.02)
+        return None
+
+    def _identify(self, peer_port, listen_port):
+        inode = diag_inode(peer_port, listen_port)
+        if not inode:
             return None
-        if not inode or inode == "0":
-            return None
-        target = "socket:[%s]" % inode
+        target = "socket:[%d]" % inode
         for pid, name in list(self.pids.items()):
             d = "/proc/%d/fd" % pid
             try:
@@ -138,6 +158,28 @@ class Proxy:
         holder["port"] = port
         self.listeners[dst] = (srv, port, target)
         return port
+
+
+    def down(self, dst):
+        srv, port, target = self.listeners[dst]
+        if srv is not None:
+            srv.close()
+            self.listeners[dst] = (None, port, target)
+
+    async def up(self, dst):
+        srv, port, target = self.listeners[dst]
+        if srv is None:
+            holder = {"port": port}
+
+            async def on_conn(reader, writer):
+                await Conn(self, dst, holder["port"], reader, writer).run()
+            for _ in range(50):
+                try:
+                    srv = await asyncio.start_server(on_conn, "127.0.0.1", port, backlog=256, reuse_address=True)
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+            self.listeners[dst] = (srv, port, target)
 
 
 class Conn:
@@ -188,7 +230,9 @@ class Conn:
         px.conns.add(self)
         px.nconns += 1
         peer = self.cw.get_extra_info("peername")
-        name = px.identify(peer[1], self.lport) if peer else None
+        name = None
+        if peer:
+            name = await asyncio.get_running_loop().run_in_executor(None, px.identify, peer[1], self.lport)
         if name is None:
             px.unknown += 1
         self.src = name or "?"
@@ -321,6 +365,10 @@ async def control(px, reader, writer):
                 if mode not in MODES:
                     raise ValueError("mode " + mode)
                 px.set_rule(p[1], p[2], mode, int(p[4]) if len(p) > 4 else 0, int(p[5]) if len(p) > 5 else 0)
+            elif p[0] == "down":
+                px.down(p[1])
+            elif p[0] == "up":
+                await px.up(p[1])
             elif p[0] == "heal":
                 px.heal()
             elif p[0] == "stats":
