@@ -1,6 +1,7 @@
 # Redoubt — build everything into build/.
 #   make            build binaries (build/bin) with -Wall -Wextra -Werror
-#   make test       unit tests, fuzz-corpus replay, integration tests (real processes)
+#   make test       layering and invariant-id checks, unit tests, fuzz-corpus replay, integration tests
+#   make layering   scripts/check-layering (docs/layering.md) and scripts/check-invariant-ids
 #   make check      the same tests, built with ASan + UBSan (into build/asan; ASAN_BUILD=dir to change)
 #   make fuzz       libFuzzer targets (clang) into build/fuzz; `make fuzz-run` runs each briefly
 #   make bench      the standalone benchmark vs Redis (bench/run-standalone)
@@ -32,7 +33,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 REPLAY_BINS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/replay_%)
 
-.PHONY: all deps test unit check fuzz fuzz-run bench demo clean integration replay chaos chaos-short
+.PHONY: all deps test unit check fuzz fuzz-run bench demo clean integration replay layering chaos chaos-short
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -88,6 +89,12 @@ replay: all $(REPLAY_BINS)
 integration: all
 	@BUILD=$(BUILD) tests/integration/run-all
 
+# The arrows between folders (docs/layering.md; calls inside wal/ checked on the objects)
+# and the invariant ids (defined once, in a module README; docs/invariant-ids-allow.txt).
+layering: all
+	scripts/check-layering --objects $(BUILD)/obj
+	scripts/check-invariant-ids
+
 # The chaos suite (tests/chaos/README.md): faults through a loopback proxy on every inter-node link,
 # a history checker. `chaos-short` (part of `make test`) runs a few schedules per mode (< 3 min).
 CHAOS_SCHEDULES ?= 50
@@ -100,7 +107,7 @@ chaos-short: all
 	@BUILD=$(BUILD) CHAOS_SCHEDULES=$(CHAOS_SHORT_SCHEDULES) CHAOS_MODES=$(CHAOS_MODES) CHAOS_BUDGET_S=$${CHAOS_BUDGET_S:-70} \
 	  timeout 300 python3 -u tests/chaos/run.py
 
-test: unit replay integration chaos-short
+test: layering unit replay integration chaos-short
 	@echo "all tests passed ($(BUILD))"
 
 ASAN_BUILD ?= build/asan

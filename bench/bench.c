@@ -34,7 +34,7 @@
  *   B2. In acked mode a key's acked value only advances on a success reply
  *       (+OK, or EXEC answering +OK for both SETs); anything sent and not
  *       answered with success since is the key's in-flight value.
- *   B5. Verify accepts, for a key, its acked value, or any value written after
+ *   B7. Verify accepts, for a key, its acked value, or any value written after
  *       it up to the newest in-flight one (all of those were answered with an
  *       error or not at all, so each may or may not have committed).
  *   B3. Every loop and buffer is bounded: reads per wake-up, replies per
@@ -896,7 +896,7 @@ static void verify_one(struct verify_stats *st, const struct verify_item *it, co
     int ok = (has_acked && reply_eq(r, it->acked)) ||
              (strcmp(it->inflight, "-") != 0 && reply_eq(r, it->inflight)) ||
              (!has_acked && r->type == RESP_NIL);
-    /* B5: every write to this key sent after the acked one was answered with an error
+    /* B7: every write to this key sent after the acked one was answered with an error
      * (-TIMEOUT commit outcome unknown, a dropped connection) or not at all — the acked
      * value only advances on success — so any of them may have committed: a value
      * between the acked and the newest in-flight one is indeterminate, not lost. */

@@ -100,7 +100,7 @@ struct mon_node {
     unsigned refusals;      /* connects refused since its last answer (M1b) */
     uint64_t hb_retry_ms;   /* reconnect the heartbeat at once after a close (0: none) */
     uint64_t last_lease_ms; /* CLOCK_MONOTONIC ms of our last REDOUBT.LEASE sent to it (0: never) */
-    int lease_banned;       /* we voted it down: never renew it again (L2) */
+    int lease_banned;       /* we voted it down: never renew it again (ML2) */
     uint64_t lease_quiet_until_ms; /* the server does not know REDOUBT.LEASE: do not ask again before */
     uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
     /* the current failover's REDOUBT.TERM exchange */
@@ -144,7 +144,7 @@ struct mon_failover {
     int legacy;               /* the nodes do not know REDOUBT.TERM: REPLICAOF NO ONE as before */
     unsigned term_need;       /* listed replicas that must answer REDOUBT.TERM (n-k+1) */
     uint64_t t_quorum_ms;     /* when term_need was reached */
-    uint64_t lease_until_ms;  /* monotonic: no promotion before (leases, L3) */
+    uint64_t lease_until_ms;  /* monotonic: no promotion before (leases, ML3) */
     uint64_t t_term_sent;
 };
 
@@ -1338,13 +1338,15 @@ static int writer_sdown(const struct mon *m, uint64_t now)
     unsigned ok = 0;
     for (unsigned i = 0; i < m->nnodes; i++) {
         const struct mon_node *n = &m->node[i];
+        /* Alive to us and not cloning; what the replica thinks of its link does not matter: the
+         * primary already says it hears from too few of them (a replica's receive timeout is 10 s). */
         ok += (int)i != m->writer && n->role == ROLE_REPLICA && n->ever_seen && !n->dead && !n->syncing &&
-              !n->link_up && spec_lists(&sp, n);
+              spec_lists(&sp, n);
     }
     return ok >= sp.n - sp.k + 1;
 }
 
-/* L1, L2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
+/* ML1, ML2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
 static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
 {
     if (m->mode != MODE_CLASSIC || !n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 ||
@@ -1436,7 +1438,7 @@ static void election_start(struct mon *m, int planned, uint64_t now)
     m->el.votes = 1;
     m->el.lease_last_ms = w->last_lease_ms;
     if (!planned)
-        w->lease_banned = 1; /* L2 */
+        w->lease_banned = 1; /* ML2 */
     rd_info("election for failover epoch %" PRIu64 " (%s): asking %u peer(s) for votes, %u needed", m->el.epoch,
             planned ? "planned switchover" : "writer down", m->npeers, m->quorum);
 }
@@ -1823,7 +1825,7 @@ static void put_sentinels(const struct mon *m, struct rd_buf *o)
  * Reply [down 0|1, leader, leader_epoch, last_lease_ms]: leader "*" for a plain query; for a vote
  * request the monitor votes for the first requester of an epoch above its last vote (on disk first,
  * M10) and answers whom it voted for in that epoch. last_lease_ms is our last renewal of that writer
- * (CLOCK_MONOTONIC ms, one machine): the leader waits it out (L3).
+ * (CLOCK_MONOTONIC ms, one machine): the leader waits it out (ML3).
  */
 static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct resp_args *a)
 {
@@ -1856,7 +1858,7 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
                     w->name, down);
         }
         if (down && ours)
-            w->lease_banned = 1; /* L2: never renew a primary we voted down */
+            w->lease_banned = 1; /* ML2: never renew a primary we voted down */
         snprintf(leader, sizeof(leader), "%u", m->st.voted_for);
         leader_epoch = m->st.voted_epoch;
     }

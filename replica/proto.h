@@ -139,7 +139,7 @@ int repl_slots_decode(const uint8_t *p, size_t len, struct repl_slot_rec *v, siz
 
 /* A replica's pending entry (in memory, struct upstream.pending): a received
  * record not applied yet, kept until its transaction's COMMIT is at or below the
- * primary's flush LSN (R2). Page records carry their body; COMMIT / CHECKPOINT /
+ * primary's flush LSN (CR2). Page records carry their body; COMMIT / CHECKPOINT /
  * TIMELINE markers carry { u64 primary send time [, u64 checkpoint lsn, u64 redo lsn] }.
  *   offset size field
  *    0      8   end_lsn of the record

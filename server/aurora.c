@@ -1172,7 +1172,7 @@ void aurora_info(struct server *s, struct rd_buf *b)
         rd_buf_appendf(b, "storage%u:addr=%s:%d,state=%s,scl=%" PRIu64 ",acks=%" PRIu64 ",ack_latency_ms=%.3f\r\n",
                        i + 1, nd->host, nd->port, nd->conn ? "up" : "down", nd->scl, nd->acks, nd->ack_lat_us / 1000.0);
     }
-    /* S12: what a stalled quorum looks like from here (writes wait, then -TIMEOUT) */
+    /* S20: what a stalled quorum looks like from here (writes wait, then -TIMEOUT) */
     unsigned up = 0;
     for (unsigned i = 0; i < REDO_NODES; i++)
         up += a->node[i].conn != NULL;

@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "                        WAL to replicas) or replica (classic: streams from --primary)\n"
             "  --dir DIR             data directory (created if missing): control, wal/, data.rdb\n"
             "  --port N              client port (default 6380)\n"
+            "  --metrics-port N      Prometheus metrics on http://bind:N/metrics (default off)\n"
             "  --bind ADDR           IPv4 address to listen on (default 127.0.0.1)\n"
             "  --cache-mb N          buffer pool size in MiB (default 128)\n"
             "  --commit LEVEL        as PostgreSQL's synchronous_commit; a reply waits until its\n"
@@ -84,12 +85,13 @@ int main(int argc, char **argv)
         OPT_ROLE = 1000, OPT_DIR, OPT_PORT, OPT_BIND, OPT_CACHE, OPT_COMMIT, OPT_PASS, OPT_MAXCLIENTS,
         OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
         OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER, OPT_FEED, OPT_REPL_SEND,
-        OPT_CTIMEOUT, OPT_LEASE_MS, OPT_LEASE_MON,
+        OPT_CTIMEOUT, OPT_LEASE_MS, OPT_LEASE_MON, OPT_METRICS,
     };
     static const struct option opts[] = {
         {"role", required_argument, NULL, OPT_ROLE},
         {"dir", required_argument, NULL, OPT_DIR},
         {"port", required_argument, NULL, OPT_PORT},
+        {"metrics-port", required_argument, NULL, OPT_METRICS},
         {"bind", required_argument, NULL, OPT_BIND},
         {"cache-mb", required_argument, NULL, OPT_CACHE},
         {"commit", required_argument, NULL, OPT_COMMIT},
@@ -182,6 +184,7 @@ int main(int argc, char **argv)
         case OPT_RTIMEOUT: cfg.replica_timeout_ms = (uint64_t)parse_num("--replica-timeout-ms", optarg, 0, 86400000); break;
         case OPT_DIR: cfg.dir = optarg; break;
         case OPT_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
+        case OPT_METRICS: cfg.metrics_port = (int)parse_num("--metrics-port", optarg, 1, 65535); break;
         case OPT_BIND: cfg.bind_addr = optarg; break;
         case OPT_CACHE: cfg.cache_mb = (size_t)parse_num("--cache-mb", optarg, 1, 1 << 20); break;
         case OPT_COMMIT:

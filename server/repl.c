@@ -63,6 +63,7 @@ struct repl_peer {
     uint64_t sent_lsn; /* next LSN to send */
     uint64_t told_flush_lsn; /* the primary flush LSN this replica was last told */
     uint64_t term; /* the primary's term when the handshake was accepted (T5) */
+    int listen_port; /* the replica's client port (LISTEN-PORT), 0 if not announced */
     uint64_t write_lsn, flush_lsn, apply_lsn;
     uint64_t write_lag_us, flush_lag_us, apply_lag_us;
     uint64_t last_status_ms, last_send_ms, connected_ms;
@@ -363,7 +364,7 @@ static int term_arg(const struct resp_arg *a, uint64_t *t)
     return arg_u64(a, 10, t) < 0 || *t == 0 || *t > REPL_TERM_MAX ? -1 : 0;
 }
 
-/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] */
+/* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] [LISTEN-PORT p] */
 void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a)
 {
     char err[256];
@@ -373,11 +374,13 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         conn_reply_done(s, c, 0);
         return;
     }
-    uint64_t cluster, tli, start, rterm = 0;
+    uint64_t cluster, tli, start, rterm = 0, lport = 0;
     int bad_opt = a->n < 6 || (a->n - 6) % 2 != 0;
     for (size_t i = 6; !bad_opt && i + 1 < a->n; i += 2) {
         if (a->v[i].len == 4 && strncasecmp((const char *)a->v[i].ptr, "TERM", 4) == 0)
             bad_opt = arg_u64(&a->v[i + 1], 10, &rterm) < 0 || rterm > REPL_TERM_MAX;
+        else if (a->v[i].len == 11 && strncasecmp((const char *)a->v[i].ptr, "LISTEN-PORT", 11) == 0)
+            bad_opt = arg_u64(&a->v[i + 1], 10, &lport) < 0 || lport > 65535;
         else
             bad_opt = 1;
     }
@@ -388,7 +391,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         tli > UINT32_MAX) {
         rd_warn("client %s sent a malformed REDOUBT.REPLICATE", c->addr);
         resp_error(&c->out, "ERR syntax: REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> "
-                            "<STREAM|CLONE> [TERM t]");
+                            "<STREAM|CLONE> [TERM t] [LISTEN-PORT p]");
         conn_reply_done(s, c, 0);
         return;
     }
@@ -409,6 +412,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     p->connected_ms = p->last_status_ms = p->last_send_ms = rd_now_ms();
     snprintf(p->name, sizeof(p->name), "%s", name);
     c->peer = p;
+    p->listen_port = (int)lport;
     s->npeers++;
     struct wal_stats ws;
     wal_get_stats(s->wal, &ws);
@@ -492,7 +496,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         int on_parent = (uint32_t)tli == wal_timeline_parent(s->wal) && my_tli != (uint32_t)tli;
         int ok = ((uint32_t)tli == my_tli && start <= have) || (on_parent && start <= switch_lsn);
         if (on_parent && start > switch_lsn) {
-            /* R4: the replica received WAL of the parent timeline past our fork
+            /* CR4: the replica received WAL of the parent timeline past our fork
              * (a promotion, or our own crash restart). Stream from the fork: the
              * replica cuts its log there if it applied nothing beyond it, or re-clones. */
             lsn_str(start, l1, sizeof(l1));
@@ -590,7 +594,7 @@ static void peer_pump(struct server *s, struct repl_peer *p)
             continue;
         }
         /* --repl-send written (default): WAL leaves as soon as its write completed, so the
-         * replica's fsync runs while ours does (R1 in the README); flushed: PostgreSQL's rule. */
+         * replica's fsync runs while ours does (CR1 in the README); flushed: PostgreSQL's rule. */
         uint64_t flushed = wal_flushed_lsn(s->wal);
         uint64_t upto = s->cfg.repl_send_flushed ? flushed : wal_written_lsn(s->wal);
         if (p->sent_lsn >= upto)
@@ -626,7 +630,7 @@ static void peer_pump(struct server *s, struct repl_peer *p)
         p->told_flush_lsn = flushed;
         p->last_send_ms = rd_now_ms();
     }
-    /* R2: a replica applies only what the primary has flushed; tell it as soon as our flush
+    /* CR2: a replica applies only what the primary has flushed; tell it as soon as our flush
      * covers more of what it received (a 40-byte frame per group commit). */
     uint64_t flushed_now = wal_flushed_lsn(s->wal);
     if (!c->closing && p->state == PEER_STREAMING && flushed_now > p->told_flush_lsn &&
@@ -680,7 +684,7 @@ static void slots_update_keep(struct server *s)
         struct repl_slot *sl = &s->slots[i];
         if (!sl->in_use)
             continue;
-        if (sl->restart_lsn > insert) /* the replica holds WAL we lost in a crash (R3/R4): keep from here */
+        if (sl->restart_lsn > insert) /* the replica holds WAL we lost in a crash (CR3/CR4): keep from here */
             sl->restart_lsn = insert;
         if (s->cfg.wal_keep_bytes && insert - sl->restart_lsn > s->cfg.wal_keep_bytes) {
             rd_warn("replica \"%s\" is more than %" PRIu64 " MB behind (--wal-keep-mb): its WAL is no longer kept; "
@@ -722,7 +726,7 @@ static int cmp_desc(const void *a, const void *b)
 void server_update_release(struct server *s)
 {
     /* A fenced node releases nothing more (T3, M4): replies still waiting end with
-     * the commit-timeout error; so does a primary without a lease (L2). */
+     * the commit-timeout error; so does a primary without a lease (LS2). */
     if (s->fenced || (server_lease_required(s) && !server_lease_ok(s, NULL)))
         return;
     uint64_t rel = s->durable_lsn;
@@ -825,11 +829,12 @@ static void up_send_handshake(struct server *s)
         snprintf(tli, sizeof(tli), "%u", wal_timeline(s->wal));
         snprintf(start, sizeof(start), "%" PRIu64, wal_insert_lsn(s->wal));
     }
-    char term[24];
+    char term[24], lport[16];
     snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    snprintf(lport, sizeof(lport), "%d", s->cfg.port);
     const char *argv[] = {"REDOUBT.REPLICATE", cluster, s->cfg.name, tli, start, clone ? "CLONE" : "STREAM",
-                          "TERM", term};
-    if (resp_command_str(&u->conn->out, 8, argv) < 0)
+                          "TERM", term, "LISTEN-PORT", lport};
+    if (resp_command_str(&u->conn->out, 10, argv) < 0)
         rd_panic("out of memory");
     u->state = UP_HANDSHAKE;
     u->last_msg_ms = rd_now_ms();
@@ -974,7 +979,7 @@ static void up_apply_range(struct server *s, size_t from, size_t to)
     }
 }
 
-/* R2: applies every whole transaction whose COMMIT (or CHECKPOINT / TIMELINE
+/* CR2: applies every whole transaction whose COMMIT (or CHECKPOINT / TIMELINE
  * record) ends at or below limit_lsn — the primary's flush LSN, so a hot
  * standby never shows a transaction the primary could still lose in a crash;
  * UINT64_MAX at promotion. Each transaction is applied in this one call. */
@@ -1138,7 +1143,7 @@ static void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8
                     ws.system_id);
             return;
         }
-        if (m.start_lsn < wal_insert_lsn(s->wal)) { /* R4: the primary's history forks below our end */
+        if (m.start_lsn < wal_insert_lsn(s->wal)) { /* CR4: the primary's history forks below our end */
             char f[32], a[32];
             lsn_str(m.start_lsn, f, sizeof(f));
             lsn_str(u->apply_lsn, a, sizeof(a));
@@ -1674,18 +1679,25 @@ static void sync_spec_str(const struct server *s, char *spec, size_t n)
     snprintf(spec + off, n - off, ")");
 }
 
-/* Connected, streaming, listed replicas on this primary's term: the sync set's candidates. */
+/* Listed replicas on this primary's term that are streaming and were heard from
+ * lately: the sync set's candidates as INFO sync_state reports them. A replica
+ * answers every keepalive (REPL_KEEPALIVE_MS), so one silent for
+ * REPL_SYNC_SILENT_MS is cut off even while its TCP connection looks open (a
+ * partition), and a monitor may fail over to the side that can commit (M11). */
+#define REPL_SYNC_SILENT_MS 1000u
 static unsigned sync_connected(const struct server *s)
 {
     unsigned n = 0;
+    uint64_t now = rd_now_ms();
     for (const struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_WALSENDER && c->peer && !c->closing && c->peer->state == PEER_STREAMING &&
-            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0)
+            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0 &&
+            now - c->peer->last_status_ms < REPL_SYNC_SILENT_MS)
             n++;
     return n;
 }
 
-/* Fields every classic node shows: what a monitor needs to fence and choose (T1-T6, L1-L3, S12). */
+/* Fields every classic node shows: what a monitor needs to fence and choose (T1-T6, LS1-LS3, S20). */
 static void info_fencing(struct server *s, struct rd_buf *b)
 {
     char spec[1100];
@@ -1754,7 +1766,7 @@ void repl_info(struct server *s, struct rd_buf *b)
         int port = 0;
         if (colon) {
             *colon = 0;
-            port = atoi(colon + 1);
+            port = p->listen_port ? p->listen_port : atoi(colon + 1); /* the port it listens on, if announced */
         }
         rd_buf_appendf(b,
                        "slave%zu:name=%s,ip=%s,port=%d,state=%s,offset=%" PRIu64 ",lag=%" PRIu64 ",sent_lsn=%" PRIu64
@@ -1797,7 +1809,10 @@ void repl_role_reply(struct server *s, struct conn *c)
             if (colon)
                 *colon = 0;
             char port[16], off[32];
-            snprintf(port, sizeof(port), "%s", colon ? colon + 1 : "0");
+            if (o->peer->listen_port) /* the port it listens on, if announced */
+                snprintf(port, sizeof(port), "%d", o->peer->listen_port);
+            else
+                snprintf(port, sizeof(port), "%s", colon ? colon + 1 : "0");
             snprintf(off, sizeof(off), "%" PRIu64, o->peer->flush_lsn);
             rc |= resp_array_hdr(&c->out, 3);
             rc |= resp_bulk_str(&c->out, ip);

@@ -184,7 +184,7 @@ static int parse_multibulk(const uint8_t *buf, size_t len, const struct resp_lim
         }
         size_t data = pos + cr + 2;
         size_t end = sat_add(data, sat_add((size_t)blen, 2));
-        if (end > len) /* R2: the payload is not scanned until it is all here */
+        if (end > len) /* RP2: the payload is not scanned until it is all here */
             return incomplete(out, len, sat_add(end, left_after));
         if (buf[end - 2] != '\r' || buf[end - 1] != '\n') {
             out->n = 0;
@@ -426,7 +426,7 @@ int resp_command(struct rd_buf *b, size_t argc, const struct resp_arg *argv)
     size_t need = 24;
     for (size_t i = 0; i < argc; i++)
         need = sat_add(need, sat_add(argv[i].len, 24));
-    int rc = rd_buf_reserve(b, need); /* R4: after this nothing can fail */
+    int rc = rd_buf_reserve(b, need); /* RP4: after this nothing can fail */
     if (rc < 0)
         return rc;
     rc = resp_array_hdr(b, argc);

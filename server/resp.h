@@ -15,15 +15,15 @@
  *   ("0" itself is fine), no '+', no spaces, must fit in int64.
  *
  * Invariants
- *   R1. resp_parse reads only buf[0 .. len-1] and never writes to it.
- *   R2. A call does work bounded by O(header bytes + number of arguments) of
+ *   RP1. resp_parse reads only buf[0 .. len-1] and never writes to it.
+ *   RP2. A call does work bounded by O(header bytes + number of arguments) of
  *       the command it looks at: a bulk payload is never scanned, so feeding
  *       a huge bulk in small pieces costs O(1) per call (inline lines, at most
  *       max_inline_bytes, are scanned with memchr).
- *   R3. Every count and length is checked against struct resp_limits before it
+ *   RP3. Every count and length is checked against struct resp_limits before it
  *       is used to allocate or index; memory for arguments grows with the
  *       arguments actually received, never with a declared count.
- *   R4. Encoders are all-or-nothing: on -ENOMEM the rd_buf is unchanged.
+ *   RP4. Encoders are all-or-nothing: on -ENOMEM the rd_buf is unchanged.
  */
 #ifndef RD_RESP_H
 #define RD_RESP_H
@@ -87,7 +87,7 @@ int resp_parse(const uint8_t *buf, size_t len, const struct resp_limits *lim,
                struct resp_args *out, const char **err);
 
 /* ------------------------------------------------------------ reply encoders */
-/* All append to b and return 0 or -ENOMEM (R4). */
+/* All append to b and return 0 or -ENOMEM (RP4). */
 
 /* +s\r\n and -s\r\n; any \r or \n in s is written as a space (as Redis does)
  * so a message can never break the framing. s is a NUL-terminated string. */

@@ -130,6 +130,7 @@ static void conn_free(struct server *s, struct conn *c)
     rd_buf_free(&c->multi_q);
     resp_args_free(&c->args);
     free(c->marks);
+    free(c->watched);
     free(c);
 }
 
@@ -487,7 +488,7 @@ static void server_send_all(struct server *s)
 
 /* ------------------------------------------------------------ bounded commit waits, leases */
 
-/* --commit-timeout-ms (S12): replies that have waited longer than the timeout
+/* --commit-timeout-ms (S20): replies that have waited longer than the timeout
  * for their LSN to be released are replaced, one for one, by an error that
  * says the outcome is unknown: the commit record is in the log and may still
  * become durable (the sync set or quorum may come back), or may be lost in a
@@ -575,7 +576,7 @@ void server_waits_info(const struct server *s, uint64_t *waiting, uint64_t *olde
     *oldest_ms = oldest;
 }
 
-/* Leases (L1-L3 in server/README.md). */
+/* Leases (LS1-LS3 in server/README.md). */
 int server_lease_required(const struct server *s)
 {
     return s->cfg.lease_monitors > 0 && s->role == SERVER_ROLE_PRIMARY &&
@@ -883,6 +884,7 @@ int server_run(const struct server_config *cfg)
         if (rc < 0)
             rd_panic("io_uring wait failed: %s", strerror(-rc));
         server_process_ready(s);
+        cmd_tick(s);
         if (s->wal != NULL)
             wal_flush_async(s->wal);
         if (server_is_aurora(s)) {

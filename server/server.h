@@ -33,6 +33,7 @@ struct server_config {
     const char *dir;
     const char *bind_addr;
     int port;
+    int metrics_port;                  /* 0: no Prometheus endpoint (--metrics-port) */
     size_t cache_mb;
     enum server_commit commit;
     const char *password;              /* NULL: no AUTH required */

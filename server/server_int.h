@@ -103,6 +103,11 @@ struct conn {
     int closing;            /* no more input is processed; freed when no op is in flight */
     int close_after_send;   /* QUIT / protocol error: close once the output is sent */
     int authed;
+    char name[64];          /* CLIENT SETNAME / HELLO SETNAME */
+    struct cmd_watch *watched; /* WATCH (commands.c); freed with the conn */
+    size_t nwatched;
+    uint64_t watch_flush_ver;
+    uint64_t last_cmd_ms;   /* CLIENT LIST idle */
     struct rd_buf in;       /* unparsed input */
     struct rd_buf out;      /* replies not yet handed to send */
     struct rd_buf sending;  /* bytes owned by the in-flight send (invariant L1) */
@@ -214,7 +219,7 @@ struct server {
     char fenced_by[128];
     uint64_t term;         /* classic: persisted in DIR/term (replica/README.md T1-T6) */
     int term_fenced;       /* primary: fenced because a newer term was seen (REDOUBT.PROMOTE lifts it) */
-    /* leases (--lease-ms): the CLOCK_MONOTONIC ms of each monitor's newest renewal */
+    /* leases (--lease-ms, LS1-LS3): the CLOCK_MONOTONIC ms of each monitor's newest renewal */
     uint64_t lease_renewed_ms[SERVER_LEASE_MONITORS_MAX];
     int lease_was_ok;
     uint64_t commit_timeouts;  /* replies replaced by the commit-timeout error */
@@ -265,7 +270,7 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
 void repl_start_replica(struct server *s);
 int repl_check_peers(struct server *s);
-/* R3: a primary restarting after a crash begins a new timeline at its
+/* CR3: a primary restarting after a crash begins a new timeline at its
  * recovered end (the run that crashed may have shipped WAL it never flushed,
  * --repl-send written), so a replica that received WAL this node lost cannot
  * continue on the old history. */
@@ -311,6 +316,9 @@ static inline int server_is_aurora(const struct server *s)
 
 /* commands.c */
 void cmd_execute(struct server *s, struct conn *c, const struct resp_args *args);
+/* Once per loop turn: the writer's expiry (deletes of expired keys, logged) and
+ * the build of its expiry index; nothing on replicas and readers. */
+void cmd_tick(struct server *s);
 /* Replies: append to c->out. A reply must be tagged with the LSN it depends on
  * (conn_reply_done) before the next command runs. */
 void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn);

@@ -1,7 +1,10 @@
 /*
  * redoubt-dump — prints Redoubt's on-disk files in human form (like pg_waldump).
  *
- *   redoubt-dump wal DIR [--from LSN]   one line per WAL record, then why it stopped
+ *   redoubt-dump wal DIR [--from LSN] [--to LSN] [-n N] [--type T] [--page N] [--stats] [--follow]
+ *                                       one line per WAL record (PAGE_DELTA lines show the printable
+ *                                       runs of the changed bytes: key names, string values), then
+ *                                       why it stopped; --stats: per-type counts and the FPI share
  *   redoubt-dump control DIR            the control file
  *   redoubt-dump slots DIR              a primary's replication slots (DIR/slots)
  *   redoubt-dump timeline DIR           control file timeline, history file(s), segments per timeline
@@ -18,9 +21,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -39,7 +44,15 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: redoubt-dump wal DIR [--from LSN]   WAL records from LSN (X/Y hex; default: oldest)\n"
+            "usage: redoubt-dump wal DIR [options]      WAL records, one per line (like pg_waldump)\n"
+            "         --from LSN / -s LSN   start at LSN (X/Y hex; default: oldest); inside a record:\n"
+            "                               from the next record, with a note\n"
+            "         --to LSN / -e LSN     stop before the first record at or after LSN\n"
+            "         -n N                  at most N records (after filters)\n"
+            "         --type T              only records of type T (PAGE_DELTA, PAGE_IMAGE, COMMIT, ...)\n"
+            "         --page N              only records of page N\n"
+            "         --stats               records and bytes per type, FPI share, bytes per commit\n"
+            "         --follow / -f         at the end of the log, wait for more (until Ctrl-C)\n"
             "       redoubt-dump control DIR            the control file DIR/control\n"
             "       redoubt-dump slots DIR              a classic primary's replication slots, DIR/slots\n"
             "       redoubt-dump timeline DIR           timeline (control), history files, segments per timeline\n"
@@ -123,37 +136,107 @@ static void print_body(const struct wal_record *rec)
     }
 }
 
-static int dump_wal(const char *dir, uint64_t from)
+/* What `redoubt-dump wal` prints (pg_waldump's options). */
+struct wal_dump_opts {
+    uint64_t from, to;   /* to: 0 = no end */
+    uint64_t limit;      /* -n: 0 = all */
+    int stats, follow;
+    int type;            /* --type: -1 = all */
+    uint32_t page;       /* --page: ENGINE_PAGE_NONE = all */
+};
+
+struct wal_type_stats {
+    uint64_t count, bytes;
+};
+
+/* Printable runs (>= 3 bytes) of a PAGE_DELTA's changed bytes: key names and
+ * string values usually show here (the record itself names no key). */
+static void print_delta_text(const struct wal_record *rec)
+{
+    if (rec->body_len < 2)
+        return;
+    uint16_t nr = rd_get_u16le(rec->body);
+    size_t off = 2, shown = 0;
+    printf("  ranges %u", nr);
+    for (uint16_t i = 0; i < nr && off + 4 <= rec->body_len && shown < 60; i++) {
+        uint16_t len = rd_get_u16le(rec->body + off + 2);
+        const uint8_t *p = rec->body + off + 4;
+        if (off + 4 + len > rec->body_len)
+            break;
+        for (size_t j = 0; j < len && shown < 60;) {
+            size_t k = j;
+            while (k < len && p[k] >= 0x20 && p[k] < 0x7f && p[k] != '"')
+                k++;
+            if (k - j >= 3) {
+                printf("%s\"%.*s\"", shown ? " " : "  text ", (int)RD_MIN(k - j, 60 - shown), (const char *)p + j);
+                shown += k - j;
+            }
+            j = k + 1;
+        }
+        off += 4 + len;
+    }
+}
+
+static volatile sig_atomic_t dump_stop;
+static void dump_on_sigint(int sig)
+{
+    (void)sig;
+    dump_stop = 1;
+}
+
+/* One pass of the reader from *next; returns the status of the stop (0 end, 1 error, 2 corruption). */
+static int dump_wal_pass(const char *dir, const struct wal_dump_opts *o, uint64_t *next, uint64_t *n,
+                         uint64_t *bytes, struct wal_type_stats *st, int first_pass, int quiet_end)
 {
     struct wal_reader *r;
-    int rc = wal_reader_open(dir, from, &r);
+    int rc = wal_reader_open(dir, *next, &r);
     if (rc < 0) {
         fprintf(stderr, "redoubt-dump: cannot read the WAL in \"%s\": %s\n", dir, rd_strerror(rc));
         return 1;
     }
-    printf("WAL in %s/wal: timeline %" PRIu32 ", segment size %" PRIu64 " bytes\n", dir,
-           wal_reader_timeline(r), wal_reader_segment_size(r));
+    if (first_pass && !o->stats)
+        printf("WAL in %s/wal: timeline %" PRIu32 ", segment size %" PRIu64 " bytes\n", dir, wal_reader_timeline(r),
+               wal_reader_segment_size(r));
     struct wal_record rec;
-    uint64_t n = 0, bytes = 0;
-    while ((rc = wal_reader_next(r, &rec)) == 1) {
-        char lsn[32], prev[32], page[16];
-        fmt_lsn(lsn, sizeof(lsn), rec.lsn);
-        fmt_lsn(prev, sizeof(prev), rec.prev_lsn);
-        if (rec.page_id == ENGINE_PAGE_NONE)
-            snprintf(page, sizeof(page), "-");
-        else
-            snprintf(page, sizeof(page), "%" PRIu32, rec.page_id);
-        printf("lsn %-12s prev %-12s %-10s page %-6s flags %-7s len %-5" PRIu32 " checksum ok",
-               lsn, prev, wal_rec_type_name(rec.type), page,
-               (rec.flags & ENGINE_REC_FLAG_MTR_END) ? "MTR_END" : "-",
-               rec.body_len + WAL_RECORD_HDR_SIZE);
-        print_body(&rec);
-        printf("\n");
-        n++;
-        bytes += rec.end_lsn - rec.lsn;
+    int done = 0;
+    while (!done && !dump_stop && (rc = wal_reader_next(r, &rec)) == 1) {
+        *next = rec.end_lsn;
+        if (rec.lsn < o->from)
+            continue; /* skipping to the first record at or after --from */
+        if (o->to && rec.lsn >= o->to) {
+            done = 1;
+            break;
+        }
+        if ((o->type >= 0 && rec.type != o->type) || (o->page != ENGINE_PAGE_NONE && rec.page_id != o->page))
+            continue;
+        st[rec.type].count++;
+        st[rec.type].bytes += rec.end_lsn - rec.lsn;
+        (*n)++;
+        *bytes += rec.end_lsn - rec.lsn;
+        if (!o->stats) {
+            char lsn[32], prev[32], page[16];
+            fmt_lsn(lsn, sizeof(lsn), rec.lsn);
+            fmt_lsn(prev, sizeof(prev), rec.prev_lsn);
+            if (rec.page_id == ENGINE_PAGE_NONE)
+                snprintf(page, sizeof(page), "-");
+            else
+                snprintf(page, sizeof(page), "%" PRIu32, rec.page_id);
+            printf("lsn %-12s prev %-12s %-10s page %-6s flags %-7s len %-5" PRIu32 " checksum ok", lsn, prev,
+                   wal_rec_type_name(rec.type), page, (rec.flags & ENGINE_REC_FLAG_MTR_END) ? "MTR_END" : "-",
+                   rec.body_len + WAL_RECORD_HDR_SIZE);
+            print_body(&rec);
+            if (rec.type == WAL_REC_PAGE_DELTA)
+                print_delta_text(&rec);
+            printf("\n");
+        }
+        if (o->limit && *n >= o->limit)
+            done = 1;
     }
-    printf("%" PRIu64 " records, %" PRIu64 " bytes\n", n, bytes);
     int status = 0;
+    if (done || dump_stop) {
+        wal_reader_close(r);
+        return -1; /* asked to stop */
+    }
     if (rc < 0 && rc != RD_ECORRUPT) {
         fprintf(stderr, "redoubt-dump: read error: %s\n", rd_strerror(rc));
         status = 1;
@@ -166,16 +249,82 @@ static int dump_wal(const char *dir, uint64_t from)
             printf("CORRUPTION at segment file \"%s\" offset %" PRIu64 " (lsn %s): %s; valid records "
                    "follow in \"%s\" at offset %" PRIu64 "\n",
                    s.path, s.offset, lsn, s.reason, s.valid_path, s.valid_offset);
-            if (n == 0 && from != 0)
-                printf("(no valid record at the start: is %s the start of a record?)\n", lsn);
             status = 2;
-        } else {
-            printf("end of log at lsn %s (segment file \"%s\" offset %" PRIu64 "): %s\n", lsn, s.path,
-                   s.offset, s.reason ? s.reason : "?");
+        } else if (!quiet_end) {
+            printf("end of log at lsn %s (segment file \"%s\" offset %" PRIu64 "): %s\n", lsn, s.path, s.offset,
+                   s.reason ? s.reason : "?");
         }
     }
     wal_reader_close(r);
     return status;
+}
+
+/* Is from the start of a record? Reading there yields a valid record (or the clean end). */
+static int wal_at_record(const char *dir, uint64_t from)
+{
+    struct wal_reader *r;
+    if (wal_reader_open(dir, from, &r) < 0)
+        return 1; /* let the real pass report it */
+    struct wal_record rec;
+    int rc = wal_reader_next(r, &rec);
+    wal_reader_close(r);
+    return rc != RD_ECORRUPT;
+}
+
+static int dump_wal(const char *dir, const struct wal_dump_opts *o)
+{
+    struct wal_type_stats st[256];
+    memset(st, 0, sizeof(st));
+    uint64_t n = 0, bytes = 0, next = o->from;
+    if (o->from != 0 && !wal_at_record(dir, o->from)) {
+        /* pg_waldump's way: a --from inside a record starts at the next record. */
+        char f[32];
+        fmt_lsn(f, sizeof(f), o->from);
+        printf("note: %s is not the start of a record; starting at the first record after it\n", f);
+        next = 0;
+    }
+    if (o->follow) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = dump_on_sigint;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+    }
+    int status = dump_wal_pass(dir, o, &next, &n, &bytes, st, 1, o->follow);
+    while (o->follow && status == 0 && !dump_stop) { /* --follow: wait for more, like tail -f */
+        fflush(stdout);
+        usleep(200 * 1000);
+        status = dump_wal_pass(dir, o, &next, &n, &bytes, st, 0, 1);
+    }
+    if (status < 0)
+        status = 0;
+    if (o->stats) {
+        printf("%-12s %10s %8s %14s %8s\n", "type", "records", "(%)", "bytes", "(%)");
+        for (int t = 0; t < 256; t++)
+            if (st[t].count)
+                printf("%-12s %10" PRIu64 " %7.2f%% %14" PRIu64 " %7.2f%%\n", wal_rec_type_name((uint8_t)t),
+                       st[t].count, 100.0 * (double)st[t].count / (double)RD_MAX(n, 1), st[t].bytes,
+                       100.0 * (double)st[t].bytes / (double)RD_MAX(bytes, 1));
+        uint64_t commits = st[WAL_REC_COMMIT].count;
+        printf("%-12s %10" PRIu64 " %8s %14" PRIu64 "\n", "total", n, "", bytes);
+        printf("full-page images: %.2f%% of the bytes; %.1f bytes per commit (%.1f without FPIs)\n",
+               100.0 * (double)st[WAL_REC_PAGE_IMAGE].bytes / (double)RD_MAX(bytes, 1),
+               commits ? (double)bytes / (double)commits : 0.0,
+               commits ? (double)(bytes - st[WAL_REC_PAGE_IMAGE].bytes) / (double)commits : 0.0);
+    } else {
+        printf("%" PRIu64 " records, %" PRIu64 " bytes\n", n, bytes);
+    }
+    return status;
+}
+
+static int parse_wal_type(const char *s)
+{
+    static const uint8_t types[] = {WAL_REC_PAGE_DELTA, WAL_REC_PAGE_IMAGE, WAL_REC_COMMIT, WAL_REC_CHECKPOINT,
+                                    WAL_REC_SWITCH, WAL_REC_TIMELINE};
+    for (size_t i = 0; i < RD_ARRAY_LEN(types); i++)
+        if (strcasecmp(s, wal_rec_type_name(types[i])) == 0)
+            return types[i];
+    return -1;
 }
 
 /* ---------------------------------------------------------------- control */
@@ -957,17 +1106,58 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc >= 3 && strcmp(argv[1], "wal") == 0) {
-        uint64_t from = 0;
-        if (argc == 5 && strcmp(argv[3], "--from") == 0) {
-            if (parse_lsn(argv[4], &from) < 0) {
-                fprintf(stderr, "redoubt-dump: bad LSN \"%s\" (expected X/Y in hex)\n", argv[4]);
+        struct wal_dump_opts o = {.type = -1, .page = ENGINE_PAGE_NONE};
+        for (int i = 3; i < argc; i++) {
+            const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+            char *end = NULL;
+            if (strcmp(argv[i], "--stats") == 0) {
+                o.stats = 1;
+            } else if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0) {
+                o.follow = 1;
+            } else if (v && (strcmp(argv[i], "--from") == 0 || strcmp(argv[i], "-s") == 0)) {
+                if (parse_lsn(v, &o.from) < 0) {
+                    fprintf(stderr, "redoubt-dump: bad LSN \"%s\" (expected X/Y in hex)\n", v);
+                    return 1;
+                }
+                i++;
+            } else if (v && (strcmp(argv[i], "--to") == 0 || strcmp(argv[i], "-e") == 0)) {
+                if (parse_lsn(v, &o.to) < 0) {
+                    fprintf(stderr, "redoubt-dump: bad LSN \"%s\" (expected X/Y in hex)\n", v);
+                    return 1;
+                }
+                i++;
+            } else if (v && (strcmp(argv[i], "-n") == 0 || strcmp(argv[i], "--limit") == 0)) {
+                o.limit = strtoull(v, &end, 10);
+                if (end == v || *end || o.limit == 0) {
+                    fprintf(stderr, "redoubt-dump: -n expects a positive number, got \"%s\"\n", v);
+                    return 1;
+                }
+                i++;
+            } else if (v && strcmp(argv[i], "--type") == 0) {
+                if ((o.type = parse_wal_type(v)) < 0) {
+                    fprintf(stderr, "redoubt-dump: unknown record type \"%s\" (PAGE_DELTA, PAGE_IMAGE, COMMIT, "
+                                    "CHECKPOINT, SWITCH, TIMELINE)\n", v);
+                    return 1;
+                }
+                i++;
+            } else if (v && strcmp(argv[i], "--page") == 0) {
+                unsigned long pg = strtoul(v, &end, 10);
+                if (end == v || *end || pg >= ENGINE_PAGE_NONE) {
+                    fprintf(stderr, "redoubt-dump: --page expects a page number, got \"%s\"\n", v);
+                    return 1;
+                }
+                o.page = (uint32_t)pg;
+                i++;
+            } else {
+                usage(stderr);
                 return 1;
             }
-        } else if (argc != 3) {
-            usage(stderr);
+        }
+        if (o.to && o.to <= o.from) {
+            fprintf(stderr, "redoubt-dump: --to must be above --from\n");
             return 1;
         }
-        return dump_wal(argv[2], from);
+        return dump_wal(argv[2], &o);
     }
     if (argc == 3 && strcmp(argv[1], "control") == 0)
         return dump_control(argv[2]);

@@ -31,7 +31,7 @@
 /* Longest instance dir path accepted (so every derived path fits PATH_MAX). */
 #define WAL_DIR_MAX 3800u
 
-/* Record header field offsets (see the table at the top of wal.c). */
+/* Record header field offsets (see the table at the top of wal_record.c). */
 #define WAL_RH_TOTAL 0
 #define WAL_RH_TYPE 4
 #define WAL_RH_FLAGS 5
@@ -86,6 +86,14 @@ void wal_reader_stop_info(const struct wal_reader *r, struct wal_reader_stop *ou
 uint64_t wal_reader_segment_size(const struct wal_reader *r);
 uint32_t wal_reader_timeline(const struct wal_reader *r);
 
+/* The LSN where the next record goes when the log ends at lsn: skips a segment
+ * header and a segment tail shorter than a record header. */
+uint64_t wal_next_record_lsn(uint64_t lsn, uint64_t seg_size);
+/* 1 if s is a valid segment size (a power of two, WAL_SEG_SIZE_MIN … MAX). */
+int wal_seg_size_ok(uint64_t s);
+/* "X/Y" (high/low 32 bits in hex, like PostgreSQL) into dst. */
+void wal_fmt_lsn(char *dst, size_t len, uint64_t lsn);
+
 /* Writes all of buf at off (retrying short writes). 0 or -errno. */
 int wal_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Reads up to len bytes at off; returns bytes read (short only at EOF) or -errno. */
@@ -125,9 +133,6 @@ int wal_chain_find(const struct wal_chain *c, uint32_t tli);
 /* Sorted, distinct segment numbers that have a file of a chain timeline whose
  * range touches them. Returns the count (and *out, to free) or -errno. */
 long wal_chain_list(const char *wal_dir, const struct wal_chain *c, uint64_t seg_size, uint64_t **out);
-/* The LSN where the next record goes when the log ends at lsn: skips a segment
- * header and a segment tail shorter than a record header. */
-uint64_t wal_next_record_lsn(uint64_t lsn, uint64_t seg_size);
 
 /* Tests: 1 while an asynchronous segment preparation has an operation in flight. */
 int wal_prep_in_flight(const struct wal *w);

@@ -1,12 +1,13 @@
 /*
  * wal_reader.c — reads the log with pread (not io_uring): crash recovery,
- * redoubt-dump and the WAL sender. Formats and the validity rule are at the
- * top of wal.c.
+ * redoubt-dump and wal_truncate. Formats and the validity rule are at the
+ * top of wal_record.c. Layer: uses wal_record.c, wal_control.c and
+ * wal_timeline.c only; the writer (wal_recover.c) uses it, never the reverse.
  *
  * The reader loads one whole segment at a time. At an invalid record it
  * re-reads the rest of that segment once (the log may have grown since it was
  * loaded), then decides torn tail vs corruption by scanning forward for any
- * record with a valid checksum (wal.c, "Torn tail or corruption?").
+ * record with a valid checksum (wal_record.c, "Torn tail or corruption?").
  */
 #include <dirent.h>
 #include <errno.h>

@@ -1,6 +1,7 @@
 /*
  * wal_timeline.c — timeline history files and segment lookup across timelines
- * (PostgreSQL style). See wal/README.md, "Timelines".
+ * (PostgreSQL style). See wal/README.md, "Timelines". Layer: uses wal_record.c
+ * only (segment names); the switch itself (it needs the writer) is in wal_switch.c.
  *
  * History file wal/TTTTTTTT.history (timeline in 8 upper-case hex digits), for
  * every timeline > 1: one line per ancestor, oldest first,
@@ -210,14 +211,4 @@ long wal_chain_list(const char *wal_dir, const struct wal_chain *c, uint64_t seg
             v[j++] = v[i];
     *out = v;
     return (long)j;
-}
-
-uint64_t wal_next_record_lsn(uint64_t lsn, uint64_t seg_size)
-{
-    uint64_t off = lsn % seg_size;
-    if (off < WAL_SEG_HDR_SIZE)
-        return lsn - off + WAL_SEG_HDR_SIZE;
-    if (seg_size - off < WAL_RECORD_HDR_SIZE)
-        return lsn - off + seg_size + WAL_SEG_HDR_SIZE;
-    return lsn;
 }

@@ -3,7 +3,9 @@
 set terminal pngcairo size 900,520 enhanced font "DejaVu Sans,10"
 set output out
 set grid ytics lc rgb "#dddddd"
-set key top left
+# Legends go below the plot, never over the data or the axis labels.
+set key outside bottom center horizontal
+set lmargin 10
 set border 3
 set xtics nomirror
 set ytics nomirror

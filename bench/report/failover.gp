@@ -5,6 +5,7 @@
 load "bench/report/common.gp"
 set title "Failover: kill -9 of the writer -> first acknowledged write on the new one (ms)"
 set ylabel "ms after the kill"
+set xlabel " "
 set yrange [0:*]
 set style data histogram
 set style histogram rowstacked

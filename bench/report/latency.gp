@@ -9,5 +9,5 @@ set style histogram cluster gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set xtics rotate by -30
-set key top left autotitle columnheader
+set key autotitle columnheader
 plot in using 2:xtic(1) lt 1, '' using 3 lt 2

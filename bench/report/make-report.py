@@ -202,14 +202,21 @@ for a in archs:
     lines.append(f"{q(a)} {det:.1f} {prom - det:.1f} {max(first - prom, 0):.1f}")
 write("failover.dat", "\n".join(lines) + "\n")
 
-lines = []
+# One row per architecture, one column per kind of byte, so each kind has its own colour:
+# written to the log on the writer's disk, sent to ONE copy (a replica / a storage node), sent to all copies.
+lines = ['architecture "log on the writer\'s disk" "network, to one copy" "network, to all copies"']
 for a in archs:
-    for label, v in bytes_rows(a):
-        if v is None or label.startswith("commits") or label.startswith("of which") or label.startswith("redo batch"):
-            continue
-        short = label.replace(" B/commit", "").replace("replication sent (network, ", "net (").replace(
-            "network, all 6 storage nodes", "net (6 nodes)")
-        lines.append(f"{q(a + ': ' + short)} {v:.1f}")
+    d = dict(bytes_rows(a))
+    if a.startswith("classic"):
+        disk = d.get("WAL (disk) B/commit")
+        one = d.get("per replica B/commit")
+        allc = next((v for k, v in d.items() if k.startswith("replication sent")), None)
+    else:
+        disk = None  # the aurora writer writes no log of its own
+        one = d.get("redo on the wire (lz4) B/commit")
+        allc = d.get("network, all 6 storage nodes B/commit")
+    f = lambda v: "NaN" if v is None else f"{v:.1f}"
+    lines.append(f"{q(NAMES.get(a, a))} {f(disk)} {f(one)} {f(allc)}")
 write("bytes.dat", "\n".join(lines) + "\n")
 
 plots = {}
@@ -298,7 +305,7 @@ def bytecell(a, which):
 
 w("## The seed's comparison, with what this run measured")
 w("")
-w("The left column of each pair is the claim in `../shared/seed/write-and-commit-flow.md` about the managed "
+w("The left column of each pair is the claim (docs/comparison.md) about the managed "
   "services (RDS PostgreSQL, Aurora PostgreSQL); the right is Redoubt's measured counterpart on this machine.")
 w("")
 w("| Aspect | RDS PostgreSQL (seed) | Redoubt classic (measured) | Aurora PostgreSQL (seed) | Redoubt aurora (measured) |")

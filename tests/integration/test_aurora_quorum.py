@@ -153,7 +153,7 @@ except subprocess.TimeoutExpired:
     info_ok = False
 if info_ok:
     check("quorum_state:blocked" in r.stdout and "storage_up:3" in r.stdout,
-          f"(b) writer INFO says why writes wait (S12):\n{r.stdout}")
+          f"(b) writer INFO says why writes wait (S20):\n{r.stdout}")
     waiting = [l for l in r.stdout.splitlines() if l.startswith(("commits_waiting", "oldest_commit_wait_ms"))]
     print(f"  writer INFO answered during the stall: quorum_state:blocked, storage_up:3, {', '.join(waiting)}",
           flush=True)
@@ -167,7 +167,7 @@ try:
 except subprocess.TimeoutExpired:
     cli.kill()
     fail(f"(b) the stalled SET did not complete within 30s of restarting node {back}:\n{w.log()}")
-# S12: the SET is answered OK if the quorum came back within --commit-timeout-ms (5 s),
+# S20: the SET is answered OK if the quorum came back within --commit-timeout-ms (5 s),
 # else TIMEOUT (outcome unknown) — never an acknowledgement before the quorum.
 check(out.strip() == "OK" or out.strip().startswith("TIMEOUT commit outcome unknown"),
       f"(b) stalled SET answered {out!r}")

@@ -4,9 +4,9 @@ With --repl-send written (the default) a replica can receive and fsync WAL that
 the primary itself never flushed: kill -9 of the primary between its write and
 its fdatasync leaves the replica ahead of the primary's recovered log. So a
 primary restarting after a crash starts a new timeline at its recovered end
-(server/README.md R3), and a replica that streams again from it cuts the WAL it
-holds past that fork if it applied none of it (R4: replicas apply only what the
-primary reported flushed, R2), or re-clones otherwise.
+(server/README.md CR3), and a replica that streams again from it cuts the WAL it
+holds past that fork if it applied none of it (CR4: replicas apply only what the
+primary reported flushed, CR2), or re-clones otherwise.
 
 Each round: acked load (redoubt-bench --mode acked, --commit remote_flush ANY 1
 of 2) on the primary, kill -9 at a random moment, restart of the same process

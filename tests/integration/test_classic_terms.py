@@ -1,5 +1,5 @@
 """Classic terms: a quorum of replicas fenced before promotion (replica/README.md T1-T6),
-bounded commit waits (server/README.md S12) and leases (L1-L3).
+bounded commit waits (server/README.md S20) and leases (LS1-LS3).
 
 Part 1 — the partition the monitor cannot see: a primary with --commit remote_flush
   --sync-replicas 'ANY 1 (r1,r2)' keeps serving clients that write straight to it

@@ -16,8 +16,8 @@ injection point wal_fsync (RD_FAULT=wal_fsync:N: the Nth WAL fdatasync fails).
    restarts (without the fault) it resumes and converges; every acknowledged
    write is on the primary and on r1.
 4. (section 2b) the primary's own fdatasync fails (primary + r1, remote_flush): the primary
-   exits 70; r1 may hold WAL of the failed batch (shipped once written, R1) but has applied
-   nothing past the flush LSN the primary reported (R2); promoted, r1 has every acknowledged
+   exits 70; r1 may hold WAL of the failed batch (shipped once written, CR1) but has applied
+   nothing past the flush LSN the primary reported (CR2); promoted, r1 has every acknowledged
    write.
 3. aurora: writer + 6 storage nodes, node 2 runs with RD_FAULT=sn_fsync:N (its
    hot-log fdatasync fails): it exits 70 without acknowledging, the writer keeps
@@ -116,7 +116,7 @@ check(rc == 70, f"the primary must PANIC (exit 70) on its failed fdatasync, got 
 time.sleep(0.3)  # r1 has everything the dead primary sent
 ri = r1.info("replication")
 flush, apply_, pflush = (int(ri.get(k, "0")) for k in ("flush_lsn", "apply_lsn", "primary_flush_lsn"))
-check(apply_ <= pflush, f"R2: r1 applied up to {apply_}, past the primary's reported flush {pflush}: {ri}")
+check(apply_ <= pflush, f"CR2: r1 applied up to {apply_}, past the primary's reported flush {pflush}: {ri}")
 print(f"primary: fdatasync failed -> exit {rc}; r1 holds WAL to {flush}, the primary reported {pflush} flushed, "
       f"r1 applied to {apply_} ({'it held WAL of the failed batch, not applied' if flush > pflush else 'no WAL past the reported flush'})",
       flush=True)

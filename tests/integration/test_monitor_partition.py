@@ -1,14 +1,18 @@
-"""Monitors cut off from a live classic primary: no acknowledged write is lost.
+"""Monitors cut off from a live writer: no acknowledged write is lost (issue 9, "done when").
 
-scripts/cluster starts primary + 2 replicas (--commit remote_flush, ANY 1) without monitors; the
-test starts three redoubt-monitors itself whose only way to the primary is a loopback TCP proxy
-(the replicas stream from the primary directly, clients write to it directly). Under acked load
-the proxy turns into a black hole (connections stay open, nothing passes: a partition, not a
-crash). The monitors declare the primary down by missed heartbeats, agree, one of them raises the
-term on both replicas (n-k+1 = 2 of 2) -- from then on the old primary cannot assemble its sync
-set and acknowledges nothing more -- and promotes the most advanced. Clients still writing to the
-old primary get no acknowledgement (TIMEOUT, outcome unknown); every acknowledged write is on the
-new primary. ROUNDS=N repeats it (default 1).
+scripts/cluster starts the cluster without monitors (classic: primary + 2 replicas, --commit
+remote_flush, ANY 1; aurora: 6 storage nodes, writer, reader); the test starts three
+redoubt-monitors itself whose only way to the writer is a loopback TCP proxy (replicas, readers and
+storage nodes reach the writer directly). Two loads run: clients writing straight to the old
+writer (redoubt-bench --mode acked), and clients that find the writer through the monitors'
+Sentinel protocol (--mode failover: they reconnect to whatever writer the monitors name). Under
+that load the proxy turns into a black hole (connections stay open, nothing passes: a partition,
+not a crash). The monitors declare the writer down, agree, and fail over: classic raises the term
+on both replicas (n-k+1 = 2 of 2) -- from then on the old primary cannot assemble its sync set --
+and promotes the most advanced; aurora records a new volume epoch on the storage quorum and
+promotes the reader. The old writer keeps serving its direct clients but acknowledges nothing
+more (TIMEOUT outcome unknown / fenced); every write either load saw acknowledged is on the new
+writer. MODES="classic aurora" (default both) and ROUNDS=N (default 1; `make chaos` runs 10).
 """
 import os
 import select
@@ -18,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from harness import BUILD, Resp, _procs, acked_load, check, free_port, tmpdir, verify_state, wait_for
+from harness import (BENCH, BUILD, Resp, _procs, acked_load, check, free_port, tmpdir, verify_state, wait_for)
 from test_cluster_classic import Cluster, free_range
 
 t_start = time.time()
@@ -89,16 +93,18 @@ class BlackholeProxy:
                 pass
 
 
-def start_monitors(d, ep, proxy_port, n=3):
+def start_monitors(d, ep, proxy_port, n=3, mode="classic"):
     ports = [free_port() for _ in range(n)]
     procs = []
+    wname = "primary" if mode == "classic" else "writer"
     for i in range(n):
-        args = [os.path.join(BUILD, "bin", "redoubt-monitor"), "--cluster", "redoubt", "--mode", "classic",
+        args = [os.path.join(BUILD, "bin", "redoubt-monitor"), "--cluster", "redoubt", "--mode", mode,
                 "--port", str(ports[i]), "--id", str(i + 1), "--dir", os.path.join(d, f"pmon{i + 1}"),
                 "--log-file", os.path.join(d, f"pmon{i + 1}.log"),
-                "--node", f"primary=primary@127.0.0.1:{proxy_port}",
-                "--node", f"replica1=replica@127.0.0.1:{ep['replica1'][1]}",
-                "--node", f"replica2=replica@127.0.0.1:{ep['replica2'][1]}"]
+                "--node", f"{wname}={wname}@127.0.0.1:{proxy_port}"]
+        for name, (role, port, _pid) in sorted(ep.items()):
+            if name != wname and not name.startswith("monitor"):
+                args += ["--node", f"{name}={role}@127.0.0.1:{port}"]
         for j in range(n):
             if j != i:
                 args += ["--monitor", f"127.0.0.1:{ports[j]}"]
@@ -116,37 +122,52 @@ def writer_of(mport):
         return None
 
 
-def one_round(k):
+def one_round(mode, k):
     d = tmpdir("redoubt-part-")
     cl = Cluster(d)
     proxy = None
     procs = []
+    wname = "primary" if mode == "classic" else "writer"
     try:
-        cl.run("start", "classic", "--dir", d, "--base-port", free_range(), "--monitors", 0, timeout=180)
+        cl.run("start", mode, "--dir", d, "--base-port", free_range(), "--monitors", 0, timeout=180)
         ep = cl.endpoints()
-        pport = ep["primary"][1]
+        pport = ep[wname][1]
         proxy = BlackholeProxy(pport)
-        mports, procs = start_monitors(d, ep, proxy.port)
-        wait_for("the monitors to see the primary",
+        mports, procs = start_monitors(d, ep, proxy.port, mode=mode)
+        wait_for("the monitors to see the writer",
                  lambda: all(b"writer_alive:1" in Resp(p, timeout=2).call("INFO") for p in mports), timeout=20)
         state = os.path.join(d, "acked.txt")
         load = acked_load(pport, f"p{k}", state, clients=4, duration=6)
+        fstate = os.path.join(d, "failover.txt")
+        sentinel = subprocess.Popen([BENCH, "--mode", "failover", "--sentinel", f"127.0.0.1:{mports[k % 3]}",
+                                     "--cluster", "redoubt", "--clients", "4", "--duration", "8", "--keyspace", "4000",
+                                     "--key-prefix", f"s{k}", "--state", fstate, "--stall-ms", "500"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _procs.append(sentinel)
         time.sleep(1.5)
         t_cut = time.time()
         proxy.cut()
         new_port = wait_for("a new writer named by the monitors",
                             lambda: next((w for w in map(writer_of, mports) if w and w != proxy.port), None),
                             timeout=20)
-        print(f"round {k}: partition -> new writer :{new_port} named after {time.time() - t_cut:.2f}s", flush=True)
+        print(f"{mode} round {k}: partition -> new writer :{new_port} named after {time.time() - t_cut:.2f}s",
+              flush=True)
         out, _ = load.communicate(timeout=60)
         acked = [l for l in out.splitlines() if l.startswith("acked")]
-        print(f"round {k}: load on the old primary: {acked[0] if acked else out.strip()[-300:]}", flush=True)
-        lost, vout = verify_state(new_port, state)
-        check(lost == 0, f"round {k}: acknowledged writes lost after a monitor<->primary partition:\n{vout}")
-        print(f"round {k}: verify on the new primary: " + vout.strip().splitlines()[-1], flush=True)
+        print(f"{mode} round {k}: direct load on the old writer: {acked[0] if acked else out.strip()[-300:]}",
+              flush=True)
+        sout, _ = sentinel.communicate(timeout=90)
+        print(f"{mode} round {k}: sentinel load: " + " | ".join(
+            l for l in sout.splitlines() if l.startswith(("acked", "failover:"))), flush=True)
+        for what, st in (("direct", state), ("sentinel", fstate)):
+            lost, vout = verify_state(new_port, st)
+            check(lost == 0, f"{mode} round {k}: {what} clients' acknowledged writes lost after a "
+                             f"monitor<->writer partition:\n{vout}")
+            print(f"{mode} round {k}: verify {what} on the new writer: " + vout.strip().splitlines()[-1], flush=True)
         old = Resp(pport, timeout=3).call("INFO", "replication").decode()
-        fenced = [l for l in old.splitlines() if l.startswith(("term:", "fenced:", "sync_state:"))]
-        print(f"round {k}: old primary after the partition: {', '.join(fenced)}", flush=True)
+        fenced = [l for l in old.splitlines() if l.startswith(("term:", "epoch:", "fenced:", "sync_state:",
+                                                              "quorum_state:"))]
+        print(f"{mode} round {k}: old writer after the partition: {', '.join(fenced)}", flush=True)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -157,6 +178,8 @@ def one_round(k):
         cl.kill_leftovers()
 
 
-for k in range(int(os.environ.get("ROUNDS", "1"))):
-    one_round(k + 1)
-print(f"PASS ({time.time() - t_start:.1f}s)", flush=True)
+if __name__ == "__main__":
+    for mode in os.environ.get("MODES", "classic aurora").split():
+        for k in range(int(os.environ.get("ROUNDS", "1"))):
+            one_round(mode, k + 1)
+    print(f"PASS ({time.time() - t_start:.1f}s)", flush=True)

@@ -205,7 +205,7 @@ Test(resp, need_bytes_covers_a_partial_bulk)
 Test(resp, huge_incomplete_bulk_is_not_scanned)
 {
     /* a 2 MiB bulk one byte short, payload full of \r: 100k calls finish in
-     * milliseconds only if the parser never scans the payload (R2). */
+     * milliseconds only if the parser never scans the payload (RP2). */
     size_t n = 2 * 1024 * 1024;
     uint8_t *buf = malloc(n);
     cr_assert_not_null(buf);
