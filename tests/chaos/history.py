@@ -67,6 +67,7 @@ class History:
         self.ops = []
         self.recent_unique = []  # unique keys written (for reads of others' keys)
         self.nconn = 0
+        self.follower_conns = set()  # connections served by a replica/reader (reads may be stale)
 
     def add(self, op):
         with self.lock:
@@ -122,6 +123,18 @@ class Worker(threading.Thread):
             self.c = None
             return False
         self.conn = self.hist.new_conn()
+        follower = self.kind == "follower"
+        if self.kind == "pinned":  # the pinned node may have come back as a replica/reader
+            try:
+                r = self.c.call("INFO", "replication")
+                follower = isinstance(r, bytes) and any(
+                    x in r for x in (b"redoubt_role:replica", b"redoubt_role:reader"))
+            except (OSError, ConnectionError, ValueError):
+                self.drop()
+                return False
+        if follower:
+            with self.hist.lock:
+                self.hist.follower_conns.add(self.conn)
         return True
 
     def drop(self):
@@ -202,9 +215,9 @@ def _val(b):
     return b.decode(errors="replace") if isinstance(b, bytes) else b
 
 
-def check(ops, final, follower_wids=()):
+def check(ops, final, follower_conns=()):
     """ops: the history; final: {key: value-or-None} read on the final writer after settling (every
-    key of the namespace); follower_wids: workers reading from replicas/readers (their reads may be
+    key of the namespace); follower_conns: connections served by replicas/readers (their reads may be
     stale; every other check applies). Returns (errors, stale_reads, stats): lists of (kind, text)."""
     errors = []
     stale = []
@@ -255,7 +268,7 @@ def check(ops, final, follower_wids=()):
             if v is None:
                 # nil: stale if any acknowledged write completed before the read began
                 done = [w for w in acked if w.t_ret < r.t_inv]
-                if done and (final_read or r.wid not in follower_wids):
+                if done and (final_read or r.conn not in follower_conns):
                     (stale if not final_read else errors).append(
                         ("lost-overwrite" if final_read else "stale",
                          f"{what} {key}: nil although {done[0]} was acknowledged before it: {r}"))
@@ -271,7 +284,7 @@ def check(ops, final, follower_wids=()):
                 err("future", f"{what} {key}: value of a write invoked after the read returned {w}: {r}")
                 return w
             newer = [x for x in acked if x is not w and before(w, x) and x.t_ret < r.t_inv]
-            if newer and (final_read or r.wid not in follower_wids):
+            if newer and (final_read or r.conn not in follower_conns):
                 (errors if final_read else stale).append(
                     ("lost-overwrite" if final_read else "stale",
                      f"{what} {key}: value of {w} but {newer[0]} (later in real time) was acknowledged before "
@@ -341,7 +354,7 @@ def check(ops, final, follower_wids=()):
             if v > f:
                 err("observed-lost", f"{key}: read {v} but the final value is {f}: {r}")
             done = [o.result for o in ok if o.t_ret < r.t_inv]
-            if done and v < max(done) and r.wid not in follower_wids:
+            if done and v < max(done) and r.conn not in follower_conns:
                 stale.append(("stale", f"{key}: read {v} although an INCR returning {max(done)} was acknowledged before: {r}"))
         byconn = {}
         for r in reads:

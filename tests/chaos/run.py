@@ -416,7 +416,7 @@ class Runner:
         except Exception as e:  # noqa: BLE001
             res["errors"].append(("unrecovered", f"cannot read the final state from {w}: {e}"))
         if final is not None:
-            errors, stale, stats = history.check(ops, final, follower_wids)
+            errors, stale, stats = history.check(ops, final, hist.follower_conns)
             res["errors"] += errors
             res["stale"] = len(stale)
             res["lost"] = stats["lost"]
