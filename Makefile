@@ -5,6 +5,8 @@
 #   make check      the same tests, built with ASan + UBSan (into build/asan; ASAN_BUILD=dir to change)
 #   make fuzz       libFuzzer targets (clang) into build/fuzz; `make fuzz-run` runs each briefly
 #   make bench      the standalone benchmark vs Redis (bench/run-standalone)
+#   make chaos      the chaos suite (tests/chaos): CHAOS_SCHEDULES (default 50) seeded fault schedules per
+#                   mode (CHAOS_MODES=classic,aurora), SEED=N replays; `make test` runs a short version
 #   make demo       the README's main job: classic async, classic sync and aurora side by side
 #                   (bench/run-demo -> bench/results/<ts>/report.md + PNG plots)
 #   make clean
@@ -31,7 +33,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 REPLAY_BINS := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/replay_%)
 
-.PHONY: all deps test unit check fuzz fuzz-run bench demo clean integration replay layering
+.PHONY: all deps test unit check fuzz fuzz-run bench demo clean integration replay layering chaos chaos-short
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -93,7 +95,21 @@ layering: all
 	scripts/check-layering --objects $(BUILD)/obj
 	scripts/check-invariant-ids
 
-test: layering unit replay integration
+# The chaos suite (tests/chaos/README.md): faults through a loopback proxy on every inter-node link,
+# a history checker. `chaos-short` (part of `make test`) runs a few schedules per mode (< 3 min) with a
+# fixed seed (CHAOS_SHORT_SEED, or SEED=) so CI is repeatable; `make chaos` draws a new seed each run.
+CHAOS_SCHEDULES ?= 50
+CHAOS_MODES ?= classic,aurora
+CHAOS_SHORT_SCHEDULES ?= 3
+CHAOS_SHORT_SEED ?= 2026
+chaos: all
+	@BUILD=$(BUILD) CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) CHAOS_MODES=$(CHAOS_MODES) python3 -u tests/chaos/run.py
+
+chaos-short: all
+	@BUILD=$(BUILD) SEED=$${SEED:-$(CHAOS_SHORT_SEED)} CHAOS_SCHEDULES=$(CHAOS_SHORT_SCHEDULES) CHAOS_MODES=$(CHAOS_MODES) CHAOS_BUDGET_S=$${CHAOS_BUDGET_S:-70} \
+	  timeout 300 python3 -u tests/chaos/run.py
+
+test: layering unit replay integration chaos-short
 	@echo "all tests passed ($(BUILD))"
 
 ASAN_BUILD ?= build/asan
