@@ -1394,7 +1394,7 @@ static int writer_sdown(const struct mon *m, uint64_t now)
 /* ML1, ML2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
 static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
 {
-    if (!n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 || n->ls.op != OP_NONE ||
+    if (m->lease_ms == 0 || !n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 || n->ls.op != OP_NONE ||
         now < n->lease_quiet_until_ms || m->sdown_since_ms || (m->fo.state != FO_IDLE && m->fo.state != FO_PROBE))
         return;
     char id[16], ms[32];

@@ -326,9 +326,19 @@ class ChaosCluster:
         return cmd
 
     def timeout_flags(self):
+        f = []
         if has_flag("redoubt", "--commit-timeout-ms"):
-            return ["--commit-timeout-ms", str(self.commit_timeout_ms)]
-        return []
+            f += ["--commit-timeout-ms", str(self.commit_timeout_ms)]
+        if self.lease_ms() and self.nmon:  # read leases (server/README.md LS4), as scripts/cluster does
+            f += ["--lease-ms", str(self.lease_ms()), "--lease-monitors", str(self.nmon)]
+        return f
+
+    def lease_ms(self):
+        """2 x interval, below the detection time, as scripts/cluster; CHAOS_LEASE=0 turns leases off."""
+        if os.environ.get("CHAOS_LEASE", "1") == "0" or not has_flag("redoubt", "--lease-ms") or \
+                not has_flag("redoubt-monitor", "--lease-ms"):
+            return 0
+        return 2 * self.interval_ms
 
     def storage_command(self, n):
         idx = int(n.name[len("storage"):])
@@ -345,6 +355,8 @@ class ChaosCluster:
                "--port", str(m.port), "--bind", HOST,
                "--interval-ms", str(self.interval_ms), "--misses", str(self.misses),
                "--cooldown-ms", str(self.cooldown_ms)]
+        if self.lease_ms():
+            cmd += ["--lease-ms", str(self.lease_ms())]
         if has_flag("redoubt-monitor", "--log-file"):
             cmd += ["--log-file", os.path.join(self.dir, m.name + ".mon.log")]
         if has_flag("redoubt-monitor", "--id"):  # monitors as a quorum (main since 8be42d8)

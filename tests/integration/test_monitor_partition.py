@@ -102,6 +102,9 @@ def start_monitors(d, ep, proxy_port, n=3, mode="classic"):
                 "--port", str(ports[i]), "--id", str(i + 1), "--dir", os.path.join(d, f"pmon{i + 1}"),
                 "--log-file", os.path.join(d, f"pmon{i + 1}.log"),
                 "--node", f"{wname}={wname}@127.0.0.1:{proxy_port}"]
+        secret = os.path.join(d, "cluster.secret")  # scripts/cluster made it (peer authentication)
+        if os.path.exists(secret):
+            args += ["--cluster-secret-file", secret]
         for name, (role, port, _pid) in sorted(ep.items()):
             if name != wname and not name.startswith("monitor"):
                 args += ["--node", f"{name}={role}@127.0.0.1:{port}"]
