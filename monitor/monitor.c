@@ -106,7 +106,7 @@ struct mon_node {
     uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
     /* the current failover's REDOUBT.TERM exchange */
     int t_state;            /* 0 not asked, 1 sent, 2 answered, 3 failed */
-    uint64_t t_write_lsn, t_flush_lsn;
+    uint64_t t_write_lsn, t_flush_lsn, t_timeline;
     char t_role[16];
     int answered;           /* a heartbeat reply arrived since the last tick */
     int ever_seen;          /* answered at least once (M2) */
@@ -833,7 +833,10 @@ static void fo_term_start(struct mon *m, uint64_t now)
             }
             continue;
         }
-        if (n->role != ROLE_REPLICA)
+        /* Replicas, and listed nodes running as (old, fenced) primaries: once at term T none of them
+         * acknowledges anything of an older term, so each counts toward n-k+1 (M13). */
+        if (n->role != ROLE_REPLICA && !(spec && spec[0] && spec_parse(spec, &sp) == 0 && spec_lists(&sp, n) &&
+                                         (n->role == ROLE_PRIMARY || n->role == ROLE_OLD_WRITER)))
             continue;
         chan_close(&n->ctl);
         n->t_state = chan_call(n, &n->ctl, OP_TERM, f->deadline_ms, 2, argv) == 0 ? 1 : 3;
@@ -858,10 +861,14 @@ static void fo_term_step(struct mon *m, uint64_t now)
             continue;
         if (!listed_only || spec_lists(&sp, n))
             answered++;
-        if (strcmp(n->t_role, "replica") != 0 || n->syncing || n->excluded)
+        if (n->syncing || n->excluded)
             continue;
-        if (best < 0 || n->t_write_lsn > m->node[best].t_write_lsn ||
-            (n->t_write_lsn == m->node[best].t_write_lsn && n->t_flush_lsn > m->node[best].t_flush_lsn))
+        /* the newest history first: (timeline, write_lsn, flush_lsn) (replica/README.md); a fenced
+         * old primary may be chosen too (REDOUBT.PROMOTE T lifts its term fence) */
+        const struct mon_node *b = best >= 0 ? &m->node[best] : NULL;
+        if (b == NULL || n->t_timeline > b->t_timeline ||
+            (n->t_timeline == b->t_timeline && (n->t_write_lsn > b->t_write_lsn ||
+                                                (n->t_write_lsn == b->t_write_lsn && n->t_flush_lsn > b->t_flush_lsn))))
             best = (int)i;
     }
     if (answered < f->term_need) {
@@ -1018,6 +1025,7 @@ static int term_reply_parse(const struct resp_reply *r, struct mon_node *n)
     n->term = (uint64_t)reply_int(&r->elems[0]);
     snprintf(n->t_role, sizeof(n->t_role), "%.*s", (int)RD_MIN(r->elems[1].len, sizeof(n->t_role) - 1),
              (const char *)r->elems[1].str);
+    n->t_timeline = (uint64_t)reply_int(&r->elems[2]);
     n->t_write_lsn = (uint64_t)reply_int(&r->elems[3]);
     n->t_flush_lsn = (uint64_t)reply_int(&r->elems[4]);
     return 0;
