@@ -763,7 +763,18 @@ static int server_listen(struct server *s)
         close(fd);
         return -e;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 511) < 0) {
+    /* After a kill -9 the old process's io_uring may hold its listener for a moment (ring
+     * teardown is asynchronous), and the port is now bound before recovery, with nothing in
+     * between to wait: retry a busy port for 5 s, as the storage node does. */
+    int rc;
+    for (int tries = 0; (rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa))) < 0 && errno == EADDRINUSE &&
+                        tries < 100;
+         tries++) {
+        if (tries == 0)
+            rd_info("port %d is busy (a previous process exiting?): retrying for 5 s", s->cfg.port);
+        usleep(50000);
+    }
+    if (rc < 0 || listen(fd, 511) < 0) {
         int e = errno;
         rd_error("could not listen on %s:%d: %s", s->cfg.bind_addr, s->cfg.port, strerror(e));
         close(fd);
