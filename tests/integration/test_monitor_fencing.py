@@ -60,7 +60,9 @@ def classic_part():
         check(b"fenced:1" in info, f"old primary INFO says fenced:\n{info.decode()}")
         c.close()
         print(f"resumed old primary refuses writes: {r}", flush=True)
-        check(Resp(new_port).call("GET", "before") == b"1", "the new primary has the write made before the pause")
+        # a new writer refuses reads until a majority of monitors renewed its lease (LS4, ML4: a few ms)
+        wait_for("the new primary to serve the write made before the pause",
+                 lambda: Resp(new_port).call("GET", "before") == b"1", timeout=10)
 
         # flapping writer: short pauses never add up to --misses consecutive misses
         ep = cl.endpoints()
@@ -105,7 +107,8 @@ def aurora_part():
         except (OSError, ConnectionError):
             print("write on the resumed old writer: never answered (fenced by the volume epoch)", flush=True)
         check(not acked, "the old aurora writer acknowledged a write after a newer writer was promoted")
-        check(Resp(new_port).call("GET", "before") == b"1", "the new writer has the write made before the pause")
+        wait_for("the new writer to serve the write made before the pause (after its lease, LS4)",
+                 lambda: Resp(new_port).call("GET", "before") == b"1", timeout=10)
         check(Resp(new_port).call("GET", "after-resume") is None, "the old writer's write is not on the volume")
         cl.run("stop", timeout=120)
     finally:
