@@ -820,6 +820,50 @@ int engine_flush_dirty(struct engine *e)
     return 0;
 }
 
+int engine_flush_dirty_slice(struct engine *e, size_t *cursor, uint64_t max_lsn, size_t max_writes,
+                             size_t max_scan, uint64_t *wrote_lo, uint64_t *wrote_hi)
+{
+    rd_assert(cursor != NULL && wrote_lo != NULL && wrote_hi != NULL);
+    if (e->failed)
+        return e->failed;
+    if (e->in_txn || e->mtr.active || e->fd < 0)
+        return 0; /* not between transactions (or no file): nothing this time */
+    size_t writes = 0;
+    for (size_t scanned = 0; *cursor < e->nframes && scanned < max_scan && writes < max_writes; scanned++) {
+        struct frame *fr = &e->frames[*cursor];
+        (*cursor)++;
+        if (fr->page_id == ENGINE_PAGE_NONE || !fr->dirty || fr->mtr_slot >= 0 ||
+            engine_page_lsn(fr->data) > max_lsn)
+            continue; /* changed after the redo point: logged from a full image after it */
+        uint64_t off = (uint64_t)fr->page_id * ENGINE_PAGE_SIZE;
+        int rc = pool_write_frame(e, (int32_t)(*cursor - 1));
+        if (rc < 0)
+            return rc;
+        *wrote_lo = RD_MIN(*wrote_lo, off);
+        *wrote_hi = RD_MAX(*wrote_hi, off + ENGINE_PAGE_SIZE);
+        writes++;
+    }
+    if (writes > 0 && *wrote_hi > *wrote_lo &&
+        sync_file_range(e->fd, (off_t)*wrote_lo, (off_t)(*wrote_hi - *wrote_lo), SYNC_FILE_RANGE_WRITE) < 0)
+        rd_warn("sync_file_range on \"%s\": %s (the checkpoint's fdatasync still makes it durable)", e->path,
+                strerror(errno));
+    return (int)writes;
+}
+
+int engine_sync(struct engine *e)
+{
+    if (e->failed)
+        return e->failed;
+    if (e->fd >= 0 && fdatasync(e->fd) < 0) {
+        int rc = -errno;
+        rd_error("could not fdatasync \"%s\": %s", e->path, rd_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+size_t engine_frame_count(const struct engine *e) { return e->nframes; }
+
 int engine_redo(struct engine *e, uint32_t page_id, uint8_t rec_type, const uint8_t *body,
                 size_t body_len, uint64_t end_lsn)
 {

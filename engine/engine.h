@@ -174,6 +174,21 @@ void engine_set_fpi_threshold(struct engine *e, uint64_t redo_lsn);
  * data file. Returns 0, or a negative error (the caller panics). */
 int engine_flush_dirty(struct engine *e);
 
+/* A slice of a spread checkpoint (wal_checkpoint_step): looks at up to
+ * max_scan buffer frames from *cursor on (advancing it) and writes each dirty
+ * page whose page LSN is <= max_lsn (after sink.flush_to), at most max_writes
+ * of them, then starts their writeback (sync_file_range, not durable: the
+ * checkpoint ends with engine_sync). *wrote_lo / *wrote_hi widen to the file
+ * range written. A page changed after max_lsn is skipped: its first change
+ * after the redo point logged a full-page image. Inside a transaction or
+ * mini-transaction nothing is done. Returns pages written, or a negative error. */
+int engine_flush_dirty_slice(struct engine *e, size_t *cursor, uint64_t max_lsn, size_t max_writes,
+                             size_t max_scan, uint64_t *wrote_lo, uint64_t *wrote_hi);
+/* fdatasync of the data file (0 or a negative error). */
+int engine_sync(struct engine *e);
+/* Number of buffer frames (the range of a slice cursor). */
+size_t engine_frame_count(const struct engine *e);
+
 /* Applies one record during recovery or replication: fetches the page (for a
  * PAGE_IMAGE without reading it from disk), applies it if the page LSN <
  * end_lsn (idempotent), marks the page dirty. RD_ECORRUPT on a malformed body

@@ -730,16 +730,36 @@ static void server_arm_timer(struct server *s)
 
 static void server_maybe_checkpoint(struct server *s)
 {
-    if (s->role == SERVER_ROLE_REPLICA || s->wal == NULL || !wal_needs_checkpoint(s->wal))
+    if (s->role == SERVER_ROLE_REPLICA || s->wal == NULL)
         return;
-    uint64_t t0 = rd_now_us();
-    repl_slots_save(s); /* before the checkpoint removes WAL (a failure is logged) */
-    int rc = wal_checkpoint(s->wal, s->engine);
+    static uint64_t t0; /* start of the checkpoint in progress */
+    int rc, done = 1;
+    if (wal_checkpoint_active(s->wal)) { /* a spread checkpoint: one slice per loop turn */
+        rc = wal_checkpoint_step(s->wal, s->engine, &done);
+        if (rc == 0 && done) {
+            repl_slots_save(s); /* before the checkpoint removes WAL (a failure is logged) */
+            rc = wal_checkpoint_end(s->wal, s->engine);
+        }
+    } else if (wal_needs_checkpoint(s->wal)) {
+        t0 = rd_now_us();
+        const char *e = getenv("REDOUBT_CHECKPOINT_SPREAD"); /* 0: one blocking step (A/B runs) */
+        if (e != NULL && strcmp(e, "0") == 0) {
+            repl_slots_save(s); /* before the checkpoint removes WAL (a failure is logged) */
+            rc = wal_checkpoint(s->wal, s->engine);
+        } else {
+            uint64_t iv = s->cfg.checkpoint_interval_ms;
+            rc = wal_checkpoint_begin(s->wal, s->engine, iv ? RD_MIN(iv / 2, 30000) : 5000);
+            done = 0;
+        }
+    } else {
+        return;
+    }
     if (rc < 0)
         rd_panic("checkpoint failed: %s", rd_strerror(rc));
     s->durable_lsn = RD_MAX(s->durable_lsn, wal_flushed_lsn(s->wal));
     server_update_release(s);
-    rd_info("checkpoint complete in %llu ms", (unsigned long long)((rd_now_us() - t0) / 1000));
+    if (done)
+        rd_info("checkpoint complete in %llu ms", (unsigned long long)((rd_now_us() - t0) / 1000));
 }
 
 /* ------------------------------------------------------------ start-up */

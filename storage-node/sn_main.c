@@ -1,5 +1,6 @@
 /* sn_main.c — `redoubt-storage`: flags, then sn_node_run. */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,11 @@ static long parse_num(const char *flag, const char *v, long min, long max)
 
 int main(int argc, char **argv)
 {
+    /* The node frees and reallocates record bodies and coalescing buffers all
+     * the time: keep freed memory in the heap instead of giving it back to the
+     * kernel and faulting it in again (page faults were ~6 % of a loaded node). */
+    if (mallopt(M_TRIM_THRESHOLD, 256 << 20) != 1 || mallopt(M_MMAP_THRESHOLD, 64 << 20) != 1)
+        fprintf(stderr, "redoubt-storage: mallopt failed (memory is given back to the kernel eagerly)\n");
     struct sn_config cfg = {.bind_addr = "127.0.0.1", .port = -1, .node_id = 0, .hotlog_keep_bytes = 1024ull << 20};
     int have_id = 0;
     enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP, OPT_SEGMB, OPT_TRIM, OPT_NOTRIM, OPT_KEEPMB,

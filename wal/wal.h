@@ -61,6 +61,7 @@ struct wal_stats {
     uint64_t flushes, fsyncs, flush_bytes;/* write+fdatasync batches */
     uint64_t group_commits_max;           /* most commits in one flush */
     uint64_t checkpoints;
+    uint64_t spread_checkpoints;          /* of them, spread (wal_checkpoint_begin/_step) */
     uint64_t flush_lat_us_total;
     uint64_t insert_lsn, flushed_lsn, redo_lsn;
     uint32_t timeline;
@@ -124,6 +125,19 @@ int wal_flush_sync(struct wal *w, uint64_t lsn);
 void wal_promote_fast(struct wal *w, struct engine *e);
 int wal_checkpoint(struct wal *w, struct engine *e);
 int wal_needs_checkpoint(const struct wal *w);
+/* Spread checkpoint (wal_checkpoint.c): _begin sets the redo point (flushing
+ * the WAL to it) and the full-page-image threshold; each _step writes one slice
+ * of the dirty pages, paced so the sweep ends about spread_ms after _begin,
+ * and sets *done once the sweep is complete; then _end fdatasyncs the data
+ * file, logs the CHECKPOINT record, writes the control file and removes old
+ * segments (save replication slots before it, as before wal_checkpoint).
+ * Call them only between transactions, with no WAL flush in flight. A
+ * wal_checkpoint or wal_shutdown meanwhile supersedes it. Errors: as
+ * wal_checkpoint (the caller panics). */
+int wal_checkpoint_begin(struct wal *w, struct engine *e, uint64_t spread_ms);
+int wal_checkpoint_step(struct wal *w, struct engine *e, int *done);
+int wal_checkpoint_end(struct wal *w, struct engine *e);
+int wal_checkpoint_active(const struct wal *w);
 /* Clean shutdown: checkpoint and mark the control file "shut down". */
 int wal_shutdown(struct wal *w, struct engine *e);
 /* Frees memory and closes files (no flush). */

@@ -21,17 +21,12 @@ void wal_set_keep_lsn(struct wal *w, uint64_t lsn) { w->keep_lsn = lsn; }
 
 /* ---------------------------------------------------------------- checkpoints */
 
-static int checkpoint(struct wal *w, struct engine *e, uint32_t state)
+/* The second half of every checkpoint: the pages the redo point needs are
+ * written and fdatasynced; log the CHECKPOINT record, make it durable, point
+ * the control file at it, and remove what the new redo point no longer needs. */
+static int checkpoint_finish(struct wal *w, struct engine *e, uint32_t state, uint64_t redo)
 {
-    rd_assert(w->recovered);
-    uint64_t redo = w->insert_lsn;
-    int rc = wal_flush_sync(w, w->insert_lsn);
-    if (rc < 0)
-        return rc;
-    if ((rc = engine_flush_dirty(e)) < 0) {
-        rd_error("checkpoint: could not flush dirty pages: %s", rd_strerror(rc));
-        return rc;
-    }
+    int rc;
     uint8_t body[WAL_CHECKPOINT_BODY];
     uint64_t now = rd_wall_us();
     rd_put_u64le(body, redo);
@@ -68,7 +63,107 @@ static int checkpoint(struct wal *w, struct engine *e, uint32_t state)
     return 0;
 }
 
+static int checkpoint(struct wal *w, struct engine *e, uint32_t state)
+{
+    rd_assert(w->recovered);
+    w->spread.active = 0; /* a full checkpoint supersedes a spread one in progress */
+    uint64_t redo = w->insert_lsn;
+    int rc = wal_flush_sync(w, w->insert_lsn);
+    if (rc < 0)
+        return rc;
+    if ((rc = engine_flush_dirty(e)) < 0) {
+        rd_error("checkpoint: could not flush dirty pages: %s", rd_strerror(rc));
+        return rc;
+    }
+    return checkpoint_finish(w, e, state, redo);
+}
+
 int wal_checkpoint(struct wal *w, struct engine *e) { return checkpoint(w, e, WAL_STATE_IN_PRODUCTION); }
+
+/* ---------------------------------------------------------------- spread checkpoints */
+
+/*
+ * A spread checkpoint (W-spread, as PostgreSQL's checkpointer with
+ * checkpoint_completion_target) writes the dirty pages in slices between loop
+ * turns instead of in one blocking step:
+ *
+ *   begin: redo = insert LSN; the WAL is flushed to it (one group flush); from
+ *          now on the first change to a page whose LSN is below redo logs a
+ *          full-page image (engine_set_fpi_threshold), exactly as after a
+ *          blocking checkpoint;
+ *   step:  one slice of the buffer pool (engine_flush_dirty_slice), paced so
+ *          the sweep ends about spread_ms after begin; only pages with LSN <=
+ *          redo are written: a page changed after redo is restored by recovery
+ *          from the full image its first change after redo logged (eviction
+ *          writes pages too, always after flushing the WAL to their LSN);
+ *   end:   one fdatasync of the data file (most of it already written back by
+ *          sync_file_range in the slices), then the CHECKPOINT record, the
+ *          control file and segment removal (checkpoint_finish), as before.
+ *
+ * Until the control file is written, recovery starts at the previous redo
+ * point, which is still valid: nothing below it was removed. A crash in the
+ * middle therefore loses nothing, it just replays more.
+ */
+#define WAL_SPREAD_MAX_WRITES 64u  /* pages per slice (512 KiB): bounds one loop turn's stall */
+#define WAL_SPREAD_MIN_SCAN 256u   /* frames looked at per slice, at least */
+
+int wal_checkpoint_active(const struct wal *w) { return w->spread.active; }
+
+int wal_checkpoint_begin(struct wal *w, struct engine *e, uint64_t spread_ms)
+{
+    rd_assert(w->recovered && !w->spread.active);
+    uint64_t redo = w->insert_lsn;
+    int rc = wal_flush_sync(w, redo);
+    if (rc < 0)
+        return rc;
+    engine_set_fpi_threshold(e, redo);
+    w->spread.active = 1;
+    w->spread.redo_lsn = redo;
+    w->spread.start_ms = rd_now_ms();
+    w->spread.spread_ms = spread_ms;
+    w->spread.cursor = 0;
+    w->spread.pages_written = 0;
+    w->spread.wrote_lo = UINT64_MAX;
+    w->spread.wrote_hi = 0;
+    return 0;
+}
+
+int wal_checkpoint_step(struct wal *w, struct engine *e, int *done)
+{
+    rd_assert(w->spread.active && done != NULL);
+    *done = 0;
+    size_t nframes = engine_frame_count(e);
+    uint64_t el = rd_now_ms() - w->spread.start_ms;
+    /* Where the sweep should be by now (linear in time), at least a minimum slice. */
+    size_t due = w->spread.spread_ms == 0 || el >= w->spread.spread_ms
+                     ? nframes
+                     : (size_t)((double)nframes * (double)el / (double)w->spread.spread_ms);
+    size_t scan = due > w->spread.cursor ? due - w->spread.cursor : 0;
+    if (scan < WAL_SPREAD_MIN_SCAN)
+        scan = WAL_SPREAD_MIN_SCAN;
+    int rc = engine_flush_dirty_slice(e, &w->spread.cursor, w->spread.redo_lsn, WAL_SPREAD_MAX_WRITES, scan,
+                                      &w->spread.wrote_lo, &w->spread.wrote_hi);
+    if (rc < 0) {
+        rd_error("checkpoint: could not write dirty pages: %s", rd_strerror(rc));
+        return rc;
+    }
+    w->spread.pages_written += (size_t)rc;
+    *done = w->spread.cursor >= nframes;
+    return 0;
+}
+
+int wal_checkpoint_end(struct wal *w, struct engine *e)
+{
+    rd_assert(w->spread.active && w->spread.cursor >= engine_frame_count(e));
+    int rc = engine_sync(e);
+    if (rc < 0)
+        return rc;
+    w->spread.active = 0;
+    if ((rc = checkpoint_finish(w, e, WAL_STATE_IN_PRODUCTION, w->spread.redo_lsn)) < 0)
+        return rc;
+    w->st.spread_checkpoints++;
+    return 0;
+}
 
 void wal_promote_fast(struct wal *w, struct engine *e)
 {
@@ -78,7 +173,7 @@ void wal_promote_fast(struct wal *w, struct engine *e)
 
 int wal_needs_checkpoint(const struct wal *w)
 {
-    if (!w->recovered || w->insert_lsn == w->ckpt_end_lsn || w->insert_lsn == w->ctl.redo_lsn)
+    if (!w->recovered || w->spread.active || w->insert_lsn == w->ckpt_end_lsn || w->insert_lsn == w->ctl.redo_lsn)
         return 0; /* nothing logged since the last checkpoint */
     if (w->opt.checkpoint_wal_bytes != 0 && w->insert_lsn - w->ctl.redo_lsn > w->opt.checkpoint_wal_bytes)
         return 1;

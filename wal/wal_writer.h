@@ -83,6 +83,11 @@ struct wal {
     uint64_t written_lsn; /* written (write CQEs done, or pwrite) below this; >= flushed_lsn */
     uint64_t ckpt_end_lsn;/* end of the last CHECKPOINT record (0 = none this run) */
     uint64_t last_ckpt_ms;
+    struct {              /* a spread checkpoint in progress (wal_checkpoint_begin/_step) */
+        int active;
+        uint64_t redo_lsn, start_ms, spread_ms, wrote_lo, wrote_hi;
+        size_t cursor, pages_written;
+    } spread;
     uint64_t keep_lsn;
     uint64_t prepared_segno; /* highest segment file known to exist, zero-filled and synced */
     int have_prepared;
