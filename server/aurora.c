@@ -1080,6 +1080,7 @@ int aurora_become_writer(struct server *s)
         return RD_EQUORUM;
     }
     /* 2. Our epoch, recorded on at least 3 nodes: older writers are fenced from here on. */
+    uint64_t t_read_ms = aur_now_ms(); /* phase ends, for the log line (issue 12: where promotion spends time) */
     a->epoch = max_epoch + 1;
     nok = 0;
     struct redo_node_state rs[REDO_NODES];
@@ -1104,6 +1105,7 @@ int aurora_become_writer(struct server *s)
         rd_error("recovery point: %s", rd_strerror(rc));
         return rc;
     }
+    uint64_t t_epoch_ms = aur_now_ms();
     unsigned truncated = 0;
     for (unsigned i = 0; i < REDO_NODES; i++)
         if (have[i] && node_truncate(a, i, a->epoch, vdl, &st[i]) == 0)
@@ -1112,6 +1114,7 @@ int aurora_become_writer(struct server *s)
      * the nodes fill their gaps from each other. */
     unsigned holding = 0;
     uint64_t t1 = aur_now_ms();
+    uint64_t t_trunc_ms = t1;
     do {
         holding = 0;
         for (unsigned i = 0; i < REDO_NODES; i++) {
@@ -1127,9 +1130,13 @@ int aurora_become_writer(struct server *s)
             break;
         usleep(50000);
     } while (aur_now_ms() - t1 < 10000);
+    uint64_t t_end_ms = aur_now_ms();
     rd_info("epoch %" PRIu64 ": recovered VCL %" PRIu64 ", VDL %" PRIu64 " (highest LSN seen %" PRIu64
-            "); truncated above VDL on %u nodes; %u nodes hold VDL; in %" PRIu64 " ms",
-            a->epoch, vcl, vdl, max_lsn, truncated, holding, aur_now_ms() - t0);
+            "); truncated above VDL on %u nodes; %u nodes hold VDL; in %" PRIu64 " ms (epochs read %" PRIu64
+            ", epoch written %" PRIu64 ", truncate %" PRIu64 ", wait for VDL %" PRIu64 " ms; each step asks the "
+            "six nodes one after the other)",
+            a->epoch, vcl, vdl, max_lsn, truncated, holding, t_end_ms - t0, t_read_ms - t0, t_epoch_ms - t_read_ms,
+            t_trunc_ms - t_epoch_ms, t_end_ms - t_trunc_ms);
     if (holding < REDO_WRITE_QUORUM)
         rd_warn("only %u nodes hold VDL yet: writes wait until a write quorum catches up", holding);
     /* 5. Continue at VDL + 1 with a fresh quorum state. */

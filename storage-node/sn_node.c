@@ -68,7 +68,7 @@
 #define SN_COALESCE_INTERVAL_MS 1000u   /* rarer rounds: a hot page is written once per round, not per 100 ms */
 #define SN_COALESCE_BATCH 32768u           /* records applied per coalesce round */
 #define SN_COALESCE_MAX_PAGES 2048u        /* pages touched per round (16 MiB of images): bounds the loop turn */
-#define SN_COALESCE_DUE_BYTES (2u << 20)   /* ... or sooner, once this much hot log arrived since the last round */
+#define SN_COALESCE_DUE_BYTES (8u << 20)   /* ... or sooner, once this much hot log arrived since the last round */
 #define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
 #define SN_MAX_HOT_RECORDS (1u << 20)      /* beyond: coalesce past the read point (logged) */
 #define SN_PENDING_MAX_BYTES (64u << 20)   /* stop reading writers beyond this, until a flush */
@@ -202,6 +202,8 @@ struct sn_node {
     struct rd_buf hl_pending, hl_flight;
     struct sn_pend *pend, *flight;
     size_t npend, pend_cap, nflight, flight_cap;
+    struct redo_rec *dec; /* sn_accept_batch: the decoded records of one batch */
+    size_t dec_cap;
     uint64_t pend_off;      /* virtual offset where hl_pending goes */
     uint64_t flight_off;    /* virtual offset of hl_flight */
     int flight_fd;
@@ -972,21 +974,34 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
     struct redo_rec r;
     uint32_t count = 0;
     int rc;
+    /* One decoding pass: the records (bodies point into p) are kept for the
+     * append pass, which runs only if every one of them is valid. */
+    if (h.nrecords > s->dec_cap) {
+        size_t cap = s->dec_cap ? s->dec_cap : 256;
+        while (cap < h.nrecords)
+            cap *= 2;
+        struct redo_rec *nd = realloc(s->dec, cap * sizeof(*nd));
+        if (nd == NULL)
+            rd_panic("out of memory for decoding a redo batch (%u records)", h.nrecords);
+        s->dec = nd;
+        s->dec_cap = cap;
+    }
     while ((rc = redo_batch_next(p, n, &off, &prev, &r)) == 1) {
+        if (count >= h.nrecords)
+            break; /* more records than the header says */
         if (!sn_rec_valid(&r)) {
             *why = "redo record has an invalid page id, type or body";
             return RD_ECORRUPT;
         }
-        count++;
+        s->dec[count++] = r;
     }
-    if (rc < 0 || count != h.nrecords) {
+    if (rc != 0 || count != h.nrecords) {
         *why = "redo batch records do not decode";
         return RD_ECORRUPT;
     }
     int added = 0;
-    off = REDO_BATCH_HDR_SIZE;
-    prev = h.first_lsn - 1;
-    while (redo_batch_next(p, n, &off, &prev, &r) == 1) {
+    for (uint32_t i = 0; i < count; i++) {
+        r = s->dec[i];
         if (sn_node_trunc_refuses(s, src_epoch, r.lsn)) {
             s->stats.truncated_refused++;
             continue;
@@ -2635,6 +2650,7 @@ static void sn_shutdown(struct sn_node *s)
     rd_buf_free(&s->hl_flight);
     free(s->pend);
     free(s->flight);
+    free(s->dec);
     free(s->dio);
     free(s->zeros);
     free(s);

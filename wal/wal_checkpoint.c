@@ -134,10 +134,13 @@ int wal_checkpoint_step(struct wal *w, struct engine *e, int *done)
     *done = 0;
     size_t nframes = engine_frame_count(e);
     uint64_t el = rd_now_ms() - w->spread.start_ms;
-    /* Where the sweep should be by now (linear in time), at least a minimum slice. */
-    size_t due = w->spread.spread_ms == 0 || el >= w->spread.spread_ms
-                     ? nframes
-                     : (size_t)((double)nframes * (double)el / (double)w->spread.spread_ms);
+    /* Where the sweep should be by now: linear in time over spread_ms, and in
+     * WAL over half of checkpoint_wal_bytes (whichever is ahead, as PostgreSQL's
+     * checkpoint_completion_target), at least a minimum slice. */
+    double frac = w->spread.spread_ms == 0 ? 1.0 : (double)el / (double)w->spread.spread_ms;
+    if (w->opt.checkpoint_wal_bytes != 0)
+        frac = RD_MAX(frac, (double)(w->insert_lsn - w->spread.redo_lsn) / (double)(w->opt.checkpoint_wal_bytes / 2));
+    size_t due = frac >= 1.0 ? nframes : (size_t)((double)nframes * frac);
     size_t scan = due > w->spread.cursor ? due - w->spread.cursor : 0;
     if (scan < WAL_SPREAD_MIN_SCAN)
         scan = WAL_SPREAD_MIN_SCAN;
