@@ -92,7 +92,8 @@ int wal_checkpoint(struct wal *w, struct engine *e) { return checkpoint(w, e, WA
  *          full-page image (engine_set_fpi_threshold), exactly as after a
  *          blocking checkpoint;
  *   step:  one slice of the buffer pool (engine_flush_dirty_slice), paced so
- *          the sweep ends about spread_ms after begin; only pages with LSN <=
+ *          the sweep ends about spread_ms after begin (a turn that is on
+ *          schedule writes nothing); only pages with LSN <=
  *          redo are written: a page changed after redo is restored by recovery
  *          from the full image its first change after redo logged (eviction
  *          writes pages too, always after flushing the WAL to their LSN);
@@ -105,7 +106,6 @@ int wal_checkpoint(struct wal *w, struct engine *e) { return checkpoint(w, e, WA
  * middle therefore loses nothing, it just replays more.
  */
 #define WAL_SPREAD_MAX_WRITES 64u  /* pages per slice (512 KiB): bounds one loop turn's stall */
-#define WAL_SPREAD_MIN_SCAN 256u   /* frames looked at per slice, at least */
 
 int wal_checkpoint_active(const struct wal *w) { return w->spread.active; }
 
@@ -141,9 +141,9 @@ int wal_checkpoint_step(struct wal *w, struct engine *e, int *done)
     if (w->opt.checkpoint_wal_bytes != 0)
         frac = RD_MAX(frac, (double)(w->insert_lsn - w->spread.redo_lsn) / (double)(w->opt.checkpoint_wal_bytes / 2));
     size_t due = frac >= 1.0 ? nframes : (size_t)((double)nframes * frac);
-    size_t scan = due > w->spread.cursor ? due - w->spread.cursor : 0;
-    if (scan < WAL_SPREAD_MIN_SCAN)
-        scan = WAL_SPREAD_MIN_SCAN;
+    if (due <= w->spread.cursor)
+        return 0; /* on schedule: nothing this turn */
+    size_t scan = due - w->spread.cursor;
     int rc = engine_flush_dirty_slice(e, &w->spread.cursor, w->spread.redo_lsn, WAL_SPREAD_MAX_WRITES, scan,
                                       &w->spread.wrote_lo, &w->spread.wrote_hi);
     if (rc < 0) {
