@@ -303,8 +303,6 @@ static int aur_read_page(void *ctx, uint32_t page_id, uint8_t *page)
 
 /* ------------------------------------------------------------ writer: sink */
 
-static int aur_ship_force; /* aur_emit: the batch is full, ship it whatever aur_hold_batch says */
-
 static int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags, const uint8_t *body, size_t body_len,
                     uint64_t *end_lsn)
 {
@@ -324,10 +322,7 @@ static int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags
     if (rc == RD_ETOOBIG && a->batch.hdr.nrecords > 0) {
         /* The batch must fit in one frame: send it now and start another
          * (big MSETs, or several in one turn). */
-        aur_ship_force = 1;
         aurora_ship(s);
-        aur_ship_force = 0;
-        rd_assert(!a->batch_open);
         redo_batch_begin(&a->batch, lsn);
         a->batch_open = 1;
         rc = redo_batch_add(&a->batch, &r);
@@ -529,37 +524,6 @@ static void link_connect(struct server *s, unsigned i)
         rd_panic("out of memory");
 }
 
-/* Group commit on the redo links (issue 12): while a write quorum of the
- * connected nodes still has a frame in flight, the end of a loop turn keeps the
- * batch open instead of sending a new small frame; the next ACK (which frees a
- * node) ships everything gathered meanwhile in one frame. A commit is never
- * held when a quorum of nodes is idle, so one client's latency is unchanged;
- * under load the nodes get fewer, larger frames (each frame costs a node a
- * wake-up, a durable write and an ACK). Bounded by AUR_HOLD_MAX_BYTES; the
- * ETOOBIG path and REDOUBT_AUR_HOLD=0 (for A/B runs) always ship. */
-#define AUR_HOLD_MAX_BYTES (256u << 10)
-static int aur_hold_batch(const struct aurora *a)
-{
-    static int enabled = -1;
-    if (enabled < 0) {
-        const char *e = getenv("REDOUBT_AUR_HOLD");
-        enabled = !(e != NULL && strcmp(e, "0") == 0);
-    }
-    if (!enabled || aur_ship_force || a->batch.buf.len >= AUR_HOLD_MAX_BYTES)
-        return 0;
-    unsigned idle = 0, busy = 0;
-    for (unsigned i = 0; i < REDO_NODES; i++) {
-        const struct aur_node *nd = &a->node[i];
-        if (nd->conn == NULL || nd->conn->closing)
-            continue;
-        if (nd->nsent == 0)
-            idle++;
-        else
-            busy++;
-    }
-    return idle < REDO_WRITE_QUORUM && busy > 0; /* an ACK will come and ship it */
-}
-
 void aurora_ship(struct server *s)
 {
     struct aurora *a = &s->aur;
@@ -568,7 +532,7 @@ void aurora_ship(struct server *s)
         for (unsigned i = 0; i < REDO_NODES; i++)
             if (a->node[i].conn == NULL && now >= a->node[i].retry_ms)
                 link_connect(s, i);
-    if (!a->role_writer || !a->batch_open || aur_hold_batch(a))
+    if (!a->role_writer || !a->batch_open)
         return;
     redo_batch_finish(&a->batch, a->q.vdl);
     rd_buf_reset(&a->frame);
