@@ -219,6 +219,39 @@ static int ctl_call(struct aurora *a, unsigned i, const struct rd_buf *req, uint
     return rc;
 }
 
+/* The same request to several nodes at once (issue 12, promotion): every
+ * request goes out first, then the STATE answers are collected, so the nodes
+ * persist (fsync) at the same time instead of one after the other. ok[i] is
+ * set for each node that answered STATE within timeout_ms. */
+static void nodes_state_all(struct aurora *a, struct rd_buf req[REDO_NODES], const int ask[REDO_NODES],
+                            int timeout_ms, int ok[REDO_NODES], struct sn_state st[REDO_NODES])
+{
+    int sent[REDO_NODES];
+    for (unsigned i = 0; i < REDO_NODES; i++) {
+        ok[i] = sent[i] = 0;
+        if (!ask[i] || ctl_ensure(a, i) < 0)
+            continue;
+        if (write_all_fd(a->ctl[i].fd, req[i].data, req[i].len) < 0) {
+            ctl_close(&a->ctl[i]);
+            continue;
+        }
+        sent[i] = 1;
+    }
+    uint64_t deadline = aur_now_ms() + (uint64_t)timeout_ms;
+    struct rd_buf out = {0};
+    for (unsigned i = 0; i < REDO_NODES; i++) {
+        struct frame_hdr h;
+        if (!sent[i])
+            continue;
+        if (ctl_read_frame(&a->ctl[i], SN_MSG_STATE, deadline, &h, &out) < 0) {
+            ctl_close(&a->ctl[i]);
+            continue;
+        }
+        ok[i] = h.type == SN_MSG_STATE && sn_parse_state(out.data, out.len, &st[i]) == 0;
+    }
+    rd_buf_free(&out);
+}
+
 /* EPOCH(e) to node i; fills its STATE. */
 static int node_epoch(struct aurora *a, unsigned i, uint64_t epoch, struct sn_state *st)
 {
@@ -227,21 +260,6 @@ static int node_epoch(struct aurora *a, unsigned i, uint64_t epoch, struct sn_st
     int rc = sn_send_epoch(&req, epoch, epoch);
     if (rc == 0)
         rc = ctl_call(a, i, &req, SN_MSG_STATE, 1000, &h, &out);
-    if (rc == 0)
-        rc = h.type == SN_MSG_STATE ? sn_parse_state(out.data, out.len, st) : RD_ESTALE;
-    rd_buf_free(&req);
-    rd_buf_free(&out);
-    return rc;
-}
-
-static int node_truncate(struct aurora *a, unsigned i, uint64_t epoch, uint64_t keep, struct sn_state *st)
-{
-    struct rd_buf req = {0}, out = {0};
-    struct frame_hdr h;
-    struct sn_truncate t = {.epoch = epoch, .keep_upto_lsn = keep};
-    int rc = sn_send_truncate(&req, epoch, &t);
-    if (rc == 0)
-        rc = ctl_call(a, i, &req, SN_MSG_STATE, 2000, &h, &out);
     if (rc == 0)
         rc = h.type == SN_MSG_STATE ? sn_parse_state(out.data, out.len, st) : RD_ESTALE;
     rd_buf_free(&req);
@@ -1049,8 +1067,16 @@ int aurora_become_writer(struct server *s)
     nok = 0;
     struct redo_node_state rs[REDO_NODES];
     uint64_t max_lsn = 0;
+    struct rd_buf req[REDO_NODES];
+    int all[REDO_NODES], ok[REDO_NODES];
+    memset(req, 0, sizeof(req));
+    for (unsigned i = 0; i < REDO_NODES; i++)
+        all[i] = sn_send_epoch(&req[i], a->epoch, a->epoch) == 0;
+    nodes_state_all(a, req, all, 1000, ok, st); /* all six at once */
+    for (unsigned i = 0; i < REDO_NODES; i++)
+        rd_buf_free(&req[i]);
     for (unsigned i = 0; i < REDO_NODES; i++) {
-        have[i] = node_epoch(a, i, a->epoch, &st[i]) == 0 && st[i].epoch == a->epoch;
+        have[i] = ok[i] && st[i].epoch == a->epoch;
         if (have[i]) {
             rs[nok].scl = st[i].scl;
             rs[nok].max_cpl = st[i].max_cpl;
@@ -1071,9 +1097,14 @@ int aurora_become_writer(struct server *s)
     }
     uint64_t t_epoch_ms = aur_now_ms();
     unsigned truncated = 0;
+    struct sn_truncate tr = {.epoch = a->epoch, .keep_upto_lsn = vdl};
     for (unsigned i = 0; i < REDO_NODES; i++)
-        if (have[i] && node_truncate(a, i, a->epoch, vdl, &st[i]) == 0)
-            truncated++;
+        all[i] = have[i] && sn_send_truncate(&req[i], a->epoch, &tr) == 0;
+    nodes_state_all(a, req, all, 2000, ok, st); /* all six at once */
+    for (unsigned i = 0; i < REDO_NODES; i++) {
+        truncated += ok[i] ? 1u : 0u;
+        rd_buf_free(&req[i]);
+    }
     /* 4. Wait (bounded) until a write quorum holds everything up to VDL:
      * the nodes fill their gaps from each other. */
     unsigned holding = 0;
@@ -1097,8 +1128,7 @@ int aurora_become_writer(struct server *s)
     uint64_t t_end_ms = aur_now_ms();
     rd_info("epoch %" PRIu64 ": recovered VCL %" PRIu64 ", VDL %" PRIu64 " (highest LSN seen %" PRIu64
             "); truncated above VDL on %u nodes; %u nodes hold VDL; in %" PRIu64 " ms (epochs read %" PRIu64
-            ", epoch written %" PRIu64 ", truncate %" PRIu64 ", wait for VDL %" PRIu64 " ms; each step asks the "
-            "six nodes one after the other)",
+            ", epoch written %" PRIu64 ", truncate %" PRIu64 ", wait for VDL %" PRIu64 " ms)",
             a->epoch, vcl, vdl, max_lsn, truncated, holding, t_end_ms - t0, t_read_ms - t0, t_epoch_ms - t_read_ms,
             t_trunc_ms - t_epoch_ms, t_end_ms - t_trunc_ms);
     if (holding < REDO_WRITE_QUORUM)
