@@ -115,7 +115,6 @@ struct mon_node {
     int fence_pending;      /* keep sending REDOUBT.FENCE until it answers (M5) */
     int excluded;           /* a promotion of this node failed during the current failover */
     uint64_t repoint_after_ms;
-    int reader_warned;
     /* from its last INFO */
     char rep_role[16];
     char master_host[64];
@@ -955,12 +954,8 @@ static void fo_promoted(struct mon *m, uint64_t now)
             continue;
         if (m->mode == MODE_CLASSIC && n->role == ROLE_REPLICA && !n->dead)
             send_repoint(m, n, now);
-        if (m->mode == MODE_AURORA && n->role == ROLE_READER) {
-            rd_warn("reader %s still follows %s: an aurora reader cannot be re-pointed at run time "
-                    "(REPLICAOF host port is refused); restart it with --writer %s:%d",
-                    n->name, o->name, c->host, c->port);
-            n->reader_warned = 1;
-        }
+        if (m->mode == MODE_AURORA && n->role == ROLE_READER && !n->dead)
+            send_repoint(m, n, now);
     }
     fence_send(m, o);
     if (m->write_probe) {
@@ -1112,21 +1107,20 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
      * primary restarts it in place as a replica: server CR6), so that after repeated failovers the
      * primary still finds its synchronous replicas. Fenced, it acknowledges nothing more, so nothing
      * acknowledged is lost by the rejoin; its unacknowledged tail is cut at the fork (CR4). */
-    if (m->mode == MODE_CLASSIC && n->role == ROLE_OLD_WRITER && n->fenced && strcmp(n->rep_role, "primary") == 0 &&
-        idx != m->writer && m->fo.state == FO_IDLE && !w->dead && w->ever_seen && !w->fenced &&
-        strcmp(w->rep_role, "primary") == 0 && now >= n->repoint_after_ms) {
-        rd_warn("old primary %s (%s:%d) is fenced: asking it to rejoin as a replica of %s", n->name, n->host,
-                n->port, w->name);
+    const char *wrole = m->mode == MODE_CLASSIC ? "primary" : "writer";
+    if (n->role == ROLE_OLD_WRITER && n->fenced && strcmp(n->rep_role, wrole) == 0 && idx != m->writer &&
+        m->fo.state == FO_IDLE && !w->dead && w->ever_seen && !w->fenced && strcmp(w->rep_role, wrole) == 0 &&
+        now >= n->repoint_after_ms) {
+        rd_warn("old %s %s (%s:%d) is fenced: asking it to rejoin as a %s of %s", wrole, n->name, n->host, n->port,
+                m->mode == MODE_CLASSIC ? "replica" : "reader", w->name);
         send_repoint(m, n, now);
     }
-    if (m->mode == MODE_AURORA && n->role == ROLE_READER && n->master_port == w->port)
-        n->reader_warned = 0;
-    if (m->mode == MODE_AURORA && n->role == ROLE_READER && !n->reader_warned && m->fo.state == FO_IDLE &&
-        n->master_port != 0 && n->master_port != w->port) {
-        rd_warn("reader %s follows %s:%d, not the writer %s (%s:%d): restart it with --writer %s:%d", n->name,
-                n->master_host, n->master_port, w->name, w->host, w->port, w->host, w->port);
-        n->reader_warned = 1;
-    }
+    /* M6 for aurora: a reader re-pointed at run time drops its page cache on the new subscription
+     * (it never serves a page of the old writer's that the new one did not keep). */
+    if (m->mode == MODE_AURORA && n->role == ROLE_READER && m->fo.state == FO_IDLE && !w->dead && w->ever_seen &&
+        strcmp(w->rep_role, "writer") == 0 && n->master_port != 0 &&
+        (n->master_port != w->port || strcmp(n->master_host, w->host) != 0) && now >= n->repoint_after_ms)
+        send_repoint(m, n, now);
 }
 
 static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, const struct resp_reply *r,
