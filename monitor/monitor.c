@@ -216,6 +216,7 @@ struct mon {
     struct mon_state st;
     struct mon_election el;
     uint64_t sdown_since_ms, odown_since_ms, hold_until_ms, hello_now;
+    uint64_t voted_peer_at_ms; /* when we last voted for another monitor (M15; not persisted) */
     int renewed_writer;       /* the node our last lease renewal went to (ML4) */
     unsigned lease_ms;        /* the primary's --lease-ms (0: no leases, no waiting) */
     int terms;                /* 1 the nodes know REDOUBT.TERM, -1 they do not, 0 unknown */
@@ -1574,7 +1575,11 @@ static void quorum_step(struct mon *m, uint64_t now)
         unsigned lower = 0;
         for (unsigned i = 0; i < m->npeers; i++)
             lower += m->peer[i].id && (unsigned)m->peer[i].id < m->id && peer_up(m, &m->peer[i], now);
-        if (now >= m->odown_since_ms + lower * MON_RANK_DELAY_MS)
+        /* Staggered from the later of the detection and the end of the cooldown: monitors leave a
+         * cooldown together (they learnt of the last failover at once, M9), and starting together
+         * splits the vote. */
+        uint64_t from_ms = RD_MAX(m->odown_since_ms, m->cooldown_until_ms);
+        if (now >= from_ms + lower * MON_RANK_DELAY_MS)
             election_start(m, 0, now);
     } else if (m->pending_planned) {
         m->pending_planned = 0;
@@ -1907,13 +1912,22 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
     uint64_t leader_epoch = 0;
     if (!(a->v[5].len == 1 && a->v[5].ptr[0] == '*')) {
         unsigned cand = (unsigned)arg_u64(&a->v[5]);
-        if (req > m->st.voted_epoch && cand >= 1 && cand <= 15) {
+        /* M15: the leader we voted for may be half-way through its failover: no vote for a third
+         * monitor until MON_VOTE_HOLD_MS passed (as Sentinel waits out a failover it voted for). */
+        int leading = m->fo.state != FO_IDLE && cand != m->id; /* we run a failover: no second one */
+        int held = leading || (cand != m->st.voted_for && m->st.voted_for != m->id && m->voted_peer_at_ms != 0 &&
+                               now < m->voted_peer_at_ms + MON_VOTE_HOLD_MS);
+        if (held && req > m->st.voted_epoch)
+            rd_info("no vote for monitor %u in failover epoch %" PRIu64 ": %s", cand, req,
+                    leading ? "we are leading a failover" : "we voted for another monitor lately (its failover may be under way)");
+        if (!held && req > m->st.voted_epoch && cand >= 1 && cand <= 15) {
             m->st.voted_epoch = req;
             m->st.voted_for = cand;
             if (req > m->st.current_epoch)
                 m->st.current_epoch = req;
             state_save(m);
             if (cand != m->id) {
+                m->voted_peer_at_ms = now;
                 m->hold_until_ms = now + MON_VOTE_HOLD_MS;
                 if (m->el.active && m->el.epoch < req)
                     m->el.active = 0; /* a newer election: ours is moot */

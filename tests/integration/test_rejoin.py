@@ -123,16 +123,17 @@ def run(mode):
         old, pid = writer, procs[writer].pid
         procs[old].send_signal(signal.SIGSTOP)
         t_stop = time.time()
-        new = wait_for(f"{mode} round {rnd}: the monitors to fail over from {old}",
-                       lambda: next((w for w in [monitors_writer()] if w and w != old), None), timeout=30)
-        c = Resp(ports[new], timeout=10)
-
-        def acks():
+        def acked_by_new():
+            # the writer the monitors name (it may change while they settle) acknowledges a write
+            w = monitors_writer()
+            if not w or w == old:
+                return None
             try:
-                return c.call("SET", f"rj{rnd}:probe", "1") == "OK"
+                return w if Resp(ports[w], timeout=2).call("SET", f"rj{rnd}:probe", "1") == "OK" else None
             except Exception:  # noqa: BLE001 -- NOLEASE/TIMEOUT for a few ms after a promotion
-                return False
-        wait_for(f"{mode} round {rnd}: {new} to acknowledge a write", acks, timeout=30, interval=0.05)
+                return None
+        new = wait_for(f"{mode} round {rnd}: a new writer named by the monitors to acknowledge a write",
+                       acked_by_new, timeout=30, interval=0.05)
         t_ack = time.time() - t_stop
         procs[old].send_signal(signal.SIGCONT)
         out, _ = load.communicate(timeout=60)
