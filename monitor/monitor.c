@@ -59,6 +59,7 @@
 #define MON_TERM_GRACE_MS 50         /* after the quorum answered, wait this long for the rest */
 #define MON_ELECT_TIMEOUT_MS 300     /* collect a majority of votes within this */
 #define MON_VOTE_HOLD_MS 1500        /* after voting for a peer, start no election of our own */
+#define MON_UNBAN_MS 2500            /* ML5: a vote's failover is over after this (+ the lease) */
 #define MON_RANK_DELAY_MS 25         /* per live peer with a lower id: lets the lowest id ask first */
 #define MON_FAST_MS 5                /* poll step while something is being confirmed or decided */
 #define MON_REFUSALS_DEAD 2          /* refused connects (after a close) that make a node down */
@@ -101,7 +102,8 @@ struct mon_node {
     unsigned refusals;      /* connects refused since its last answer (M1b) */
     uint64_t hb_retry_ms;   /* reconnect the heartbeat at once after a close (0: none) */
     uint64_t last_lease_ms; /* CLOCK_MONOTONIC ms of our last REDOUBT.LEASE sent to it (0: never) */
-    int lease_banned;       /* we voted it down: never renew it again (ML2) */
+    int lease_banned;       /* we voted it down: renew it no more (ML2), until ML5 lifts it */
+    uint64_t lease_banned_ms; /* when lease_banned was set */
     uint64_t lease_quiet_until_ms; /* the server does not know REDOUBT.LEASE: do not ask again before */
     uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
     /* the current failover's REDOUBT.TERM exchange */
@@ -163,6 +165,8 @@ struct mon_peer {
     uint64_t config_epoch, current_epoch, max_term;
     char writer[64];
     int writer_sdown;
+    int leading;              /* its last hello: it runs an election or a failover (ML5) */
+    uint64_t hello_ms;        /* when that hello answer arrived */
 };
 
 /* What survives a restart (MON_STATE_FILE in --dir; format in monitor/README.md). */
@@ -1405,9 +1409,39 @@ static int writer_sdown(const struct mon *m, uint64_t now)
     return ok >= spec_n_without(&sp, w) - sp.k + 1;
 }
 
+static int peer_up(const struct mon *m, const struct mon_peer *p, uint64_t now);
+
+/* ML5: the failovers that a vote of ours could have enabled are over (a majority of monitors,
+ * ourselves included, said since the ban that they lead none; none we hear from leads one), the
+ * writer is still the writer and answers us: renew its lease again. Without it a failed or split
+ * election left a live writer without a lease for good: unable to serve anything (chaos aurora 4). */
+static void lease_maybe_unban(struct mon *m, struct mon_node *n, uint64_t now)
+{
+    if (!n->lease_banned || (int)(n - m->node) != m->writer || n->misses > 0 || n->refusals > 0 ||
+        m->sdown_since_ms || m->odown_since_ms || m->el.active || m->fo.state != FO_IDLE ||
+        now < n->lease_banned_ms + MON_UNBAN_MS + m->lease_ms)
+        return;
+    unsigned idle = 1;
+    for (unsigned i = 0; i < m->npeers; i++) {
+        const struct mon_peer *p = &m->peer[i];
+        if (p->hello_ms <= n->lease_banned_ms || !peer_up(m, p, now))
+            continue;
+        if (p->leading || p->writer_sdown || strcmp(p->writer, n->name) != 0)
+            return;
+        idle++;
+    }
+    if (idle < m->quorum)
+        return;
+    n->lease_banned = 0;
+    rd_warn("renewing the lease of %s again: it answers, and %u monitors (a majority) lead no failover since "
+            "we voted it down %" PRIu64 " ms ago (ML5)",
+            n->name, idle, now - n->lease_banned_ms);
+}
+
 /* ML1, ML2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
 static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
 {
+    lease_maybe_unban(m, n, now);
     if (m->lease_ms == 0 || !n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 || n->ls.op != OP_NONE ||
         now < n->lease_quiet_until_ms || m->sdown_since_ms || (m->fo.state != FO_IDLE && m->fo.state != FO_PROBE))
         return;
@@ -1499,7 +1533,7 @@ static void election_start(struct mon *m, int planned, uint64_t now)
     m->el.votes = 1;
     m->el.lease_last_ms = w->last_lease_ms;
     if (!planned)
-        w->lease_banned = 1; /* ML2 */
+        w->lease_banned = 1, w->lease_banned_ms = now; /* ML2 */
     rd_info("election for failover epoch %" PRIu64 " (%s): asking %u peer(s) for votes, %u needed", m->el.epoch,
             planned ? "planned switchover" : "writer down", m->npeers, m->quorum);
 }
@@ -1609,6 +1643,8 @@ static void on_peer_reply(struct mon *m, struct mon_peer *p, enum mon_op op, con
         p->max_term = (uint64_t)reply_int(&r->elems[3]);
         p->current_epoch = (uint64_t)reply_int(&r->elems[4]);
         p->writer_sdown = (int)reply_int(&r->elems[5]);
+        p->leading = r->nelems >= 7 ? (int)reply_int(&r->elems[6]) : 1; /* an old peer: assume the worst */
+        p->hello_ms = now;
         adopt_view(m, p->config_epoch, wr, p->max_term, p->current_epoch);
         return;
     }
@@ -1936,7 +1972,7 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
                     w->name, down);
         }
         if (down && ours)
-            w->lease_banned = 1; /* ML2: never renew a primary we voted down */
+            w->lease_banned = 1, w->lease_banned_ms = now; /* ML2: renew no more a primary we voted down */
         snprintf(leader, sizeof(leader), "%u", m->st.voted_for);
         leader_epoch = m->st.voted_epoch;
     }
@@ -1958,13 +1994,14 @@ static void cmd_hello(struct mon *m, struct rd_buf *o, const struct resp_args *a
     char wr[64];
     snprintf(wr, sizeof(wr), "%.*s", (int)RD_MIN(a->v[4].len, sizeof(wr) - 1), (const char *)a->v[4].ptr);
     adopt_view(m, arg_u64(&a->v[3]), wr, arg_u64(&a->v[5]), arg_u64(&a->v[6]));
-    resp_array_hdr(o, 6);
+    resp_array_hdr(o, 7);
     resp_int(o, m->id);
     resp_int(o, (int64_t)m->st.config_epoch);
     resp_bulk_str(o, m->node[m->writer].name);
     resp_int(o, (int64_t)m->st.max_term);
     resp_int(o, (int64_t)m->st.current_epoch);
     resp_int(o, writer_sdown(m, rd_now_ms()));
+    resp_int(o, m->el.active || m->fo.state != FO_IDLE); /* ML5 */
 }
 
 static void cmd_sentinel(struct mon *m, struct rd_buf *o, const struct resp_args *a)
