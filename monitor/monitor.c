@@ -108,6 +108,7 @@ struct mon_node {
     uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
     /* the current failover's REDOUBT.TERM exchange */
     int t_state;            /* 0 not asked, 1 sent, 2 answered, 3 failed */
+    int t_old_ok;           /* the old primary answered this failover's term (M16) */
     uint64_t t_write_lsn, t_flush_lsn, t_timeline;
     char t_role[16];
     int answered;           /* a heartbeat reply arrived since the last tick */
@@ -598,7 +599,7 @@ static void fo_finish(struct mon *m, const char *why)
     rd_info("failover %s -> %s: %s", m->fo.old_name, m->fo.new_name[0] ? m->fo.new_name : "-", why);
     m->fo.state = FO_IDLE;
     for (unsigned i = 0; i < m->nnodes; i++)
-        m->node[i].excluded = 0, m->node[i].t_state = 0;
+        m->node[i].excluded = 0, m->node[i].t_state = 0, m->node[i].t_old_ok = 0;
 }
 
 /* A failover that must not go on (too few replicas fenced, a newer term exists): give up, retry later
@@ -865,8 +866,8 @@ static void fo_term_step(struct mon *m, uint64_t now)
             continue;
         if (!listed_only || spec_lists(&sp, n))
             answered++;
-        if (n->syncing || n->excluded)
-            continue;
+        if (n->syncing || n->excluded || (n->t_timeline == 0 && n->t_write_lsn == 0))
+            continue; /* no finished base backup: it cannot be promoted (server refuses) */
         /* the newest history first: (timeline, write_lsn, flush_lsn) (replica/README.md); a fenced
          * old primary may be chosen too (REDOUBT.PROMOTE T lifts its term fence) */
         const struct mon_node *b = best >= 0 ? &m->node[best] : NULL;
@@ -888,6 +889,14 @@ static void fo_term_step(struct mon *m, uint64_t now)
         f->t_quorum_ms = now;
     if (pending > 0 && now < f->t_quorum_ms + MON_TERM_GRACE_MS)
         return;
+    if (best < 0 && f->old >= 0 && m->node[f->old].t_old_ok && !f->planned) {
+        /* M16: no replica holds data it could serve (all re-cloning from the old primary): lift
+         * the old primary's own term fence rather than leave the cluster with no writer at all. */
+        rd_warn("no replica that answered term %" PRIu64 " can be promoted (cloning, or no data): the old primary "
+                "%s is the newest history (write_lsn %" PRIu64 "), promoting it again",
+                f->term, m->node[f->old].name, m->node[f->old].t_write_lsn);
+        best = f->old;
+    }
     if (best < 0) {
         fo_abort(m, now, "no replica that answered the term can be promoted");
         return;
@@ -937,9 +946,13 @@ static void fo_promoted(struct mon *m, uint64_t now)
     c->role = m->mode == MODE_CLASSIC ? ROLE_PRIMARY : ROLE_WRITER;
     c->lease_banned = 0;
     c->dead = 0, c->misses = 0, c->refusals = 0;
-    o->role = ROLE_OLD_WRITER;
-    if (!f->planned || !o->fenced)
-        o->fence_pending = 1;
+    if (c != o) {
+        o->role = ROLE_OLD_WRITER;
+        if (!f->planned || !o->fenced)
+            o->fence_pending = 1;
+    } else {
+        c->fenced = 0, c->fence_pending = 0; /* M16: the old primary, its term fence lifted */
+    }
     m->failovers++;
     m->st.failovers = m->failovers;
     if (f->epoch > m->st.config_epoch)
@@ -962,7 +975,8 @@ static void fo_promoted(struct mon *m, uint64_t now)
         if (m->mode == MODE_AURORA && n->role == ROLE_READER && !n->dead)
             send_repoint(m, n, now);
     }
-    fence_send(m, o);
+    if (c != o)
+        fence_send(m, o);
     if (m->write_probe) {
         char v[32];
         snprintf(v, sizeof(v), "%" PRIu64, wall_ms());
@@ -1180,9 +1194,11 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
         fo_term_step(m, now);
         return;
     case OP_TERM_OLD:
-        if (term_reply_parse(r, n) == 0)
+        if (term_reply_parse(r, n) == 0) {
+            n->t_old_ok = 1;
             rd_warn("term %" PRIu64 " on the old primary %s: it is fenced (write_lsn %" PRIu64 ")", m->fo.term,
                     n->name, n->t_write_lsn);
+        }
         else
             rd_info("REDOUBT.TERM on the old primary %s answered: %s", n->name, text);
         return;
