@@ -1114,7 +1114,10 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
         return;
     }
     /* M4: a second writer that is not fenced (and not newer) gets fenced. */
-    if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending) {
+    /* Classic: only a strictly older one (a primary half-way through its promotion already says
+     * "primary" on the old timeline: fencing it would undo another monitor's failover). */
+    if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending &&
+        (m->mode == MODE_AURORA || node_rank_cmp(m, n, cw) < 0 || (cw->term == 0 && n->term == 0))) {
         rd_warn("node %s (%s:%d) reports itself %s but %s is the writer: fencing it", n->name, n->host, n->port,
                 n->rep_role, m->node[m->writer].name);
         n->role = ROLE_OLD_WRITER;
