@@ -354,8 +354,9 @@ def claims():
     oc, oa = outage(cs), outage(au)
     v = "n/a" if oc is None or oa is None else ("**confirmed**" if oa <= oc else "**reversed**")
     w(f"| faster failover (write outage, ms) | {fmt(oc)} | {fmt(oa)} | {v}: both are dominated by detection "
-      "(monitor heartbeats); aurora's promotion asks the six storage nodes one after the other, with an fsync "
-      "for the epoch and for the truncation on each |")
+      "(monitor heartbeats); aurora's promotion is an epoch and a truncation recorded on the storage nodes (all six "
+      "asked at once, an fsync each), with nothing to replay; classic's is a timeline switch on the most advanced "
+      "replica |")
     bc = dict(bytes_rows(cs)).get("per replica B/commit")
     ba = dict(bytes_rows(au)).get("redo on the wire (lz4) B/commit")
     rc_ = R[cs]["run"].get(max(clients)) if R[cs]["run"] else None
@@ -373,8 +374,9 @@ def claims():
     va = R[au]["verify"]
     lost = f"{vc['lost'] if vc else 'n/a'} / {va['lost'] if va else 'n/a'}"
     w(f"| higher durability (copies durable at ack; acked writes lost in the failover, classic / aurora: {lost}) "
-      "| 2 of 3 (primary + 1 replica) | 4 of 6 | **confirmed** by construction: a write survives the loss of any "
-      "3 of 6 storage nodes (aurora) vs any 1 of 3 instances (classic sync) |")
+      "| 2 of 3 (primary + 1 replica) | 4 of 6 | **confirmed** by construction: an acknowledged write survives the "
+      "loss of any 3 of the 6 storage nodes (aurora; writes go on with 2 down) vs any 1 of the 3 instances "
+      "(classic sync) |")
     w("")
 
 
