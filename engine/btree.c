@@ -821,9 +821,9 @@ int engine_flush_dirty(struct engine *e)
 }
 
 int engine_flush_dirty_slice(struct engine *e, size_t *cursor, uint64_t max_lsn, size_t max_writes,
-                             size_t max_scan, uint64_t *wrote_lo, uint64_t *wrote_hi)
+                             size_t max_scan)
 {
-    rd_assert(cursor != NULL && wrote_lo != NULL && wrote_hi != NULL);
+    rd_assert(cursor != NULL);
     if (e->failed)
         return e->failed;
     if (e->in_txn || e->mtr.active || e->fd < 0)
@@ -835,18 +835,17 @@ int engine_flush_dirty_slice(struct engine *e, size_t *cursor, uint64_t max_lsn,
         if (fr->page_id == ENGINE_PAGE_NONE || !fr->dirty || fr->mtr_slot >= 0 ||
             engine_page_lsn(fr->data) > max_lsn)
             continue; /* changed after the redo point: logged from a full image after it */
-        uint64_t off = (uint64_t)fr->page_id * ENGINE_PAGE_SIZE;
+        off_t off = (off_t)fr->page_id * ENGINE_PAGE_SIZE;
         int rc = pool_write_frame(e, (int32_t)(*cursor - 1));
         if (rc < 0)
             return rc;
-        *wrote_lo = RD_MIN(*wrote_lo, off);
-        *wrote_hi = RD_MAX(*wrote_hi, off + ENGINE_PAGE_SIZE);
+        /* Start this page's writeback now (as PostgreSQL's checkpoint_flush_after), so
+         * the checkpoint's final fdatasync finds little left to write. */
+        if (sync_file_range(e->fd, off, ENGINE_PAGE_SIZE, SYNC_FILE_RANGE_WRITE) < 0 && writes == 0)
+            rd_warn("sync_file_range on \"%s\": %s (the checkpoint's fdatasync still makes it durable)", e->path,
+                    strerror(errno));
         writes++;
     }
-    if (writes > 0 && *wrote_hi > *wrote_lo &&
-        sync_file_range(e->fd, (off_t)*wrote_lo, (off_t)(*wrote_hi - *wrote_lo), SYNC_FILE_RANGE_WRITE) < 0)
-        rd_warn("sync_file_range on \"%s\": %s (the checkpoint's fdatasync still makes it durable)", e->path,
-                strerror(errno));
     return (int)writes;
 }
 

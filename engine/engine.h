@@ -177,13 +177,13 @@ int engine_flush_dirty(struct engine *e);
 /* A slice of a spread checkpoint (wal_checkpoint_step): looks at up to
  * max_scan buffer frames from *cursor on (advancing it) and writes each dirty
  * page whose page LSN is <= max_lsn (after sink.flush_to), at most max_writes
- * of them, then starts their writeback (sync_file_range, not durable: the
- * checkpoint ends with engine_sync). *wrote_lo / *wrote_hi widen to the file
- * range written. A page changed after max_lsn is skipped: its first change
- * after the redo point logged a full-page image. Inside a transaction or
- * mini-transaction nothing is done. Returns pages written, or a negative error. */
+ * of them, starting each one's writeback (sync_file_range; not durable: the
+ * checkpoint ends with engine_sync). A page changed
+ * after max_lsn is skipped: its first change after the redo point logged a
+ * full-page image. Inside a transaction or mini-transaction nothing is done.
+ * Returns pages written, or a negative error. */
 int engine_flush_dirty_slice(struct engine *e, size_t *cursor, uint64_t max_lsn, size_t max_writes,
-                             size_t max_scan, uint64_t *wrote_lo, uint64_t *wrote_hi);
+                             size_t max_scan);
 /* fdatasync of the data file (0 or a negative error). */
 int engine_sync(struct engine *e);
 /* Number of buffer frames (the range of a slice cursor). */

@@ -123,8 +123,6 @@ int wal_checkpoint_begin(struct wal *w, struct engine *e, uint64_t spread_ms)
     w->spread.spread_ms = spread_ms;
     w->spread.cursor = 0;
     w->spread.pages_written = 0;
-    w->spread.wrote_lo = UINT64_MAX;
-    w->spread.wrote_hi = 0;
     return 0;
 }
 
@@ -144,8 +142,7 @@ int wal_checkpoint_step(struct wal *w, struct engine *e, int *done)
     if (due <= w->spread.cursor)
         return 0; /* on schedule: nothing this turn */
     size_t scan = due - w->spread.cursor;
-    int rc = engine_flush_dirty_slice(e, &w->spread.cursor, w->spread.redo_lsn, WAL_SPREAD_MAX_WRITES, scan,
-                                      &w->spread.wrote_lo, &w->spread.wrote_hi);
+    int rc = engine_flush_dirty_slice(e, &w->spread.cursor, w->spread.redo_lsn, WAL_SPREAD_MAX_WRITES, scan);
     if (rc < 0) {
         rd_error("checkpoint: could not write dirty pages: %s", rd_strerror(rc));
         return rc;

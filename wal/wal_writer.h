@@ -85,7 +85,7 @@ struct wal {
     uint64_t last_ckpt_ms;
     struct {              /* a spread checkpoint in progress (wal_checkpoint_begin/_step) */
         int active;
-        uint64_t redo_lsn, start_ms, spread_ms, wrote_lo, wrote_hi;
+        uint64_t redo_lsn, start_ms, spread_ms;
         size_t cursor, pages_written;
     } spread;
     uint64_t keep_lsn;
