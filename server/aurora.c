@@ -49,7 +49,7 @@
 #include "common/util.h"
 #include "redo/redo.h"
 #include "server/server_int.h"
-#include "storage-node/sn_proto.h"
+#include "redo/sn_proto.h"
 
 #define AUR_MSG_FEED 50        /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x u32 page ids */
 #define AUR_MSG_READPOINT 51   /* reader -> writer: u64 read point */

@@ -51,7 +51,7 @@
 #include "engine/engine.h"
 #include "redo/redo.h"
 #include "storage-node/sn_int.h"
-#include "storage-node/sn_proto.h"
+#include "redo/sn_proto.h"
 
 #define SN_BGID 11
 #define SN_TIMER_US 50000u
