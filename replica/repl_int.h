@@ -1,0 +1,79 @@
+/* repl_int.h — internals shared by the files of the classic wing (replica/repl*.c).
+ * Not a public interface. */
+#ifndef RD_REPL_INT_H
+#define RD_REPL_INT_H
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "replica/proto.h"
+#include "server/server_int.h"
+
+#define REPL_WINDOW_BYTES (4u << 20)     /* unsent bytes queued per replica */
+#define REPL_MSG_BYTES (512u << 10)      /* WAL bytes per REPL_WAL frame */
+#define REPL_COMPRESS_MIN_BYTES 4096u    /* smaller WAL frames are not worth lz4 */
+#define REPL_BACKUP_PAGES_PER_FRAME 64u
+#define REPL_KEEPALIVE_MS 100u
+#define REPL_STATUS_MS 100u
+#define REPL_RECONNECT_MS 200u
+#define REPL_RESTARTPOINT_MS 30000u
+
+struct repl_peer {
+    struct conn *c;
+    char name[64];
+    struct repl_slot *slot;
+    enum { PEER_BACKUP, PEER_STREAMING } state;
+    uint64_t sent_lsn; /* next LSN to send */
+    uint64_t told_flush_lsn; /* the primary flush LSN this replica was last told */
+    uint64_t term; /* the primary's term when the handshake was accepted (T5) */
+    int listen_port; /* the replica's client port (LISTEN-PORT), 0 if not announced */
+    uint64_t write_lsn, flush_lsn, apply_lsn;
+    uint64_t write_lag_us, flush_lag_us, apply_lag_us;
+    uint64_t last_status_ms, last_send_ms, connected_ms;
+    struct wal_sender_cursor *cur;
+    int data_fd;
+    uint32_t backup_next, backup_npages;
+    struct rd_buf scratch;
+    struct rd_buf wal_buf;
+    uint8_t *page_buf;
+};
+
+
+static inline uint64_t tli_of(const struct server *s) { return s->wal ? wal_timeline(s->wal) : 0; }
+
+static inline void lsn_str(uint64_t lsn, char *buf, size_t n)
+{
+    snprintf(buf, n, "%" PRIX64 "/%" PRIX64, lsn >> 32, lsn & 0xffffffffu);
+}
+
+/* repl_slots.c */
+struct repl_slot *slot_get(struct server *s, const char *name);
+void slots_update_keep(struct server *s);
+
+/* repl_term.c */
+int arg_u64(const struct resp_arg *a, int base, uint64_t *out);
+int term_arg(const struct resp_arg *a, uint64_t *t);
+void term_save(struct server *s, uint64_t term, const char *why);
+void term_fence_primary(struct server *s, uint64_t term, const char *why, const struct conn *keep);
+
+/* repl_sender.c */
+int name_listed(const struct server *s, const char *name);
+void peer_error(struct server *s, struct conn *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void peer_on_status(struct server *s, struct repl_peer *p, const struct repl_status *m);
+void peer_pump(struct server *s, struct repl_peer *p);
+void peer_free(struct server *s, struct repl_peer *p);
+void waits_check(struct server *s);
+
+/* repl_receiver.c */
+void up_apply_ready(struct server *s, uint64_t limit_lsn);
+void up_schedule_reconnect(struct server *s, uint64_t delay_ms);
+void up_connect(struct server *s);
+void up_fail(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int up_wipe_dir(struct server *s);
+void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, size_t n);
+void up_send_status(struct server *s);
+
+/* repl_promote.c */
+int promote_finish(struct server *s);
+
+#endif

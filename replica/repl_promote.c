@@ -1,0 +1,234 @@
+/*
+ * repl_promote.c — promotion, re-pointing, shutdown of a replica, and fencing at start-up
+ * (a failed-over primary refuses to start; a crashed primary starts a new timeline).
+ * Part of the classic wing (replica/); see repl.c's header for the whole picture.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "replica/proto.h"
+#include "server/server_int.h"
+#include "replica/repl_int.h"
+
+/* ================================================================ promotion, re-pointing */
+
+/* Promotion runs in two steps because an asynchronous WAL write may still be
+ * in flight: it must land before the log is cut and a TIMELINE record is
+ * written at the same place. repl_promote stops replication; the finish step
+ * runs once no flush is in flight (at once, or from repl_tick). */
+int promote_finish(struct server *s)
+{
+    struct upstream *u = &s->up;
+    /* Everything received and whole is applied (the primary is gone: what it had not
+     * flushed yet is ours to keep); records of a transaction whose COMMIT never
+     * arrived are dropped. */
+    up_apply_ready(s, UINT64_MAX);
+    rd_buf_reset(&u->pending);
+    int rc;
+    if (wal_insert_lsn(s->wal) > u->apply_lsn && (rc = wal_truncate(s->wal, u->apply_lsn)) < 0)
+        rd_panic("promotion: could not cut the log at the last commit: %s", rd_strerror(rc));
+    if ((rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal))) < 0)
+        rd_panic("promotion: WAL flush failed: %s", rd_strerror(rc));
+    uint64_t switch_lsn;
+    if ((rc = wal_switch_timeline(s->wal, &switch_lsn)) < 0)
+        rd_panic("promotion: could not switch timelines: %s", rd_strerror(rc));
+    s->role = SERVER_ROLE_PRIMARY;
+    rd_log_set_role("primary");
+    /* S10: no checkpoint here (it flushed every dirty page: 70-140 ms under load, all of
+     * it client-visible outage); the FPI threshold goes to the last restart point's redo
+     * LSN instead, as PostgreSQL's fast promotion does (wal_promote_fast). */
+    wal_promote_fast(s->wal, s->engine);
+    s->durable_lsn = wal_flushed_lsn(s->wal);
+    s->last_commit_lsn = s->durable_lsn;
+    s->release_lsn = s->durable_lsn;
+    s->promote_pending = 0;
+    char l1[32];
+    lsn_str(switch_lsn, l1, sizeof(l1));
+    rd_info("promoted: primary on timeline %u (switched at %s); accepting writes", wal_timeline(s->wal), l1);
+    if (s->promote_waiter) {
+        struct conn *c = s->promote_waiter;
+        s->promote_waiter = NULL;
+        c->wait_active = 0;
+        s->nwaiting--;
+        if (resp_simple(&c->out, "OK") < 0)
+            rd_panic("out of memory");
+        conn_reply_done(s, c, 0);
+        if (c->in.len > 0)
+            conn_mark_ready(s, c);
+    }
+    return 0;
+}
+
+int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, size_t err_len)
+{
+    struct upstream *u = &s->up;
+    if (s->role != SERVER_ROLE_REPLICA) {
+        snprintf(err, err_len, "ERR this node is already a primary");
+        return -1;
+    }
+    if (s->promote_pending) {
+        snprintf(err, err_len, "ERR a promotion is already in progress");
+        return -1;
+    }
+    if (s->engine == NULL || u->state == UP_CLONING) {
+        snprintf(err, err_len, "ERR cannot promote: the base backup has not finished");
+        return -1;
+    }
+    if (u->apply_lsn < u->consistent_lsn) {
+        snprintf(err, err_len, "ERR cannot promote: replay has not reached the consistent point yet");
+        return -1;
+    }
+    if (term == 0) { /* manual (REPLICAOF NO ONE): a term of its own, fencing nobody (T6) */
+        if (s->term >= REPL_TERM_MAX) {
+            snprintf(err, err_len, "ERR the term space is exhausted");
+            return -1;
+        }
+        term_save(s, s->term + 1, "manual promotion (REPLICAOF NO ONE): no quorum was fenced");
+    } else {
+        rd_assert(term == s->term);
+    }
+    rd_info("promotion requested: stopping replication from %s:%d", u->host, u->port);
+    u->state = UP_IDLE;
+    if (u->conn)
+        conn_close(s, u->conn);
+    u->conn = NULL;
+    s->promote_pending = 1;
+    if (!wal_flush_in_flight(s->wal)) {
+        promote_finish(s);
+        return 0;
+    }
+    /* The client waits (like WAIT) until repl_tick finishes the promotion. */
+    s->promote_waiter = c;
+    c->wait_active = 1;
+    c->wait_num = -1;
+    c->wait_deadline_ms = UINT64_MAX;
+    s->nwaiting++;
+    return 1;
+}
+
+int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len)
+{
+    struct upstream *u = &s->up;
+    if (s->role != SERVER_ROLE_REPLICA) {
+        snprintf(err, err_len,
+                 "ERR a primary cannot become a replica while running: restart it with --role replica "
+                 "--primary HOST:PORT (it re-clones if its history has diverged)");
+        return -1;
+    }
+    snprintf(u->host, sizeof(u->host), "%s", host);
+    u->port = port;
+    if (u->conn)
+        conn_close(s, u->conn);
+    if (u->state != UP_CONNECTING)
+        up_schedule_reconnect(s, 0);
+    rd_info("replicating from %s:%d from now on", host, port);
+    return 0;
+}
+
+void repl_shutdown(struct server *s)
+{
+    struct upstream *u = &s->up;
+    u->state = UP_IDLE;
+    if (s->wal == NULL)
+        return;
+    int rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal));
+    if (rc < 0)
+        rd_panic("WAL flush at shutdown failed: %s", rd_strerror(rc));
+    if (u->last_ckpt_lsn != 0 && (rc = wal_restartpoint(s->wal, s->engine, u->last_ckpt_lsn, u->last_ckpt_redo)) < 0)
+        rd_panic("restart point at shutdown failed: %s", rd_strerror(rc));
+}
+
+/* ================================================================ fencing at start-up */
+
+/* A primary refuses to start when one of --peers is a primary on a newer
+ * timeline: this node was failed over and must rejoin as a replica. */
+int repl_check_peers(struct server *s)
+{
+    if (s->cfg.peers == NULL || s->wal == NULL)
+        return 0;
+    char list[1024];
+    snprintf(list, sizeof(list), "%s", s->cfg.peers);
+    uint32_t mine = wal_timeline(s->wal);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(tok, ':');
+        if (colon == NULL)
+            continue;
+        *colon = 0;
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        if (getaddrinfo(tok, colon + 1, &hints, &res) != 0 || res == NULL)
+            continue;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        int ok = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0;
+        freeaddrinfo(res);
+        char buf[8192];
+        size_t got = 0;
+        if (ok && write(fd, "INFO replication\r\n", 18) == 18) {
+            ssize_t r;
+            while (got < sizeof(buf) - 1 && (r = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0) {
+                got += (size_t)r;
+                if (memmem(buf, got, "\r\n\r\n", 4) != NULL && got > 16)
+                    break;
+            }
+        }
+        if (fd >= 0)
+            close(fd);
+        buf[got] = 0;
+        const char *tl = strstr(buf, "\ntimeline:");
+        if (strstr(buf, "redoubt_role:primary") && tl) {
+            unsigned long theirs = strtoul(tl + 10, NULL, 10);
+            if (theirs > mine) {
+                rd_error("a newer timeline %lu exists at %s:%s (a primary); this node is on timeline %u and must "
+                         "not accept writes: restart it as a replica with --role replica --primary %s:%s "
+                         "(it re-clones if its history has diverged)",
+                         theirs, tok, colon + 1, mine, tok, colon + 1);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int repl_after_crash(struct server *s)
+{
+    /* Whatever --repl-send says now: the run that crashed may have shipped WAL it never flushed. */
+    if (s->wal == NULL)
+        return 0;
+    uint64_t switch_lsn;
+    int rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal));
+    if (rc == 0)
+        rc = wal_switch_timeline(s->wal, &switch_lsn);
+    if (rc == 0)
+        rc = wal_checkpoint(s->wal, s->engine);
+    if (rc < 0) {
+        rd_error("could not start a new timeline after crash recovery: %s", rd_strerror(rc));
+        return rc;
+    }
+    s->durable_lsn = s->last_commit_lsn = s->release_lsn = wal_flushed_lsn(s->wal);
+    char l1[32];
+    lsn_str(switch_lsn, l1, sizeof(l1));
+    rd_info("crash recovery ended at %s: timeline %u starts there (a primary may ship WAL before flushing "
+            "it, so a replica may hold WAL past this point: it cuts its log there, or re-clones)",
+            l1, wal_timeline(s->wal));
+    return 0;
+}
