@@ -67,7 +67,7 @@ void repl_process_input(struct server *s, struct conn *c)
                         c->addr, why ? why : rd_strerror(rc));
                 conn_close(s, c);
             } else {
-                up_fail(s, "corrupt frame from the primary: %s; reconnecting", why ? why : rd_strerror(rc));
+                repl_up_fail(s, "corrupt frame from the primary: %s; reconnecting", why ? why : rd_strerror(rc));
             }
             return;
         }
@@ -81,7 +81,7 @@ void repl_process_input(struct server *s, struct conn *c)
                     conn_close(s, c);
                     return;
                 }
-                peer_on_status(s, p, &m);
+                repl_peer_on_status(s, p, &m);
             } else if (h.type == REPL_ERROR) {
                 char msg[512];
                 repl_parse_error(payload, plen, msg, sizeof(msg));
@@ -95,7 +95,7 @@ void repl_process_input(struct server *s, struct conn *c)
                 return;
             }
         } else {
-            up_on_frame(s, &h, payload, plen);
+            repl_up_on_frame(s, &h, payload, plen);
             if (s->up.conn != c) /* closed inside */
                 return;
         }
@@ -106,7 +106,7 @@ void repl_process_input(struct server *s, struct conn *c)
 void repl_on_conn_closed(struct server *s, struct conn *c)
 {
     if (c->kind == CONN_WALSENDER && c->peer) {
-        peer_free(s, c->peer);
+        repl_peer_free(s, c->peer);
         c->peer = NULL;
         return;
     }
@@ -116,12 +116,12 @@ void repl_on_conn_closed(struct server *s, struct conn *c)
         if (u->clone_fd >= 0) { /* a half-received base backup is useless */
             close(u->clone_fd);
             u->clone_fd = -1;
-            up_wipe_dir(s);
+            repl_up_wipe_dir(s);
             rd_warn("base backup interrupted: the clone starts over");
         }
         if (u->state != UP_IDLE) {
             rd_warn("lost the connection to the primary %s:%d; reconnecting", u->host, u->port);
-            up_schedule_reconnect(s, REPL_RECONNECT_MS);
+            repl_up_schedule_reconnect(s, REPL_RECONNECT_MS);
         }
     }
 }
@@ -132,33 +132,33 @@ void repl_tick(struct server *s)
         for (struct conn *c = s->conns, *next; c; c = next) {
             next = c->next;
             if (c->kind == CONN_WALSENDER && c->peer && !c->closing)
-                peer_pump(s, c->peer);
+                repl_peer_pump(s, c->peer);
         }
         static uint64_t last_keep_ms;
         if (rd_now_ms() - last_keep_ms >= 1000) {
-            slots_update_keep(s);
+            repl_slots_update_keep(s);
             last_keep_ms = rd_now_ms();
         }
     }
     if (s->promote_pending && !wal_flush_in_flight(s->wal))
-        promote_finish(s);
+        repl_promote_finish(s);
     if (s->nwaiting > 0)
-        waits_check(s);
+        repl_waits_check(s);
     if (s->role != SERVER_ROLE_REPLICA)
         return;
     struct upstream *u = &s->up;
     if (u->reclone_requested && u->conn == NULL && !u->connect_in_flight) {
         u->reclone_requested = 0;
-        up_wipe_dir(s);
-        up_schedule_reconnect(s, 0);
+        repl_up_wipe_dir(s);
+        repl_up_schedule_reconnect(s, 0);
     }
     if (u->state == UP_DISCONNECTED && rd_now_ms() >= u->next_attempt_ms && !u->connect_in_flight &&
         !u->timeout_in_flight)
-        up_connect(s);
+        repl_up_connect(s);
     if (u->conn && !u->conn->closing && s->cfg.replica_timeout_ms &&
         rd_now_ms() - u->last_msg_ms > s->cfg.replica_timeout_ms) {
-        up_fail(s, "no message from the primary for %" PRIu64 " ms; reconnecting", rd_now_ms() - u->last_msg_ms);
+        repl_up_fail(s, "no message from the primary for %" PRIu64 " ms; reconnecting", rd_now_ms() - u->last_msg_ms);
         return;
     }
-    up_send_status(s);
+    repl_up_send_status(s);
 }

@@ -54,7 +54,7 @@ static unsigned sync_connected(const struct server *s)
     uint64_t now = rd_now_ms();
     for (const struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_WALSENDER && c->peer && !c->closing && c->peer->state == PEER_STREAMING &&
-            c->peer->term == s->term && name_listed(s, c->peer->name) >= 0 &&
+            c->peer->term == s->term && repl_name_listed(s, c->peer->name) >= 0 &&
             now - c->peer->last_status_ms < REPL_SYNC_SILENT_MS)
             n++;
     return n;
@@ -139,7 +139,7 @@ void repl_info(struct server *s, struct rd_buf *b)
                        (rd_now_ms() - p->last_status_ms) / 1000, p->sent_lsn, p->write_lsn, p->flush_lsn,
                        p->apply_lsn, flushed > p->apply_lsn ? flushed - p->apply_lsn : 0, p->write_lag_us / 1000.0,
                        p->flush_lag_us / 1000.0, p->apply_lag_us / 1000.0,
-                       name_listed(s, p->name) >= 0 && s->cfg.sync_num > 0 ? "sync" : "async");
+                       repl_name_listed(s, p->name) >= 0 && s->cfg.sync_num > 0 ? "sync" : "async");
     }
     rd_buf_appendf(b, "master_repl_offset:%" PRIu64 "\r\nrelease_lsn:%" PRIu64 "\r\nrepl_bytes_sent:%" PRIu64 "\r\n\r\n",
                    flushed, s->release_lsn, s->repl_bytes_sent);

@@ -47,33 +47,33 @@ static inline void lsn_str(uint64_t lsn, char *buf, size_t n)
 }
 
 /* repl_slots.c */
-struct repl_slot *slot_get(struct server *s, const char *name);
-void slots_update_keep(struct server *s);
+struct repl_slot *repl_slot_get(struct server *s, const char *name);
+void repl_slots_update_keep(struct server *s);
 
 /* repl_term.c */
-int arg_u64(const struct resp_arg *a, int base, uint64_t *out);
-int term_arg(const struct resp_arg *a, uint64_t *t);
-void term_save(struct server *s, uint64_t term, const char *why);
-void term_fence_primary(struct server *s, uint64_t term, const char *why, const struct conn *keep);
+int repl_arg_u64(const struct resp_arg *a, int base, uint64_t *out);
+int repl_term_arg(const struct resp_arg *a, uint64_t *t);
+void repl_term_save(struct server *s, uint64_t term, const char *why);
+void repl_term_fence_primary(struct server *s, uint64_t term, const char *why, const struct conn *keep);
 
 /* repl_sender.c */
-int name_listed(const struct server *s, const char *name);
-void peer_error(struct server *s, struct conn *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void peer_on_status(struct server *s, struct repl_peer *p, const struct repl_status *m);
-void peer_pump(struct server *s, struct repl_peer *p);
-void peer_free(struct server *s, struct repl_peer *p);
-void waits_check(struct server *s);
+int repl_name_listed(const struct server *s, const char *name);
+void repl_peer_error(struct server *s, struct conn *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void repl_peer_on_status(struct server *s, struct repl_peer *p, const struct repl_status *m);
+void repl_peer_pump(struct server *s, struct repl_peer *p);
+void repl_peer_free(struct server *s, struct repl_peer *p);
+void repl_waits_check(struct server *s);
 
 /* repl_receiver.c */
-void up_apply_ready(struct server *s, uint64_t limit_lsn);
-void up_schedule_reconnect(struct server *s, uint64_t delay_ms);
-void up_connect(struct server *s);
-void up_fail(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int up_wipe_dir(struct server *s);
-void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, size_t n);
-void up_send_status(struct server *s);
+void repl_up_apply_ready(struct server *s, uint64_t limit_lsn);
+void repl_up_schedule_reconnect(struct server *s, uint64_t delay_ms);
+void repl_up_connect(struct server *s);
+void repl_up_fail(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int repl_up_wipe_dir(struct server *s);
+void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, size_t n);
+void repl_up_send_status(struct server *s);
 
 /* repl_promote.c */
-int promote_finish(struct server *s);
+int repl_promote_finish(struct server *s);
 
 #endif

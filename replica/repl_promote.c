@@ -34,13 +34,13 @@
  * in flight: it must land before the log is cut and a TIMELINE record is
  * written at the same place. repl_promote stops replication; the finish step
  * runs once no flush is in flight (at once, or from repl_tick). */
-int promote_finish(struct server *s)
+int repl_promote_finish(struct server *s)
 {
     struct upstream *u = &s->up;
     /* Everything received and whole is applied (the primary is gone: what it had not
      * flushed yet is ours to keep); records of a transaction whose COMMIT never
      * arrived are dropped. */
-    up_apply_ready(s, UINT64_MAX);
+    repl_up_apply_ready(s, UINT64_MAX);
     rd_buf_reset(&u->pending);
     int rc;
     if (wal_insert_lsn(s->wal) > u->apply_lsn && (rc = wal_truncate(s->wal, u->apply_lsn)) < 0)
@@ -101,7 +101,7 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
             snprintf(err, err_len, "ERR the term space is exhausted");
             return -1;
         }
-        term_save(s, s->term + 1, "manual promotion (REPLICAOF NO ONE): no quorum was fenced");
+        repl_term_save(s, s->term + 1, "manual promotion (REPLICAOF NO ONE): no quorum was fenced");
     } else {
         rd_assert(term == s->term);
     }
@@ -112,7 +112,7 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
     u->conn = NULL;
     s->promote_pending = 1;
     if (!wal_flush_in_flight(s->wal)) {
-        promote_finish(s);
+        repl_promote_finish(s);
         return 0;
     }
     /* The client waits (like WAIT) until repl_tick finishes the promotion. */
@@ -138,7 +138,7 @@ int repl_repoint(struct server *s, const char *host, int port, char *err, size_t
     if (u->conn)
         conn_close(s, u->conn);
     if (u->state != UP_CONNECTING)
-        up_schedule_reconnect(s, 0);
+        repl_up_schedule_reconnect(s, 0);
     rd_info("replicating from %s:%d from now on", host, port);
     return 0;
 }

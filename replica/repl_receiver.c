@@ -30,7 +30,7 @@
 
 /* ================================================================ replica side */
 
-void up_schedule_reconnect(struct server *s, uint64_t delay_ms)
+void repl_up_schedule_reconnect(struct server *s, uint64_t delay_ms)
 {
     s->up.state = UP_DISCONNECTED;
     s->up.next_attempt_ms = rd_now_ms() + delay_ms;
@@ -88,7 +88,7 @@ static void up_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
         snprintf(u->last_error, sizeof(u->last_error), "%s", why);
         close(u->fd);
         u->fd = -1;
-        up_schedule_reconnect(s, REPL_RECONNECT_MS);
+        repl_up_schedule_reconnect(s, REPL_RECONNECT_MS);
         return;
     }
     char aerr[256];
@@ -100,7 +100,7 @@ static void up_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
         snprintf(u->last_error, sizeof(u->last_error), "%s", aerr);
         close(u->fd);
         u->fd = -1;
-        up_schedule_reconnect(s, REPL_RECONNECT_MS);
+        repl_up_schedule_reconnect(s, REPL_RECONNECT_MS);
         return;
     }
     u->conn = conn_new(s, u->fd, CONN_UPSTREAM);
@@ -112,7 +112,7 @@ static void up_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
     up_send_handshake(s);
 }
 
-void up_connect(struct server *s)
+void repl_up_connect(struct server *s)
 {
     struct upstream *u = &s->up;
     static struct sockaddr_storage addr;
@@ -123,7 +123,7 @@ void up_connect(struct server *s)
     int rc = getaddrinfo(u->host, port, &hints, &res);
     if (rc != 0 || res == NULL) {
         rd_warn("could not resolve the primary's host \"%s\": %s", u->host, gai_strerror(rc));
-        up_schedule_reconnect(s, 1000);
+        repl_up_schedule_reconnect(s, 1000);
         return;
     }
     memcpy(&addr, res->ai_addr, res->ai_addrlen);
@@ -132,7 +132,7 @@ void up_connect(struct server *s)
     u->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (u->fd < 0) {
         rd_warn("socket failed: %s", strerror(errno));
-        up_schedule_reconnect(s, 1000);
+        repl_up_schedule_reconnect(s, 1000);
         return;
     }
     u->connect_io.on_cqe = up_on_connect;
@@ -163,7 +163,7 @@ void repl_start_replica(struct server *s)
         u->apply_lsn = wal_insert_lsn(s->wal); /* recovery replayed up to the last commit */
         u->consistent_lsn = 0;
     }
-    up_schedule_reconnect(s, 0);
+    repl_up_schedule_reconnect(s, 0);
 }
 
 int repl_replica_readable(const struct server *s)
@@ -171,7 +171,7 @@ int repl_replica_readable(const struct server *s)
     return s->engine != NULL && s->up.apply_lsn >= s->up.consistent_lsn;
 }
 
-void up_fail(struct server *s, const char *fmt, ...)
+void repl_up_fail(struct server *s, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -225,7 +225,7 @@ static void up_apply_range(struct server *s, size_t from, size_t to)
  * record) ends at or below limit_lsn — the primary's flush LSN, so a hot
  * standby never shows a transaction the primary could still lose in a crash;
  * UINT64_MAX at promotion. Each transaction is applied in this one call. */
-void up_apply_ready(struct server *s, uint64_t limit_lsn)
+void repl_up_apply_ready(struct server *s, uint64_t limit_lsn)
 {
     struct upstream *u = &s->up;
     size_t txn_start = 0, off = 0;
@@ -275,7 +275,7 @@ static void up_on_wal(struct server *s, const struct repl_wal *m)
         if (rc < 0 || used == 0) {
             char l1[32];
             lsn_str(expected, l1, sizeof(l1));
-            up_fail(s, "invalid WAL record from the primary at %s: %s; reconnecting", l1, rd_strerror(rc));
+            repl_up_fail(s, "invalid WAL record from the primary at %s: %s; reconnecting", l1, rd_strerror(rc));
             return;
         }
         struct wal_record r;
@@ -303,7 +303,7 @@ static void up_on_wal(struct server *s, const struct repl_wal *m)
         off += used;
     }
     if (expected != m->end_lsn) {
-        up_fail(s, "WAL message ended at %" PRIX64 " but said %" PRIX64 "; reconnecting", expected, m->end_lsn);
+        repl_up_fail(s, "WAL message ended at %" PRIX64 " but said %" PRIX64 "; reconnecting", expected, m->end_lsn);
         return;
     }
     if (u->echo_n == UPSTREAM_ECHO_RING) { /* drop the oldest */
@@ -316,10 +316,10 @@ static void up_on_wal(struct server *s, const struct repl_wal *m)
     u->echo_n++;
     u->primary_flush_lsn = RD_MAX(u->primary_flush_lsn, m->primary_flush_lsn);
     u->primary_send_us = m->send_time_us;
-    up_apply_ready(s, u->primary_flush_lsn);
+    repl_up_apply_ready(s, u->primary_flush_lsn);
 }
 
-int up_wipe_dir(struct server *s)
+int repl_up_wipe_dir(struct server *s)
 {
     if (s->engine) {
         engine_close(s->engine);
@@ -356,7 +356,7 @@ int up_wipe_dir(struct server *s)
     return 0;
 }
 
-void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, size_t n)
+void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, size_t n)
 {
     struct upstream *u = &s->up;
     int rc = 0;
@@ -368,20 +368,20 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
         if ((rc = repl_parse_hello(p, n, &m)) < 0)
             break;
         if (s->wal == NULL || u->state != UP_HANDSHAKE) {
-            up_fail(s, "unexpected HELLO");
+            repl_up_fail(s, "unexpected HELLO");
             return;
         }
         if (m.term < s->term) { /* T2: a replaced primary is never followed again */
-            up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
+            repl_up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
                     "not following it (waiting to be re-pointed)", m.term, s->term);
             return;
         }
         if (m.term > s->term)
-            term_save(s, m.term, "the primary's, from its handshake");
+            repl_term_save(s, m.term, "the primary's, from its handshake");
         struct wal_stats ws;
         wal_get_stats(s->wal, &ws);
         if (m.system_id != ws.system_id) {
-            up_fail(s, "the primary belongs to another cluster (%016" PRIX64 " vs ours %016" PRIX64 ")", m.system_id,
+            repl_up_fail(s, "the primary belongs to another cluster (%016" PRIX64 " vs ours %016" PRIX64 ")", m.system_id,
                     ws.system_id);
             return;
         }
@@ -393,18 +393,18 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
                 rd_warn("re-cloning: this replica applied WAL up to %s but the primary's timeline %u forks at %s",
                         a, m.timeline, f);
                 u->reclone_requested = 1;
-                up_fail(s, "history diverged at %s (applied up to %s): re-cloning", f, a);
+                repl_up_fail(s, "history diverged at %s (applied up to %s): re-cloning", f, a);
                 return;
             }
             if (wal_flush_in_flight(s->wal)) {
-                up_fail(s, "the primary's history forks at %s: waiting for a WAL write to land before cutting", f);
+                repl_up_fail(s, "the primary's history forks at %s: waiting for a WAL write to land before cutting", f);
                 return;
             }
             uint64_t cut_bytes = wal_insert_lsn(s->wal) - m.start_lsn;
             int trc = wal_truncate(s->wal, m.start_lsn);
             if (trc < 0) {
                 u->reclone_requested = 1;
-                up_fail(s, "could not cut the log at %s (%s): re-cloning", f, rd_strerror(trc));
+                repl_up_fail(s, "could not cut the log at %s (%s): re-cloning", f, rd_strerror(trc));
                 return;
             }
             size_t keep = 0; /* pending entries (whole transactions) that end at or before the cut */
@@ -421,7 +421,7 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
         }
         u->state = UP_STREAMING;
         u->primary_flush_lsn = m.primary_flush_lsn;
-        up_apply_ready(s, u->primary_flush_lsn);
+        repl_up_apply_ready(s, u->primary_flush_lsn);
         char l1[32];
         lsn_str(m.start_lsn, l1, sizeof(l1));
         rd_info("streaming from the primary %s:%d at %s on timeline %u", u->host, u->port, l1, m.timeline);
@@ -432,27 +432,27 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
         if ((rc = repl_parse_backup_begin(p, n, &m)) < 0)
             break;
         if (s->wal != NULL || u->state != UP_HANDSHAKE) {
-            up_fail(s, "unexpected BACKUP_BEGIN");
+            repl_up_fail(s, "unexpected BACKUP_BEGIN");
             return;
         }
         if (m.term < s->term) { /* T2: a replaced primary is never followed again */
-            up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
+            repl_up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
                     "not following it (waiting to be re-pointed)", m.term, s->term);
             return;
         }
         if (m.term > s->term)
-            term_save(s, m.term, "the primary's, from its handshake");
+            repl_term_save(s, m.term, "the primary's, from its handshake");
         rc = wal_init_from_backup(s->cfg.dir, m.system_id, m.timeline, m.redo_lsn, m.checkpoint_lsn,
                                   m.segment_size_bytes);
         if (rc < 0) {
-            up_fail(s, "could not initialise the WAL from the base backup: %s", rd_strerror(rc));
+            repl_up_fail(s, "could not initialise the WAL from the base backup: %s", rd_strerror(rc));
             return;
         }
         char path[4096];
         snprintf(path, sizeof(path), "%s/data.rdb", s->cfg.dir);
         u->clone_fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
         if (u->clone_fd < 0) {
-            up_fail(s, "could not create \"%s\": %s", path, strerror(errno));
+            repl_up_fail(s, "could not create \"%s\": %s", path, strerror(errno));
             return;
         }
         u->clone_npages = m.npages;
@@ -468,7 +468,7 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
             break;
         if (u->state != UP_CLONING || m.first_page != u->clone_pages_done ||
             m.first_page + m.count > u->clone_npages) {
-            up_fail(s, "unexpected BACKUP_PAGES (pages %u..%u)", m.first_page, m.first_page + m.count);
+            repl_up_fail(s, "unexpected BACKUP_PAGES (pages %u..%u)", m.first_page, m.first_page + m.count);
             return;
         }
         size_t len = (size_t)m.count * ENGINE_PAGE_SIZE;
@@ -476,7 +476,7 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
             ssize_t w = pwrite(u->clone_fd, m.pages + done, len - done,
                                (off_t)m.first_page * ENGINE_PAGE_SIZE + (off_t)done);
             if (w <= 0) {
-                up_fail(s, "writing the base backup failed: %s", w < 0 ? strerror(errno) : "no progress");
+                repl_up_fail(s, "writing the base backup failed: %s", w < 0 ? strerror(errno) : "no progress");
                 return;
             }
             done += (size_t)w;
@@ -489,7 +489,7 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
         if ((rc = repl_parse_backup_end(p, n, &consistent)) < 0)
             break;
         if (u->state != UP_CLONING || u->clone_pages_done != u->clone_npages) {
-            up_fail(s, "unexpected BACKUP_END");
+            repl_up_fail(s, "unexpected BACKUP_END");
             return;
         }
         if (fdatasync(u->clone_fd) < 0)
@@ -511,7 +511,7 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
         if ((rc = repl_parse_wal(p, n, &m)) < 0)
             break;
         if (u->state != UP_STREAMING || s->wal == NULL) {
-            up_fail(s, "WAL before the handshake finished");
+            repl_up_fail(s, "WAL before the handshake finished");
             return;
         }
         u->bytes_received += n;
@@ -524,7 +524,7 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
             break;
         u->primary_flush_lsn = RD_MAX(u->primary_flush_lsn, m.primary_flush_lsn);
         u->primary_send_us = m.send_time_us;
-        up_apply_ready(s, u->primary_flush_lsn);
+        repl_up_apply_ready(s, u->primary_flush_lsn);
         if (m.reply_requested)
             u->status_sent_ms = 0;
         return;
@@ -544,13 +544,13 @@ void up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, 
         return;
     }
     default:
-        up_fail(s, "unknown message type %u from the primary", h->type);
+        repl_up_fail(s, "unknown message type %u from the primary", h->type);
         return;
     }
-    up_fail(s, "malformed %s message from the primary", repl_msg_name(h->type));
+    repl_up_fail(s, "malformed %s message from the primary", repl_msg_name(h->type));
 }
 
-void up_send_status(struct server *s)
+void repl_up_send_status(struct server *s)
 {
     struct upstream *u = &s->up;
     if (u->conn == NULL || u->conn->closing || u->state != UP_STREAMING || s->wal == NULL)

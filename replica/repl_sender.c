@@ -28,7 +28,7 @@
 #include "server/server_int.h"
 #include "replica/repl_int.h"
 
-void peer_error(struct server *s, struct conn *c, const char *fmt, ...)
+void repl_peer_error(struct server *s, struct conn *c, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -55,14 +55,14 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     int bad_opt = a->n < 6 || (a->n - 6) % 2 != 0;
     for (size_t i = 6; !bad_opt && i + 1 < a->n; i += 2) {
         if (a->v[i].len == 4 && strncasecmp((const char *)a->v[i].ptr, "TERM", 4) == 0)
-            bad_opt = arg_u64(&a->v[i + 1], 10, &rterm) < 0 || rterm > REPL_TERM_MAX;
+            bad_opt = repl_arg_u64(&a->v[i + 1], 10, &rterm) < 0 || rterm > REPL_TERM_MAX;
         else if (a->v[i].len == 11 && strncasecmp((const char *)a->v[i].ptr, "LISTEN-PORT", 11) == 0)
-            bad_opt = arg_u64(&a->v[i + 1], 10, &lport) < 0 || lport > 65535;
+            bad_opt = repl_arg_u64(&a->v[i + 1], 10, &lport) < 0 || lport > 65535;
         else
             bad_opt = 1;
     }
-    if (bad_opt || arg_u64(&a->v[1], 16, &cluster) < 0 || arg_u64(&a->v[3], 10, &tli) < 0 ||
-        arg_u64(&a->v[4], 10, &start) < 0 || a->v[2].len == 0 || a->v[2].len >= 64 ||
+    if (bad_opt || repl_arg_u64(&a->v[1], 16, &cluster) < 0 || repl_arg_u64(&a->v[3], 10, &tli) < 0 ||
+        repl_arg_u64(&a->v[4], 10, &start) < 0 || a->v[2].len == 0 || a->v[2].len >= 64 ||
         !((a->v[5].len == 5 && strncasecmp((const char *)a->v[5].ptr, "CLONE", 5) == 0) ||
           (a->v[5].len == 6 && strncasecmp((const char *)a->v[5].ptr, "STREAM", 6) == 0)) ||
         tli > UINT32_MAX) {
@@ -94,14 +94,14 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     struct wal_stats ws;
     wal_get_stats(s->wal, &ws);
     if (cluster != 0 && cluster != ws.system_id) {
-        peer_error(s, c, "cluster id mismatch: this primary's is %016" PRIX64 ", replica \"%s\" has %016" PRIX64
+        repl_peer_error(s, c, "cluster id mismatch: this primary's is %016" PRIX64 ", replica \"%s\" has %016" PRIX64
                    " (it belongs to another cluster; re-clone it into an empty directory)",
                    ws.system_id, name, cluster);
         return;
     }
     for (struct conn *o = s->conns; o; o = o->next)
         if (o != c && o->kind == CONN_WALSENDER && o->peer && !o->closing && strcmp(o->peer->name, name) == 0) {
-            peer_error(s, c, "a replica named \"%s\" is already streaming from %s", name, o->addr);
+            repl_peer_error(s, c, "a replica named \"%s\" is already streaming from %s", name, o->addr);
             return;
         }
     /* T3/T5: a replica on a newer term proves this primary was replaced; a fenced
@@ -110,24 +110,24 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     if (rterm > s->term) {
         char why[500];
         snprintf(why, sizeof(why), "replica \"%s\" (%s) is at term %" PRIu64, name, c->addr, rterm);
-        term_fence_primary(s, rterm, why, c);
-        peer_error(s, c, "this primary was at an older term than replica \"%s\" (%" PRIu64 "): it has been "
+        repl_term_fence_primary(s, rterm, why, c);
+        repl_peer_error(s, c, "this primary was at an older term than replica \"%s\" (%" PRIu64 "): it has been "
                    "replaced and is fenced", name, rterm);
         return;
     }
     if (s->fenced) {
-        peer_error(s, c, "this primary is fenced (%s): it streams to no replica", s->fenced_by);
+        repl_peer_error(s, c, "this primary is fenced (%s): it streams to no replica", s->fenced_by);
         return;
     }
     p->term = s->term;
-    p->slot = slot_get(s, name);
+    p->slot = repl_slot_get(s, name);
     if (p->slot == NULL) {
-        peer_error(s, c, "too many replicas (the limit is %d)", SERVER_MAX_SLOTS);
+        repl_peer_error(s, c, "too many replicas (the limit is %d)", SERVER_MAX_SLOTS);
         return;
     }
     int rc = wal_sender_open(s->wal, &p->cur);
     if (rc < 0) {
-        peer_error(s, c, "could not open the WAL for sending: %s", rd_strerror(rc));
+        repl_peer_error(s, c, "could not open the WAL for sending: %s", rd_strerror(rc));
         return;
     }
     char l1[32], l2[32];
@@ -137,7 +137,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
             rd_panic("checkpoint for a base backup failed: %s", rd_strerror(rc));
         struct wal_control ctl;
         if ((rc = wal_control_read(s->cfg.dir, &ctl)) < 0) {
-            peer_error(s, c, "could not read the control file: %s", rd_strerror(rc));
+            repl_peer_error(s, c, "could not read the control file: %s", rd_strerror(rc));
             return;
         }
         char path[4096];
@@ -145,7 +145,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         p->data_fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
         if (p->data_fd < 0 || fstat(p->data_fd, &st) < 0) {
-            peer_error(s, c, "could not open \"%s\" for a base backup: %s", path, strerror(errno));
+            repl_peer_error(s, c, "could not open \"%s\" for a base backup: %s", path, strerror(errno));
             return;
         }
         p->page_buf = malloc((size_t)REPL_BACKUP_PAGES_PER_FRAME * ENGINE_PAGE_SIZE);
@@ -187,7 +187,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         if (!ok) {
             lsn_str(start, l1, sizeof(l1));
             lsn_str((uint32_t)tli == my_tli ? have : switch_lsn, l2, sizeof(l2));
-            peer_error(s, c,
+            repl_peer_error(s, c,
                        "replica \"%s\" has diverged: it is on timeline %" PRIu64 " at %s, this primary is on "
                        "timeline %u (history ends at %s); re-clone it",
                        name, tli, l1, my_tli, l2);
@@ -195,7 +195,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         }
         if (start < wal_oldest_lsn(s->wal)) {
             lsn_str(start, l1, sizeof(l1));
-            peer_error(s, c, "requested WAL at %s has been removed (replica \"%s\" fell too far behind); re-clone it",
+            repl_peer_error(s, c, "requested WAL at %s has been removed (replica \"%s\" fell too far behind); re-clone it",
                        l1, name);
             return;
         }
@@ -219,7 +219,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     }
 }
 
-void peer_on_status(struct server *s, struct repl_peer *p, const struct repl_status *m)
+void repl_peer_on_status(struct server *s, struct repl_peer *p, const struct repl_status *m)
 {
     uint64_t now = rd_wall_us();
     if (m->write_lsn > p->write_lsn && m->write_echo_us)
@@ -237,7 +237,7 @@ void peer_on_status(struct server *s, struct repl_peer *p, const struct repl_sta
     server_update_release(s);
 }
 
-void peer_pump(struct server *s, struct repl_peer *p)
+void repl_peer_pump(struct server *s, struct repl_peer *p)
 {
     struct conn *c = p->c;
     uint64_t tli = tli_of(s);
@@ -248,7 +248,7 @@ void peer_pump(struct server *s, struct repl_peer *p)
                 size_t want = (size_t)n * ENGINE_PAGE_SIZE;
                 ssize_t r = pread(p->data_fd, p->page_buf, want, (off_t)p->backup_next * ENGINE_PAGE_SIZE);
                 if (r != (ssize_t)want) {
-                    peer_error(s, c, "base backup: could not read the data file: %s",
+                    repl_peer_error(s, c, "base backup: could not read the data file: %s",
                                r < 0 ? strerror(errno) : "short read");
                     return;
                 }
@@ -283,10 +283,10 @@ void peer_pump(struct server *s, struct repl_peer *p)
             char l1[32];
             lsn_str(p->sent_lsn, l1, sizeof(l1));
             if (rc == RD_ENOTFOUND)
-                peer_error(s, c, "requested WAL at %s has been removed (replica \"%s\" fell too far behind); re-clone it",
+                repl_peer_error(s, c, "requested WAL at %s has been removed (replica \"%s\" fell too far behind); re-clone it",
                            l1, p->name);
             else
-                peer_error(s, c, "could not read WAL at %s: %s", l1, rd_strerror(rc));
+                repl_peer_error(s, c, "could not read WAL at %s: %s", l1, rd_strerror(rc));
             return;
         }
         if (rc == 0) {
@@ -334,7 +334,7 @@ void peer_pump(struct server *s, struct repl_peer *p)
     }
 }
 
-void peer_free(struct server *s, struct repl_peer *p)
+void repl_peer_free(struct server *s, struct repl_peer *p)
 {
     if (p->slot)
         p->slot->active = 0;
@@ -355,7 +355,7 @@ void peer_free(struct server *s, struct repl_peer *p)
 
 /* ================================================================ commit levels, WAIT */
 
-int name_listed(const struct server *s, const char *name)
+int repl_name_listed(const struct server *s, const char *name)
 {
     for (unsigned i = 0; i < s->cfg.sync_nnames; i++)
         if (strcmp(s->cfg.sync_names[i], name) == 0 || strcmp(s->cfg.sync_names[i], "*") == 0)
@@ -394,7 +394,7 @@ void server_update_release(struct server *s)
                 continue;
             /* T5: only acknowledgements given under this primary's own term count */
             rd_assert(c->peer->term == s->term);
-            int pr = name_listed(s, c->peer->name);
+            int pr = repl_name_listed(s, c->peer->name);
             if (pr < 0)
                 continue;
             lsns[n] = peer_level_lsn(s, c->peer);
@@ -434,7 +434,7 @@ size_t repl_count_acked(const struct server *s, uint64_t lsn)
     return n;
 }
 
-void waits_check(struct server *s)
+void repl_waits_check(struct server *s)
 {
     uint64_t now = rd_now_ms();
     for (struct conn *c = s->conns; c && s->nwaiting > 0; c = c->next) {

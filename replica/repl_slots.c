@@ -88,11 +88,11 @@ int repl_slots_load(struct server *s)
         lsn_str(sl->restart_lsn, l1, sizeof(l1));
         rd_info("replication slot \"%s\" restored: WAL from %s is kept for it", sl->name, l1);
     }
-    slots_update_keep(s);
+    repl_slots_update_keep(s);
     return 0;
 }
 
-struct repl_slot *slot_get(struct server *s, const char *name)
+struct repl_slot *repl_slot_get(struct server *s, const char *name)
 {
     struct repl_slot *free_slot = NULL;
     for (size_t i = 0; i < SERVER_MAX_SLOTS; i++) {
@@ -111,7 +111,7 @@ struct repl_slot *slot_get(struct server *s, const char *name)
 }
 
 
-void slots_update_keep(struct server *s)
+void repl_slots_update_keep(struct server *s)
 {
     if (s->wal == NULL || s->role != SERVER_ROLE_PRIMARY)
         return;

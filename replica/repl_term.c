@@ -29,7 +29,7 @@
 
 /* ================================================================ terms (replica/README.md T1-T6) */
 
-void term_save(struct server *s, uint64_t term, const char *why)
+void repl_term_save(struct server *s, uint64_t term, const char *why)
 {
     rd_assert(term > s->term && term <= REPL_TERM_MAX);
     uint8_t f[REPL_TERM_FILE_BYTES];
@@ -78,9 +78,9 @@ int repl_term_load(struct server *s)
 /* T3: a primary that learns of a newer term has been replaced: it fences
  * itself (nothing more is released: server_update_release) and drops its
  * replicas (their acknowledgements were given under the old term). */
-void term_fence_primary(struct server *s, uint64_t term, const char *why, const struct conn *keep)
+void repl_term_fence_primary(struct server *s, uint64_t term, const char *why, const struct conn *keep)
 {
-    term_save(s, term, why);
+    repl_term_save(s, term, why);
     s->fenced = 1;
     s->term_fenced = 1;
     snprintf(s->fenced_by, sizeof(s->fenced_by), "term %" PRIu64 ": %s", term, why);
@@ -117,7 +117,7 @@ void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a)
         resp_error(&c->out, "ERR terms are for classic primaries and replicas (aurora fences with epochs)");
         return;
     }
-    if (term_arg(&a->v[1], &t) < 0) {
+    if (repl_term_arg(&a->v[1], &t) < 0) {
         resp_error(&c->out, "ERR REDOUBT.TERM expects a term in [1, 4294967295]");
         return;
     }
@@ -131,9 +131,9 @@ void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a)
         char why[400];
         snprintf(why, sizeof(why), "REDOUBT.TERM from %s", c->addr);
         if (s->role == SERVER_ROLE_PRIMARY) {
-            term_fence_primary(s, t, why, NULL);
+            repl_term_fence_primary(s, t, why, NULL);
         } else {
-            term_save(s, t, why);
+            repl_term_save(s, t, why);
             if (s->up.conn) { /* T2: not one more byte from, or status to, the old primary */
                 rd_info("dropping the link to %s:%d: it is on an older term", s->up.host, s->up.port);
                 conn_close(s, s->up.conn);
@@ -149,7 +149,7 @@ void repl_cmd_promote_term(struct server *s, struct conn *c, const struct resp_a
 {
     uint64_t t;
     char err[512];
-    if (term_arg(&a->v[1], &t) < 0) {
+    if (repl_term_arg(&a->v[1], &t) < 0) {
         resp_error(&c->out, "ERR REDOUBT.PROMOTE expects a term in [1, 4294967295]");
         return;
     }
@@ -186,7 +186,7 @@ void repl_cmd_promote_term(struct server *s, struct conn *c, const struct resp_a
         rd_panic("out of memory for a reply");
 }
 
-int arg_u64(const struct resp_arg *a, int base, uint64_t *out)
+int repl_arg_u64(const struct resp_arg *a, int base, uint64_t *out)
 {
     char tmp[40];
     if (a->len == 0 || a->len >= sizeof(tmp))
@@ -202,9 +202,9 @@ int arg_u64(const struct resp_arg *a, int base, uint64_t *out)
     return 0;
 }
 
-int term_arg(const struct resp_arg *a, uint64_t *t)
+int repl_term_arg(const struct resp_arg *a, uint64_t *t)
 {
-    return arg_u64(a, 10, t) < 0 || *t == 0 || *t > REPL_TERM_MAX ? -1 : 0;
+    return repl_arg_u64(a, 10, t) < 0 || *t == 0 || *t > REPL_TERM_MAX ? -1 : 0;
 }
 
 /* REDOUBT.REPLICATE <cluster-id-hex|0> <name> <timeline> <start-lsn> <STREAM|CLONE> [TERM t] [LISTEN-PORT p] */

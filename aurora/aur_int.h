@@ -1,0 +1,48 @@
+/* aur_int.h — internals shared by the files of the aurora wing (aurora/aur*.c).
+ * Not a public interface. */
+#ifndef RD_AUR_INT_H
+#define RD_AUR_INT_H
+
+#include "common/frame.h"
+#include "redo/redo.h"
+#include "redo/sn_proto.h"
+#include "server/server_int.h"
+
+#define AUR_MSG_FEED 50        /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x u32 page ids */
+#define AUR_MSG_READPOINT 51   /* reader -> writer: u64 read point */
+#define AUR_MSG_FEED_REDO 52   /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x {u64 lsn, u32 page, u8 type, u32 len, body} */
+#define AUR_MAX_INFLIGHT_LSNS 200000u /* back-pressure: LSNs allocated above VDL */
+#define AUR_FEED_REDO_MAX_BYTES (4u << 20) /* more records than this at one VDL: a page-id FEED instead */
+#define AUR_LINK_MAX_QUEUED (64u << 20)
+#define AUR_CONNECT_TIMEOUT_MS 300
+#define AUR_RECONNECT_MS 300u
+#define AUR_GETPAGE_HEDGE_MS 20
+#define AUR_GETPAGE_TIMEOUT_MS 2000
+
+static inline uint64_t aur_now_ms(void) { return rd_now_ms(); }
+
+/* aur_storage.c */
+int aur_parse_hostport(const char *s, char *host, size_t host_len, int *port);
+int aur_connect_timeout(const char *host, int port, int timeout_ms);
+int aur_node_epoch(struct aurora *a, unsigned i, uint64_t epoch, struct sn_state *st);
+int aur_node_truncate(struct aurora *a, unsigned i, uint64_t epoch, uint64_t keep, struct sn_state *st);
+int aur_read_page(void *ctx, uint32_t page_id, uint8_t *page);
+void aur_ctl_close(struct aur_ctl *c);
+
+/* aur_writer.c */
+int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags, const uint8_t *body, size_t body_len,
+             uint64_t *end_lsn);
+uint64_t aur_durable(void *ctx);
+void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n);
+void aur_link_connect(struct server *s, unsigned i);
+
+/* aur_feed.c */
+void aur_vdl_advanced(struct server *s);
+void aur_reader_on_feed(struct server *s, const uint8_t *p, size_t n);
+void aur_reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n);
+void aur_reader_reread_meta(struct server *s);
+void aur_reader_connect(struct server *s);
+int aur_reader_open_at(struct server *s, uint64_t vdl);
+void aur_reader_drop_cache(struct server *s);
+
+#endif
