@@ -1108,6 +1108,17 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
         w->ever_seen && strcmp(w->rep_role, "primary") == 0 &&
         (n->master_port != w->port || strcmp(n->master_host, w->host) != 0) && now >= n->repoint_after_ms)
         send_repoint(m, n, now);
+    /* M14: a fenced old primary rejoins as a replica of the current primary (REPLICAOF on a fenced
+     * primary restarts it in place as a replica: server CR6), so that after repeated failovers the
+     * primary still finds its synchronous replicas. Fenced, it acknowledges nothing more, so nothing
+     * acknowledged is lost by the rejoin; its unacknowledged tail is cut at the fork (CR4). */
+    if (m->mode == MODE_CLASSIC && n->role == ROLE_OLD_WRITER && n->fenced && strcmp(n->rep_role, "primary") == 0 &&
+        idx != m->writer && m->fo.state == FO_IDLE && !w->dead && w->ever_seen && !w->fenced &&
+        strcmp(w->rep_role, "primary") == 0 && now >= n->repoint_after_ms) {
+        rd_warn("old primary %s (%s:%d) is fenced: asking it to rejoin as a replica of %s", n->name, n->host,
+                n->port, w->name);
+        send_repoint(m, n, now);
+    }
     if (m->mode == MODE_AURORA && n->role == ROLE_READER && n->master_port == w->port)
         n->reader_warned = 0;
     if (m->mode == MODE_AURORA && n->role == ROLE_READER && !n->reader_warned && m->fo.state == FO_IDLE &&
