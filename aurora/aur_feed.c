@@ -33,9 +33,8 @@
 void aur_vdl_advanced(struct server *s)
 {
     struct aurora *a = &s->aur;
-    s->durable_lsn = a->q.vdl;
     a->read_lsn = a->q.vdl;
-    server_update_release(s);
+    server_durable_advanced(s, a->q.vdl); /* VDL is the writer's durable point: replies up to it go */
     if (s->cfg.reader_feed_redo) {
         /* The redo records up to VDL go to the readers, which apply them to
          * the pages they have cached. */

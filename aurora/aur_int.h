@@ -21,6 +21,29 @@
 
 static inline uint64_t aur_now_ms(void) { return rd_now_ms(); }
 
+/* The aurora role (the public face of this wing is role_aurora, server/role.h). */
+/* aurora.c */
+int aurora_init(struct server *s);
+void aurora_ship(struct server *s);
+void aurora_tick(struct server *s);
+void aurora_process_input(struct server *s, struct conn *c);
+void aurora_on_conn_closed(struct server *s, struct conn *c);
+void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args *a);
+int aurora_promote(struct server *s, char *err, size_t err_len);
+int aurora_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
+void aurora_info(struct server *s, struct rd_buf *b);
+uint64_t aurora_insert_lsn(const struct server *s);
+int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn);
+int aurora_backpressure(const struct server *s);
+int aurora_become_writer(struct server *s);
+
+/* aurora.c — the reader feed's decoders (pure; fuzz_feed). FEED: 0 or RD_EPROTO.
+ * FEED_REDO: NULL if the frame is whole and valid for a reader at read_lsn
+ * (records in (.., vdl], LSNs ascending, lengths exact), else what is wrong. */
+int aur_feed_check(const uint8_t *p, size_t n);
+const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn);
+
+
 /* aur_storage.c */
 int aur_parse_hostport(const char *s, char *host, size_t host_len, int *port);
 int aur_connect_timeout(const char *host, int port, int timeout_ms);

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "common/frame.h"
 #include "replica/proto.h"
 #include "server/server_int.h"
 
@@ -45,6 +46,40 @@ static inline void lsn_str(uint64_t lsn, char *buf, size_t n)
 {
     snprintf(buf, n, "%" PRIX64 "/%" PRIX64, lsn >> 32, lsn & 0xffffffffu);
 }
+
+/* The classic role (the public face of this wing is role_classic, server/role.h). */
+void repl_process_input(struct server *s, struct conn *c); /* frames on a WALSENDER/UPSTREAM conn */
+void repl_on_conn_closed(struct server *s, struct conn *c);
+void repl_tick(struct server *s);                          /* once per loop turn */
+/* REDOUBT.REPLICATE on a client connection: turns it into a walsender. */
+void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a);
+/* 0 promoted, 1 in progress (c is answered when done), -1 refused (err). */
+/* term: the term this node was fenced for (REDOUBT.PROMOTE), or 0 for a manual promotion. */
+int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, size_t err_len);
+int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
+void repl_start_replica(struct server *s);
+int repl_check_peers(struct server *s);
+/* CR3: a primary restarting after a crash begins a new timeline at its
+ * recovered end (the run that crashed may have shipped WAL it never flushed,
+ * --repl-send written), so a replica that received WAL this node lost cannot
+ * continue on the old history. */
+int repl_after_crash(struct server *s);
+/* DIR/slots: saved when a slot is created or dropped and before each checkpoint
+ * (the checkpoint removes WAL below every slot's restart LSN); loaded at start. */
+int repl_slots_save(struct server *s);
+int repl_slots_load(struct server *s);
+void repl_info(struct server *s, struct rd_buf *b);
+void repl_role_reply(struct server *s, struct conn *c);
+size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */
+int repl_replica_readable(const struct server *s);          /* hot standby consistent */
+void repl_shutdown(struct server *s);
+/* Terms (replica/README.md T1-T6). */
+int repl_term_load(struct server *s);                        /* at start: DIR/term, 0 if absent */
+void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a);    /* REDOUBT.TERM t */
+void repl_cmd_promote_term(struct server *s, struct conn *c, const struct resp_args *a); /* REDOUBT.PROMOTE t */
+
+int repl_start(struct server *s); /* repl_promote.c: start-up of a standalone, primary or replica */
+uint64_t repl_sync_lsn(const struct server *s); /* repl_sender.c: the k-th sync replica at the commit level */
 
 /* repl_slots.c */
 struct repl_slot *repl_slot_get(struct server *s, const char *name);

@@ -378,50 +378,44 @@ static int cmp_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-void server_update_release(struct server *s)
+/* The LSN that k sync replicas (ANY k / FIRST k of --sync-replicas) reached at the
+ * commit level; UINT64_MAX when the commit level waits for no replica. The instance
+ * releases replies up to min(its own durable LSN, this) (server_update_release). */
+uint64_t repl_sync_lsn(const struct server *s)
 {
-    /* A fenced node releases nothing more (T3, M4): replies still waiting end with
-     * the commit-timeout error; so does a primary without a lease (LS2). */
-    if (s->fenced || (server_lease_required(s) && !server_lease_ok(s, NULL)))
-        return;
-    uint64_t rel = s->durable_lsn;
-    if (s->role == SERVER_ROLE_PRIMARY && s->cfg.commit >= SERVER_COMMIT_REMOTE_WRITE && s->cfg.sync_num > 0) {
-        uint64_t lsns[SERVER_SYNC_MAX_NAMES];
-        int prio[SERVER_SYNC_MAX_NAMES];
-        unsigned n = 0;
-        for (struct conn *c = s->conns; c && n < SERVER_SYNC_MAX_NAMES; c = c->next) {
-            if (c->kind != CONN_WALSENDER || c->peer == NULL || c->closing || c->peer->state != PEER_STREAMING)
-                continue;
-            /* T5: only acknowledgements given under this primary's own term count */
-            rd_assert(c->peer->term == s->term);
-            int pr = repl_name_listed(s, c->peer->name);
-            if (pr < 0)
-                continue;
-            lsns[n] = peer_level_lsn(s, c->peer);
-            prio[n] = pr;
-            n++;
-        }
-        uint64_t sync = 0;
-        if (n >= s->cfg.sync_num) {
-            if (s->cfg.sync_method == SERVER_SYNC_ANY) {
-                qsort(lsns, n, sizeof(lsns[0]), cmp_desc);
-                sync = lsns[s->cfg.sync_num - 1];
-            } else { /* FIRST k: the k connected ones listed first */
-                sync = UINT64_MAX;
-                for (unsigned taken = 0; taken < s->cfg.sync_num; taken++) {
-                    unsigned best = 0;
-                    for (unsigned i = 1; i < n; i++)
-                        if (prio[i] < prio[best])
-                            best = i;
-                    sync = RD_MIN(sync, lsns[best]);
-                    prio[best] = 1 << 30;
-                }
-            }
-        }
-        rel = RD_MIN(rel, sync);
+    if (s->role != SERVER_ROLE_PRIMARY || s->cfg.commit < SERVER_COMMIT_REMOTE_WRITE || s->cfg.sync_num == 0)
+        return UINT64_MAX;
+    uint64_t lsns[SERVER_SYNC_MAX_NAMES];
+    int prio[SERVER_SYNC_MAX_NAMES];
+    unsigned n = 0;
+    for (struct conn *c = s->conns; c && n < SERVER_SYNC_MAX_NAMES; c = c->next) {
+        if (c->kind != CONN_WALSENDER || c->peer == NULL || c->closing || c->peer->state != PEER_STREAMING)
+            continue;
+        /* T5: only acknowledgements given under this primary's own term count */
+        rd_assert(c->peer->term == s->term);
+        int pr = repl_name_listed(s, c->peer->name);
+        if (pr < 0)
+            continue;
+        lsns[n] = peer_level_lsn(s, c->peer);
+        prio[n] = pr;
+        n++;
     }
-    if (rel > s->release_lsn)
-        s->release_lsn = rel;
+    if (n < s->cfg.sync_num)
+        return 0;
+    if (s->cfg.sync_method == SERVER_SYNC_ANY) {
+        qsort(lsns, n, sizeof(lsns[0]), cmp_desc);
+        return lsns[s->cfg.sync_num - 1];
+    }
+    uint64_t sync = UINT64_MAX; /* FIRST k: the k connected ones listed first */
+    for (unsigned taken = 0; taken < s->cfg.sync_num; taken++) {
+        unsigned best = 0;
+        for (unsigned i = 1; i < n; i++)
+            if (prio[i] < prio[best])
+                best = i;
+        sync = RD_MIN(sync, lsns[best]);
+        prio[best] = 1 << 30;
+    }
+    return sync;
 }
 
 size_t repl_count_acked(const struct server *s, uint64_t lsn)

@@ -118,10 +118,8 @@ static void conn_free(struct server *s, struct conn *c)
     s->nconns--;
     if (c->is_peer)
         s->npeer_conns--;
-    if (c->kind == CONN_WALSENDER || c->kind == CONN_UPSTREAM)
-        repl_on_conn_closed(s, c);
-    else if (c->kind != CONN_CLIENT)
-        aurora_on_conn_closed(s, c);
+    if (c->kind != CONN_CLIENT)
+        s->ops->on_conn_closed(s, c);
     if (c->wait_active)
         s->nwaiting--;
     if (s->promote_waiter == c)
@@ -171,8 +169,7 @@ static void conn_push_mark(struct conn *c, size_t end, uint64_t lsn, uint32_t nr
  * (tail_start, out.len] when it is the newest. */
 void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
 {
-    if (s->cfg.commit == SERVER_COMMIT_ASYNC || s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER ||
-        lsn <= s->release_lsn)
+    if (s->cfg.commit == SERVER_COMMIT_ASYNC || server_is_follower(s) || lsn <= s->release_lsn)
         lsn = 0;
     size_t reply_start = c->tail_start;
     c->tail_start = c->out.len;
@@ -475,18 +472,14 @@ static void server_arm_accept(struct server *s)
 
 static void conn_process(struct server *s, struct conn *c)
 {
-    if (c->kind == CONN_WALSENDER || c->kind == CONN_UPSTREAM) {
-        repl_process_input(s, c);
-        return;
-    }
     if (c->kind != CONN_CLIENT) {
-        aurora_process_input(s, c);
+        s->ops->process_input(s, c);
         return;
     }
     if (c->wait_active)
-        return; /* blocked in WAIT: input waits (repl_tick wakes it) */
-    if (s->role == SERVER_ROLE_WRITER && aurora_backpressure(s))
-        return; /* LSNs too far above VDL: wait for acks (vdl_advanced wakes it) */
+        return; /* blocked in WAIT: input waits (the role's tick wakes it) */
+    if (s->ops->paused(s))
+        return; /* aurora: LSNs too far above VDL: wait for acks (the role wakes it) */
     unsigned n = 0;
     size_t off = 0;
     while (!c->closing && !c->close_after_send && n < SERVER_CMDS_PER_TURN) {
@@ -517,7 +510,7 @@ static void conn_process(struct server *s, struct conn *c)
         n++;
         c->cmds++;
         cmd_execute(s, c, &c->args);
-        if (c->kind != CONN_CLIENT || c->wait_active) { /* became a walsender / blocked */
+        if (c->kind != CONN_CLIENT || c->wait_active) { /* became a role connection / blocked */
             rd_buf_consume(&c->in, off);
             if (c->in.len > 0)
                 conn_mark_ready(s, c);
@@ -550,13 +543,37 @@ static void server_process_ready(struct server *s)
 
 /* ------------------------------------------------------------ durability */
 
-static void server_on_flushed(void *arg, uint64_t flushed_lsn)
+/* S1: the one place where replies become releasable. release_lsn only grows and
+ * never passes durable_lsn (checked here, where it is written, and again where
+ * marks are released: conn_queue_send). */
+void server_update_release(struct server *s)
 {
-    struct server *s = arg;
-    if (flushed_lsn > s->durable_lsn)
-        s->durable_lsn = flushed_lsn;
+    /* A fenced node releases nothing more (T3, M4): replies still waiting end with
+     * the commit-timeout error; so does a primary without a lease (LS2). */
+    if (s->fenced || (server_lease_required(s) && !server_lease_ok(s, NULL)))
+        return;
+    uint64_t rel = RD_MIN(s->durable_lsn, s->ops->sync_lsn(s));
+    if (rel > s->release_lsn)
+        s->release_lsn = rel;
+    rd_assert(s->release_lsn <= s->durable_lsn || rel < s->release_lsn);
+}
+
+void server_durable_advanced(struct server *s, uint64_t durable_lsn)
+{
+    if (durable_lsn > s->durable_lsn)
+        s->durable_lsn = durable_lsn;
     server_update_release(s);
     /* Sends are queued at the end of the turn for every conn (server_send_all). */
+}
+
+static void server_on_flushed(void *arg, uint64_t flushed_lsn) { server_durable_advanced(arg, flushed_lsn); }
+
+/* The instance's own log (standalone and classic roles). */
+uint64_t server_wal_insert_lsn(const struct server *s) { return wal_insert_lsn(s->wal); }
+
+int server_wal_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn)
+{
+    return wal_append_commit(s->wal, txn_id, lsn);
 }
 
 static void server_send_all(struct server *s)
@@ -665,7 +682,7 @@ void server_waits_info(const struct server *s, uint64_t *waiting, uint64_t *olde
  * serving reads before anyone else is promoted, so reads on the writer stay linearizable. */
 int server_lease_required(const struct server *s)
 {
-    return s->cfg.lease_monitors > 0 && (s->role == SERVER_ROLE_PRIMARY || s->role == SERVER_ROLE_WRITER);
+    return s->cfg.lease_monitors > 0 && server_is_leader(s);
 }
 
 int server_lease_ok(const struct server *s, unsigned *renewed)
@@ -731,10 +748,10 @@ static void server_arm_timer(struct server *s)
 
 static void server_maybe_checkpoint(struct server *s)
 {
-    if (s->role == SERVER_ROLE_REPLICA || s->wal == NULL || !wal_needs_checkpoint(s->wal))
-        return;
+    if (server_is_follower(s) || s->wal == NULL || !wal_needs_checkpoint(s->wal))
+        return; /* a replica makes restart points at its primary's checkpoints instead */
     uint64_t t0 = rd_now_us();
-    repl_slots_save(s); /* before the checkpoint removes WAL (a failure is logged) */
+    s->ops->before_checkpoint(s); /* classic: the slots, before the checkpoint removes WAL */
     int rc = wal_checkpoint(s->wal, s->engine);
     if (rc < 0)
         rd_panic("checkpoint failed: %s", rd_strerror(rc));
@@ -853,15 +870,11 @@ int server_open_storage(struct server *s)
         rd_error("crash recovery failed: %s", rd_strerror(rc));
         return rc;
     }
-    /* A primary that starts a new timeline after a crash (repl_after_crash) checkpoints
-     * there, on the new timeline: the fork must be the end of the recovered log, which a
-     * replica holding more of the old timeline can cut its log at. */
-    if (s->role == SERVER_ROLE_PRIMARY && (rc = repl_slots_load(s)) < 0)
-        return rc; /* before the end-of-recovery checkpoint removes WAL */
-    int new_timeline_follows = s->role == SERVER_ROLE_PRIMARY && s->crash_recovered;
-    if (s->role != SERVER_ROLE_REPLICA && !new_timeline_follows) {
-        /* End-of-recovery checkpoint, as PostgreSQL. A replica appends nothing
-         * of its own: its log stays byte-identical to the primary's. */
+    if ((rc = s->ops->after_recovery(s)) < 0)
+        return rc; /* classic: the slots, before the end-of-recovery checkpoint removes WAL */
+    if (rc == 0) {
+        /* End-of-recovery checkpoint, as PostgreSQL (the role decides: a replica
+         * appends nothing of its own, its log stays byte-identical to the primary's). */
         rc = wal_checkpoint(s->wal, s->engine);
         if (rc < 0) {
             rd_error("end-of-recovery checkpoint failed: %s", rd_strerror(rc));
@@ -931,6 +944,8 @@ int server_run(const struct server_config *cfg)
         return 1;
     }
     s->role = s->cfg.role;
+    /* The role, once (role.h): it never changes mode while the process runs. */
+    s->ops = s->role == SERVER_ROLE_WRITER || s->role == SERVER_ROLE_READER ? &role_aurora : &role_classic;
     if (rd_buf_ring_setup(&s->loop, &s->bufring, 512, 16384, SERVER_BGID) < 0)
         return 1;
     if (s->cfg.cluster_secret_file != NULL) {
@@ -952,31 +967,9 @@ int server_run(const struct server_config *cfg)
      * created or recovered. */
     if (server_listen(s) < 0)
         return 1;
-    char control[4096];
-    snprintf(control, sizeof(control), "%s/control", s->cfg.dir ? s->cfg.dir : ".");
-    if (server_is_aurora(s)) {
-        /* No local files: the volume lives on the storage nodes. */
-        if (aurora_init(s) < 0)
-            return 1;
-    } else if (s->role == SERVER_ROLE_REPLICA && access(control, F_OK) != 0) {
-        /* Empty replica: storage is created by the base backup (repl.c). */
-        if (mkdir(s->cfg.dir, 0755) < 0 && errno != EEXIST) {
-            rd_error("could not create data directory \"%s\": %s", s->cfg.dir, strerror(errno));
-            return 1;
-        }
-        rd_info("data directory \"%s\" has no control file: cloning from the primary", s->cfg.dir);
-    } else if (server_open_storage(s) < 0) {
+    rd_info("role %s (%s mode)", server_role_name(s->role), s->ops->name);
+    if (s->ops->start(s) < 0)
         return 1;
-    }
-    if (!server_is_aurora(s) && repl_term_load(s) < 0)
-        return 1;
-    /* A failed-over primary must not accept writes on its old timeline. */
-    if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
-        return 1;
-    if (s->role == SERVER_ROLE_PRIMARY && s->crash_recovered && repl_after_crash(s) < 0)
-        return 1;
-    if (s->role == SERVER_ROLE_REPLICA)
-        repl_start_replica(s);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -987,9 +980,8 @@ int server_run(const struct server_config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     server_arm_accept(s);
-    static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
     rd_info("ready to accept connections on %s:%d (role %s, commit %s, dir %s)", s->cfg.bind_addr,
-            s->cfg.port, roles[s->role], server_commit_name(s->cfg.commit), s->cfg.dir);
+            s->cfg.port, server_role_name(s->role), server_commit_name(s->cfg.commit), s->cfg.dir);
 
     while (!s->shutdown_requested && !server_signal_stop) {
         if (!s->timer_armed)
@@ -1003,12 +995,8 @@ int server_run(const struct server_config *cfg)
         cmd_tick(s);
         if (s->wal != NULL)
             wal_flush_async(s->wal);
-        if (server_is_aurora(s)) {
-            aurora_ship(s);
-            aurora_tick(s);
-        } else {
-            repl_tick(s);
-        }
+        s->ops->ship(s);
+        s->ops->tick(s);
         server_check_budgets(s);
         server_lease_tick(s);
         server_expire_waits(s);
@@ -1020,19 +1008,7 @@ int server_run(const struct server_config *cfg)
         rd_info("received a termination signal: shutting down");
     /* Clean shutdown: everything appended becomes durable before anyone hears
      * about it, then a final checkpoint. */
-    if (s->role == SERVER_ROLE_REPLICA) {
-        repl_shutdown(s); /* restart point, nothing appended */
-    } else if (server_is_aurora(s)) {
-        /* Nothing local to flush: what is acknowledged is on a write quorum. */
-        aurora_ship(s);
-    } else {
-        repl_slots_save(s);
-        rc = wal_shutdown(s->wal, s->engine);
-        if (rc < 0)
-            rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));
-        s->durable_lsn = wal_flushed_lsn(s->wal);
-        server_update_release(s);
-    }
+    s->ops->shutdown(s);
     server_send_all(s);
     rd_loop_run_once(&s->loop, 0);
     server_close_all(s);
@@ -1048,6 +1024,22 @@ int server_run(const struct server_config *cfg)
 }
 
 /* ------------------------------------------------------------ commit levels */
+
+const char *server_role_name(enum server_role r)
+{
+    static const char *names[] = {"standalone", "primary", "replica", "writer", "reader"};
+    return (unsigned)r < RD_ARRAY_LEN(names) ? names[r] : "?";
+}
+
+/* Clean shutdown of the local log: everything appended is flushed, a final
+ * checkpoint, and what it made durable is released. */
+void server_wal_shutdown(struct server *s)
+{
+    int rc = wal_shutdown(s->wal, s->engine);
+    if (rc < 0)
+        rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));
+    server_durable_advanced(s, wal_flushed_lsn(s->wal));
+}
 
 const char *server_commit_name(enum server_commit c)
 {

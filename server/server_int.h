@@ -10,6 +10,7 @@
 #include "common/loop.h"
 #include "engine/engine.h"
 #include "common/resp.h"
+#include "server/role.h"
 #include "server/server.h"
 #include "wal/wal.h"
 
@@ -215,6 +216,7 @@ struct repl_slot {
 struct server {
     struct server_config cfg;
     enum server_role role;
+    const struct role_ops *ops; /* chosen once at start-up (role.h) */
     uint64_t release_lsn;  /* replies tagged <= this may be sent (local + sync replicas) */
     struct upstream up;
     struct aurora aur;
@@ -274,44 +276,9 @@ int conn_make_peer(struct server *s, struct conn *c);
 /* 1 if c may send peer/admin commands; else answers -NOPEERAUTH, logs once per
  * source address, closes c after the reply, returns 0. */
 int conn_require_peer(struct server *s, struct conn *c, const char *what);
+/* Opens the local WAL and data file in --dir and recovers; then the role's
+ * after_recovery, and the end-of-recovery checkpoint unless it said to skip it. */
 int server_open_storage(struct server *s);
-
-/* aurora.c — the reader feed's decoders (pure; fuzz_feed). FEED: 0 or RD_EPROTO.
- * FEED_REDO: NULL if the frame is whole and valid for a reader at read_lsn
- * (records in (.., vdl], LSNs ascending, lengths exact), else what is wrong. */
-int aur_feed_check(const uint8_t *p, size_t n);
-const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn);
-
-/* repl.c — both sides of classic replication. */
-void repl_process_input(struct server *s, struct conn *c); /* frames on a WALSENDER/UPSTREAM conn */
-void repl_on_conn_closed(struct server *s, struct conn *c);
-void repl_tick(struct server *s);                          /* once per loop turn */
-/* REDOUBT.REPLICATE on a client connection: turns it into a walsender. */
-void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a);
-/* 0 promoted, 1 in progress (c is answered when done), -1 refused (err). */
-/* term: the term this node was fenced for (REDOUBT.PROMOTE), or 0 for a manual promotion. */
-int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, size_t err_len);
-int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
-void repl_start_replica(struct server *s);
-int repl_check_peers(struct server *s);
-/* CR3: a primary restarting after a crash begins a new timeline at its
- * recovered end (the run that crashed may have shipped WAL it never flushed,
- * --repl-send written), so a replica that received WAL this node lost cannot
- * continue on the old history. */
-int repl_after_crash(struct server *s);
-/* DIR/slots: saved when a slot is created or dropped and before each checkpoint
- * (the checkpoint removes WAL below every slot's restart LSN); loaded at start. */
-int repl_slots_save(struct server *s);
-int repl_slots_load(struct server *s);
-void repl_info(struct server *s, struct rd_buf *b);
-void repl_role_reply(struct server *s, struct conn *c);
-size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */
-int repl_replica_readable(const struct server *s);          /* hot standby consistent */
-void repl_shutdown(struct server *s);
-/* Terms (replica/README.md T1-T6). */
-int repl_term_load(struct server *s);                        /* at start: DIR/term, 0 if absent */
-void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a);    /* REDOUBT.TERM t */
-void repl_cmd_promote_term(struct server *s, struct conn *c, const struct resp_args *a); /* REDOUBT.PROMOTE t */
 
 /* server.c: leases (--lease-ms) and bounded commit waits (--commit-timeout-ms) */
 int server_lease_required(const struct server *s);
@@ -319,23 +286,23 @@ int server_lease_ok(const struct server *s, unsigned *renewed);
 void server_lease_renew(struct server *s, unsigned monitor_id, uint64_t monitor_ms);
 void server_waits_info(const struct server *s, uint64_t *waiting, uint64_t *oldest_ms);
 
-/* aurora.c */
-int aurora_init(struct server *s);
-void aurora_ship(struct server *s);
-void aurora_tick(struct server *s);
-void aurora_process_input(struct server *s, struct conn *c);
-void aurora_on_conn_closed(struct server *s, struct conn *c);
-void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args *a);
-int aurora_promote(struct server *s, char *err, size_t err_len);
-int aurora_repoint(struct server *s, const char *host, int port, char *err, size_t err_len);
-void aurora_info(struct server *s, struct rd_buf *b);
-uint64_t aurora_insert_lsn(const struct server *s);
-int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn);
-int aurora_backpressure(const struct server *s);
-int aurora_become_writer(struct server *s);
-static inline int server_is_aurora(const struct server *s)
+/* server.c: the instance's services to its role */
+/* Durability advanced (a local flush completed, or aurora's VDL moved): releases replies (S1). */
+void server_durable_advanced(struct server *s, uint64_t durable_lsn);
+/* The local log (standalone and classic roles). */
+uint64_t server_wal_insert_lsn(const struct server *s);
+int server_wal_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn);
+void server_wal_shutdown(struct server *s);
+const char *server_role_name(enum server_role r);
+/* A follower (replica, reader) serves reads at its own point and writes nothing of its own. */
+static inline int server_is_follower(const struct server *s)
 {
-    return s->role == SERVER_ROLE_WRITER || s->role == SERVER_ROLE_READER;
+    return s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER;
+}
+/* A leader that followers and monitors answer to (primary, writer): leases apply (LS1, LS4). */
+static inline int server_is_leader(const struct server *s)
+{
+    return s->role == SERVER_ROLE_PRIMARY || s->role == SERVER_ROLE_WRITER;
 }
 
 /* commands.c */
