@@ -32,7 +32,7 @@
 
 int aurora_become_writer(struct server *s)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     struct sn_state st[REDO_NODES];
     int have[REDO_NODES];
     uint64_t t0 = aur_now_ms(), max_epoch = 0;
@@ -153,7 +153,12 @@ int aurora_become_writer(struct server *s)
 
 int aurora_init(struct server *s)
 {
-    struct aurora *a = &s->aur;
+    rd_assert(s->role_state == NULL);
+    s->role_state = calloc(1, sizeof(struct aurora));
+    if (s->role_state == NULL)
+        rd_panic("out of memory for the aurora role's state");
+    aur_of(s)->srv = s;
+    struct aurora *a = aur_of(s);
     for (unsigned i = 0; i < REDO_NODES; i++) {
         a->ctl[i].fd = -1;
         a->node[i].conn = NULL;
@@ -188,7 +193,7 @@ int aurora_init(struct server *s)
 /* REPLICAOF host port on a reader: follow another writer (after a failover). */
 int aurora_repoint(struct server *s, const char *host, int port, char *err, size_t err_len)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (s->role != SERVER_ROLE_READER) {
         snprintf(err, err_len, "ERR an aurora writer cannot follow another writer: promote a reader instead");
         return -1;
@@ -205,7 +210,7 @@ int aurora_repoint(struct server *s, const char *host, int port, char *err, size
 
 int aurora_promote(struct server *s, char *err, size_t err_len)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (s->role != SERVER_ROLE_READER) {
         snprintf(err, err_len, "ERR only an aurora reader can be promoted to writer");
         return -1;

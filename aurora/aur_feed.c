@@ -32,7 +32,7 @@
 
 void aur_vdl_advanced(struct server *s)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     a->read_lsn = a->q.vdl;
     server_durable_advanced(s, a->q.vdl); /* VDL is the writer's durable point: replies up to it go */
     if (s->cfg.reader_feed_redo) {
@@ -124,16 +124,16 @@ void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args 
         return;
     }
     c->kind = CONN_READER_FEED;
-    s->aur.nreaders++;
-    snprintf(c->reader_name, sizeof(c->reader_name), "%.*s", (int)RD_MIN(args->v[1].len, 60),
+    aur_of(s)->nreaders++;
+    snprintf(c->follower_name, sizeof(c->follower_name), "%.*s", (int)RD_MIN(args->v[1].len, 60),
              (const char *)args->v[1].ptr);
-    rd_info("reader \"%s\" (%s) subscribed to the feed", c->reader_name, c->addr);
+    rd_info("reader \"%s\" (%s) subscribed to the feed", c->follower_name, c->addr);
     /* First message: the current VDL (nothing to drop: a new reader has no cache). */
     uint8_t hdr[20];
-    rd_put_u64le(hdr, s->aur.q.vdl);
+    rd_put_u64le(hdr, aur_of(s)->q.vdl);
     rd_put_u64le(hdr + 8, rd_wall_us());
     rd_put_u32le(hdr + 16, 0);
-    if (frame_append(&c->out, AUR_MSG_FEED, s->aur.epoch, hdr, 20, 0) < 0)
+    if (frame_append(&c->out, AUR_MSG_FEED, aur_of(s)->epoch, hdr, 20, 0) < 0)
         rd_panic("out of memory");
 }
 
@@ -143,7 +143,7 @@ void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args 
  * engine stays NULL (the next feed message retries). */
 int aur_reader_open_at(struct server *s, uint64_t vdl)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     rd_assert(s->engine == NULL);
     a->read_lsn = vdl;
     a->meta_stale = 0;
@@ -170,7 +170,7 @@ void aur_reader_drop_cache(struct server *s)
 
 static void reader_feed_malformed(struct server *s, const char *what)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     rd_warn("malformed %s from the writer; reconnecting", what);
     if (a->feed_conn)
         conn_close(s, a->feed_conn);
@@ -218,7 +218,7 @@ const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn)
 
 void aur_reader_on_feed(struct server *s, const uint8_t *p, size_t n)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (aur_feed_check(p, n) < 0) {
         reader_feed_malformed(s, "FEED");
         return;
@@ -274,7 +274,7 @@ void aur_reader_on_feed(struct server *s, const uint8_t *p, size_t n)
  */
 void aur_reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (n < 20) {
         reader_feed_malformed(s, "FEED_REDO");
         return;
@@ -334,7 +334,7 @@ void aur_reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
  * after the next frame and every 100 ms (aurora_tick). */
 void aur_reader_reread_meta(struct server *s)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (!a->meta_stale || s->engine == NULL)
         return;
     int rc = engine_invalidate_page(s->engine, 0);
@@ -348,7 +348,7 @@ void aur_reader_reread_meta(struct server *s)
 
 void aur_reader_connect(struct server *s)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     int fd = aur_connect_timeout(a->writer_host, a->writer_port, AUR_CONNECT_TIMEOUT_MS);
     if (fd < 0) {
         a->feed_retry_ms = aur_now_ms() + AUR_RECONNECT_MS;

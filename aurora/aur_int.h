@@ -4,9 +4,68 @@
 #define RD_AUR_INT_H
 
 #include "common/frame.h"
+#include "common/util.h"
 #include "redo/redo.h"
 #include "redo/sn_proto.h"
 #include "server/server_int.h"
+
+/* The aurora role's state (server.role_state). */
+struct aur_ctl { /* blocking control socket to a storage node (epochs, GetPage) */
+    int fd;
+    struct rd_buf in, scratch;
+    uint64_t retry_ms;
+};
+#define AUR_SENT_RING 4096
+struct aur_node {
+    char host[256];
+    int port;
+    struct conn *conn; /* async redo link (writer) */
+    uint64_t retry_ms;
+    int down_logged, ever_up;
+    uint64_t scl, acks, last_ack_ms, ack_lat_us;
+    struct rd_buf held;  /* WRITE frames shipped while the link authenticates (sent after PROOF, EPOCH) */
+    struct { uint64_t last_lsn, send_us; } sent[AUR_SENT_RING];
+    size_t sent_head, nsent;
+};
+struct aurora {
+    struct server *srv;    /* the instance */
+    struct aur_node node[REDO_NODES];
+    struct aur_ctl ctl[REDO_NODES];
+    uint64_t epoch;
+    int role_writer, fenced;
+    uint64_t last_lsn;     /* last LSN assigned */
+    uint64_t read_lsn;     /* GetPage read point */
+    uint64_t recovered_vdl;
+    struct redo_batch batch;
+    int batch_open;
+    struct redo_quorum q;
+    struct rd_buf frame, feed, scratch;
+    struct rd_buf feedrec; /* redo feed: records above VDL: u64 lsn, u32 page, u8 type, u32 len, body */
+    struct { uint64_t lsn; uint32_t page_id; } *changed; /* pages changed above VDL, for the feed */
+    size_t nchanged, changed_cap;
+    size_t nreaders;
+    uint64_t req_id, getpage_requests, getpage_hedged;
+    uint64_t redo_records, commits, redo_bytes_raw, redo_bytes_batch, redo_bytes_wire, net_bytes_sent, frames_sent;
+    uint64_t readpoint_ms, min_read_point, status_ms, scl_poll_ms;
+    /* reader */
+    char writer_host[256];
+    int writer_port;
+    struct conn *feed_conn;
+    uint64_t feed_retry_ms, writer_vdl, feed_send_us, lag_us, feed_msgs;
+    int meta_stale;
+    int feed_fresh; /* no FEED yet on the current subscription */
+};
+
+static inline struct aurora *aur_of(const struct server *s)
+{
+    rd_assert(s->role_state != NULL);
+    return s->role_state;
+}
+
+/* The aurora wing's names for the instance's connection kinds. */
+#define CONN_READER_FEED CONN_DOWNSTREAM /* writer side of a reader's feed */
+#define CONN_FEED_UP CONN_UPSTREAM       /* reader side of its feed from the writer */
+#define CONN_STORAGE CONN_LINK           /* writer -> storage node redo link */
 
 #define AUR_MSG_FEED 50        /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x u32 page ids */
 #define AUR_MSG_READPOINT 51   /* reader -> writer: u64 read point */
@@ -16,7 +75,6 @@
 #define AUR_LINK_MAX_QUEUED (64u << 20)
 #define AUR_CONNECT_TIMEOUT_MS 300
 #define AUR_RECONNECT_MS 300u
-#define AUR_GETPAGE_HEDGE_MS 20
 #define AUR_GETPAGE_TIMEOUT_MS 2000
 
 static inline uint64_t aur_now_ms(void) { return rd_now_ms(); }

@@ -44,7 +44,7 @@ static int aur_promote(struct server *s, struct conn *c, uint64_t term, char *er
 
 static int aur_may_write(const struct server *s, char *err, size_t err_len)
 {
-    if (s->role == SERVER_ROLE_WRITER && s->aur.fenced) {
+    if (s->role == SERVER_ROLE_WRITER && aur_of(s)->fenced) {
         snprintf(err, err_len, "ERR this writer was fenced: a newer writer holds a higher volume epoch, no write can "
                                "be acknowledged here");
         return 0;
@@ -58,10 +58,10 @@ static int aur_paused(const struct server *s) { return s->role == SERVER_ROLE_WR
 
 static uint64_t aur_clock_ms(const struct server *s)
 {
-    return s->role == SERVER_ROLE_READER ? s->aur.feed_send_us / 1000u : 0;
+    return s->role == SERVER_ROLE_READER ? aur_of(s)->feed_send_us / 1000u : 0;
 }
 
-static size_t aur_followers(const struct server *s) { return s->aur.nreaders; }
+static size_t aur_followers(const struct server *s) { return aur_of(s)->nreaders; }
 
 static size_t aur_count_acked(const struct server *s, uint64_t lsn)
 {
@@ -83,15 +83,15 @@ static void aur_role_reply(struct server *s, struct conn *c)
     if (s->role == SERVER_ROLE_READER) {
         aur_out(resp_array_hdr(o, 5));
         aur_out(resp_bulk_str(o, "slave"));
-        aur_out(resp_bulk_str(o, s->aur.writer_host));
-        aur_out(resp_int(o, s->aur.writer_port));
-        aur_out(resp_bulk_str(o, s->aur.feed_conn ? "connected" : "connecting"));
-        aur_out(resp_int(o, (int64_t)s->aur.read_lsn));
+        aur_out(resp_bulk_str(o, aur_of(s)->writer_host));
+        aur_out(resp_int(o, aur_of(s)->writer_port));
+        aur_out(resp_bulk_str(o, aur_of(s)->feed_conn ? "connected" : "connecting"));
+        aur_out(resp_int(o, (int64_t)aur_of(s)->read_lsn));
         return;
     }
     aur_out(resp_array_hdr(o, 3));
     aur_out(resp_bulk_str(o, "master"));
-    aur_out(resp_int(o, (int64_t)s->aur.q.vdl));
+    aur_out(resp_int(o, (int64_t)aur_of(s)->q.vdl));
     size_t n = 0;
     for (struct conn *x = s->conns; x; x = x->next)
         n += x->kind == CONN_READER_FEED && !x->closing;
@@ -107,7 +107,7 @@ static void aur_role_reply(struct server *s, struct conn *c)
         aur_out(resp_array_hdr(o, 3));
         aur_out(resp_bulk_str(o, ip));
         aur_out(resp_bulk_str(o, colon ? colon + 1 : "0"));
-        aur_out(resp_bulkf(o, "%" PRIu64, x->reader_point));
+        aur_out(resp_bulkf(o, "%" PRIu64, x->follower_lsn));
     }
 }
 

@@ -154,7 +154,7 @@ static int ctl_ensure(struct aurora *a, unsigned i)
         c->retry_ms = aur_now_ms() + 200;
         return -1;
     }
-    struct server *s = (struct server *)((char *)a - offsetof(struct server, aur));
+    struct server *s = a->srv;
     char aerr[256];
     if (s->auth.enabled && rd_auth_client_frames(&s->auth, c->fd, 1000, aerr, sizeof(aerr)) < 0) {
         rd_warn("storage node %u (%s:%d) failed peer authentication: %s", i + 1, a->node[i].host, a->node[i].port,
@@ -213,12 +213,15 @@ int aur_node_truncate(struct aurora *a, unsigned i, uint64_t epoch, uint64_t kee
     return rc;
 }
 
-/* GetPage@LSN with hedging: ask the node most likely to have it; if it has not
- * answered within AUR_GETPAGE_HEDGE_MS (or says not yet / corrupt), ask the next. */
+/* GetPage@LSN, hedged across nodes: first round, only nodes whose SCL covers the
+ * read point (on the writer), 200 ms each; then every node, 1 s each; a node that
+ * fails, times out, says not yet / corrupt, or sends a page above the read point
+ * is passed over for the next; AUR_GETPAGE_TIMEOUT_MS bounds the whole read (S14).
+ * One request at a time (blocking control socket). */
 int aur_read_page(void *ctx, uint32_t page_id, uint8_t *page)
 {
     struct server *s = ctx;
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     uint64_t lsn = a->read_lsn;
     a->getpage_requests++;
     uint64_t deadline = aur_now_ms() + AUR_GETPAGE_TIMEOUT_MS;

@@ -34,7 +34,7 @@ int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags, const
                     uint64_t *end_lsn)
 {
     struct server *s = ctx;
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (!a->role_writer)
         return RD_ESTATE; /* a reader never changes pages */
     uint64_t lsn = a->last_lsn + 1;
@@ -94,10 +94,10 @@ int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags, const
 uint64_t aur_durable(void *ctx)
 {
     struct server *s = ctx;
-    return s->aur.q.vdl;
+    return aur_of(s)->q.vdl;
 }
 
-uint64_t aurora_insert_lsn(const struct server *s) { return s->aur.last_lsn; }
+uint64_t aurora_insert_lsn(const struct server *s) { return aur_of(s)->last_lsn; }
 
 int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn)
 {
@@ -105,13 +105,13 @@ int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn)
     rd_put_u64le(body, txn_id);
     int rc = aur_emit(s, ENGINE_PAGE_NONE, REDO_REC_COMMIT, ENGINE_REC_FLAG_MTR_END, body, 8, lsn);
     if (rc == 0)
-        s->aur.commits++;
+        aur_of(s)->commits++;
     return rc;
 }
 
 int aurora_backpressure(const struct server *s)
 {
-    const struct aurora *a = &s->aur;
+    const struct aurora *a = aur_of(s);
     /* (a fenced writer is not paused: its clients get the fenced error) */
     return a->last_lsn - a->q.vdl > AUR_MAX_INFLIGHT_LSNS || a->q.cpl_n + 1024 >= a->q.cpl_cap;
 }
@@ -124,7 +124,7 @@ void aur_vdl_advanced(struct server *s);
  * SCL covers the new writer's records, never ours: it must not count. */
 static void writer_fenced(struct server *s, unsigned node, uint64_t their_epoch)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (!a->fenced)
         rd_error("FENCED: storage node %u holds volume epoch %" PRIu64 ", newer than ours (%" PRIu64
                  "): a newer writer took over; this writer can no longer get any write acknowledged",
@@ -137,20 +137,20 @@ static void writer_fenced(struct server *s, unsigned node, uint64_t their_epoch)
  * "Peers"). On success our PROOF goes out, then the EPOCH that starts the link. */
 static void link_on_auth(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     uint8_t proof[RD_AUTH_PROOF_LEN];
     if (h->type != RD_AUTH_FRAME_TYPE || rd_auth_client_challenge(&s->auth, &c->hs, p, n, proof) < 0) {
         char text[256] = "";
         uint32_t code = 0;
         if (h->type == SN_MSG_ERROR)
             sn_parse_error(p, n, &code, text, sizeof(text));
-        rd_warn("storage node %d (%s) failed peer authentication (%s%s); closing the link", c->sn_idx + 1, c->addr,
+        rd_warn("storage node %d (%s) failed peer authentication (%s%s); closing the link", c->role_idx + 1, c->addr,
                 h->type == SN_MSG_ERROR ? "it says: " : "", h->type == SN_MSG_ERROR ? text : "its proof does not verify");
         conn_close(s, c);
         return;
     }
     c->peer_authed = 1;
-    struct aur_node *nd = &a->node[c->sn_idx];
+    struct aur_node *nd = &a->node[c->role_idx];
     if (frame_append(&c->out, RD_AUTH_FRAME_TYPE, 0, proof, sizeof(proof), 0) < 0 ||
         sn_send_epoch(&c->out, a->epoch, a->epoch) < 0 || rd_buf_append(&c->out, nd->held.data, nd->held.len) < 0)
         rd_panic("out of memory");
@@ -159,8 +159,8 @@ static void link_on_auth(struct server *s, struct conn *c, const struct frame_hd
 
 void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n)
 {
-    struct aurora *a = &s->aur;
-    struct aur_node *nd = &a->node[c->sn_idx];
+    struct aurora *a = aur_of(s);
+    struct aur_node *nd = &a->node[c->role_idx];
     if (!c->peer_authed) {
         link_on_auth(s, c, h, p, n);
         return;
@@ -168,13 +168,13 @@ void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr 
     if (h->type == SN_MSG_ACK) {
         struct sn_ack m;
         if (sn_parse_ack(p, n, &m) < 0) {
-            rd_warn("storage node %d sent a malformed ACK; closing the link", c->sn_idx + 1);
+            rd_warn("storage node %d sent a malformed ACK; closing the link", c->role_idx + 1);
             conn_close(s, c);
             return;
         }
         if (m.epoch != a->epoch) { /* only acks under our own epoch count */
             if (m.epoch > a->epoch)
-                writer_fenced(s, (unsigned)c->sn_idx, m.epoch);
+                writer_fenced(s, (unsigned)c->role_idx, m.epoch);
             return;
         }
         uint64_t now = rd_now_us();
@@ -186,18 +186,18 @@ void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr 
         nd->scl = RD_MAX(nd->scl, m.scl);
         nd->acks++;
         nd->last_ack_ms = aur_now_ms();
-        if (redo_quorum_ack(&a->q, (unsigned)c->sn_idx, m.scl) > 0)
+        if (redo_quorum_ack(&a->q, (unsigned)c->role_idx, m.scl) > 0)
             aur_vdl_advanced(s);
     } else if (h->type == SN_MSG_STATE) {
         struct sn_state st;
         if (sn_parse_state(p, n, &st) == 0) {
             if (st.epoch != a->epoch) {
                 if (st.epoch > a->epoch)
-                    writer_fenced(s, (unsigned)c->sn_idx, st.epoch);
+                    writer_fenced(s, (unsigned)c->role_idx, st.epoch);
                 return;
             }
             nd->scl = RD_MAX(nd->scl, st.scl);
-            if (redo_quorum_ack(&a->q, (unsigned)c->sn_idx, RD_MIN(st.scl, a->last_lsn)) > 0)
+            if (redo_quorum_ack(&a->q, (unsigned)c->role_idx, RD_MIN(st.scl, a->last_lsn)) > 0)
                 aur_vdl_advanced(s);
         }
     } else if (h->type == SN_MSG_ERROR) {
@@ -208,17 +208,17 @@ void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr 
             if (!a->fenced)
                 rd_error("FENCED: storage node %d refuses our writes (%s): a newer writer holds a higher volume "
                          "epoch than ours (%" PRIu64 "); this writer can no longer get any write acknowledged",
-                         c->sn_idx + 1, text, a->epoch);
+                         c->role_idx + 1, text, a->epoch);
             a->fenced = 1;
         } else {
-            rd_warn("storage node %d: error %u: %s", c->sn_idx + 1, code, text);
+            rd_warn("storage node %d: error %u: %s", c->role_idx + 1, code, text);
         }
     }
 }
 
 void aur_link_connect(struct server *s, unsigned i)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     struct aur_node *nd = &a->node[i];
     int fd = aur_connect_timeout(nd->host, nd->port, AUR_CONNECT_TIMEOUT_MS);
     if (fd < 0) {
@@ -229,7 +229,7 @@ void aur_link_connect(struct server *s, unsigned i)
         return;
     }
     struct conn *c = conn_new(s, fd, CONN_STORAGE);
-    c->sn_idx = (int)i;
+    c->role_idx = (int)i;
     snprintf(c->addr, sizeof(c->addr), "%s:%d", nd->host, nd->port);
     nd->conn = c;
     nd->nsent = 0;
@@ -253,7 +253,7 @@ void aur_link_connect(struct server *s, unsigned i)
 
 void aurora_ship(struct server *s)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     uint64_t now = aur_now_ms();
     if (a->role_writer)
         for (unsigned i = 0; i < REDO_NODES; i++)

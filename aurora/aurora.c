@@ -56,7 +56,7 @@
 
 void aurora_process_input(struct server *s, struct conn *c)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     size_t off = 0;
     while (!c->closing && off < c->in.len) {
         struct frame_hdr h;
@@ -79,7 +79,7 @@ void aurora_process_input(struct server *s, struct conn *c)
         else if (c->kind == CONN_FEED_UP && h.type == AUR_MSG_FEED_REDO)
             aur_reader_on_feed_redo(s, p, n);
         else if (c->kind == CONN_READER_FEED && h.type == AUR_MSG_READPOINT && n == 8)
-            c->reader_point = rd_get_u64le(p);
+            c->follower_lsn = rd_get_u64le(p);
         else {
             rd_warn("unexpected message type %u from %s; closing the connection", h.type, c->addr);
             conn_close(s, c);
@@ -92,16 +92,16 @@ void aurora_process_input(struct server *s, struct conn *c)
 
 void aurora_on_conn_closed(struct server *s, struct conn *c)
 {
-    struct aurora *a = &s->aur;
-    if (c->kind == CONN_STORAGE && c->sn_idx >= 0 && a->node[c->sn_idx].conn == c) {
-        struct aur_node *nd = &a->node[c->sn_idx];
+    struct aurora *a = aur_of(s);
+    if (c->kind == CONN_STORAGE && c->role_idx >= 0 && a->node[c->role_idx].conn == c) {
+        struct aur_node *nd = &a->node[c->role_idx];
         nd->conn = NULL;
         nd->retry_ms = aur_now_ms() + AUR_RECONNECT_MS;
         if (a->role_writer)
-            rd_warn("lost the link to storage node %d (%s)", c->sn_idx + 1, c->addr);
+            rd_warn("lost the link to storage node %d (%s)", c->role_idx + 1, c->addr);
     } else if (c->kind == CONN_READER_FEED) {
         a->nreaders--;
-        rd_info("reader \"%s\" (%s) left", c->reader_name, c->addr);
+        rd_info("reader \"%s\" (%s) left", c->follower_name, c->addr);
     } else if (c->kind == CONN_FEED_UP && a->feed_conn == c) {
         a->feed_conn = NULL;
         a->feed_retry_ms = aur_now_ms() + AUR_RECONNECT_MS;
@@ -112,7 +112,7 @@ void aurora_on_conn_closed(struct server *s, struct conn *c)
 
 void aurora_tick(struct server *s)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     uint64_t now = aur_now_ms();
     if (s->role == SERVER_ROLE_READER) {
         if (a->feed_conn == NULL && now >= a->feed_retry_ms)
@@ -142,8 +142,8 @@ void aurora_tick(struct server *s)
     if (now - a->readpoint_ms >= 1000) { /* the oldest read point, for the nodes' GC */
         uint64_t min = a->q.vdl;
         for (struct conn *c = s->conns; c; c = c->next)
-            if (c->kind == CONN_READER_FEED && c->reader_point)
-                min = RD_MIN(min, c->reader_point);
+            if (c->kind == CONN_READER_FEED && c->follower_lsn)
+                min = RD_MIN(min, c->follower_lsn);
         for (unsigned i = 0; i < REDO_NODES; i++)
             if (a->node[i].conn && a->node[i].conn->peer_authed &&
                 sn_send_readpoint(&a->node[i].conn->out, a->epoch, min) < 0)
@@ -158,7 +158,7 @@ void aurora_tick(struct server *s)
 
 void aurora_info(struct server *s, struct rd_buf *b)
 {
-    struct aurora *a = &s->aur;
+    struct aurora *a = aur_of(s);
     if (s->role == SERVER_ROLE_READER) {
         rd_buf_appendf(b,
                        "# Replication\r\nrole:slave\r\nredoubt_role:reader\r\nmaster_host:%s\r\nmaster_port:%d\r\n"
@@ -199,8 +199,8 @@ void aurora_info(struct server *s, struct rd_buf *b)
     for (struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_READER_FEED)
             rd_buf_appendf(b, "reader%zu:name=%s,addr=%s,read_point=%" PRIu64 ",lag_lsn=%" PRIu64 "\r\n", k++,
-                           c->reader_name, c->addr, c->reader_point,
-                           a->q.vdl > c->reader_point ? a->q.vdl - c->reader_point : 0);
+                           c->follower_name, c->addr, c->follower_lsn,
+                           a->q.vdl > c->follower_lsn ? a->q.vdl - c->follower_lsn : 0);
     rd_buf_appendf(b,
                    "redo_records:%" PRIu64 "\r\ncommits:%" PRIu64 "\r\nredo_bytes_per_commit:%.1f\r\n"
                    "redo_batch_bytes_per_commit:%.1f\r\nredo_wire_bytes_per_commit:%.1f\r\n"

@@ -1,15 +1,23 @@
 /*
- * repl.c — classic (PostgreSQL-style) streaming replication, both sides.
+ * repl.c — classic (PostgreSQL-style) streaming replication, both sides: the
+ * frame dispatch of both connection kinds and the per-turn tick. The wing's
+ * files, one job each: repl_role.c (role_classic, start-up), repl_sender.c,
+ * repl_receiver.c, repl_slots.c, repl_term.c, repl_promote.c, repl_info.c.
  *
- * Primary side ("WAL sender", one struct repl_peer per replica connection):
- *   a client connection that sends REDOUBT.REPLICATE becomes a CONN_WALSENDER.
+ * Primary side ("WAL sender", one struct repl_peer per replica connection,
+ * repl_sender.c): a client connection that sends REDOUBT.REPLICATE becomes a
+ *   CONN_WALSENDER.
  *   CLONE: checkpoint, then BACKUP_BEGIN, the data file in BACKUP_PAGES frames,
  *   BACKUP_END (consistent LSN), then WAL from the checkpoint's redo point.
- *   STREAM: HELLO, then WAL from the LSN asked for. Only durable WAL is
- *   shipped (records below the local flushed LSN), read from the segment
- *   files, at most REPL_WINDOW_BYTES queued per replica. STATUS frames carry
- *   the replica's write/flush/apply LSNs; they drive synchronous commit
- *   (server_update_release), WAIT, the slots that keep WAL, and lag figures.
+ *   STREAM: HELLO, then WAL from the LSN asked for. WAL is shipped as soon as
+ *   its write completed (--repl-send written, the default: the replica's
+ *   fdatasync overlaps ours; it applies only up to the flush LSN we report in
+ *   KEEPALIVEs, CR2) or, with --repl-send flushed, once our fdatasync is done
+ *   (PostgreSQL's rule); read from the segment files (wal_sender.c), at most
+ *   REPL_WINDOW_BYTES queued per replica. STATUS frames carry the replica's
+ *   write/flush/apply LSNs; they drive synchronous commit (repl_sync_lsn, read
+ *   by the instance's server_update_release), WAIT, the slots that keep WAL,
+ *   and lag figures.
  *
  * Replica side (struct upstream): connects to the primary (io_uring connect
  *   with a linked timeout), handshakes, clones if its data dir is empty,
@@ -19,8 +27,9 @@
  *   makes restart points at the primary's CHECKPOINT records, follows timeline
  *   switches, and reports LSNs back after every change (at most once a turn).
  *
- * Promotion (REPLICAOF NO ONE / PROMOTE): drop the link, cut the log after
- * the last applied commit, switch to a new timeline, checkpoint, accept writes.
+ * Promotion (REPLICAOF NO ONE / PROMOTE, repl_promote.c): drop the link, cut
+ * the log after the last applied commit, switch to a new timeline, accept
+ * writes (no checkpoint: PostgreSQL's fast promotion).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -51,7 +60,7 @@
 
 void repl_process_input(struct server *s, struct conn *c)
 {
-    struct rd_buf *scratch = c->kind == CONN_WALSENDER ? &c->peer->scratch : &s->up.pending_scratch;
+    struct rd_buf *scratch = c->kind == CONN_WALSENDER ? &repl_peer_of(c)->scratch : &repl_of(s)->up.pending_scratch;
     size_t off = 0;
     while (!c->closing && off < c->in.len) {
         struct frame_hdr h;
@@ -63,7 +72,7 @@ void repl_process_input(struct server *s, struct conn *c)
             break;
         if (rc < 0) {
             if (c->kind == CONN_WALSENDER) {
-                rd_warn("replica \"%s\" (%s) sent a corrupt frame: %s; closing its connection", c->peer->name,
+                rd_warn("replica \"%s\" (%s) sent a corrupt frame: %s; closing its connection", repl_peer_of(c)->name,
                         c->addr, why ? why : rd_strerror(rc));
                 conn_close(s, c);
             } else {
@@ -73,7 +82,7 @@ void repl_process_input(struct server *s, struct conn *c)
         }
         off += (size_t)rc;
         if (c->kind == CONN_WALSENDER) {
-            struct repl_peer *p = c->peer;
+            struct repl_peer *p = repl_peer_of(c);
             if (h.type == REPL_STATUS) {
                 struct repl_status m;
                 if (repl_parse_status(payload, plen, &m) < 0) {
@@ -96,7 +105,7 @@ void repl_process_input(struct server *s, struct conn *c)
             }
         } else {
             repl_up_on_frame(s, &h, payload, plen);
-            if (s->up.conn != c) /* closed inside */
+            if (repl_of(s)->up.conn != c) /* closed inside */
                 return;
         }
     }
@@ -105,13 +114,13 @@ void repl_process_input(struct server *s, struct conn *c)
 
 void repl_on_conn_closed(struct server *s, struct conn *c)
 {
-    if (c->kind == CONN_WALSENDER && c->peer) {
-        repl_peer_free(s, c->peer);
-        c->peer = NULL;
+    if (c->kind == CONN_WALSENDER && repl_peer_of(c)) {
+        repl_peer_free(s, repl_peer_of(c));
+        c->role_conn = NULL;
         return;
     }
-    if (c->kind == CONN_UPSTREAM && s->up.conn == c) {
-        struct upstream *u = &s->up;
+    if (c->kind == CONN_UPSTREAM && repl_of(s)->up.conn == c) {
+        struct upstream *u = &repl_of(s)->up;
         u->conn = NULL;
         if (u->clone_fd >= 0) { /* a half-received base backup is useless */
             close(u->clone_fd);
@@ -131,8 +140,8 @@ void repl_tick(struct server *s)
     if (s->role == SERVER_ROLE_PRIMARY) {
         for (struct conn *c = s->conns, *next; c; c = next) {
             next = c->next;
-            if (c->kind == CONN_WALSENDER && c->peer && !c->closing)
-                repl_peer_pump(s, c->peer);
+            if (c->kind == CONN_WALSENDER && repl_peer_of(c) && !c->closing)
+                repl_peer_pump(s, repl_peer_of(c));
         }
         static uint64_t last_keep_ms;
         if (rd_now_ms() - last_keep_ms >= 1000) {
@@ -140,13 +149,13 @@ void repl_tick(struct server *s)
             last_keep_ms = rd_now_ms();
         }
     }
-    if (s->promote_pending && !wal_flush_in_flight(s->wal))
+    if (repl_of(s)->promote_pending && !wal_flush_in_flight(s->wal))
         repl_promote_finish(s);
     if (s->nwaiting > 0)
         repl_waits_check(s);
     if (s->role != SERVER_ROLE_REPLICA)
         return;
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     if (u->reclone_requested && u->conn == NULL && !u->connect_in_flight) {
         u->reclone_requested = 0;
         repl_up_wipe_dir(s);

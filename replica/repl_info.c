@@ -53,9 +53,9 @@ static unsigned sync_connected(const struct server *s)
     unsigned n = 0;
     uint64_t now = rd_now_ms();
     for (const struct conn *c = s->conns; c; c = c->next)
-        if (c->kind == CONN_WALSENDER && c->peer && !c->closing && c->peer->state == PEER_STREAMING &&
-            c->peer->term == s->term && repl_name_listed(s, c->peer->name) >= 0 &&
-            now - c->peer->last_status_ms < REPL_SYNC_SILENT_MS)
+        if (c->kind == CONN_WALSENDER && repl_peer_of(c) && !c->closing && repl_peer_of(c)->state == PEER_STREAMING &&
+            repl_peer_of(c)->term == repl_of(s)->term && repl_name_listed(s, repl_peer_of(c)->name) >= 0 &&
+            now - repl_peer_of(c)->last_status_ms < REPL_SYNC_SILENT_MS)
             n++;
     return n;
 }
@@ -81,7 +81,7 @@ static void info_fencing(struct server *s, struct rd_buf *b)
                    "sync_state:%s\r\nrepl_name:%s\r\nlease:%s\r\nlease_monitors_renewed:%u\r\n"
                    "commits_waiting:%" PRIu64 "\r\noldest_commit_wait_ms:%" PRIu64 "\r\ncommit_timeout_ms:%" PRIu64
                    "\r\ncommit_timeouts:%" PRIu64 "\r\n",
-                   s->term, s->fenced, s->fenced_by, server_commit_name(s->cfg.commit), spec, sync_state,
+                   repl_of(s)->term, s->fenced, s->fenced_by, server_commit_name(s->cfg.commit), spec, sync_state,
                    s->role == SERVER_ROLE_REPLICA ? s->cfg.name : "", lease, renewed, waiting, oldest,
                    s->cfg.commit_timeout_ms, s->commit_timeouts);
 }
@@ -90,7 +90,7 @@ void repl_info(struct server *s, struct rd_buf *b)
 {
     uint64_t now_us = rd_wall_us();
     if (s->role == SERVER_ROLE_REPLICA) {
-        struct upstream *u = &s->up;
+        struct upstream *u = &repl_of(s)->up;
         static const char *states[] = {"idle", "disconnected", "connecting", "handshake", "cloning", "streaming"};
         uint64_t recv = s->wal ? wal_insert_lsn(s->wal) : 0;
         uint64_t lag_ms = u->apply_lsn >= u->primary_flush_lsn || u->apply_echo_us == 0
@@ -115,14 +115,14 @@ void repl_info(struct server *s, struct rd_buf *b)
     }
     rd_buf_appendf(b, "# Replication\r\nrole:master\r\nredoubt_role:%s\r\ntimeline:%u\r\nconnected_slaves:%zu\r\n",
                    s->role == SERVER_ROLE_PRIMARY ? "primary" : "standalone", s->wal ? wal_timeline(s->wal) : 0,
-                   s->npeers);
+                   repl_of(s)->npeers);
     info_fencing(s, b);
     size_t i = 0;
     uint64_t flushed = s->wal ? wal_flushed_lsn(s->wal) : 0;
     for (struct conn *c = s->conns; c; c = c->next) {
-        if (c->kind != CONN_WALSENDER || c->peer == NULL)
+        if (c->kind != CONN_WALSENDER || repl_peer_of(c) == NULL)
             continue;
-        struct repl_peer *p = c->peer;
+        struct repl_peer *p = repl_peer_of(c);
         char ip[300];
         snprintf(ip, sizeof(ip), "%s", c->addr);
         char *colon = strrchr(ip, ':');
@@ -142,14 +142,14 @@ void repl_info(struct server *s, struct rd_buf *b)
                        repl_name_listed(s, p->name) >= 0 && s->cfg.sync_num > 0 ? "sync" : "async");
     }
     rd_buf_appendf(b, "master_repl_offset:%" PRIu64 "\r\nrelease_lsn:%" PRIu64 "\r\nrepl_bytes_sent:%" PRIu64 "\r\n\r\n",
-                   flushed, s->release_lsn, s->repl_bytes_sent);
+                   flushed, s->release_lsn, repl_of(s)->repl_bytes_sent);
 }
 
 void repl_role_reply(struct server *s, struct conn *c)
 {
     int rc = 0;
     if (s->role == SERVER_ROLE_REPLICA) {
-        struct upstream *u = &s->up;
+        struct upstream *u = &repl_of(s)->up;
         rc |= resp_array_hdr(&c->out, 5);
         rc |= resp_bulk_str(&c->out, "slave");
         rc |= resp_bulk_str(&c->out, u->host);
@@ -162,9 +162,9 @@ void repl_role_reply(struct server *s, struct conn *c)
         rc |= resp_array_hdr(&c->out, 3);
         rc |= resp_bulk_str(&c->out, "master");
         rc |= resp_int(&c->out, s->wal ? (int64_t)wal_flushed_lsn(s->wal) : 0);
-        rc |= resp_array_hdr(&c->out, s->npeers);
+        rc |= resp_array_hdr(&c->out, repl_of(s)->npeers);
         for (struct conn *o = s->conns; o; o = o->next) {
-            if (o->kind != CONN_WALSENDER || o->peer == NULL)
+            if (o->kind != CONN_WALSENDER || repl_peer_of(o) == NULL)
                 continue;
             char ip[300];
             snprintf(ip, sizeof(ip), "%s", o->addr);
@@ -172,11 +172,11 @@ void repl_role_reply(struct server *s, struct conn *c)
             if (colon)
                 *colon = 0;
             char port[16], off[32];
-            if (o->peer->listen_port) /* the port it listens on, if announced */
-                snprintf(port, sizeof(port), "%d", o->peer->listen_port);
+            if (repl_peer_of(o)->listen_port) /* the port it listens on, if announced */
+                snprintf(port, sizeof(port), "%d", repl_peer_of(o)->listen_port);
             else
                 snprintf(port, sizeof(port), "%s", colon ? colon + 1 : "0");
-            snprintf(off, sizeof(off), "%" PRIu64, o->peer->flush_lsn);
+            snprintf(off, sizeof(off), "%" PRIu64, repl_peer_of(o)->flush_lsn);
             rc |= resp_array_hdr(&c->out, 3);
             rc |= resp_bulk_str(&c->out, ip);
             rc |= resp_bulk_str(&c->out, port);

@@ -7,8 +7,13 @@
 #include <stdio.h>
 
 #include "common/frame.h"
+#include "common/util.h"
 #include "replica/proto.h"
 #include "server/server_int.h"
+
+/* The classic wing's names for the instance's connection kinds. */
+#define CONN_WALSENDER CONN_DOWNSTREAM /* primary side of a replica's connection */
+                                       /* CONN_UPSTREAM: replica side, to the primary */
 
 #define REPL_WINDOW_BYTES (4u << 20)     /* unsent bytes queued per replica */
 #define REPL_MSG_BYTES (512u << 10)      /* WAL bytes per REPL_WAL frame */
@@ -39,6 +44,89 @@ struct repl_peer {
     uint8_t *page_buf;
 };
 
+
+/* Replica side: the link to the primary and the apply state. */
+enum upstream_state {
+    UP_IDLE = 0,       /* not a replica, or promoted */
+    UP_DISCONNECTED,   /* waiting to reconnect */
+    UP_CONNECTING,
+    UP_HANDSHAKE,      /* REDOUBT.REPLICATE sent, waiting for HELLO / BACKUP_BEGIN */
+    UP_CLONING,        /* receiving a base backup */
+    UP_STREAMING,
+};
+
+#define UPSTREAM_ECHO_RING 1024
+
+struct upstream {
+    struct server *srv;        /* the instance (io completions find it from here) */
+    enum upstream_state state;
+    char host[256];
+    int port;
+    struct conn *conn;
+    int fd;                    /* connecting socket */
+    struct rd_io connect_io, timeout_io;
+    int connect_in_flight, timeout_in_flight;
+    struct __kernel_timespec connect_timeout;
+    uint64_t next_attempt_ms;
+    uint64_t last_msg_ms;      /* last frame received */
+    uint64_t primary_flush_lsn;
+    uint64_t primary_send_us;  /* send time of the newest WAL/keepalive */
+    uint64_t system_id;
+    uint64_t apply_lsn;        /* end of the last applied commit/checkpoint/timeline record */
+    uint64_t apply_time_us;    /* primary send time of the message holding it */
+    uint64_t consistent_lsn;   /* reads are served once apply_lsn >= this (after a clone) */
+    uint64_t last_ckpt_lsn, last_ckpt_redo; /* newest CHECKPOINT record applied */
+    uint64_t last_restartpoint_ms;
+    struct rd_buf pending;     /* records since the last commit, not applied yet */
+    /* primary send times of received messages, to echo per LSN (lag measurement) */
+    struct { uint64_t end_lsn, send_us; } echo[UPSTREAM_ECHO_RING];
+    size_t echo_head, echo_n;
+    uint64_t write_echo_us, flush_echo_us, apply_echo_us;
+    uint64_t sent_write, sent_flush, sent_apply; /* last status sent */
+    uint64_t status_sent_ms;
+    /* clone */
+    int clone_fd;
+    uint32_t clone_npages, clone_pages_done;
+    uint64_t clone_redo_lsn, clone_ckpt_lsn, clone_seg_size;
+    uint32_t clone_timeline;
+    int reclone_requested;
+    char last_error[512];
+    uint64_t bytes_received, msgs_received;
+    struct rd_buf pending_scratch; /* decompressed frames */
+};
+
+/* Primary side: replication slots, one per replica name (in memory). */
+#define REPL_MAX_SLOTS 32
+struct repl_slot {
+    char name[64];
+    int in_use;
+    int active;            /* a connection streams to it now */
+    uint64_t restart_lsn;  /* the replica's confirmed flush LSN: WAL from here is kept */
+    int created;           /* new: not in DIR/slots yet */
+};
+
+/* A walsender connection's replica (conn.role_conn). */
+static inline struct repl_peer *repl_peer_of(const struct conn *c)
+{
+    return c->kind == CONN_WALSENDER ? c->role_conn : NULL;
+}
+
+/* The classic role's state (server.role_state). */
+struct repl_state {
+    struct upstream up;                  /* replica: the link to the primary, apply state */
+    struct repl_slot slots[REPL_MAX_SLOTS]; /* primary: one per replica name */
+    size_t npeers;                       /* walsenders */
+    int promote_pending;                 /* waiting for an in-flight flush (repl_promote_finish) */
+    uint64_t term;                       /* persisted in DIR/term (replica/README.md T1-T6) */
+    int term_fenced;                     /* primary: fenced because a newer term was seen (REDOUBT.PROMOTE lifts it) */
+    uint64_t repl_bytes_sent;
+};
+
+static inline struct repl_state *repl_of(const struct server *s)
+{
+    rd_assert(s->role_state != NULL);
+    return s->role_state;
+}
 
 static inline uint64_t tli_of(const struct server *s) { return s->wal ? wal_timeline(s->wal) : 0; }
 

@@ -36,7 +36,7 @@
  * runs once no flush is in flight (at once, or from repl_tick). */
 int repl_promote_finish(struct server *s)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     /* Everything received and whole is applied (the primary is gone: what it had not
      * flushed yet is ours to keep); records of a transaction whose COMMIT never
      * arrived are dropped. */
@@ -59,7 +59,7 @@ int repl_promote_finish(struct server *s)
     s->durable_lsn = wal_flushed_lsn(s->wal);
     s->last_commit_lsn = s->durable_lsn;
     s->release_lsn = s->durable_lsn;
-    s->promote_pending = 0;
+    repl_of(s)->promote_pending = 0;
     char l1[32];
     lsn_str(switch_lsn, l1, sizeof(l1));
     rd_info("promoted: primary on timeline %u (switched at %s); accepting writes", wal_timeline(s->wal), l1);
@@ -79,12 +79,12 @@ int repl_promote_finish(struct server *s)
 
 int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, size_t err_len)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     if (s->role != SERVER_ROLE_REPLICA) {
         snprintf(err, err_len, "ERR this node is already a primary");
         return -1;
     }
-    if (s->promote_pending) {
+    if (repl_of(s)->promote_pending) {
         snprintf(err, err_len, "ERR a promotion is already in progress");
         return -1;
     }
@@ -97,20 +97,20 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
         return -1;
     }
     if (term == 0) { /* manual (REPLICAOF NO ONE): a term of its own, fencing nobody (T6) */
-        if (s->term >= REPL_TERM_MAX) {
+        if (repl_of(s)->term >= REPL_TERM_MAX) {
             snprintf(err, err_len, "ERR the term space is exhausted");
             return -1;
         }
-        repl_term_save(s, s->term + 1, "manual promotion (REPLICAOF NO ONE): no quorum was fenced");
+        repl_term_save(s, repl_of(s)->term + 1, "manual promotion (REPLICAOF NO ONE): no quorum was fenced");
     } else {
-        rd_assert(term == s->term);
+        rd_assert(term == repl_of(s)->term);
     }
     rd_info("promotion requested: stopping replication from %s:%d", u->host, u->port);
     u->state = UP_IDLE;
     if (u->conn)
         conn_close(s, u->conn);
     u->conn = NULL;
-    s->promote_pending = 1;
+    repl_of(s)->promote_pending = 1;
     if (!wal_flush_in_flight(s->wal)) {
         repl_promote_finish(s);
         return 0;
@@ -126,7 +126,7 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
 
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     if (s->role == SERVER_ROLE_PRIMARY && s->fenced) {
         /* CR6: a fenced primary acknowledges nothing more, so rejoining loses
          * nothing it did not already lose: restart in place as a replica. */
@@ -156,7 +156,7 @@ int repl_repoint(struct server *s, const char *host, int port, char *err, size_t
 
 void repl_shutdown(struct server *s)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     u->state = UP_IDLE;
     if (s->wal == NULL)
         return;

@@ -32,8 +32,8 @@
 
 void repl_up_schedule_reconnect(struct server *s, uint64_t delay_ms)
 {
-    s->up.state = UP_DISCONNECTED;
-    s->up.next_attempt_ms = rd_now_ms() + delay_ms;
+    repl_of(s)->up.state = UP_DISCONNECTED;
+    repl_of(s)->up.next_attempt_ms = rd_now_ms() + delay_ms;
 }
 
 static void up_on_timeout(struct rd_io *io, const struct io_uring_cqe *cqe)
@@ -45,7 +45,7 @@ static void up_on_timeout(struct rd_io *io, const struct io_uring_cqe *cqe)
 
 static void up_send_handshake(struct server *s)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     char cluster[32], tli[16], start[32];
     int clone = s->wal == NULL;
     if (clone) {
@@ -60,7 +60,7 @@ static void up_send_handshake(struct server *s)
         snprintf(start, sizeof(start), "%" PRIu64, wal_insert_lsn(s->wal));
     }
     char term[24], lport[16];
-    snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    snprintf(term, sizeof(term), "%" PRIu64, repl_of(s)->term);
     snprintf(lport, sizeof(lport), "%d", s->cfg.port);
     const char *argv[] = {"REDOUBT.REPLICATE", cluster, s->cfg.name, tli, start, clone ? "CLONE" : "STREAM",
                           "TERM", term, "LISTEN-PORT", lport};
@@ -73,7 +73,7 @@ static void up_send_handshake(struct server *s)
 static void up_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
     struct upstream *u = (struct upstream *)((char *)io - offsetof(struct upstream, connect_io));
-    struct server *s = (struct server *)((char *)u - offsetof(struct server, up));
+    struct server *s = u->srv;
     u->connect_in_flight = 0;
     if (u->state != UP_CONNECTING) { /* promoted or re-pointed meanwhile */
         close(u->fd);
@@ -114,7 +114,7 @@ static void up_on_connect(struct rd_io *io, const struct io_uring_cqe *cqe)
 
 void repl_up_connect(struct server *s)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     static struct sockaddr_storage addr;
     static socklen_t addr_len;
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
@@ -150,7 +150,7 @@ void repl_up_connect(struct server *s)
 
 void repl_start_replica(struct server *s)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     const char *colon = strrchr(s->cfg.primary_addr, ':');
     rd_assert(colon != NULL); /* checked in main */
     size_t hl = RD_MIN((size_t)(colon - s->cfg.primary_addr), sizeof(u->host) - 1);
@@ -168,7 +168,7 @@ void repl_start_replica(struct server *s)
 
 int repl_replica_readable(const struct server *s)
 {
-    return s->engine != NULL && s->up.apply_lsn >= s->up.consistent_lsn;
+    return s->engine != NULL && repl_of(s)->up.apply_lsn >= repl_of(s)->up.consistent_lsn;
 }
 
 void repl_up_fail(struct server *s, const char *fmt, ...)
@@ -178,11 +178,11 @@ void repl_up_fail(struct server *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (strcmp(msg, s->up.last_error) != 0) /* once, not at every reconnect */
-        rd_error("replication from %s:%d: %s", s->up.host, s->up.port, msg);
-    snprintf(s->up.last_error, sizeof(s->up.last_error), "%s", msg);
-    if (s->up.conn)
-        conn_close(s, s->up.conn);
+    if (strcmp(msg, repl_of(s)->up.last_error) != 0) /* once, not at every reconnect */
+        rd_error("replication from %s:%d: %s", repl_of(s)->up.host, repl_of(s)->up.port, msg);
+    snprintf(repl_of(s)->up.last_error, sizeof(repl_of(s)->up.last_error), "%s", msg);
+    if (repl_of(s)->up.conn)
+        conn_close(s, repl_of(s)->up.conn);
 }
 
 /* Received records not applied yet: replica/proto.h struct repl_pending. */
@@ -205,7 +205,7 @@ static size_t up_pending_at(const struct upstream *u, size_t off, struct repl_pe
 /* Applies one whole transaction (the page records in [from, to) of pending). */
 static void up_apply_range(struct server *s, size_t from, size_t to)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     for (size_t off = from; off < to;) {
         struct repl_pending e;
         off = up_pending_at(u, off, &e);
@@ -227,7 +227,7 @@ static void up_apply_range(struct server *s, size_t from, size_t to)
  * UINT64_MAX at promotion. Each transaction is applied in this one call. */
 void repl_up_apply_ready(struct server *s, uint64_t limit_lsn)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     size_t txn_start = 0, off = 0;
     while (off < u->pending.len) {
         struct repl_pending e;
@@ -265,7 +265,7 @@ void repl_up_apply_ready(struct server *s, uint64_t limit_lsn)
 
 static void up_on_wal(struct server *s, const struct repl_wal *m)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     uint64_t expected = m->start_lsn;
     size_t off = 0;
     while (off < m->records_len) {
@@ -350,15 +350,15 @@ int repl_up_wipe_dir(struct server *s)
         if (unlink(path) < 0 && errno != ENOENT)
             rd_warn("could not remove \"%s\": %s", path, strerror(errno));
     }
-    rd_buf_reset(&s->up.pending);
-    s->up.apply_lsn = s->up.consistent_lsn = 0;
-    s->up.echo_n = 0;
+    rd_buf_reset(&repl_of(s)->up.pending);
+    repl_of(s)->up.apply_lsn = repl_of(s)->up.consistent_lsn = 0;
+    repl_of(s)->up.echo_n = 0;
     return 0;
 }
 
 void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t *p, size_t n)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     int rc = 0;
     u->last_msg_ms = rd_now_ms();
     u->msgs_received++;
@@ -371,12 +371,12 @@ void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t
             repl_up_fail(s, "unexpected HELLO");
             return;
         }
-        if (m.term < s->term) { /* T2: a replaced primary is never followed again */
+        if (m.term < repl_of(s)->term) { /* T2: a replaced primary is never followed again */
             repl_up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
-                    "not following it (waiting to be re-pointed)", m.term, s->term);
+                    "not following it (waiting to be re-pointed)", m.term, repl_of(s)->term);
             return;
         }
-        if (m.term > s->term)
+        if (m.term > repl_of(s)->term)
             repl_term_save(s, m.term, "the primary's, from its handshake");
         struct wal_stats ws;
         wal_get_stats(s->wal, &ws);
@@ -435,12 +435,12 @@ void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t
             repl_up_fail(s, "unexpected BACKUP_BEGIN");
             return;
         }
-        if (m.term < s->term) { /* T2: a replaced primary is never followed again */
+        if (m.term < repl_of(s)->term) { /* T2: a replaced primary is never followed again */
             repl_up_fail(s, "the primary is at term %u, older than this replica's %" PRIu64 ": it has been replaced; "
-                    "not following it (waiting to be re-pointed)", m.term, s->term);
+                    "not following it (waiting to be re-pointed)", m.term, repl_of(s)->term);
             return;
         }
-        if (m.term > s->term)
+        if (m.term > repl_of(s)->term)
             repl_term_save(s, m.term, "the primary's, from its handshake");
         rc = wal_init_from_backup(s->cfg.dir, m.system_id, m.timeline, m.redo_lsn, m.checkpoint_lsn,
                                   m.segment_size_bytes);
@@ -552,7 +552,7 @@ void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t
 
 void repl_up_send_status(struct server *s)
 {
-    struct upstream *u = &s->up;
+    struct upstream *u = &repl_of(s)->up;
     if (u->conn == NULL || u->conn->closing || u->state != UP_STREAMING || s->wal == NULL)
         return;
     uint64_t w = wal_written_lsn(s->wal), f = wal_flushed_lsn(s->wal), a = u->apply_lsn;

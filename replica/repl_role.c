@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +19,11 @@
  * directory, filled by the base backup), the term, the start-up fences. */
 int repl_start(struct server *s)
 {
+    rd_assert(s->role_state == NULL);
+    s->role_state = calloc(1, sizeof(struct repl_state));
+    if (s->role_state == NULL)
+        rd_panic("out of memory for the classic role's state");
+    repl_of(s)->up.srv = s;
     char control[4096];
     snprintf(control, sizeof(control), "%s/control", s->cfg.dir ? s->cfg.dir : ".");
     if (s->role == SERVER_ROLE_REPLICA && access(control, F_OK) != 0) {
@@ -89,10 +95,10 @@ static int repl_paused(const struct server *s) { (void)s; return 0; }
 
 static uint64_t repl_clock_ms(const struct server *s)
 {
-    return s->role == SERVER_ROLE_REPLICA ? s->up.apply_echo_us / 1000u : 0;
+    return s->role == SERVER_ROLE_REPLICA ? repl_of(s)->up.apply_echo_us / 1000u : 0;
 }
 
-static size_t repl_followers(const struct server *s) { return s->npeers; }
+static size_t repl_followers(const struct server *s) { return repl_of(s)->npeers; }
 
 static const char *repl_conn_kind_name(const struct conn *c)
 {

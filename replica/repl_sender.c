@@ -88,9 +88,9 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
     p->data_fd = -1;
     p->connected_ms = p->last_status_ms = p->last_send_ms = rd_now_ms();
     snprintf(p->name, sizeof(p->name), "%s", name);
-    c->peer = p;
+    c->role_conn = p;
     p->listen_port = (int)lport;
-    s->npeers++;
+    repl_of(s)->npeers++;
     struct wal_stats ws;
     wal_get_stats(s->wal, &ws);
     if (cluster != 0 && cluster != ws.system_id) {
@@ -100,14 +100,14 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         return;
     }
     for (struct conn *o = s->conns; o; o = o->next)
-        if (o != c && o->kind == CONN_WALSENDER && o->peer && !o->closing && strcmp(o->peer->name, name) == 0) {
+        if (o != c && o->kind == CONN_WALSENDER && repl_peer_of(o) && !o->closing && strcmp(repl_peer_of(o)->name, name) == 0) {
             repl_peer_error(s, c, "a replica named \"%s\" is already streaming from %s", name, o->addr);
             return;
         }
     /* T3/T5: a replica on a newer term proves this primary was replaced; a fenced
      * primary streams to nobody; every accepted replica is on this primary's term
      * (it adopts it from HELLO / BACKUP_BEGIN if it was behind). */
-    if (rterm > s->term) {
+    if (rterm > repl_of(s)->term) {
         char why[500];
         snprintf(why, sizeof(why), "replica \"%s\" (%s) is at term %" PRIu64, name, c->addr, rterm);
         repl_term_fence_primary(s, rterm, why, c);
@@ -119,10 +119,10 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         repl_peer_error(s, c, "this primary is fenced (%s): it streams to no replica", s->fenced_by);
         return;
     }
-    p->term = s->term;
+    p->term = repl_of(s)->term;
     p->slot = repl_slot_get(s, name);
     if (p->slot == NULL) {
-        repl_peer_error(s, c, "too many replicas (the limit is %d)", SERVER_MAX_SLOTS);
+        repl_peer_error(s, c, "too many replicas (the limit is %d)", REPL_MAX_SLOTS);
         return;
     }
     int rc = wal_sender_open(s->wal, &p->cur);
@@ -156,7 +156,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         p->sent_lsn = ctl.redo_lsn;
         p->slot->restart_lsn = ctl.redo_lsn;
         struct repl_backup_begin m = {.system_id = ws.system_id, .timeline = wal_timeline(s->wal),
-                                      .term = (uint32_t)s->term,
+                                      .term = (uint32_t)repl_of(s)->term,
                                       .redo_lsn = ctl.redo_lsn, .checkpoint_lsn = ctl.checkpoint_lsn,
                                       .segment_size_bytes = ctl.segment_size_bytes, .npages = p->backup_npages};
         if (repl_send_backup_begin(&c->out, tli_of(s), &m) < 0)
@@ -203,7 +203,7 @@ void repl_cmd_replicate(struct server *s, struct conn *c, const struct resp_args
         p->sent_lsn = start;
         p->write_lsn = p->flush_lsn = p->apply_lsn = start;
         p->slot->restart_lsn = start;
-        struct repl_hello h = {.system_id = ws.system_id, .timeline = my_tli, .term = (uint32_t)s->term,
+        struct repl_hello h = {.system_id = ws.system_id, .timeline = my_tli, .term = (uint32_t)repl_of(s)->term,
                                .start_lsn = start,
                                .primary_flush_lsn = flushed, .switch_lsn = wal_timeline_switch_lsn(s->wal),
                                .prev_timeline = wal_timeline_parent(s->wal)};
@@ -302,7 +302,7 @@ void repl_peer_pump(struct server *s, struct repl_peer *p)
         size_t before = c->out.len;
         if (repl_send_wal(&c->out, tli, &m, p->wal_buf.len >= REPL_COMPRESS_MIN_BYTES) < 0)
             rd_panic("out of memory");
-        s->repl_bytes_sent += c->out.len - before;
+        repl_of(s)->repl_bytes_sent += c->out.len - before;
         p->sent_lsn = next;
         p->told_flush_lsn = flushed;
         p->last_send_ms = rd_now_ms();
@@ -347,7 +347,7 @@ void repl_peer_free(struct server *s, struct repl_peer *p)
     rd_buf_free(&p->wal_buf);
     rd_info("replica \"%s\" (%s) disconnected", p->name, p->c->addr);
     free(p);
-    s->npeers--;
+    repl_of(s)->npeers--;
     server_update_release(s);
 }
 
@@ -389,14 +389,14 @@ uint64_t repl_sync_lsn(const struct server *s)
     int prio[SERVER_SYNC_MAX_NAMES];
     unsigned n = 0;
     for (struct conn *c = s->conns; c && n < SERVER_SYNC_MAX_NAMES; c = c->next) {
-        if (c->kind != CONN_WALSENDER || c->peer == NULL || c->closing || c->peer->state != PEER_STREAMING)
+        if (c->kind != CONN_WALSENDER || repl_peer_of(c) == NULL || c->closing || repl_peer_of(c)->state != PEER_STREAMING)
             continue;
         /* T5: only acknowledgements given under this primary's own term count */
-        rd_assert(c->peer->term == s->term);
-        int pr = repl_name_listed(s, c->peer->name);
+        rd_assert(repl_peer_of(c)->term == repl_of(s)->term);
+        int pr = repl_name_listed(s, repl_peer_of(c)->name);
         if (pr < 0)
             continue;
-        lsns[n] = peer_level_lsn(s, c->peer);
+        lsns[n] = peer_level_lsn(s, repl_peer_of(c));
         prio[n] = pr;
         n++;
     }
@@ -422,8 +422,8 @@ size_t repl_count_acked(const struct server *s, uint64_t lsn)
 {
     size_t n = 0;
     for (const struct conn *c = s->conns; c; c = c->next)
-        if (c->kind == CONN_WALSENDER && c->peer && !c->closing && c->peer->state == PEER_STREAMING &&
-            c->peer->flush_lsn >= lsn)
+        if (c->kind == CONN_WALSENDER && repl_peer_of(c) && !c->closing && repl_peer_of(c)->state == PEER_STREAMING &&
+            repl_peer_of(c)->flush_lsn >= lsn)
             n++;
     return n;
 }

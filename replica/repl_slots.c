@@ -34,13 +34,13 @@ int repl_slots_save(struct server *s)
 {
     if (s->role != SERVER_ROLE_PRIMARY || s->cfg.dir == NULL)
         return 0;
-    struct repl_slot_rec v[SERVER_MAX_SLOTS];
+    struct repl_slot_rec v[REPL_MAX_SLOTS];
     size_t n = 0;
-    for (size_t i = 0; i < SERVER_MAX_SLOTS; i++)
-        if (s->slots[i].in_use) {
+    for (size_t i = 0; i < REPL_MAX_SLOTS; i++)
+        if (repl_of(s)->slots[i].in_use) {
             memset(&v[n], 0, sizeof(v[n]));
-            snprintf(v[n].name, sizeof(v[n].name), "%s", s->slots[i].name);
-            v[n++].restart_lsn = s->slots[i].restart_lsn;
+            snprintf(v[n].name, sizeof(v[n].name), "%s", repl_of(s)->slots[i].name);
+            v[n++].restart_lsn = repl_of(s)->slots[i].restart_lsn;
         }
     struct rd_buf b = {0};
     int rc = repl_slots_encode(&b, v, n);
@@ -77,8 +77,8 @@ int repl_slots_load(struct server *s)
                  path, rd_strerror(rc));
         return rc;
     }
-    for (size_t i = 0; i < n && i < SERVER_MAX_SLOTS; i++) {
-        struct repl_slot *sl = &s->slots[i];
+    for (size_t i = 0; i < n && i < REPL_MAX_SLOTS; i++) {
+        struct repl_slot *sl = &repl_of(s)->slots[i];
         memset(sl, 0, sizeof(*sl));
         _Static_assert(sizeof(sl->name) == sizeof(v[i].name), "slot names");
         memcpy(sl->name, v[i].name, sizeof(sl->name)); /* NUL-terminated: checked by the decoder */
@@ -95,11 +95,11 @@ int repl_slots_load(struct server *s)
 struct repl_slot *repl_slot_get(struct server *s, const char *name)
 {
     struct repl_slot *free_slot = NULL;
-    for (size_t i = 0; i < SERVER_MAX_SLOTS; i++) {
-        if (s->slots[i].in_use && strcmp(s->slots[i].name, name) == 0)
-            return &s->slots[i];
-        if (!s->slots[i].in_use && free_slot == NULL)
-            free_slot = &s->slots[i];
+    for (size_t i = 0; i < REPL_MAX_SLOTS; i++) {
+        if (repl_of(s)->slots[i].in_use && strcmp(repl_of(s)->slots[i].name, name) == 0)
+            return &repl_of(s)->slots[i];
+        if (!repl_of(s)->slots[i].in_use && free_slot == NULL)
+            free_slot = &repl_of(s)->slots[i];
     }
     if (free_slot) {
         memset(free_slot, 0, sizeof(*free_slot));
@@ -116,8 +116,8 @@ void repl_slots_update_keep(struct server *s)
     if (s->wal == NULL || s->role != SERVER_ROLE_PRIMARY)
         return;
     uint64_t insert = wal_insert_lsn(s->wal), keep = insert;
-    for (size_t i = 0; i < SERVER_MAX_SLOTS; i++) {
-        struct repl_slot *sl = &s->slots[i];
+    for (size_t i = 0; i < REPL_MAX_SLOTS; i++) {
+        struct repl_slot *sl = &repl_of(s)->slots[i];
         if (!sl->in_use)
             continue;
         if (sl->restart_lsn > insert) /* the replica holds WAL we lost in a crash (CR3/CR4): keep from here */

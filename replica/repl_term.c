@@ -31,14 +31,14 @@
 
 void repl_term_save(struct server *s, uint64_t term, const char *why)
 {
-    rd_assert(term > s->term && term <= REPL_TERM_MAX);
+    rd_assert(term > repl_of(s)->term && term <= REPL_TERM_MAX);
     uint8_t f[REPL_TERM_FILE_BYTES];
     repl_term_encode(f, term);
     int rc = rd_write_file_atomic(s->cfg.dir, "term", f, sizeof(f));
     if (rc < 0) /* T1: a term is acted on only once it is durable; never retried */
         rd_panic("could not write \"%s/term\": %s", s->cfg.dir, rd_strerror(rc));
-    rd_info("term %" PRIu64 " -> %" PRIu64 " (%s)", s->term, term, why);
-    s->term = term;
+    rd_info("term %" PRIu64 " -> %" PRIu64 " (%s)", repl_of(s)->term, term, why);
+    repl_of(s)->term = term;
 }
 
 int repl_term_load(struct server *s)
@@ -48,7 +48,7 @@ int repl_term_load(struct server *s)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
-            s->term = 0;
+            repl_of(s)->term = 0;
             return 0;
         }
         rd_error("could not open \"%s\": %s", path, strerror(errno));
@@ -63,15 +63,15 @@ int repl_term_load(struct server *s)
         rd_error("could not read \"%s\": %s", path, strerror(err));
         return -1;
     }
-    if (repl_term_decode(buf, (size_t)n, &s->term) < 0) {
+    if (repl_term_decode(buf, (size_t)n, &repl_of(s)->term) < 0) {
         rd_error("\"%s\" is corrupt (%zd bytes; bad magic, version, length or checksum): refusing to start, "
                  "since a forgotten term could let a replaced primary's WAL be acknowledged again; restore it "
                  "or re-clone this node",
                  path, n);
         return -1;
     }
-    if (s->term)
-        rd_info("term %" PRIu64 " (from %s)", s->term, path);
+    if (repl_of(s)->term)
+        rd_info("term %" PRIu64 " (from %s)", repl_of(s)->term, path);
     return 0;
 }
 
@@ -82,7 +82,7 @@ void repl_term_fence_primary(struct server *s, uint64_t term, const char *why, c
 {
     repl_term_save(s, term, why);
     s->fenced = 1;
-    s->term_fenced = 1;
+    repl_of(s)->term_fenced = 1;
     snprintf(s->fenced_by, sizeof(s->fenced_by), "term %" PRIu64 ": %s", term, why);
     rd_error("FENCED: %s; a newer primary may exist, this node acknowledges nothing more", s->fenced_by);
     for (struct conn *c = s->conns, *next; c; c = next) {
@@ -98,12 +98,12 @@ static void reply_term_state(struct server *s, struct conn *c)
     int replica = s->role == SERVER_ROLE_REPLICA;
     uint64_t ins = s->wal ? wal_insert_lsn(s->wal) : 0, fl = s->wal ? wal_flushed_lsn(s->wal) : 0;
     int rc = resp_array_hdr(&c->out, 6);
-    rc |= resp_int(&c->out, (int64_t)s->term);
+    rc |= resp_int(&c->out, (int64_t)repl_of(s)->term);
     rc |= resp_bulk_str(&c->out, replica ? "replica" : "primary");
     rc |= resp_int(&c->out, s->wal ? (int64_t)wal_timeline(s->wal) : 0);
     rc |= resp_int(&c->out, (int64_t)ins);
     rc |= resp_int(&c->out, (int64_t)fl);
-    rc |= resp_int(&c->out, (int64_t)(replica ? s->up.apply_lsn : fl));
+    rc |= resp_int(&c->out, (int64_t)(replica ? repl_of(s)->up.apply_lsn : fl));
     if (rc < 0)
         rd_panic("out of memory for a reply");
 }
@@ -121,22 +121,22 @@ void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a)
         resp_error(&c->out, "ERR REDOUBT.TERM expects a term in [1, 4294967295]");
         return;
     }
-    if (t < s->term) {
+    if (t < repl_of(s)->term) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "STALETERM current term is %" PRIu64, s->term);
+        snprintf(msg, sizeof(msg), "STALETERM current term is %" PRIu64, repl_of(s)->term);
         resp_error(&c->out, msg);
         return;
     }
-    if (t > s->term) {
+    if (t > repl_of(s)->term) {
         char why[400];
         snprintf(why, sizeof(why), "REDOUBT.TERM from %s", c->addr);
         if (s->role == SERVER_ROLE_PRIMARY) {
             repl_term_fence_primary(s, t, why, NULL);
         } else {
             repl_term_save(s, t, why);
-            if (s->up.conn) { /* T2: not one more byte from, or status to, the old primary */
-                rd_info("dropping the link to %s:%d: it is on an older term", s->up.host, s->up.port);
-                conn_close(s, s->up.conn);
+            if (repl_of(s)->up.conn) { /* T2: not one more byte from, or status to, the old primary */
+                rd_info("dropping the link to %s:%d: it is on an older term", repl_of(s)->up.host, repl_of(s)->up.port);
+                conn_close(s, repl_of(s)->up.conn);
             }
         }
     }
@@ -157,21 +157,21 @@ void repl_cmd_promote_term(struct server *s, struct conn *c, const struct resp_a
         resp_error(&c->out, "ERR REDOUBT.PROMOTE is for classic primaries and replicas");
         return;
     }
-    if (t != s->term) {
-        snprintf(err, sizeof(err), "STALETERM this node is at term %" PRIu64 ", not %" PRIu64, s->term, t);
+    if (t != repl_of(s)->term) {
+        snprintf(err, sizeof(err), "STALETERM this node is at term %" PRIu64 ", not %" PRIu64, repl_of(s)->term, t);
         resp_error(&c->out, err);
         return;
     }
     if (s->role == SERVER_ROLE_PRIMARY) {
-        if (s->fenced && !s->term_fenced) {
+        if (s->fenced && !repl_of(s)->term_fenced) {
             snprintf(err, sizeof(err), "ERR this primary was fenced by REDOUBT.FENCE (%s); restart it as a replica",
                      s->fenced_by);
             resp_error(&c->out, err);
             return;
         }
-        if (s->term_fenced) {
+        if (repl_of(s)->term_fenced) {
             rd_info("REDOUBT.PROMOTE %" PRIu64 " from %s: primary again at this term (fence lifted)", t, c->addr);
-            s->fenced = s->term_fenced = 0;
+            s->fenced = repl_of(s)->term_fenced = 0;
             s->fenced_by[0] = 0;
             server_update_release(s);
         }

@@ -513,10 +513,8 @@ static const char *conn_flags(const struct conn *c)
 {
     switch (c->kind) {
     case CONN_CLIENT: return c->in_multi ? "x" : "N";
-    case CONN_WALSENDER:
-    case CONN_READER_FEED: return "S"; /* a follower attached to us */
-    case CONN_UPSTREAM:
-    case CONN_FEED_UP: return "M";     /* our link to the leader */
+    case CONN_DOWNSTREAM: return "S"; /* a follower attached to us */
+    case CONN_UPSTREAM: return "M";   /* our link to the leader */
     default: return "N";               /* another link of the role (storage nodes) */
     }
 }
@@ -577,7 +575,7 @@ static void cmd_client(struct server *s, struct conn *c, const struct resp_args 
                 int want_client = arg_eq(&a->v[3], "normal"), want_repl = arg_eq(&a->v[3], "replica") ||
                                                                            arg_eq(&a->v[3], "slave");
                 if (!((want_client && x->kind == CONN_CLIENT) ||
-                      (want_repl && (x->kind == CONN_WALSENDER || x->kind == CONN_READER_FEED))))
+                      (want_repl && x->kind == CONN_DOWNSTREAM)))
                     continue;
             } else if (only_ids) {
                 int hit = 0;
@@ -609,8 +607,7 @@ static void cmd_client(struct server *s, struct conn *c, const struct resp_args 
         for (struct conn *x = s->conns; x; x = x->next) {
             int match = by_id ? x->id == (uint64_t)id
                               : strlen(x->addr) == want->len && memcmp(x->addr, want->ptr, want->len) == 0;
-            if (!match || x->closing || x->kind == CONN_UPSTREAM || x->kind == CONN_FEED_UP ||
-                x->kind == CONN_STORAGE)
+            if (!match || x->closing || x->kind == CONN_UPSTREAM || x->kind == CONN_LINK)
                 continue; /* outbound links are not clients */
             killed++;
             rd_info("CLIENT KILL: client %llu (%s) closed by client %llu", (unsigned long long)x->id, x->addr,

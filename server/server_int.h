@@ -15,65 +15,12 @@
 #include "wal/wal.h"
 
 enum conn_kind {
-    CONN_CLIENT = 0,    /* a RESP client */
-    CONN_WALSENDER = 1, /* primary side of a replica's connection: frames */
-    CONN_UPSTREAM = 2,  /* replica side of its connection to the primary: frames */
-    CONN_STORAGE = 3,   /* aurora writer -> storage node link: frames */
-    CONN_READER_FEED = 4, /* aurora writer side of a reader's feed: frames */
-    CONN_FEED_UP = 5,   /* aurora reader side of its feed from the writer: frames */
+    CONN_CLIENT = 0,     /* a RESP client */
+    CONN_DOWNSTREAM = 1, /* a follower attached to us (classic walsender, aurora reader feed): frames */
+    CONN_UPSTREAM = 2,   /* our link to the leader (classic primary, aurora writer's feed): frames */
+    CONN_LINK = 3,       /* another link of the role (aurora: a storage node): frames */
 };
 
-#include "redo/redo.h"
-
-/* ---- aurora (aurora.c) ---- */
-struct aur_ctl { /* blocking control socket to a storage node (epochs, GetPage) */
-    int fd;
-    struct rd_buf in, scratch;
-    uint64_t retry_ms;
-};
-#define AUR_SENT_RING 4096
-struct aur_node {
-    char host[256];
-    int port;
-    struct conn *conn; /* async redo link (writer) */
-    uint64_t retry_ms;
-    int down_logged, ever_up;
-    uint64_t scl, acks, last_ack_ms, ack_lat_us;
-    struct rd_buf held;  /* WRITE frames shipped while the link authenticates (sent after PROOF, EPOCH) */
-    struct { uint64_t last_lsn, send_us; } sent[AUR_SENT_RING];
-    size_t sent_head, nsent;
-};
-struct aurora {
-    struct aur_node node[REDO_NODES];
-    struct aur_ctl ctl[REDO_NODES];
-    uint64_t epoch;
-    int role_writer, fenced;
-    uint64_t last_lsn;     /* last LSN assigned */
-    uint64_t read_lsn;     /* GetPage read point */
-    uint64_t recovered_vdl;
-    struct redo_batch batch;
-    int batch_open;
-    struct redo_quorum q;
-    struct rd_buf frame, feed, scratch;
-    struct rd_buf feedrec; /* redo feed: records above VDL: u64 lsn, u32 page, u8 type, u32 len, body */
-    struct { uint64_t lsn; uint32_t page_id; } *changed; /* pages changed above VDL, for the feed */
-    size_t nchanged, changed_cap;
-    size_t nreaders;
-    uint64_t req_id, getpage_requests, getpage_hedged;
-    uint64_t redo_records, commits, redo_bytes_raw, redo_bytes_batch, redo_bytes_wire, net_bytes_sent, frames_sent;
-    uint64_t readpoint_ms, min_read_point, status_ms, scl_poll_ms;
-    /* reader */
-    char writer_host[256];
-    int writer_port;
-    struct conn *feed_conn;
-    uint64_t feed_retry_ms, writer_vdl, feed_send_us, lag_us, feed_msgs;
-    int meta_stale;
-    int feed_fresh; /* no FEED yet on the current subscription */
-};
-
-struct repl_peer; /* repl.c */
-
-struct repl_peer; /* repl.c */
 
 /* A reply byte range that may be sent only once lsn is durable. */
 struct conn_mark {
@@ -88,12 +35,13 @@ struct conn_mark {
 struct conn {
     uint64_t id;
     enum conn_kind kind;
-    struct repl_peer *peer; /* CONN_WALSENDER */
     char addr[300];         /* peer ip:port */
     uint64_t last_write_lsn; /* commit LSN of this client's newest write (WAIT) */
-    int sn_idx;             /* CONN_STORAGE: node index */
-    char reader_name[64];   /* CONN_READER_FEED */
-    uint64_t reader_point;  /* CONN_READER_FEED: the reader's read point */
+    /* Owned by the role (role.h) on a role connection (kind != CONN_CLIENT): */
+    void *role_conn;          /* the role's state of this connection (classic: struct repl_peer) */
+    int role_idx;             /* an index the role gives it (aurora: the storage node) */
+    char follower_name[64];   /* CONN_DOWNSTREAM: the follower's name */
+    uint64_t follower_lsn;    /* CONN_DOWNSTREAM: the position it reported (aurora: read point) */
     int wait_active;        /* blocked in WAIT */
     uint64_t wait_deadline_ms;
     int64_t wait_num;
@@ -154,88 +102,22 @@ struct server_stats {
     uint64_t net_in_bytes, net_out_bytes;
 };
 
-/* Replica side: the link to the primary and the apply state. */
-enum upstream_state {
-    UP_IDLE = 0,       /* not a replica, or promoted */
-    UP_DISCONNECTED,   /* waiting to reconnect */
-    UP_CONNECTING,
-    UP_HANDSHAKE,      /* REDOUBT.REPLICATE sent, waiting for HELLO / BACKUP_BEGIN */
-    UP_CLONING,        /* receiving a base backup */
-    UP_STREAMING,
-};
-
-#define UPSTREAM_ECHO_RING 1024
-
-struct upstream {
-    enum upstream_state state;
-    char host[256];
-    int port;
-    struct conn *conn;
-    int fd;                    /* connecting socket */
-    struct rd_io connect_io, timeout_io;
-    int connect_in_flight, timeout_in_flight;
-    struct __kernel_timespec connect_timeout;
-    uint64_t next_attempt_ms;
-    uint64_t last_msg_ms;      /* last frame received */
-    uint64_t primary_flush_lsn;
-    uint64_t primary_send_us;  /* send time of the newest WAL/keepalive */
-    uint64_t system_id;
-    uint64_t apply_lsn;        /* end of the last applied commit/checkpoint/timeline record */
-    uint64_t apply_time_us;    /* primary send time of the message holding it */
-    uint64_t consistent_lsn;   /* reads are served once apply_lsn >= this (after a clone) */
-    uint64_t last_ckpt_lsn, last_ckpt_redo; /* newest CHECKPOINT record applied */
-    uint64_t last_restartpoint_ms;
-    struct rd_buf pending;     /* records since the last commit, not applied yet */
-    /* primary send times of received messages, to echo per LSN (lag measurement) */
-    struct { uint64_t end_lsn, send_us; } echo[UPSTREAM_ECHO_RING];
-    size_t echo_head, echo_n;
-    uint64_t write_echo_us, flush_echo_us, apply_echo_us;
-    uint64_t sent_write, sent_flush, sent_apply; /* last status sent */
-    uint64_t status_sent_ms;
-    /* clone */
-    int clone_fd;
-    uint32_t clone_npages, clone_pages_done;
-    uint64_t clone_redo_lsn, clone_ckpt_lsn, clone_seg_size;
-    uint32_t clone_timeline;
-    int reclone_requested;
-    char last_error[512];
-    uint64_t bytes_received, msgs_received;
-    struct rd_buf pending_scratch; /* decompressed frames */
-};
-
-/* Primary side: replication slots, one per replica name (in memory). */
-#define SERVER_MAX_SLOTS 32
-struct repl_slot {
-    char name[64];
-    int in_use;
-    int active;            /* a connection streams to it now */
-    uint64_t restart_lsn;  /* the replica's confirmed flush LSN: WAL from here is kept */
-    int created;           /* new: not in DIR/slots yet */
-};
-
 struct server {
     struct server_config cfg;
     enum server_role role;
     const struct role_ops *ops; /* chosen once at start-up (role.h) */
+    void *role_state;           /* the role's own state, allocated by ops->start; opaque here */
     uint64_t release_lsn;  /* replies tagged <= this may be sent (local + sync replicas) */
-    struct upstream up;
-    struct aurora aur;
-    struct repl_slot slots[SERVER_MAX_SLOTS];
-    size_t npeers;
     size_t nwaiting;       /* conns blocked in WAIT (or waiting for a promotion) */
-    int promote_pending;
     int crash_recovered;       /* the control file said IN_PRODUCTION at start: not shut down cleanly */
     int fenced;            /* REDOUBT.FENCE or a newer term: writes refused, nothing more released */
     char fenced_by[128];
-    uint64_t term;         /* classic: persisted in DIR/term (replica/README.md T1-T6) */
-    int term_fenced;       /* primary: fenced because a newer term was seen (REDOUBT.PROMOTE lifts it) */
     /* leases (--lease-ms, LS1-LS3): the CLOCK_MONOTONIC ms of each monitor's newest renewal */
     uint64_t lease_renewed_ms[SERVER_LEASE_MONITORS_MAX];
     int lease_was_ok;
     uint64_t commit_timeouts;  /* replies replaced by the commit-timeout error */
     uint64_t last_expire_ms;
     struct conn *promote_waiter;
-    uint64_t repl_bytes_sent;
     struct rd_loop loop;
     struct wal *wal;
     struct engine *engine;
