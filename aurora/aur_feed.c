@@ -54,11 +54,9 @@ void aur_vdl_advanced(struct server *s)
             rd_put_u64le(hdr, a->q.vdl);
             rd_put_u64le(hdr + 8, rd_wall_us());
             rd_put_u32le(hdr + 16, nrec);
-            if (rd_buf_append(&a->feed, hdr, 20) < 0)
-                rd_panic("out of memory");
+            rd_buf_append(&a->feed, hdr, 20);
             for (size_t o = 0; o < off; o += 17 + rd_get_u32le(a->feedrec.data + o + 13))
-                if (rd_buf_append(&a->feed, a->feedrec.data + o + 8, 4) < 0)
-                    rd_panic("out of memory");
+                rd_buf_append(&a->feed, a->feedrec.data + o + 8, 4);
             rd_info("reader feed: %u records (%zu bytes) up to vdl %" PRIu64 " exceed one frame: sending their page "
                     "ids instead", nrec, off, a->q.vdl);
             for (struct conn *c = s->conns; c; c = c->next)
@@ -71,8 +69,8 @@ void aur_vdl_advanced(struct server *s)
             rd_put_u64le(hdr, a->q.vdl);
             rd_put_u64le(hdr + 8, rd_wall_us());
             rd_put_u32le(hdr + 16, nrec);
-            if (rd_buf_append(&a->feed, hdr, 20) < 0 || rd_buf_append(&a->feed, a->feedrec.data, off) < 0)
-                rd_panic("out of memory");
+            rd_buf_append(&a->feed, hdr, 20);
+            rd_buf_append(&a->feed, a->feedrec.data, off);
             for (struct conn *c = s->conns; c; c = c->next)
                 if (c->kind == CONN_READER_FEED && !c->closing &&
                     frame_append(&c->out, AUR_MSG_FEED_REDO, a->epoch, a->feed.data, a->feed.len,
@@ -95,13 +93,11 @@ void aur_vdl_advanced(struct server *s)
         rd_put_u64le(hdr, a->q.vdl);
         rd_put_u64le(hdr + 8, rd_wall_us());
         rd_put_u32le(hdr + 16, (uint32_t)n);
-        if (rd_buf_append(&a->feed, hdr, 20) < 0)
-            rd_panic("out of memory");
+        rd_buf_append(&a->feed, hdr, 20);
         for (size_t i = 0; i < n; i++) {
             uint8_t b[4];
             rd_put_u32le(b, a->changed[i].page_id);
-            if (rd_buf_append(&a->feed, b, 4) < 0)
-                rd_panic("out of memory");
+            rd_buf_append(&a->feed, b, 4);
         }
         for (struct conn *c = s->conns; c; c = c->next)
             if (c->kind == CONN_READER_FEED && !c->closing &&

@@ -283,8 +283,7 @@ void aurora_ship(struct server *s)
             continue;
         }
         /* A link still authenticating holds the frames until its PROOF is out. */
-        if (rd_buf_append(c->peer_authed ? &c->out : &nd->held, a->frame.data, a->frame.len) < 0)
-            rd_panic("out of memory");
+        rd_buf_append(c->peer_authed ? &c->out : &nd->held, a->frame.data, a->frame.len);
         a->net_bytes_sent += a->frame.len;
         if (nd->nsent == AUR_SENT_RING) {
             nd->sent_head = (nd->sent_head + 1) % AUR_SENT_RING;
