@@ -87,28 +87,31 @@ static long parse_num(const char *flag, const char *v, long min, long max)
     return n;
 }
 
-/* CR6: execute this binary again as a replica of server_rejoin_primary, with
- * the same arguments otherwise (--role primary becomes --role replica, any
- * --primary is replaced). Returns only on failure. */
-static int rejoin_as_replica(int argc, char **argv)
+/* CR6: execute this binary again as a replica (aurora: a reader) of
+ * server_rejoin_primary, with the same arguments otherwise (--role becomes
+ * replica or reader, any --primary / --writer is replaced). Returns only on
+ * failure. */
+static int rejoin_as_replica(int argc, char **argv, int aurora)
 {
+    const char *up_flag = aurora ? "--writer" : "--primary";
+    size_t up_len = strlen(up_flag);
     char **nv = calloc((size_t)argc + 5, sizeof(*nv));
     if (nv == NULL)
         return -1;
     int n = 0;
     nv[n++] = argv[0];
     for (int i = 1; i < argc; i++) {
-        if ((strcmp(argv[i], "--role") == 0 || strcmp(argv[i], "--primary") == 0) && i + 1 < argc) {
+        if ((strcmp(argv[i], "--role") == 0 || strcmp(argv[i], up_flag) == 0) && i + 1 < argc) {
             i++;
             continue;
         }
-        if (strncmp(argv[i], "--role=", 7) == 0 || strncmp(argv[i], "--primary=", 10) == 0)
+        if (strncmp(argv[i], "--role=", 7) == 0 || (strncmp(argv[i], up_flag, up_len) == 0 && argv[i][up_len] == '='))
             continue;
         nv[n++] = argv[i];
     }
     nv[n++] = "--role";
-    nv[n++] = "replica";
-    nv[n++] = "--primary";
+    nv[n++] = aurora ? "reader" : "replica";
+    nv[n++] = (char *)up_flag;
     nv[n++] = server_rejoin_primary;
     nv[n] = NULL;
     fflush(NULL);
@@ -323,7 +326,7 @@ int main(int argc, char **argv)
     int status = server_run(&cfg);
     if (server_rejoin_primary[0] != 0 && status == 0) {
         rd_info("restarting as a replica of %s", server_rejoin_primary);
-        if (rejoin_as_replica(argc, argv) < 0)
+        if (rejoin_as_replica(argc, argv, aurora) < 0)
             return 1;
     }
     return status;

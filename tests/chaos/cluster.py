@@ -320,9 +320,9 @@ class ChaosCluster:
             return cmd
         st = ",".join(s.addr for s in self.storage_nodes())
         cmd = [os.path.join(BIN, "redoubt"), "--role", role, "--port", str(n.port), "--bind", HOST, "--storage", st
-               ] + self.timeout_flags()
+               ] + self.timeout_flags() + ["--name", n.name]
         if role == "reader":
-            cmd += ["--writer", upstream.addr, "--name", n.name]
+            cmd += ["--writer", upstream.addr]
         return cmd
 
     def timeout_flags(self):
