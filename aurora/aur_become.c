@@ -27,6 +27,7 @@
 #include "server/server_int.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
+#include "common/net.h"
 
 /* ------------------------------------------------------------ becoming the writer */
 
@@ -167,7 +168,7 @@ int aurora_init(struct server *s)
     snprintf(list, sizeof(list), "%s", s->cfg.storage ? s->cfg.storage : "");
     unsigned n = 0;
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n == REDO_NODES || aur_parse_hostport(tok, a->node[n].host, sizeof(a->node[n].host), &a->node[n].port) < 0) {
+        if (n == REDO_NODES || rd_net_parse_hostport(tok, a->node[n].host, sizeof(a->node[n].host), &a->node[n].port) < 0) {
             rd_error("--storage needs exactly 6 HOST:PORT entries (bad or extra \"%s\")", tok);
             return -EINVAL;
         }
@@ -180,7 +181,7 @@ int aurora_init(struct server *s)
     if (redo_quorum_init(&a->q, 1u << 20) < 0)
         return -ENOMEM;
     if (s->role == SERVER_ROLE_READER) {
-        if (aur_parse_hostport(s->cfg.writer_addr ? s->cfg.writer_addr : "", a->writer_host, sizeof(a->writer_host),
+        if (rd_net_parse_hostport(s->cfg.writer_addr ? s->cfg.writer_addr : "", a->writer_host, sizeof(a->writer_host),
                            &a->writer_port) < 0) {
             rd_error("--role reader needs --writer HOST:PORT");
             return -EINVAL;

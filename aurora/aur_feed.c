@@ -27,6 +27,7 @@
 #include "server/server_int.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
+#include "common/net.h"
 
 /* ------------------------------------------------------------ writer: readers feed */
 
@@ -345,7 +346,7 @@ void aur_reader_reread_meta(struct server *s)
 void aur_reader_connect(struct server *s)
 {
     struct aurora *a = aur_of(s);
-    int fd = aur_connect_timeout(a->writer_host, a->writer_port, AUR_CONNECT_TIMEOUT_MS);
+    int fd = rd_net_connect(a->writer_host, a->writer_port, AUR_CONNECT_TIMEOUT_MS);
     if (fd < 0) {
         a->feed_retry_ms = aur_now_ms() + AUR_RECONNECT_MS;
         return;

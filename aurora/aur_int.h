@@ -103,8 +103,6 @@ const char *aur_feed_redo_check(const uint8_t *p, size_t n, uint64_t read_lsn);
 
 
 /* aur_storage.c */
-int aur_parse_hostport(const char *s, char *host, size_t host_len, int *port);
-int aur_connect_timeout(const char *host, int port, int timeout_ms);
 int aur_node_epoch(struct aurora *a, unsigned i, uint64_t epoch, struct sn_state *st);
 int aur_node_truncate(struct aurora *a, unsigned i, uint64_t epoch, uint64_t keep, struct sn_state *st);
 int aur_read_page(void *ctx, uint32_t page_id, uint8_t *page);

@@ -27,58 +27,9 @@
 #include "server/server_int.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
+#include "common/net.h"
 
 /* ------------------------------------------------------------ blocking control sockets */
-
-int aur_parse_hostport(const char *s, char *host, size_t host_len, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s)
-        return -1;
-    size_t hl = RD_MIN((size_t)(colon - s), host_len - 1);
-    memcpy(host, s, hl);
-    host[hl] = 0;
-    *port = atoi(colon + 1);
-    return *port > 0 && *port < 65536 ? 0 : -1;
-}
-
-/* Non-blocking connect with a timeout; returns a connected blocking fd or -1. */
-int aur_connect_timeout(const char *host, int port, int timeout_ms)
-{
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%d", port);
-    if (getaddrinfo(host, ps, &hints, &res) != 0 || res == NULL)
-        return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return -1;
-    }
-    int rc = connect(fd, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (rc < 0 && errno != EINPROGRESS) {
-        close(fd);
-        return -1;
-    }
-    if (rc < 0) {
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int err = 0;
-        socklen_t el = sizeof(err);
-        if (poll(&p, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0) {
-            close(fd);
-            return -1;
-        }
-    }
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
-        close(fd);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
-}
 
 static int write_all_fd(int fd, const uint8_t *p, size_t n)
 {
@@ -149,7 +100,7 @@ static int ctl_ensure(struct aurora *a, unsigned i)
         return 0;
     if (aur_now_ms() < c->retry_ms)
         return -1;
-    c->fd = aur_connect_timeout(a->node[i].host, a->node[i].port, AUR_CONNECT_TIMEOUT_MS);
+    c->fd = rd_net_connect(a->node[i].host, a->node[i].port, AUR_CONNECT_TIMEOUT_MS);
     if (c->fd < 0) {
         c->retry_ms = aur_now_ms() + 200;
         return -1;

@@ -27,6 +27,7 @@
 #include "server/server_int.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
+#include "common/net.h"
 
 /* ------------------------------------------------------------ writer: sink */
 
@@ -220,7 +221,7 @@ void aur_link_connect(struct server *s, unsigned i)
 {
     struct aurora *a = aur_of(s);
     struct aur_node *nd = &a->node[i];
-    int fd = aur_connect_timeout(nd->host, nd->port, AUR_CONNECT_TIMEOUT_MS);
+    int fd = rd_net_connect(nd->host, nd->port, AUR_CONNECT_TIMEOUT_MS);
     if (fd < 0) {
         if (!nd->down_logged)
             rd_warn("storage node %u (%s:%d) is unreachable; retrying", i + 1, nd->host, nd->port);

@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "replica/proto.h"
 #include "server/server_int.h"
+#include "common/net.h"
 #include "replica/repl_int.h"
 
 /* ================================================================ promotion, re-pointing */
@@ -183,15 +184,10 @@ int repl_check_peers(struct server *s)
         if (colon == NULL)
             continue;
         *colon = 0;
-        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
-        if (getaddrinfo(tok, colon + 1, &hints, &res) != 0 || res == NULL)
-            continue;
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int fd = rd_net_connect(tok, atoi(colon + 1), 1000);
         struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        int ok = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0;
-        freeaddrinfo(res);
+        int ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 &&
+                 setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0;
         char buf[8192];
         size_t got = 0;
         if (ok && write(fd, "INFO replication\r\n", 18) == 18) {
