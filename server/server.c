@@ -203,9 +203,13 @@ static size_t conn_releasable(const struct server *s, const struct conn *c)
 {
     if (c->nmarks == 0)
         return c->out.len;
+    /* S1, read side: what is released is durable (paired with server_update_release) */
+    rd_assert(s->release_lsn <= s->durable_lsn);
     size_t i = 0;
     while (i < c->nmarks && c->marks[i].lsn <= s->release_lsn)
         i++;
+    /* S2: marks ascend in LSN and offset (paired with conn_push_mark) */
+    rd_assert(i == 0 || i == c->nmarks || (c->marks[i - 1].lsn <= c->marks[i].lsn && c->marks[i - 1].end <= c->marks[i].end));
     return i == 0 ? 0 : c->marks[i - 1].end;
 }
 
@@ -555,7 +559,7 @@ void server_update_release(struct server *s)
     uint64_t rel = RD_MIN(s->durable_lsn, s->ops->sync_lsn(s));
     if (rel > s->release_lsn)
         s->release_lsn = rel;
-    rd_assert(s->release_lsn <= s->durable_lsn || rel < s->release_lsn);
+    rd_assert(s->release_lsn <= s->durable_lsn); /* S1, write side (read side: conn_releasable) */
 }
 
 void server_durable_advanced(struct server *s, uint64_t durable_lsn)
