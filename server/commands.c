@@ -2213,7 +2213,7 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
                        "\r\ntotal_net_output_bytes:%" PRIu64 "\r\nloop_turns:%" PRIu64 "\r\n\r\n",
                        s->stats.connections_received, s->stats.connections_rejected, s->stats.commands,
                        s->stats.txns, s->stats.errors, s->stats.protocol_errors, s->stats.replies_delayed,
-                       s->stats.net_in_bytes, s->stats.net_out_bytes, s->loop.turns);
+                       s->net.in_bytes, s->net.out_bytes, s->loop.turns);
     if (SEC("replication"))
         s->ops->info(s, b);
     if (SEC("keyspace") && s->engine)

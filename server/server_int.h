@@ -7,6 +7,7 @@
 
 #include "common/auth.h"
 #include "common/buf.h"
+#include "common/conn.h"
 #include "common/loop.h"
 #include "engine/engine.h"
 #include "common/resp.h"
@@ -32,10 +33,15 @@ struct conn_mark {
                         * their turn, and a commit timeout leaves them as they are */
 };
 
+/* A connection: the connection layer's part (common/conn.h: fd, addr, in, out,
+ * closing ... named directly through the anonymous struct) and the instance's. */
 struct conn {
-    uint64_t id;
+    union {
+        struct rd_conn nc;
+        struct { RD_CONN_FIELDS };
+    };
+    struct server *srv;
     enum conn_kind kind;
-    char addr[300];         /* peer ip:port */
     uint64_t last_write_lsn; /* commit LSN of this client's newest write (WAIT) */
     /* Owned by the role (role.h) on a role connection (kind != CONN_CLIENT): */
     void *role_conn;          /* the role's state of this connection (classic: struct repl_peer) */
@@ -45,24 +51,12 @@ struct conn {
     int wait_active;        /* blocked in WAIT */
     uint64_t wait_deadline_ms;
     int64_t wait_num;
-    int fd;
-    struct server *srv;
-    struct rd_io recv_io;
-    struct rd_io send_io;
-    int recv_armed;
-    int send_in_flight;
-    int closing;            /* no more input is processed; freed when no op is in flight */
-    int close_after_send;   /* QUIT / protocol error: close once the output is sent */
     int authed;
     char name[64];          /* CLIENT SETNAME / HELLO SETNAME */
     struct cmd_watch *watched; /* WATCH (commands.c); freed with the conn */
     size_t nwatched;
     uint64_t watch_flush_ver;
     uint64_t last_cmd_ms;   /* CLIENT LIST idle */
-    struct rd_buf in;       /* unparsed input */
-    struct rd_buf out;      /* replies not yet handed to send */
-    struct rd_buf sending;  /* bytes owned by the in-flight send (invariant L1) */
-    size_t sending_off;
     struct conn_mark *marks; /* ascending lsn; replies in out beyond marks[0].end wait */
     size_t nmarks, marks_cap;
     uint32_t tail_replies;   /* replies in out after the last mark (nmarks == 0 only) */
@@ -73,17 +67,13 @@ struct conn {
     struct rd_buf multi_q;  /* queued commands: u32 argc, then u32 len + bytes per arg */
     size_t multi_count;
     struct resp_args args;
-    struct conn *next_ready; /* list of conns with unprocessed input */
-    int on_ready_list;
     struct conn *prev, *next; /* all conns */
-    uint64_t created_ms;
     uint64_t cmds;
     /* peers (server.c "Peers and budgets") */
     struct rd_auth_hs hs;   /* REDOUBT.AUTH on this connection (or our HELLO on an outbound link) */
     int peer_authed;        /* both ends proved the cluster secret (or no secret is configured) */
     int is_peer;            /* counted in server.npeer_conns, not against --maxclients */
     int over_budget;        /* accepted beyond --maxclients: must become a peer within the deadline */
-    uint64_t last_input_ms; /* --timeout */
 };
 
 struct scan_cursor {
@@ -99,7 +89,6 @@ struct server_stats {
     uint64_t connections_received, connections_rejected;
     uint64_t commands, write_commands, read_commands, errors, protocol_errors;
     uint64_t txns, replies_delayed;
-    uint64_t net_in_bytes, net_out_bytes;
 };
 
 struct server {
@@ -122,13 +111,10 @@ struct server {
     struct wal *wal;
     struct engine *engine;
     int listen_fd;
-    struct rd_io accept_io;
-    int accept_armed;
+    struct rd_net net;          /* the connection layer: listener, recv ring, ready list */
     struct rd_buf_ring bufring; /* provided buffers for multishot recv */
     struct conn *conns;       /* doubly linked list */
     size_t nconns;
-    struct conn *ready_head;  /* conns with unprocessed input */
-    uint64_t next_conn_id;
     uint64_t next_txn_id;
     uint64_t last_commit_lsn; /* end LSN of the newest commit appended */
     uint64_t durable_lsn;
