@@ -104,7 +104,9 @@ void repl_info(struct server *s, struct rd_buf *b)
                        "\r\nlag_bytes:%" PRIu64 "\r\nlag_ms:%" PRIu64 "\r\nslave_repl_offset:%" PRIu64
                        "\r\nslave_read_only:1\r\nrepl_bytes_received:%" PRIu64 "\r\nlast_error:%s\r\n",
                        u->host, u->port, u->state == UP_STREAMING ? "up" : "down", states[u->state],
-                       u->state == UP_CLONING, s->wal ? wal_timeline(s->wal) : 0, recv,
+                       /* no finished base backup counts as syncing, whatever the link does now: such a
+                        * replica can neither acknowledge nor be promoted (monitor M11, M13) */
+                       u->state == UP_CLONING || s->engine == NULL, s->wal ? wal_timeline(s->wal) : 0, recv,
                        s->wal ? wal_written_lsn(s->wal) : 0, s->wal ? wal_flushed_lsn(s->wal) : 0, u->apply_lsn,
                        u->consistent_lsn, u->primary_flush_lsn,
                        u->primary_flush_lsn > u->apply_lsn ? u->primary_flush_lsn - u->apply_lsn : 0, lag_ms,
