@@ -66,6 +66,13 @@ static void setup_pair(struct fixture *f, struct tconn *t)
     freed_count = 0;
 }
 
+static void teardown(struct fixture *f)
+{
+    close(f->other);
+    rd_loop_destroy(&f->loop);
+    rd_buf_ring_free(&f->ring); /* after the ring: the kernel no longer uses it */
+}
+
 static void turn(struct fixture *f)
 {
     for (int i = 0; i < 5; i++)
@@ -88,7 +95,7 @@ Test(conn, input_lands_in_in_and_the_connection_is_ready)
     rd_conn_close(&t.nc);
     turn(&f);
     cr_assert_eq(t.closed, 1, "freed exactly once (C12)");
-    close(f.other);
+    teardown(&f);
 }
 
 Test(conn, sends_only_what_the_owner_releases_in_order)
@@ -115,7 +122,7 @@ Test(conn, sends_only_what_the_owner_releases_in_order)
     rd_conn_close(&t.nc);
     turn(&f);
     cr_assert_eq(t.closed, 1);
-    close(f.other);
+    teardown(&f);
 }
 
 Test(conn, input_over_the_limit_closes_the_connection)
@@ -129,7 +136,7 @@ Test(conn, input_over_the_limit_closes_the_connection)
     cr_assert_eq(t.closed, 1, "closed and freed once (C13, C12)");
     char c;
     cr_assert_eq(read(f.other, &c, 1), 0, "the other end sees EOF");
-    close(f.other);
+    teardown(&f);
 }
 
 Test(conn, eof_with_input_left_is_kept_when_asked)
@@ -154,5 +161,5 @@ Test(conn, eof_with_input_left_is_kept_when_asked)
     cr_assert_eq(t.closed, 1, "answered, then closed");
     char buf[4];
     cr_assert_eq(read(f.other, buf, sizeof(buf)), 2);
-    close(f.other);
+    teardown(&f);
 }
