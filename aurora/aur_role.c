@@ -128,6 +128,8 @@ static void aur_before_checkpoint(struct server *s) { (void)s; }
 /* Nothing local to flush: what is acknowledged is on a write quorum. */
 static void aur_stop(struct server *s) { aurora_ship(s); }
 
+static uint64_t aur_fence_rank(const struct server *s) { return aur_of(s)->epoch; }
+
 const struct role_ops role_aurora = {
     .name = "aurora",
     .start = aurora_init,                  /* aur_become.c */
@@ -147,6 +149,7 @@ const struct role_ops role_aurora = {
     .clock_ms = aur_clock_ms,
     .followers = aur_followers,
     .count_acked = aur_count_acked,
+    .fence_rank = aur_fence_rank,
     .info = aurora_info,                   /* aurora.c */
     .role_reply = aur_role_reply,
     .conn_kind_name = aur_conn_kind_name,

@@ -117,6 +117,8 @@ static void repl_stop(struct server *s)
     server_wal_shutdown(s);
 }
 
+static uint64_t repl_fence_rank(const struct server *s) { return repl_of(s)->term; }
+
 const struct role_ops role_classic = {
     .name = "classic",
     .start = repl_start,                       /* here */
@@ -136,6 +138,7 @@ const struct role_ops role_classic = {
     .clock_ms = repl_clock_ms,
     .followers = repl_followers,
     .count_acked = repl_count_acked,           /* repl_sender.c */
+    .fence_rank = repl_fence_rank,
     .info = repl_info,                         /* repl_info.c */
     .role_reply = repl_role_reply,
     .conn_kind_name = repl_conn_kind_name,

@@ -911,6 +911,17 @@ static void cmd_fence(struct server *s, struct conn *c, const struct resp_args *
         reply_err(c, "ERR only a primary or writer can be fenced");
         return;
     }
+    int64_t rank = 0; /* S21: REDOUBT.FENCE reason RANK: the installed writer's term / volume epoch */
+    if (a->n > 2 && (arg_int64(&a->v[2], &rank) < 0 || rank < 0)) {
+        reply_err(c, "ERR REDOUBT.FENCE reason [rank]: rank must be a non-negative integer");
+        return;
+    }
+    uint64_t mine = s->ops->fence_rank(s);
+    if (a->n > 2 && mine > (uint64_t)rank) {
+        reply_err(c, "STALEFENCE this writer is at %s %" PRIu64 ", newer than the writer that fences it (%" PRId64 ")",
+                  strcmp(s->ops->name, "aurora") == 0 ? "epoch" : "term", mine, rank);
+        return;
+    }
     snprintf(s->fenced_by, sizeof(s->fenced_by), "%.*s", a->n > 1 ? (int)RD_MIN(a->v[1].len, 100) : 7,
              a->n > 1 ? (const char *)a->v[1].ptr : "monitor");
     if (!s->fenced)

@@ -74,6 +74,9 @@ struct role_ops {
      * lsn durable (WAIT). */
     size_t (*followers)(const struct server *s);
     size_t (*count_acked)(const struct server *s, uint64_t lsn);
+    /* What REDOUBT.FENCE's optional rank is weighed against: the term (classic) or the volume epoch
+     * (aurora); a fence from a monitor whose writer ranks lower is refused (S21). */
+    uint64_t (*fence_rank)(const struct server *s);
     /* INFO replication, and the ROLE reply. */
     void (*info)(struct server *s, struct rd_buf *b);
     void (*role_reply)(struct server *s, struct conn *c);
