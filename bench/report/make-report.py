@@ -425,6 +425,10 @@ for a in archs:
 w("")
 w(img("bytes", "bytes per commit"))
 w("")
+faults_md = os.path.join(D, "faults", "faults.md")  # bench/run-demo (bench/run-faults): slow nodes, AZs
+if os.path.exists(faults_md):
+    w(open(faults_md).read().rstrip("\n").replace("](faults-", "](faults/faults-"))
+    w("")
 cost_md = os.path.join(D, "cost", "cost.md")  # bench/run-demo --cost (bench/run-cost)
 if os.path.exists(cost_md):
     w(open(cost_md).read().rstrip("\n"))
