@@ -1,0 +1,131 @@
+/*
+ * trace.c — the per-process ring of commit-trace events (trace.h).
+ *
+ * Ring layout: ring[i % TRACE_RING_EVENTS] holds event number i; `next` is the number of events
+ * ever recorded. Events [max(0, next - TRACE_RING_EVENTS), next) are present. One thread per
+ * process (the event loop) records and reads, so no synchronization is needed (C10).
+ */
+#include "common/trace.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+static struct trace_event ring[TRACE_RING_EVENTS];
+static uint64_t next;       /* events recorded since start (or trace_reset) */
+static uint64_t sample_n;   /* trace_sample calls */
+static uint64_t id_counter; /* ids handed out */
+
+_Static_assert(sizeof(struct trace_event) == 40, "trace_event layout");
+_Static_assert((TRACE_RING_EVENTS & (TRACE_RING_EVENTS - 1)) == 0, "ring size is a power of two");
+
+static const char *const step_names[TRACE_STEP_COUNT] = {
+    [TRACE_NONE] = "none",
+    [TRACE_RECEIVED] = "received",
+    [TRACE_PAGES_CHANGED] = "pages_changed",
+    [TRACE_WAL_WRITTEN] = "wal_written",
+    [TRACE_WAL_FSYNCED] = "wal_fsynced",
+    [TRACE_SHIPPED] = "shipped",
+    [TRACE_PEER_RECEIVED] = "peer_received",
+    [TRACE_PEER_WRITTEN] = "peer_written",
+    [TRACE_PEER_FSYNCED] = "peer_fsynced",
+    [TRACE_PEER_APPLIED] = "peer_applied",
+    [TRACE_PEER_ACKED] = "peer_acked",
+    [TRACE_ACK_RECEIVED] = "ack_received",
+    [TRACE_DURABLE] = "durable",
+    [TRACE_REPLY_SENT] = "reply_sent",
+    [TRACE_VISIBLE] = "visible",
+    [TRACE_REDO_BATCH] = "redo_batch",
+    [TRACE_COALESCED] = "coalesced",
+};
+
+const char *trace_step_name(enum trace_step step)
+{
+    if ((unsigned)step >= TRACE_STEP_COUNT || step_names[step] == NULL)
+        return "unknown";
+    return step_names[step];
+}
+
+void trace_record_slow(uint64_t trace_id, enum trace_step step, uint16_t node, uint64_t a, uint64_t b,
+                       uint64_t t_us)
+{
+    if (trace_id == 0) /* C11 */
+        return;
+    assert(step > TRACE_NONE && step < TRACE_STEP_COUNT);
+    struct trace_event *e = &ring[next & (TRACE_RING_EVENTS - 1)];
+    e->trace_id = trace_id;
+    e->t_us = t_us ? t_us : rd_now_us();
+    e->a = a;
+    e->b = b;
+    e->step = (uint16_t)step;
+    e->node = node;
+    e->pad = 0;
+    next++; /* C10: the slot is whole before it counts */
+}
+
+uint64_t trace_sample(unsigned every)
+{
+    if (every == 0)
+        return 0;
+    if (sample_n++ % every != 0)
+        return 0;
+    uint64_t id = ((uint64_t)(uint32_t)getpid() << 32) | (++id_counter & 0xffffffffu);
+    assert(id != 0);
+    return id;
+}
+
+static uint64_t oldest(void) { return next > TRACE_RING_EVENTS ? next - TRACE_RING_EVENTS : 0; }
+
+size_t trace_collect(uint64_t trace_id, struct trace_event *out, size_t max)
+{
+    size_t n = 0;
+    for (uint64_t i = oldest(); i < next && n < max; i++) {
+        const struct trace_event *e = &ring[i & (TRACE_RING_EVENTS - 1)];
+        if (trace_id == 0 || e->trace_id == trace_id)
+            out[n++] = *e;
+    }
+    return n;
+}
+
+size_t trace_recent_ids(uint64_t *out, size_t max)
+{
+    size_t n = 0;
+    for (uint64_t i = next; i > oldest() && n < max; i--) {
+        uint64_t id = ring[(i - 1) & (TRACE_RING_EVENTS - 1)].trace_id;
+        size_t k = 0;
+        while (k < n && out[k] != id)
+            k++;
+        if (k == n)
+            out[n++] = id;
+    }
+    return n;
+}
+
+int trace_format(struct rd_buf *out, uint64_t trace_id, const char *proc)
+{
+    assert(proc != NULL);
+    for (uint64_t i = oldest(); i < next; i++) {
+        const struct trace_event *e = &ring[i & (TRACE_RING_EVENTS - 1)];
+        if (trace_id != 0 && e->trace_id != trace_id)
+            continue;
+        size_t before = out->len;
+        if (rd_buf_appendf(out, "%" PRIu64 " %s %u %s node=%u a=%" PRIu64 " b=%" PRIu64 " id=%016" PRIx64 "\n",
+                           e->t_us, proc, (unsigned)e->step, trace_step_name((enum trace_step)e->step),
+                           (unsigned)e->node, e->a, e->b, e->trace_id) < 0) {
+            out->len = before; /* whole lines only */
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void trace_reset(void)
+{
+    memset(ring, 0, sizeof ring);
+    next = 0;
+    sample_n = 0;
+}
