@@ -123,9 +123,69 @@ int trace_format(struct rd_buf *out, uint64_t trace_id, const char *proc)
     return 0;
 }
 
+/* ------------------------------------------------------------ commits in flight */
+
+struct inflight {
+    uint64_t trace_id; /* 0: free slot */
+    uint64_t commit_lsn;
+    uint64_t done[(TRACE_STEP_COUNT * TRACE_MAX_NODES + 63) / 64]; /* bit step * MAX_NODES + node */
+};
+static struct inflight inflight[TRACE_INFLIGHT];
+unsigned trace_ninflight;
+
+int trace_commit_begin(uint64_t trace_id, uint64_t commit_lsn)
+{
+    if (trace_id == 0)
+        return -EINVAL;
+    for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
+        if (inflight[i].trace_id == 0) {
+            memset(&inflight[i], 0, sizeof inflight[i]);
+            inflight[i].trace_id = trace_id;
+            inflight[i].commit_lsn = commit_lsn;
+            trace_ninflight++;
+            assert(trace_ninflight <= TRACE_INFLIGHT);
+            return 0;
+        }
+    }
+    return -ENOSPC;
+}
+
+void trace_lsn_reached_slow(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b)
+{
+    assert(step > TRACE_NONE && step < TRACE_STEP_COUNT);
+    unsigned bit = (unsigned)step * TRACE_MAX_NODES + (node < TRACE_MAX_NODES ? node : TRACE_MAX_NODES - 1);
+    uint64_t now = 0;
+    for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
+        struct inflight *f = &inflight[i];
+        if (f->trace_id == 0 || f->commit_lsn > lsn || (f->done[bit / 64] >> (bit % 64)) & 1)
+            continue;
+        f->done[bit / 64] |= 1ull << (bit % 64);
+        if (now == 0)
+            now = rd_now_us(); /* one timestamp for every commit this LSN covers */
+        trace_record_slow(f->trace_id, step, node, lsn, b, now);
+    }
+}
+
+void trace_commit_end(uint64_t trace_id)
+{
+    if (trace_id == 0)
+        return;
+    for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
+        if (inflight[i].trace_id == trace_id) {
+            trace_record_slow(trace_id, TRACE_REPLY_SENT, 0, inflight[i].commit_lsn, 0, 0);
+            inflight[i].trace_id = 0;
+            assert(trace_ninflight > 0);
+            trace_ninflight--;
+            return;
+        }
+    }
+}
+
 void trace_reset(void)
 {
     memset(ring, 0, sizeof ring);
+    memset(inflight, 0, sizeof inflight);
     next = 0;
     sample_n = 0;
+    trace_ninflight = 0;
 }

@@ -90,6 +90,33 @@ int trace_format(struct rd_buf *out, uint64_t trace_id, const char *proc);
 /* The newest traced ids (most recent first, distinct), at most max. Returns how many. */
 size_t trace_recent_ids(uint64_t *out, size_t max);
 
+/* ---- Commits in flight, by LSN: lets a hook that knows only an LSN (WAL written/fsynced up to L,
+ * shipped to replica i up to L, ack from node i with SCL L, VDL reached L) record the step for every
+ * traced commit it covers, with one line and no trace id in hand. At most TRACE_INFLIGHT traced
+ * commits at once (trace_commit_begin refuses more: that commit is simply not traced). */
+#define TRACE_INFLIGHT 16u
+#define TRACE_MAX_NODES 8u /* node index 0..7 in the per-commit "done" bitmap */
+
+extern unsigned trace_ninflight; /* read by the inline fast path only */
+
+/* trace_id's commit ends at commit_lsn (its last log byte or record). Returns 0, -ENOSPC when
+ * TRACE_INFLIGHT commits are already traced, -EINVAL for id 0. */
+int trace_commit_begin(uint64_t trace_id, uint64_t commit_lsn);
+
+/* Records `step` (with node, a = lsn, b) once for each traced commit with commit_lsn <= lsn that has
+ * not had (step, node) yet. No traced commit in flight: one branch. */
+void trace_lsn_reached_slow(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b);
+static inline void trace_lsn_reached(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b)
+{
+    if (__builtin_expect(trace_ninflight == 0, 1))
+        return;
+    trace_lsn_reached_slow(step, node, lsn, b);
+}
+
+/* trace_id's reply was sent: records TRACE_REPLY_SENT and forgets the commit (no-op for 0 or an
+ * unknown id). */
+void trace_commit_end(uint64_t trace_id);
+
 const char *trace_step_name(enum trace_step step);
 
 /* Empties the ring (tests). */

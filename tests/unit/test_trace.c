@@ -1,5 +1,6 @@
 /* Unit tests for common/trace.{c,h}: the per-process ring of commit-trace events. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -77,4 +78,40 @@ Test(trace, format_prints_one_line_per_event_with_step_names)
                                      "456 primary 11 ack_received node=1 a=4096 b=0 id=0000000000000005\n");
     rd_buf_free(&b);
     cr_assert_str_eq(trace_step_name((enum trace_step)999), "unknown");
+}
+
+Test(trace, lsn_hooks_record_each_step_once_for_the_commits_they_cover)
+{
+    cr_assert_eq(trace_commit_begin(11, 100), 0);
+    cr_assert_eq(trace_commit_begin(12, 200), 0);
+    trace_lsn_reached(TRACE_WAL_FSYNCED, 0, 150, 0);  /* covers 11 only */
+    trace_lsn_reached(TRACE_WAL_FSYNCED, 0, 250, 0);  /* 12 now; 11 already has it */
+    trace_lsn_reached(TRACE_ACK_RECEIVED, 1, 250, 0); /* both, from node 1 */
+    trace_lsn_reached(TRACE_ACK_RECEIVED, 2, 120, 0); /* 11, from node 2 */
+    trace_lsn_reached(TRACE_ACK_RECEIVED, 1, 300, 0); /* node 1 again: nothing new */
+    trace_commit_end(11);
+    trace_commit_end(11); /* unknown now: no-op */
+    struct trace_event ev[8];
+    size_t n = trace_collect(11, ev, 8);
+    cr_assert_eq(n, 4);
+    cr_assert_eq(ev[0].step, TRACE_WAL_FSYNCED);
+    cr_assert_eq(ev[0].a, 150);
+    cr_assert_eq(ev[1].step, TRACE_ACK_RECEIVED);
+    cr_assert_eq(ev[1].node, 1);
+    cr_assert_eq(ev[2].node, 2);
+    cr_assert_eq(ev[3].step, TRACE_REPLY_SENT);
+    n = trace_collect(12, ev, 8);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(ev[0].a, 250);
+    cr_assert_eq(trace_ninflight, 1);
+}
+
+Test(trace, at_most_TRACE_INFLIGHT_commits_are_traced_at_once)
+{
+    for (unsigned i = 1; i <= TRACE_INFLIGHT; i++)
+        cr_assert_eq(trace_commit_begin(i, i), 0);
+    cr_assert_eq(trace_commit_begin(99, 99), -ENOSPC);
+    cr_assert_eq(trace_commit_begin(0, 1), -EINVAL);
+    trace_commit_end(1);
+    cr_assert_eq(trace_commit_begin(99, 99), 0);
 }
