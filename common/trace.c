@@ -128,40 +128,65 @@ int trace_format(struct rd_buf *out, uint64_t trace_id, const char *proc)
 struct inflight {
     uint64_t trace_id; /* 0: free slot */
     uint64_t commit_lsn;
+    uint64_t released_us; /* reply released at (0: not yet); late acks are still recorded for a while */
     uint64_t done[(TRACE_STEP_COUNT * TRACE_MAX_NODES + 63) / 64]; /* bit step * MAX_NODES + node */
 };
 static struct inflight inflight[TRACE_INFLIGHT];
 unsigned trace_ninflight;
 
+static void forget(struct inflight *f)
+{
+    assert(f->trace_id != 0 && trace_ninflight > 0);
+    f->trace_id = 0;
+    trace_ninflight--;
+}
+
+/* A free slot, else the one released longest ago (its late acknowledgements are not recorded). */
+static struct inflight *slot_for_new(void)
+{
+    struct inflight *old = NULL;
+    for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
+        if (inflight[i].trace_id == 0)
+            return &inflight[i];
+        if (inflight[i].released_us && (old == NULL || inflight[i].released_us < old->released_us))
+            old = &inflight[i];
+    }
+    if (old)
+        forget(old);
+    return old;
+}
+
 int trace_commit_begin(uint64_t trace_id, uint64_t commit_lsn)
 {
     if (trace_id == 0)
         return -EINVAL;
-    for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
-        if (inflight[i].trace_id == 0) {
-            memset(&inflight[i], 0, sizeof inflight[i]);
-            inflight[i].trace_id = trace_id;
-            inflight[i].commit_lsn = commit_lsn;
-            trace_ninflight++;
-            assert(trace_ninflight <= TRACE_INFLIGHT);
-            return 0;
-        }
-    }
-    return -ENOSPC;
+    struct inflight *f = slot_for_new();
+    if (f == NULL)
+        return -ENOSPC;
+    memset(f, 0, sizeof *f);
+    f->trace_id = trace_id;
+    f->commit_lsn = commit_lsn;
+    trace_ninflight++;
+    assert(trace_ninflight <= TRACE_INFLIGHT);
+    return 0;
 }
 
 void trace_lsn_reached_slow(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b)
 {
     assert(step > TRACE_NONE && step < TRACE_STEP_COUNT);
     unsigned bit = (unsigned)step * TRACE_MAX_NODES + (node < TRACE_MAX_NODES ? node : TRACE_MAX_NODES - 1);
-    uint64_t now = 0;
+    uint64_t now = rd_now_us(); /* one timestamp for every commit this LSN covers */
     for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
         struct inflight *f = &inflight[i];
-        if (f->trace_id == 0 || f->commit_lsn > lsn || (f->done[bit / 64] >> (bit % 64)) & 1)
+        if (f->trace_id == 0)
+            continue;
+        if (f->released_us && now - f->released_us > TRACE_LINGER_US) {
+            forget(f);
+            continue;
+        }
+        if (f->commit_lsn > lsn || (f->done[bit / 64] >> (bit % 64)) & 1)
             continue;
         f->done[bit / 64] |= 1ull << (bit % 64);
-        if (now == 0)
-            now = rd_now_us(); /* one timestamp for every commit this LSN covers */
         trace_record_slow(f->trace_id, step, node, lsn, b, now);
     }
 }
@@ -172,14 +197,26 @@ void trace_commit_end(uint64_t trace_id)
         return;
     for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
         if (inflight[i].trace_id == trace_id) {
-            trace_record_slow(trace_id, TRACE_REPLY_SENT, 0, inflight[i].commit_lsn, 0, 0);
-            inflight[i].trace_id = 0;
-            assert(trace_ninflight > 0);
-            trace_ninflight--;
+            if (!inflight[i].released_us)
+                trace_record_slow(trace_id, TRACE_REPLY_SENT, 0, inflight[i].commit_lsn, 0, 0);
+            forget(&inflight[i]);
             return;
         }
     }
 }
+
+void trace_commits_released_slow(uint64_t lsn)
+{
+    for (unsigned i = 0; i < TRACE_INFLIGHT; i++) {
+        struct inflight *f = &inflight[i];
+        if (f->trace_id != 0 && !f->released_us && f->commit_lsn <= lsn) {
+            trace_record_slow(f->trace_id, TRACE_REPLY_SENT, 0, lsn, 0, 0);
+            f->released_us = rd_now_us(); /* kept TRACE_LINGER_US for late acknowledgements */
+        }
+    }
+}
+
+unsigned trace_every;
 
 void trace_reset(void)
 {

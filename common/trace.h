@@ -96,6 +96,7 @@ size_t trace_recent_ids(uint64_t *out, size_t max);
  * commits at once (trace_commit_begin refuses more: that commit is simply not traced). */
 #define TRACE_INFLIGHT 16u
 #define TRACE_MAX_NODES 8u /* node index 0..7 in the per-commit "done" bitmap */
+#define TRACE_LINGER_US 1000000u /* a released commit still collects late acks this long */
 
 extern unsigned trace_ninflight; /* read by the inline fast path only */
 
@@ -104,7 +105,8 @@ extern unsigned trace_ninflight; /* read by the inline fast path only */
 int trace_commit_begin(uint64_t trace_id, uint64_t commit_lsn);
 
 /* Records `step` (with node, a = lsn, b) once for each traced commit with commit_lsn <= lsn that has
- * not had (step, node) yet. No traced commit in flight: one branch. */
+ * not had (step, node) yet; also after its reply, for TRACE_LINGER_US (acks of the peers that were
+ * not needed). No traced commit in flight: one branch. */
 void trace_lsn_reached_slow(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b);
 static inline void trace_lsn_reached(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b)
 {
@@ -116,6 +118,20 @@ static inline void trace_lsn_reached(enum trace_step step, uint16_t node, uint64
 /* trace_id's reply was sent: records TRACE_REPLY_SENT and forgets the commit (no-op for 0 or an
  * unknown id). */
 void trace_commit_end(uint64_t trace_id);
+
+/* Replies up to lsn were released: TRACE_REPLY_SENT for every traced commit with commit_lsn <= lsn
+ * (the reply bytes leave in the same event-loop turn); they are forgotten TRACE_LINGER_US later or
+ * when their slot is needed. */
+void trace_commits_released_slow(uint64_t lsn);
+static inline void trace_commits_released(uint64_t lsn)
+{
+    if (__builtin_expect(trace_ninflight == 0, 1))
+        return;
+    trace_commits_released_slow(lsn);
+}
+
+/* Sampling: 1 in trace_every writes is traced (0: off, the default). Set by the trace command. */
+extern unsigned trace_every;
 
 const char *trace_step_name(enum trace_step step);
 

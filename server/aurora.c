@@ -49,6 +49,7 @@
 #include "common/util.h"
 #include "redo/redo.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 #include "storage-node/sn_proto.h"
 
 #define AUR_MSG_FEED 50        /* writer -> reader: u64 vdl, u64 send_us, u32 n, n x u32 page ids */
@@ -457,6 +458,7 @@ static void link_on_frame(struct server *s, struct conn *c, const struct frame_h
             nd->nsent--;
         }
         nd->scl = RD_MAX(nd->scl, m.scl);
+        trace_lsn_reached(TRACE_ACK_RECEIVED, (uint16_t)(c->sn_idx + 1), m.scl, 0); /* issue 13 */
         nd->acks++;
         nd->last_ack_ms = aur_now_ms();
         if (redo_quorum_ack(&a->q, (unsigned)c->sn_idx, m.scl) > 0)
@@ -543,6 +545,7 @@ void aurora_ship(struct server *s)
     a->frames_sent++;
     a->redo_bytes_batch += a->batch.buf.len;
     a->redo_bytes_wire += a->frame.len;
+    trace_lsn_reached(TRACE_REDO_BATCH, 0, a->last_lsn, a->batch.buf.len); /* issue 13: b = bytes before lz4 */
     uint64_t us = rd_now_us();
     for (unsigned i = 0; i < REDO_NODES; i++) {
         struct aur_node *nd = &a->node[i];
@@ -567,6 +570,7 @@ void aurora_ship(struct server *s)
         nd->sent[k].last_lsn = a->last_lsn;
         nd->sent[k].send_us = us;
         nd->nsent++;
+        trace_lsn_reached(TRACE_SHIPPED, (uint16_t)(i + 1), a->last_lsn, a->frame.len); /* issue 13 */
     }
 }
 

@@ -45,6 +45,7 @@
 #include "common/util.h"
 #include "replica/proto.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 
 #define REPL_WINDOW_BYTES (4u << 20)     /* unsent bytes queued per replica */
 #define REPL_MSG_BYTES (512u << 10)      /* WAL bytes per REPL_WAL frame */
@@ -554,6 +555,7 @@ static void peer_on_status(struct server *s, struct repl_peer *p, const struct r
     p->write_lsn = RD_MAX(p->write_lsn, m->write_lsn);
     p->flush_lsn = RD_MAX(p->flush_lsn, m->flush_lsn);
     p->apply_lsn = RD_MAX(p->apply_lsn, m->apply_lsn);
+    trace_lsn_reached(TRACE_ACK_RECEIVED, server_trace_node(s, p->name), p->flush_lsn, p->apply_lsn); /* issue 13 */
     p->last_status_ms = rd_now_ms();
     if (p->slot && p->flush_lsn > p->slot->restart_lsn)
         p->slot->restart_lsn = p->flush_lsn;
@@ -627,6 +629,7 @@ static void peer_pump(struct server *s, struct repl_peer *p)
             rd_panic("out of memory");
         s->repl_bytes_sent += c->out.len - before;
         p->sent_lsn = next;
+        trace_lsn_reached(TRACE_SHIPPED, server_trace_node(s, p->name), next, c->out.len - before); /* issue 13 */
         p->told_flush_lsn = flushed;
         p->last_send_ms = rd_now_ms();
     }
@@ -767,6 +770,7 @@ void server_update_release(struct server *s)
     }
     if (rel > s->release_lsn)
         s->release_lsn = rel;
+    server_trace_release(s, s->durable_lsn, s->release_lsn); /* issue 13: commit trace */
 }
 
 size_t repl_count_acked(const struct server *s, uint64_t lsn)

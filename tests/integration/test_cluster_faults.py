@@ -18,7 +18,8 @@ process's AZ; each AZ has its own addresses (127.0.AZ.x; clients connect there d
     the reader serves the newest value, the timed-out write is absent or has its value;
   * `kill storage1` with a proxy in front: writes go on; `restart storage1`: it catches up;
   * `stop` leaves no process behind (the proxy included).
-No timing assertions: every wait is a bounded poll.
+`scripts/cluster trace` in both modes: every writer-side step present, in causal order (the quorum:
+4 acknowledgements before durable in aurora). No timing assertions: every wait is a bounded poll.
 """
 import os
 import time
@@ -72,6 +73,22 @@ def proxy_pid(d):
         return None
 
 
+def check_trace(cl, mode):
+    """`scripts/cluster trace`: every writer-side step of the mode's diagram, in causal order."""
+    out = cl.run("trace").stdout
+    print(out, flush=True)
+    steps = [l.split()[3] for l in out.splitlines() if l.strip().startswith(("+", "-")) and " us " in l]
+    want = ["received", "pages_changed"] + (["redo_batch"] if mode == "aurora" else []) + ["shipped"]
+    for w in want + ["ack_received", "durable", "reply_sent"]:
+        check(w in steps, f"trace has {w}: {steps}")
+    first = {w: steps.index(w) for w in set(steps)}
+    check(first["received"] < first["pages_changed"] < first["shipped"] < first["ack_received"]
+          < first["durable"] <= first["reply_sent"], f"causal order: {steps}")
+    need = 4 if mode == "aurora" else 1  # acknowledgements before the commit is durable
+    check(steps[:first["durable"]].count("ack_received") >= need, f"{need} ack(s) before durable: {steps}")
+    check(steps.count("shipped") == (6 if mode == "aurora" else 2), f"shipped to every peer: {steps}")
+
+
 def classic(cl, d):
     base = free_range()
     cl.run("start", "classic", "--faults", "--dir", d, "--base-port", base,
@@ -84,6 +101,7 @@ def classic(cl, d):
     net = open(os.path.join(d, "net")).read()
     check(f"primary - {ph}:{pp} " in net and f" {ph}:{pp}\n" not in net,
           f"the primary's peers get a proxy address, not its own:\n{net}")
+    check_trace(cl, "classic")
     acked = {}
     for i in range(5):
         must_ack(ph, pp, f"c:pre:{i}", i)
@@ -162,6 +180,7 @@ def aurora(cl, d):
     _, wh, wp, _ = ep["writer"]
     _, rh, rp, _ = ep["reader1"]
     must_ack(wh, wp, "a:pre", "0")
+    check_trace(cl, "aurora")
 
     for what in ("storage3", "az2"):
         cl.run("slow", what, 300)

@@ -115,3 +115,21 @@ Test(trace, at_most_TRACE_INFLIGHT_commits_are_traced_at_once)
     trace_commit_end(1);
     cr_assert_eq(trace_commit_begin(99, 99), 0);
 }
+
+Test(trace, a_released_commit_still_records_late_acks_then_gives_its_slot_up)
+{
+    cr_assert_eq(trace_commit_begin(21, 50), 0);
+    trace_lsn_reached(TRACE_ACK_RECEIVED, 1, 60, 0);
+    trace_commits_released(60);
+    trace_commits_released(70); /* once */
+    trace_lsn_reached(TRACE_ACK_RECEIVED, 2, 60, 0); /* the ack that was not needed */
+    struct trace_event ev[8];
+    size_t n = trace_collect(21, ev, 8);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(ev[1].step, TRACE_REPLY_SENT);
+    cr_assert_eq(ev[2].node, 2);
+    cr_assert_eq(trace_ninflight, 1);
+    for (unsigned i = 1; i <= TRACE_INFLIGHT; i++) /* a full registry takes the released slot */
+        cr_assert_eq(trace_commit_begin(100 + i, 100), 0);
+    cr_assert_eq(trace_commit_begin(999, 100), -ENOSPC);
+}
