@@ -108,6 +108,7 @@ struct mon_node {
     uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
     /* the current failover's REDOUBT.TERM exchange */
     int t_state;            /* 0 not asked, 1 sent, 2 answered, 3 failed */
+    int t_old_ok;           /* the old primary answered this failover's term (M16) */
     uint64_t t_write_lsn, t_flush_lsn, t_timeline;
     char t_role[16];
     int answered;           /* a heartbeat reply arrived since the last tick */
@@ -148,6 +149,7 @@ struct mon_failover {
     uint64_t t_quorum_ms;     /* when term_need was reached */
     uint64_t lease_until_ms;  /* monotonic: no promotion before (leases, ML3) */
     uint64_t t_term_sent;
+    unsigned no_cand_rounds;  /* rounds that found no live candidate */
 };
 
 /* A peer monitor. */
@@ -598,7 +600,7 @@ static void fo_finish(struct mon *m, const char *why)
     rd_info("failover %s -> %s: %s", m->fo.old_name, m->fo.new_name[0] ? m->fo.new_name : "-", why);
     m->fo.state = FO_IDLE;
     for (unsigned i = 0; i < m->nnodes; i++)
-        m->node[i].excluded = 0, m->node[i].t_state = 0;
+        m->node[i].excluded = 0, m->node[i].t_state = 0, m->node[i].t_old_ok = 0;
 }
 
 /* A failover that must not go on (too few replicas fenced, a newer term exists): give up, retry later
@@ -772,6 +774,10 @@ static void fo_query_step(struct mon *m, uint64_t now)
     }
     if (best < 0) {
         if (now >= f->deadline_ms) {
+            if (++f->no_cand_rounds > 6) { /* ~3 s: give up, so that views are adopted again (M9) */
+                fo_abort(m, now, "no live candidate to promote");
+                return;
+            }
             rd_error("failover: no live %s to promote; retrying at each heartbeat",
                      m->mode == MODE_CLASSIC ? "replica" : "reader");
             f->deadline_ms = now + RD_MAX(500u, 3u * m->interval_ms);
@@ -865,8 +871,8 @@ static void fo_term_step(struct mon *m, uint64_t now)
             continue;
         if (!listed_only || spec_lists(&sp, n))
             answered++;
-        if (n->syncing || n->excluded)
-            continue;
+        if (n->syncing || n->excluded || (n->t_timeline == 0 && n->t_write_lsn == 0))
+            continue; /* no finished base backup: it cannot be promoted (server refuses) */
         /* the newest history first: (timeline, write_lsn, flush_lsn) (replica/README.md); a fenced
          * old primary may be chosen too (REDOUBT.PROMOTE T lifts its term fence) */
         const struct mon_node *b = best >= 0 ? &m->node[best] : NULL;
@@ -888,6 +894,14 @@ static void fo_term_step(struct mon *m, uint64_t now)
         f->t_quorum_ms = now;
     if (pending > 0 && now < f->t_quorum_ms + MON_TERM_GRACE_MS)
         return;
+    if (best < 0 && f->old >= 0 && m->node[f->old].t_old_ok && !f->planned) {
+        /* M16: no replica holds data it could serve (all re-cloning from the old primary): lift
+         * the old primary's own term fence rather than leave the cluster with no writer at all. */
+        rd_warn("no replica that answered term %" PRIu64 " can be promoted (cloning, or no data): the old primary "
+                "%s is the newest history (write_lsn %" PRIu64 "), promoting it again",
+                f->term, m->node[f->old].name, m->node[f->old].t_write_lsn);
+        best = f->old;
+    }
     if (best < 0) {
         fo_abort(m, now, "no replica that answered the term can be promoted");
         return;
@@ -937,9 +951,13 @@ static void fo_promoted(struct mon *m, uint64_t now)
     c->role = m->mode == MODE_CLASSIC ? ROLE_PRIMARY : ROLE_WRITER;
     c->lease_banned = 0;
     c->dead = 0, c->misses = 0, c->refusals = 0;
-    o->role = ROLE_OLD_WRITER;
-    if (!f->planned || !o->fenced)
-        o->fence_pending = 1;
+    if (c != o) {
+        o->role = ROLE_OLD_WRITER;
+        if (!f->planned || !o->fenced)
+            o->fence_pending = 1;
+    } else {
+        c->fenced = 0, c->fence_pending = 0; /* M16: the old primary, its term fence lifted */
+    }
     m->failovers++;
     m->st.failovers = m->failovers;
     if (f->epoch > m->st.config_epoch)
@@ -962,7 +980,8 @@ static void fo_promoted(struct mon *m, uint64_t now)
         if (m->mode == MODE_AURORA && n->role == ROLE_READER && !n->dead)
             send_repoint(m, n, now);
     }
-    fence_send(m, o);
+    if (c != o)
+        fence_send(m, o);
     if (m->write_probe) {
         char v[32];
         snprintf(v, sizeof(v), "%" PRIu64, wall_ms());
@@ -1077,8 +1096,9 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
     struct mon_node *cw = &m->node[m->writer];
     /* M9: an unfenced writer newer than ours (higher term, then timeline / epoch) was installed by
      * another monitor: it is the writer now. */
-    if (claims && idx != m->writer && !n->fenced && !promoting && m->fo.state == FO_IDLE &&
-        node_rank_cmp(m, n, cw) > 0) {
+    if (claims && idx != m->writer && !n->fenced && !promoting && node_rank_cmp(m, n, cw) > 0) {
+        if (m->fo.state != FO_IDLE) /* ours is moot: another monitor already installed a newer writer */
+            fo_abort(m, now, "another monitor installed a newer writer");
         rd_warn("node %s (%s:%d) is a %s newer than %s (term %" PRIu64 ", timeline/epoch %" PRIu64
                 "): following it as the writer",
                 n->name, n->host, n->port, n->rep_role, cw->name, n->term,
@@ -1094,7 +1114,10 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
         return;
     }
     /* M4: a second writer that is not fenced (and not newer) gets fenced. */
-    if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending) {
+    /* Classic: only a strictly older one (a primary half-way through its promotion already says
+     * "primary" on the old timeline: fencing it would undo another monitor's failover). */
+    if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending &&
+        (m->mode == MODE_AURORA || node_rank_cmp(m, n, cw) < 0 || (cw->term == 0 && n->term == 0))) {
         rd_warn("node %s (%s:%d) reports itself %s but %s is the writer: fencing it", n->name, n->host, n->port,
                 n->rep_role, m->node[m->writer].name);
         n->role = ROLE_OLD_WRITER;
@@ -1180,9 +1203,11 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
         fo_term_step(m, now);
         return;
     case OP_TERM_OLD:
-        if (term_reply_parse(r, n) == 0)
+        if (term_reply_parse(r, n) == 0) {
+            n->t_old_ok = 1;
             rd_warn("term %" PRIu64 " on the old primary %s: it is fenced (write_lsn %" PRIu64 ")", m->fo.term,
                     n->name, n->t_write_lsn);
+        }
         else
             rd_info("REDOUBT.TERM on the old primary %s answered: %s", n->name, text);
         return;
@@ -1411,6 +1436,21 @@ static int writer_sdown(const struct mon *m, uint64_t now)
 
 static int peer_up(const struct mon *m, const struct mon_peer *p, uint64_t now);
 
+/* M15: the monitor we last voted for says (in a hello since our vote) that it still leads an election
+ * or a failover, and we hear from it. */
+static int voted_leader_busy(const struct mon *m, uint64_t now)
+{
+    if (m->voted_peer_at_ms == 0 || m->st.voted_for == m->id)
+        return 0;
+    for (unsigned i = 0; i < m->npeers; i++) {
+        const struct mon_peer *p = &m->peer[i];
+        if (p->id > 0 && (unsigned)p->id == m->st.voted_for)
+            return p->leading && p->hello_ms >= m->voted_peer_at_ms && peer_up(m, p, now) &&
+                   now < m->voted_peer_at_ms + MON_PROMOTE_TIMEOUT_MS;
+    }
+    return 0;
+}
+
 /* ML5: the failovers that a vote of ours could have enabled are over (a majority of monitors,
  * ourselves included, said since the ban that they lead none; none we hear from leads one), the
  * writer is still the writer and answers us: renew its lease again. Without it a failed or split
@@ -1604,6 +1644,8 @@ static void quorum_step(struct mon *m, uint64_t now)
         return;
     }
     if (m->fo.state != FO_IDLE || now < m->cooldown_until_ms || now < m->hold_until_ms)
+        return;
+    if (voted_leader_busy(m, now)) /* M15: the leader we voted for is still at it */
         return;
     if (m->odown_since_ms) {
         unsigned lower = 0;
@@ -1952,7 +1994,7 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
          * monitor until MON_VOTE_HOLD_MS passed (as Sentinel waits out a failover it voted for). */
         int leading = m->fo.state != FO_IDLE && cand != m->id; /* we run a failover: no second one */
         int held = leading || (cand != m->st.voted_for && m->st.voted_for != m->id && m->voted_peer_at_ms != 0 &&
-                               now < m->voted_peer_at_ms + MON_VOTE_HOLD_MS);
+                               (now < m->voted_peer_at_ms + MON_VOTE_HOLD_MS || voted_leader_busy(m, now)));
         if (held && req > m->st.voted_epoch)
             rd_info("no vote for monitor %u in failover epoch %" PRIu64 ": %s", cand, req,
                     leading ? "we are leading a failover" : "we voted for another monitor lately (its failover may be under way)");

@@ -1496,7 +1496,10 @@ static int promote_finish(struct server *s)
     if ((rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal))) < 0)
         rd_panic("promotion: WAL flush failed: %s", rd_strerror(rc));
     uint64_t switch_lsn;
-    if ((rc = wal_switch_timeline(s->wal, &switch_lsn)) < 0)
+    /* W15: the new timeline is at least the promotion's term (unique per failover: T1-T6), so a
+     * replica that never heard of another node's promotion cannot reuse its timeline number. */
+    uint32_t min_tli = s->term <= UINT32_MAX ? (uint32_t)s->term : 0;
+    if ((rc = wal_switch_timeline_min(s->wal, min_tli, &switch_lsn)) < 0)
         rd_panic("promotion: could not switch timelines: %s", rd_strerror(rc));
     s->role = SERVER_ROLE_PRIMARY;
     rd_log_set_role("primary");
@@ -1769,7 +1772,9 @@ void repl_info(struct server *s, struct rd_buf *b)
                        "\r\nlag_bytes:%" PRIu64 "\r\nlag_ms:%" PRIu64 "\r\nslave_repl_offset:%" PRIu64
                        "\r\nslave_read_only:1\r\nrepl_bytes_received:%" PRIu64 "\r\nlast_error:%s\r\n",
                        u->host, u->port, u->state == UP_STREAMING ? "up" : "down", states[u->state],
-                       u->state == UP_CLONING, s->wal ? wal_timeline(s->wal) : 0, recv,
+                       /* no finished base backup counts as syncing, whatever the link does now: such a
+                        * replica can neither acknowledge nor be promoted (monitor M11, M13) */
+                       u->state == UP_CLONING || s->engine == NULL, s->wal ? wal_timeline(s->wal) : 0, recv,
                        s->wal ? wal_written_lsn(s->wal) : 0, s->wal ? wal_flushed_lsn(s->wal) : 0, u->apply_lsn,
                        u->consistent_lsn, u->primary_flush_lsn,
                        u->primary_flush_lsn > u->apply_lsn ? u->primary_flush_lsn - u->apply_lsn : 0, lag_ms,
