@@ -171,6 +171,17 @@ int trace_commit_begin(uint64_t trace_id, uint64_t commit_lsn)
     return 0;
 }
 
+int trace_watch(uint64_t trace_id, uint64_t after_lsn)
+{
+    int rc = trace_commit_begin(trace_id, after_lsn + 1);
+    if (rc < 0)
+        return rc;
+    for (unsigned i = 0; i < TRACE_INFLIGHT; i++)
+        if (inflight[i].trace_id == trace_id && inflight[i].commit_lsn == after_lsn + 1)
+            inflight[i].released_us = rd_now_us(); /* no reply here: it only lingers */
+    return 0;
+}
+
 void trace_lsn_reached_slow(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b)
 {
     assert(step > TRACE_NONE && step < TRACE_STEP_COUNT);

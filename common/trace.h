@@ -115,6 +115,10 @@ static inline void trace_lsn_reached(enum trace_step step, uint16_t node, uint64
     trace_lsn_reached_slow(step, node, lsn, b);
 }
 
+/* A peer (replica) follows trace_id, whose commit ends above after_lsn: the steps it reaches past
+ * after_lsn are recorded (each once) for TRACE_LINGER_US. Returns as trace_commit_begin. */
+int trace_watch(uint64_t trace_id, uint64_t after_lsn);
+
 /* trace_id's reply was sent: records TRACE_REPLY_SENT and forgets the commit (no-op for 0 or an
  * unknown id). */
 void trace_commit_end(uint64_t trace_id);

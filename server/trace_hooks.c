@@ -5,8 +5,10 @@
  * writer): received -> pages changed (log bytes: WAL bytes in classic, LSNs in aurora) -> [aurora:
  * redo batch sealed (bytes before lz4)] -> shipped to each replica / storage node (bytes on the wire
  * in aurora) -> classic: WAL fsynced locally -> acknowledgement from each peer (its flush LSN / SCL)
- * -> durable (sync set reached / VDL) -> reply released. The peers' own steps (received, written,
- * fsynced, applied, coalesced) need the trace id (or the LSN) on the peers' side: not yet.
+ * -> durable (sync set reached / VDL) -> reply released. A classic replica told to watch the WAL past
+ * an LSN (REDOUBT.TRACE WATCH, before the write) records received -> written -> flushed -> acked
+ * (the last three stamped when its status message reports them) -> applied. Storage nodes and
+ * readers: not yet.
  */
 #include "server/trace_hooks.h"
 
@@ -19,6 +21,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "server/server_int.h"
+#include "wal/wal.h"
 
 uint64_t server_trace_now(void) { return trace_every ? rd_now_us() : 0; }
 
@@ -39,12 +42,21 @@ void server_trace_write(struct server *s, uint64_t lsn_before, uint64_t commit_l
 
 void server_trace_release(struct server *s, uint64_t durable_lsn, uint64_t release_lsn)
 {
-    if (__builtin_expect(trace_ninflight == 0, 1))
-        return;
+    if (__builtin_expect(trace_ninflight == 0, 1) || (s->role != SERVER_ROLE_PRIMARY && s->role != SERVER_ROLE_WRITER))
+        return; /* a replica follows a watched commit's WAL, not its release */
     if (s->role == SERVER_ROLE_PRIMARY)
         trace_lsn_reached(TRACE_WAL_FSYNCED, 0, durable_lsn, 0);
     trace_lsn_reached(TRACE_DURABLE, 0, release_lsn, durable_lsn);
     trace_commits_released(release_lsn);
+}
+
+void server_trace_replica_status(uint64_t w, uint64_t f, uint64_t ap)
+{
+    if (__builtin_expect(trace_ninflight == 0, 1))
+        return;
+    trace_lsn_reached(TRACE_PEER_WRITTEN, 0, w, 0);
+    trace_lsn_reached(TRACE_PEER_FSYNCED, 0, f, 0);
+    trace_lsn_reached(TRACE_PEER_ACKED, 0, f, ap);
 }
 
 uint16_t server_trace_node(const struct server *s, const char *name)
@@ -85,6 +97,17 @@ void cmd_redoubt_trace(struct server *s, struct conn *c, const struct resp_args 
     if (a->n == 3 && arg_is(&a->v[1], "sample") && arg_u64(&a->v[2], &v, 10) == 0 && v <= 1000000) {
         trace_every = (unsigned)v;
         rc = resp_simple(&c->out, "OK");
+    } else if (a->n == 2 && arg_is(&a->v[1], "lsn")) { /* where the next commit will start */
+        uint64_t lsn = s->role == SERVER_ROLE_WRITER ? aurora_insert_lsn(s) : s->wal ? wal_insert_lsn(s->wal) : 0;
+        rc = resp_int(&c->out, (int64_t)lsn);
+    } else if (a->n == 4 && arg_is(&a->v[1], "watch")) {
+        uint64_t id = 0, lsn = 0;
+        if (arg_u64(&a->v[2], &id, 16) < 0 || arg_u64(&a->v[3], &lsn, 10) < 0 || id == 0)
+            rc = resp_error(&c->out, "ERR REDOUBT.TRACE WATCH ID LSN: a nonzero hex id and a decimal LSN");
+        else if (trace_watch(id, lsn) < 0)
+            rc = resp_error(&c->out, "ERR REDOUBT.TRACE WATCH: 16 traces are being followed already");
+        else
+            rc = resp_simple(&c->out, "OK");
     } else if (a->n == 2 && arg_is(&a->v[1], "last")) {
         char hex[17];
         snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)last_id);
@@ -102,7 +125,8 @@ void cmd_redoubt_trace(struct server *s, struct conn *c, const struct resp_args 
             rd_buf_free(&b);
         }
     } else {
-        rc = resp_error(&c->out, "ERR usage: REDOUBT.TRACE SAMPLE N (1 in N writes; 0: off) | LAST | GET [ID]");
+        rc = resp_error(&c->out, "ERR usage: REDOUBT.TRACE SAMPLE N (1 in N writes; 0: off) | LAST | GET [ID] | LSN | "
+                                 "WATCH ID LSN");
     }
     if (rc < 0)
         rd_panic("out of memory for a reply");

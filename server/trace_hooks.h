@@ -20,9 +20,11 @@ uint64_t server_trace_now(void);
 void server_trace_write(struct server *s, uint64_t lsn_before, uint64_t commit_lsn, uint64_t t_recv_us);
 /* End of server_update_release: local flush (classic), durable point, replies released. */
 void server_trace_release(struct server *s, uint64_t durable_lsn, uint64_t release_lsn);
+/* Replica: a status message was sent (written / flushed / applied up to w / f / ap). */
+void server_trace_replica_status(uint64_t w, uint64_t f, uint64_t ap);
 /* A replica's number in the trace: its position in --sync-replicas + 1 (0: not listed). */
 uint16_t server_trace_node(const struct server *s, const char *name);
-/* REDOUBT.TRACE SAMPLE N | LAST | GET [ID] (see server/README.md). */
+/* REDOUBT.TRACE SAMPLE N | LAST | GET [ID] | LSN | WATCH ID LSN (docs/operations.md). */
 void cmd_redoubt_trace(struct server *s, struct conn *c, const struct resp_args *a);
 
 #endif

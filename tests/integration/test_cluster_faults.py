@@ -19,7 +19,7 @@ process's AZ; each AZ has its own addresses (127.0.AZ.x; clients connect there d
   * `kill storage1` with a proxy in front: writes go on; `restart storage1`: it catches up;
   * `stop` leaves no process behind (the proxy included).
 `scripts/cluster trace` in both modes: every writer-side step present, in causal order (the quorum:
-4 acknowledgements before durable in aurora). No timing assertions: every wait is a bounded poll.
+4 acknowledgements before durable in aurora); classic: each replica's received/flushed/acked/applied. No timing assertions: every wait is a bounded poll.
 """
 import os
 import time
@@ -87,6 +87,14 @@ def check_trace(cl, mode):
     need = 4 if mode == "aurora" else 1  # acknowledgements before the commit is durable
     check(steps[:first["durable"]].count("ack_received") >= need, f"{need} ack(s) before durable: {steps}")
     check(steps.count("shipped") == (6 if mode == "aurora" else 2), f"shipped to every peer: {steps}")
+    if mode == "classic":  # each replica's own steps (REDOUBT.TRACE WATCH), after the primary shipped
+        lines = [l.split() for l in out.splitlines() if l.strip().startswith(("+", "-")) and " us " in l]
+        for r in ("replica1", "replica2"):
+            mine = [x[3] for x in lines if x[2] == r]
+            for w in ("peer_received", "peer_fsynced", "peer_acked", "peer_applied"):
+                check(w in mine, f"{r}'s trace has {w}: {mine}")
+            check(lines.index(next(x for x in lines if x[2] == r)) > first["shipped"],
+                  f"{r} receives after the primary shipped: {steps}")
 
 
 def classic(cl, d):
