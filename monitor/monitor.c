@@ -1117,7 +1117,7 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
     /* Classic: only a strictly older one (a primary half-way through its promotion already says
      * "primary" on the old timeline: fencing it would undo another monitor's failover). */
     if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending &&
-        (m->mode == MODE_AURORA || node_rank_cmp(m, n, cw) < 0 || (cw->term == 0 && n->term == 0))) {
+        (node_rank_cmp(m, n, cw) < 0 || (m->mode == MODE_CLASSIC && cw->term == 0 && n->term == 0))) {
         rd_warn("node %s (%s:%d) reports itself %s but %s is the writer: fencing it", n->name, n->host, n->port,
                 n->rep_role, m->node[m->writer].name);
         n->role = ROLE_OLD_WRITER;
@@ -1414,8 +1414,9 @@ static int writer_sdown(const struct mon *m, uint64_t now)
         return 0; /* M2 */
     if (w->dead)
         return 1;
-    if (w->fenced && m->mode == MODE_CLASSIC)
-        return 1; /* a writer fenced by a newer term (an aborted failover) accepts no write: fail over again */
+    if (w->fenced)
+        return 1; /* a writer fenced by a newer term (an aborted failover) or, in aurora, by a newer volume
+                   * epoch on the storage nodes accepts no write: fail over again (M12) */
     if (m->mode != MODE_CLASSIC || w->sync_lost_since_ms == 0 ||
         now < w->sync_lost_since_ms + (uint64_t)m->misses * m->interval_ms)
         return 0;
