@@ -25,6 +25,7 @@
 #include "common/util.h"
 #include "redo/redo.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
 #include "common/net.h"
@@ -185,6 +186,7 @@ void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr 
             nd->nsent--;
         }
         nd->scl = RD_MAX(nd->scl, m.scl);
+        trace_lsn_reached(TRACE_ACK_RECEIVED, (uint16_t)(c->role_idx + 1), m.scl, 0); /* issue 13 */
         nd->acks++;
         nd->last_ack_ms = aur_now_ms();
         if (redo_quorum_ack(&a->q, (unsigned)c->role_idx, m.scl) > 0)
@@ -271,6 +273,7 @@ void aurora_ship(struct server *s)
     a->frames_sent++;
     a->redo_bytes_batch += a->batch.buf.len;
     a->redo_bytes_wire += a->frame.len;
+    trace_lsn_reached(TRACE_REDO_BATCH, 0, a->last_lsn, a->batch.buf.len); /* issue 13: b = bytes before lz4 */
     uint64_t us = rd_now_us();
     for (unsigned i = 0; i < REDO_NODES; i++) {
         struct aur_node *nd = &a->node[i];
@@ -294,5 +297,6 @@ void aurora_ship(struct server *s)
         nd->sent[k].last_lsn = a->last_lsn;
         nd->sent[k].send_us = us;
         nd->nsent++;
+        trace_lsn_reached(TRACE_SHIPPED, (uint16_t)(i + 1), a->last_lsn, a->frame.len); /* issue 13 */
     }
 }

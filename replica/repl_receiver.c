@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "replica/proto.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 #include "replica/repl_int.h"
 
 /* ================================================================ replica side */
@@ -244,6 +245,7 @@ void repl_up_apply_ready(struct server *s, uint64_t limit_lsn)
         const uint8_t *body = e.body;
         rd_assert(e.body_len >= (type == WAL_REC_CHECKPOINT ? 24u : 8u)); /* markers as pushed by up_on_wal */
         u->apply_lsn = end;
+        trace_lsn_reached(TRACE_PEER_APPLIED, 0, end, 0); /* issue 13: readable here from now on */
         u->apply_echo_us = rd_get_u64le(body);
         if (type == WAL_REC_CHECKPOINT) {
             u->last_ckpt_lsn = rd_get_u64le(body + 8);
@@ -316,6 +318,7 @@ static void up_on_wal(struct server *s, const struct repl_wal *m)
     u->echo_n++;
     u->primary_flush_lsn = RD_MAX(u->primary_flush_lsn, m->primary_flush_lsn);
     u->primary_send_us = m->send_time_us;
+    trace_lsn_reached(TRACE_PEER_RECEIVED, 0, m->end_lsn, m->records_len); /* issue 13 */
     repl_up_apply_ready(s, u->primary_flush_lsn);
 }
 
@@ -579,6 +582,7 @@ void repl_up_send_status(struct server *s)
                             .reply_time_us = rd_wall_us()};
     if (repl_send_status(&u->conn->out, tli_of(s), &m) < 0)
         rd_panic("out of memory");
+    server_trace_replica_status(w, f, a); /* issue 13 */
     u->sent_write = w;
     u->sent_flush = f;
     u->sent_apply = a;

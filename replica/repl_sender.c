@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "replica/proto.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 #include "replica/repl_int.h"
 
 void repl_peer_error(struct server *s, struct conn *c, const char *fmt, ...)
@@ -231,6 +232,7 @@ void repl_peer_on_status(struct server *s, struct repl_peer *p, const struct rep
     p->write_lsn = RD_MAX(p->write_lsn, m->write_lsn);
     p->flush_lsn = RD_MAX(p->flush_lsn, m->flush_lsn);
     p->apply_lsn = RD_MAX(p->apply_lsn, m->apply_lsn);
+    trace_lsn_reached(TRACE_ACK_RECEIVED, server_trace_node(s, p->name), p->flush_lsn, p->apply_lsn); /* issue 13 */
     p->last_status_ms = rd_now_ms();
     if (p->slot && p->flush_lsn > p->slot->restart_lsn)
         p->slot->restart_lsn = p->flush_lsn;
@@ -304,6 +306,7 @@ void repl_peer_pump(struct server *s, struct repl_peer *p)
             rd_panic("out of memory");
         repl_of(s)->repl_bytes_sent += c->out.len - before;
         p->sent_lsn = next;
+        trace_lsn_reached(TRACE_SHIPPED, server_trace_node(s, p->name), next, c->out.len - before); /* issue 13 */
         p->told_flush_lsn = flushed;
         p->last_send_ms = rd_now_ms();
     }

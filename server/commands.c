@@ -27,6 +27,7 @@
 #include "common/util.h"
 #include "engine/kv.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 
 enum {
     CMD_WRITE = 1u << 0,   /* may change the engine: runs in a transaction */
@@ -2368,6 +2369,7 @@ static const struct cmd_def cmd_table[] = {
     {"scan", -2, 0, cmd_scan},
     {"dbsize", 1, 0, cmd_dbsize},
     {"info", -1, CMD_NOSTORAGE, cmd_info},
+    {"redoubt.trace", -2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_redoubt_trace},
     {"role", 1, CMD_NOSTORAGE, cmd_role},
     {"config", -2, CMD_NOSTORAGE, cmd_config},
     {"wait", 3, CMD_NOMULTI | CMD_NOSTORAGE, cmd_wait},
@@ -3032,11 +3034,13 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     }
     if (d->flags & CMD_WRITE) {
         s->stats.write_commands++;
-        uint64_t before = log_insert_lsn(s);
+        uint64_t before = log_insert_lsn(s), t_recv_us = server_trace_now();
         engine_txn_begin(s->engine);
         d->fn(s, c, a);
         engine_txn_end(s->engine);
-        conn_reply_done(s, c, txn_commit_if_changed(s, c, before));
+        uint64_t commit_lsn = txn_commit_if_changed(s, c, before);
+        server_trace_write(s, before, commit_lsn, t_recv_us); /* issue 13: commit trace */
+        conn_reply_done(s, c, commit_lsn);
         return;
     }
     s->stats.read_commands++;

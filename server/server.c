@@ -40,6 +40,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 
 #define SERVER_BGID 7
 #define SERVER_CMDS_PER_TURN 256
@@ -433,6 +434,7 @@ void server_update_release(struct server *s)
     uint64_t rel = RD_MIN(s->durable_lsn, s->ops->sync_lsn(s));
     if (rel > s->release_lsn)
         s->release_lsn = rel;
+    server_trace_release(s, s->durable_lsn, s->release_lsn); /* issue 13: commit trace */
     rd_assert(s->release_lsn <= s->durable_lsn); /* S1, write side (read side: conn_releasable) */
 }
 
@@ -447,7 +449,7 @@ void server_durable_advanced(struct server *s, uint64_t durable_lsn)
 static void server_on_flushed(void *arg, uint64_t flushed_lsn) { server_durable_advanced(arg, flushed_lsn); }
 
 /* The instance's own log (standalone and classic roles). */
-uint64_t server_wal_insert_lsn(const struct server *s) { return wal_insert_lsn(s->wal); }
+uint64_t server_wal_insert_lsn(const struct server *s) { return s->wal ? wal_insert_lsn(s->wal) : 0; }
 
 int server_wal_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn)
 {
