@@ -936,9 +936,15 @@ static void fence_send(struct mon *m, struct mon_node *n)
         return;
     char reason[200];
     snprintf(reason, sizeof(reason), "monitor of %s: %s is the writer now", m->cluster, m->node[m->writer].name);
-    const char *argv[] = {"REDOUBT.FENCE", reason};
+    /* M17: with the installed writer's rank (classic term, aurora volume epoch): a node that has
+     * since become newer (a writer restarted as a writer took the volume over) refuses the fence. */
+    const struct mon_node *w = &m->node[m->writer];
+    char rank[32];
+    snprintf(rank, sizeof(rank), "%" PRIu64, m->mode == MODE_CLASSIC ? w->term : w->epoch);
+    const char *argv[] = {"REDOUBT.FENCE", reason, rank};
+    size_t argc = strcmp(rank, "0") == 0 ? 2 : 3; /* rank not known yet: an unconditional fence */
     /* No deadline (M5): a paused process reads the queued FENCE first thing after SIGCONT. */
-    if (chan_call(n, &n->ctl, OP_FENCE, 0, 2, argv) < 0)
+    if (chan_call(n, &n->ctl, OP_FENCE, 0, argc, argv) < 0)
         rd_debug("fence: %s unreachable, retrying", n->name);
 }
 
@@ -1230,7 +1236,8 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
             rd_warn("fenced %s (%s:%d): it refuses writes from now on", n->name, n->host, n->port);
             n->fenced = 1;
         } else {
-            rd_info("fence of %s answered: %s (it is no writer any more)", n->name, text);
+            rd_info("fence of %s answered: %s (it is no writer any more, or newer than ours: M9 follows it)",
+                    n->name, text);
         }
         n->fence_pending = 0;
         return;
