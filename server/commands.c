@@ -24,6 +24,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "engine/kv.h"
 #include "server/server_int.h"
@@ -2222,8 +2223,7 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
         rd_buf_appendf(
             b,
             "# Persistence\r\nloading:0\r\naof_enabled:0\r\nwal_insert_lsn:%" PRIu64 "\r\nwal_flushed_lsn:%" PRIu64
-            "\r\nwal_redo_lsn:%" PRIu64 "\r\nwal_insert_lsn_xy:%" PRIX64 "/%" PRIX64 "\r\nwal_flushed_lsn_xy:%" PRIX64
-            "/%" PRIX64 "\r\nwal_redo_lsn_xy:%" PRIX64 "/%" PRIX64 "\r\ntimeline:%u\r\nwal_records:%" PRIu64 "\r\nwal_bytes:%" PRIu64
+            "\r\nwal_redo_lsn:%" PRIu64 "\r\ntimeline:%u\r\nwal_records:%" PRIu64 "\r\nwal_bytes:%" PRIu64
             "\r\nwal_fpi_records:%" PRIu64 "\r\nwal_fpi_bytes:%" PRIu64 "\r\nwal_commits:%" PRIu64
             "\r\nwal_bytes_per_commit:%.1f\r\nwal_flushes:%" PRIu64 "\r\nwal_fsyncs:%" PRIu64
             "\r\nwal_group_commit_avg:%.2f\r\nwal_group_commit_max:%" PRIu64
@@ -2231,8 +2231,7 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
             "\r\npages_free:%" PRIu64 "\r\ncache_pages:%" PRIu64 "\r\ncache_hits:%" PRIu64
             "\r\ncache_misses:%" PRIu64 "\r\ncache_evictions:%" PRIu64 "\r\npage_splits:%" PRIu64
             "\r\nbtree_height:%u\r\n\r\n",
-            ws.insert_lsn, ws.flushed_lsn, ws.redo_lsn, ws.insert_lsn >> 32, ws.insert_lsn & 0xffffffffu,
-            ws.flushed_lsn >> 32, ws.flushed_lsn & 0xffffffffu, ws.redo_lsn >> 32, ws.redo_lsn & 0xffffffffu, ws.timeline, ws.records, ws.record_bytes,
+            ws.insert_lsn, ws.flushed_lsn, ws.redo_lsn, ws.timeline, ws.records, ws.record_bytes,
             ws.image_records, ws.image_bytes, ws.commits,
             ws.commits ? (double)ws.record_bytes / (double)ws.commits : 0.0, ws.flushes, ws.fsyncs,
             avg_group, ws.group_commits_max, avg_flush_us, ws.checkpoints, es.pages_total,
@@ -2271,6 +2270,7 @@ static void cmd_info(struct server *s, struct conn *c, const struct resp_args *a
         sec[n] = 0;
     }
     info_section(s, &b, a->n >= 2 ? sec : NULL);
+    rd_info_lsns_xy(&b); /* LSNs as X/Y, as in the logs and redoubt-dump (common/metrics.h C11) */
     reply_bulk(c, b.data ? b.data : (const uint8_t *)"", b.len);
     rd_buf_free(&b);
 }
@@ -2637,36 +2637,30 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
 }
 
 /* ------------------------------------------------------------ Prometheus metrics
- * --metrics-port N: a plain HTTP/1.0 endpoint, GET /metrics, text exposition
- * format 0.0.4. Polled from cmd_tick (non-blocking accept and recv, at most
- * METRICS_CONNS requests pending, each dropped after 2 s), so a scrape is
- * answered within one loop turn (≤ 200 ms when idle). The body is:
+ * --metrics-port N: GET /metrics through common/metrics.h, polled from cmd_tick
+ * (every loop turn: a scrape waits at most one turn, <= 100 ms when idle). The body:
  *   redoubt_commit_latency_seconds  histogram: a commit record appended to the
  *       moment its reply may be released (durable at the commit level);
+ *   redoubt_group_commit_size  histogram: commits per WAL flush (write + fdatasync);
  *   redoubt_role{role=...} 1, and every numeric INFO field as a gauge
- *       redoubt_<field> (WAL/redo bytes, group commit avg/max, LSNs, SCL/VCL/VDL,
- *       epoch, timeline, term, fenced, lag, connections, ...);
- *   per replica: redoubt_replica_<field>{replica="name"} from INFO's slaveN lines;
- *   redoubt_keyspace_keys / _expires. */
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <arpa/inet.h>
-#include <fcntl.h>
+ *       redoubt_<field> (WAL/redo bytes, LSNs, SCL/VCL/VDL, epoch, timeline, term,
+ *       fenced, lag, connections, memory, ...);
+ *   per replica / storage node / reader: redoubt_replica_<field>{replica="name"},
+ *   redoubt_writer_storage_<field>{storage="addr"}, redoubt_reader_<field>{reader="name"}
+ *   from INFO's list lines; redoubt_keyspace_keys{db="db0"}. */
 
-#define METRICS_CONNS 8
 #define COMMIT_RING 65536
 static const double commit_le_s[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5, 10};
-#define NBUCKETS (sizeof(commit_le_s) / sizeof(commit_le_s[0]))
+static const double group_le[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+_Static_assert(RD_ARRAY_LEN(group_le) + 1 == WAL_GROUP_HIST, "one bucket per wal_stats.group_hist entry");
 static struct {
-    int fd, failed;
-    struct { int fd; uint64_t deadline_ms; char req[512]; size_t len; } c[METRICS_CONNS];
+    int started;
+    struct rd_metrics ep;
     struct { uint64_t lsn, t_us; } ring[COMMIT_RING];
     size_t head, n;
-    uint64_t bucket[NBUCKETS + 1], count;
-    double sum_s;
-    uint64_t scrapes;
-} met = {.fd = -1};
+    struct rd_metrics_hist commit;
+} met;
 
 /* txn_commit_if_changed: a commit to time. */
 static void metrics_commit(uint64_t lsn)
@@ -2685,197 +2679,62 @@ static void metrics_release(struct server *s)
     uint64_t now = rd_now_us();
     uint64_t rel = s->cfg.commit == SERVER_COMMIT_ASYNC ? UINT64_MAX : s->release_lsn;
     while (met.n > 0 && met.ring[met.head].lsn <= rel) {
-        double d = (double)(now - met.ring[met.head].t_us) / 1e6;
-        size_t b = 0;
-        while (b < NBUCKETS && d > commit_le_s[b])
-            b++;
-        met.bucket[b]++;
-        met.count++;
-        met.sum_s += d;
+        rd_metrics_hist_observe(&met.commit, (double)(now - met.ring[met.head].t_us) / 1e6);
         met.head = (met.head + 1) % COMMIT_RING;
         met.n--;
     }
 }
 
-static void metric_name(char *out, size_t n, const char *prefix, const char *k, size_t klen)
-{
-    size_t o = (size_t)snprintf(out, n, "%s", prefix);
-    for (size_t i = 0; i < klen && o + 1 < n; i++)
-        out[o++] = isalnum((unsigned char)k[i]) ? k[i] : '_';
-    out[o] = 0;
-}
-
-static int is_number(const char *v, size_t n, double *out)
-{
-    char tmp[64];
-    if (n == 0 || n >= sizeof(tmp))
-        return 0;
-    memcpy(tmp, v, n);
-    tmp[n] = 0;
-    char *end;
-    *out = strtod(tmp, &end);
-    return end == tmp + n && !isnan(*out);
-}
-
-static void gauge(struct rd_buf *b, const char *name, const char *labels, double v)
-{
-    char hdr[200];
-    snprintf(hdr, sizeof(hdr), "# TYPE %s gauge\n", name);
-    int seen = b->len && memmem(b->data, b->len, hdr, strlen(hdr)) != NULL;
-    if (!labels && seen)
-        return; /* one field name in two INFO sections: the first wins */
-    if (!seen)
-        rd_buf_appendf(b, "%s", hdr);
-    rd_buf_appendf(b, "%s%s %.17g\n", name, labels ? labels : "", v);
-}
-
 static void info_section(struct server *s, struct rd_buf *b, const char *sec);
 
-static void metrics_body(struct server *s, struct rd_buf *out)
+static void metrics_body(void *arg, struct rd_buf *out)
 {
+    struct server *s = arg;
     static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
-    rd_buf_appendf(out, "# HELP redoubt_commit_latency_seconds commit record appended to reply releasable\n"
-                        "# TYPE redoubt_commit_latency_seconds histogram\n");
-    uint64_t cum = 0;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        cum += met.bucket[i];
-        rd_buf_appendf(out, "redoubt_commit_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", commit_le_s[i], cum);
+    static const struct rd_metrics_list lists[] = {{"slave", "replica", "replica"},
+                                                   {"storage", "writer_storage", "storage"},
+                                                   {"reader", "reader", "reader"},
+                                                   {"db", "keyspace", "db"}};
+    rd_metrics_hist_write(out, "redoubt_commit_latency_seconds",
+                          "commit record appended until its reply may be released at the commit level", &met.commit);
+    struct rd_metrics_hist g;
+    rd_metrics_hist_init(&g, group_le, RD_ARRAY_LEN(group_le));
+    if (s->wal != NULL) {
+        struct wal_stats ws;
+        wal_get_stats(s->wal, &ws);
+        for (size_t i = 0; i < WAL_GROUP_HIST; i++)
+            g.bucket[i] = ws.group_hist[i], g.count += ws.group_hist[i];
+        g.sum = (double)ws.group_hist_commits;
     }
-    cum += met.bucket[NBUCKETS];
-    rd_buf_appendf(out, "redoubt_commit_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-                        "redoubt_commit_latency_seconds_sum %.9f\nredoubt_commit_latency_seconds_count %" PRIu64 "\n",
-                   cum, met.sum_s, met.count);
-    char lab[160];
-    snprintf(lab, sizeof(lab), "{role=\"%s\"}", roles[s->role]);
-    gauge(out, "redoubt_role", lab, 1);
+    rd_metrics_hist_write(out, "redoubt_group_commit_size", "commits made durable by one WAL flush (write + fdatasync)",
+                          &g);
+    char lab[64];
+    snprintf(lab, sizeof(lab), "role=\"%s\"", roles[s->role]);
+    rd_metrics_family(out, "redoubt_role", "gauge", "this process's role");
+    rd_metrics_sample(out, "redoubt_role", lab, 1);
     struct rd_buf info = {0};
     info_section(s, &info, "all");
-    for (size_t off = 0; off < info.len;) {
-        const char *line = (const char *)info.data + off;
-        const char *eol = memchr(line, '\n', info.len - off);
-        size_t len = eol ? (size_t)(eol - line) : info.len - off;
-        off += len + 1;
-        if (len && line[len - 1] == '\r')
-            len--;
-        const char *colon = memchr(line, ':', len);
-        if (len == 0 || line[0] == '#' || colon == NULL)
-            continue;
-        size_t kl = (size_t)(colon - line);
-        const char *v = colon + 1;
-        size_t vl = len - kl - 1;
-        char name[160];
-        double x;
-        int repl = kl > 5 && strncmp(line, "slave", 5) == 0 && isdigit((unsigned char)line[5]);
-        int db = kl > 2 && strncmp(line, "db", 2) == 0 && isdigit((unsigned char)line[2]);
-        if (!repl && !db) {
-            metric_name(name, sizeof(name), "redoubt_", line, kl);
-            if (is_number(v, vl, &x))
-                gauge(out, name, NULL, x);
-            continue;
-        }
-        /* slaveN:name=r1,ip=...,offset=... / db0:keys=..,expires=.. */
-        char who[80] = "";
-        for (const char *p = v; p < v + vl;) { /* the label first */
-            const char *comma = memchr(p, ',', (size_t)(v + vl - p));
-            size_t pl = comma ? (size_t)(comma - p) : (size_t)(v + vl - p);
-            if (pl > 5 && strncmp(p, "name=", 5) == 0)
-                snprintf(who, sizeof(who), "%.*s", (int)RD_MIN(pl - 5, 60), p + 5);
-            p += pl + 1;
-        }
-        if (db)
-            snprintf(lab, sizeof(lab), "{db=\"%.*s\"}", (int)RD_MIN(kl, 16), line);
-        else
-            snprintf(lab, sizeof(lab), "{replica=\"%s\"}", who[0] ? who : "unnamed");
-        for (const char *p = v; p < v + vl;) {
-            const char *comma = memchr(p, ',', (size_t)(v + vl - p));
-            size_t pl = comma ? (size_t)(comma - p) : (size_t)(v + vl - p);
-            const char *eq = memchr(p, '=', pl);
-            if (eq && is_number(eq + 1, pl - (size_t)(eq + 1 - p), &x) && !(eq - p == 4 && !strncmp(p, "port", 4))) {
-                metric_name(name, sizeof(name), db ? "redoubt_keyspace_" : "redoubt_replica_", p, (size_t)(eq - p));
-                gauge(out, name, lab, x);
-            }
-            p += pl + 1;
-        }
-    }
+    rd_metrics_from_info(out, "redoubt_", (const char *)info.data, info.len, lists, RD_ARRAY_LEN(lists));
     rd_buf_free(&info);
-    rd_buf_appendf(out, "# TYPE redoubt_metrics_scrapes_total counter\nredoubt_metrics_scrapes_total %" PRIu64 "\n",
-                   ++met.scrapes);
-}
-
-static void metrics_answer(struct server *s, int fd, const char *req)
-{
-    struct rd_buf body = {0}, msg = {0};
-    int ok = strncmp(req, "GET /metrics", 12) == 0 && (req[12] == ' ' || req[12] == '?');
-    if (ok)
-        metrics_body(s, &body);
-    else
-        rd_buf_appendf(&body, "not found: GET /metrics\n");
-    rd_buf_appendf(&msg, "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                   ok ? "200 OK" : "404 Not Found", body.len);
-    rd_buf_append(&msg, body.data, body.len);
-    /* a small reply on a fresh socket: blocking with a 100 ms bound */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    for (size_t off = 0; off < msg.len;) {
-        ssize_t n = send(fd, msg.data + off, msg.len - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
-    rd_buf_free(&body);
-    rd_buf_free(&msg);
 }
 
 static void metrics_poll(struct server *s)
 {
-    if (s->cfg.metrics_port == 0 || met.failed)
+    if (s->cfg.metrics_port == 0)
         return;
-    metrics_release(s);
-    if (met.fd < 0) {
-        for (int i = 0; i < METRICS_CONNS; i++)
-            met.c[i].fd = -1;
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        int one = 1;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->cfg.metrics_port)};
-        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-            inet_pton(AF_INET, s->cfg.bind_addr, &a.sin_addr) != 1 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-            listen(fd, 16) < 0) {
+    if (!met.started) {
+        met.started = 1;
+        rd_metrics_init(&met.ep);
+        rd_metrics_hist_init(&met.commit, commit_le_s, RD_ARRAY_LEN(commit_le_s));
+        int rc = rd_metrics_listen(&met.ep, s->cfg.bind_addr, s->cfg.metrics_port);
+        if (rc < 0)
             rd_error("metrics: could not listen on %s:%d: %s; no metrics endpoint", s->cfg.bind_addr,
-                     s->cfg.metrics_port, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            met.failed = 1;
-            return;
-        }
-        met.fd = fd;
-        rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", s->cfg.bind_addr, s->cfg.metrics_port);
+                     s->cfg.metrics_port, rd_strerror(rc));
+        else
+            rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", s->cfg.bind_addr, s->cfg.metrics_port);
     }
-    uint64_t now = rd_now_ms();
-    for (int i = 0; i < METRICS_CONNS; i++) {
-        if (met.c[i].fd < 0) {
-            int fd = accept4(met.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0)
-                continue;
-            met.c[i].fd = fd, met.c[i].len = 0, met.c[i].deadline_ms = now + 2000;
-        }
-        ssize_t n = recv(met.c[i].fd, met.c[i].req + met.c[i].len, sizeof(met.c[i].req) - 1 - met.c[i].len,
-                         MSG_DONTWAIT);
-        if (n > 0)
-            met.c[i].len += (size_t)n;
-        met.c[i].req[met.c[i].len] = 0;
-        int done = strstr(met.c[i].req, "\r\n\r\n") != NULL || strstr(met.c[i].req, "\n\n") != NULL ||
-                   met.c[i].len == sizeof(met.c[i].req) - 1;
-        if (done)
-            metrics_answer(s, met.c[i].fd, met.c[i].req);
-        if (done || n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || now > met.c[i].deadline_ms) {
-            close(met.c[i].fd);
-            met.c[i].fd = -1;
-        }
-    }
+    metrics_release(s);
+    rd_metrics_poll(&met.ep, metrics_body, s);
 }
 
 /* ------------------------------------------------------------ the writer's expiry (X1, X3) */
