@@ -42,6 +42,8 @@ struct cmd_def {
     int arity; /* Redis convention: N exact, -N at least N (name included) */
     unsigned flags;
     void (*fn)(struct server *s, struct conn *c, const struct resp_args *a);
+    const char *group;   /* COMMAND DOCS: Redis's group (string, hash, generic, ..., redoubt) */
+    const char *summary; /* COMMAND DOCS: one line; docs/commands.md has the differences from Redis */
 };
 
 static const struct cmd_def *cmd_lookup(const struct resp_arg *name);
@@ -2366,88 +2368,107 @@ static void cmd_discard(struct server *s, struct conn *c, const struct resp_args
 static void cmd_command(struct server *s, struct conn *c, const struct resp_args *a);
 
 static const struct cmd_def cmd_table[] = {
-    {"ping", -1, CMD_NOAUTH | CMD_NOSTORAGE, cmd_ping},
-    {"echo", 2, CMD_NOSTORAGE, cmd_echo},
-    {"quit", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOSTORAGE, cmd_quit},
-    {"auth", -2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_auth},
-    {"select", 2, CMD_NOSTORAGE, cmd_select},
-    {"client", -2, CMD_NOQUEUE | CMD_NOSTORAGE, cmd_client},
-    {"hello", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_hello},
-    {"time", 1, CMD_NOSTORAGE, cmd_time},
-    {"watch", -2, CMD_NOQUEUE | CMD_NOMULTI, cmd_watch},
-    {"unwatch", 1, CMD_NOQUEUE, cmd_unwatch},
-    {"get", 2, 0, cmd_get},
-    {"set", -3, CMD_WRITE, cmd_set},
-    {"setnx", 3, CMD_WRITE, cmd_setnx},
-    {"setex", 4, CMD_WRITE, cmd_setex},
-    {"psetex", 4, CMD_WRITE, cmd_psetex},
-    {"getset", 3, CMD_WRITE, cmd_getset},
-    {"getdel", 2, CMD_WRITE, cmd_getdel},
-    {"getex", -2, CMD_WRITE, cmd_getex},
-    {"append", 3, CMD_WRITE, cmd_append},
-    {"incrbyfloat", 3, CMD_WRITE, cmd_incrbyfloat},
-    {"msetnx", -3, CMD_WRITE, cmd_msetnx},
-    {"expire", -3, CMD_WRITE, cmd_expire},
-    {"pexpire", -3, CMD_WRITE, cmd_pexpire},
-    {"expireat", -3, CMD_WRITE, cmd_expireat},
-    {"pexpireat", -3, CMD_WRITE, cmd_pexpireat},
-    {"persist", 2, CMD_WRITE, cmd_persist},
-    {"ttl", 2, 0, cmd_ttl},
-    {"pttl", 2, 0, cmd_pttl},
-    {"expiretime", 2, 0, cmd_expiretime},
-    {"pexpiretime", 2, 0, cmd_pexpiretime},
-    {"hset", -4, CMD_WRITE, cmd_hset},
-    {"hmset", -4, CMD_WRITE, cmd_hset},
-    {"hsetnx", 4, CMD_WRITE, cmd_hsetnx},
-    {"hget", 3, 0, cmd_hget},
-    {"hmget", -3, 0, cmd_hmget},
-    {"hdel", -3, CMD_WRITE, cmd_hdel},
-    {"hgetall", 2, 0, cmd_hgetall},
-    {"hkeys", 2, 0, cmd_hkeys},
-    {"hvals", 2, 0, cmd_hvals},
-    {"hlen", 2, 0, cmd_hlen},
-    {"hexists", 3, 0, cmd_hexists},
-    {"hincrby", 4, CMD_WRITE, cmd_hincrby},
-    {"keys", 2, 0, cmd_keys},
-    {"eval", -3, CMD_WRITE, cmd_eval},
-    {"evalsha", -3, CMD_WRITE, cmd_eval},
-    {"script", -2, CMD_NOSTORAGE, cmd_script},
-    {"flushdb", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
-    {"flushall", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
-    {"del", -2, CMD_WRITE, cmd_del},
-    {"unlink", -2, CMD_WRITE, cmd_del},
-    {"exists", -2, 0, cmd_exists},
-    {"type", 2, 0, cmd_type},
-    {"strlen", 2, 0, cmd_strlen},
-    {"incr", 2, CMD_WRITE, cmd_incr},
-    {"decr", 2, CMD_WRITE, cmd_decr},
-    {"incrby", 3, CMD_WRITE, cmd_incrby},
-    {"decrby", 3, CMD_WRITE, cmd_decrby},
-    {"mget", -2, 0, cmd_mget},
-    {"mset", -3, CMD_WRITE, cmd_mset},
-    {"scan", -2, 0, cmd_scan},
-    {"dbsize", 1, 0, cmd_dbsize},
-    {"info", -1, CMD_NOSTORAGE, cmd_info},
-    {"role", 1, CMD_NOSTORAGE, cmd_role},
-    {"config", -2, CMD_NOSTORAGE, cmd_config},
-    {"wait", 3, CMD_NOMULTI | CMD_NOSTORAGE, cmd_wait},
-    {"replicaof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof},
-    {"slaveof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof},
-    {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote},
-    {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate},
-    {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader},
-    {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence},
-    {"redoubt.auth", 2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_peer_auth},
-    {"redoubt.term", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_term},
-    {"redoubt.promote", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote_term},
-    {"redoubt.lease", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_lease},
-    {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi},
-    {"exec", 1, CMD_NOQUEUE, cmd_exec},
-    {"discard", 1, CMD_NOQUEUE, cmd_discard},
-    {"command", -1, CMD_NOSTORAGE, cmd_command},
-    {"shutdown", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_shutdown},
+    {"ping", -1, CMD_NOAUTH | CMD_NOSTORAGE, cmd_ping, "connection", "Returns PONG, or the argument."},
+    {"echo", 2, CMD_NOSTORAGE, cmd_echo, "connection", "Returns the given string."},
+    {"quit", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOSTORAGE, cmd_quit, "connection", "Closes the connection."},
+    {"auth", -2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_auth, "connection", "Authenticates the connection (--requirepass)."},
+    {"select", 2, CMD_NOSTORAGE, cmd_select, "connection", "Selects database 0 (the only one)."},
+    {"client", -2, CMD_NOQUEUE | CMD_NOSTORAGE, cmd_client, "connection", "CLIENT ID|GETNAME|SETNAME|LIST|INFO|KILL|SETINFO: this and other connections."},
+    {"hello", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_hello, "connection", "Handshake: protocol 2 (RESP3 is refused), AUTH, SETNAME."},
+    {"time", 1, CMD_NOSTORAGE, cmd_time, "server", "Returns the server's wall-clock time (seconds, microseconds)."},
+    {"watch", -2, CMD_NOQUEUE | CMD_NOMULTI, cmd_watch, "transactions", "Watches keys: EXEC aborts if one changed (optimistic locking)."},
+    {"unwatch", 1, CMD_NOQUEUE, cmd_unwatch, "transactions", "Forgets every watched key."},
+    {"get", 2, 0, cmd_get, "string", "Returns the value of a key."},
+    {"set", -3, CMD_WRITE, cmd_set, "string", "Sets a key's value [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL]; durable when answered."},
+    {"setnx", 3, CMD_WRITE, cmd_setnx, "string", "Sets a key only if it does not exist."},
+    {"setex", 4, CMD_WRITE, cmd_setex, "string", "Sets a key with a TTL in seconds."},
+    {"psetex", 4, CMD_WRITE, cmd_psetex, "string", "Sets a key with a TTL in milliseconds."},
+    {"getset", 3, CMD_WRITE, cmd_getset, "string", "Sets a key and returns its old value."},
+    {"getdel", 2, CMD_WRITE, cmd_getdel, "string", "Returns a key's value and deletes it."},
+    {"getex", -2, CMD_WRITE, cmd_getex, "string", "Returns a key's value and sets or removes its TTL."},
+    {"append", 3, CMD_WRITE, cmd_append, "string", "Appends to a key's value; returns the new length."},
+    {"incrbyfloat", 3, CMD_WRITE, cmd_incrbyfloat, "string", "Adds a floating-point number to a key's value."},
+    {"msetnx", -3, CMD_WRITE, cmd_msetnx, "string", "Sets several keys only if none exists."},
+    {"expire", -3, CMD_WRITE, cmd_expire, "generic", "Sets a key's TTL in seconds [NX|XX|GT|LT]."},
+    {"pexpire", -3, CMD_WRITE, cmd_pexpire, "generic", "Sets a key's TTL in milliseconds [NX|XX|GT|LT]."},
+    {"expireat", -3, CMD_WRITE, cmd_expireat, "generic", "Sets a key's expiry as a Unix time in seconds."},
+    {"pexpireat", -3, CMD_WRITE, cmd_pexpireat, "generic", "Sets a key's expiry as a Unix time in milliseconds."},
+    {"persist", 2, CMD_WRITE, cmd_persist, "generic", "Removes a key's TTL."},
+    {"ttl", 2, 0, cmd_ttl, "generic", "Returns a key's remaining TTL in seconds."},
+    {"pttl", 2, 0, cmd_pttl, "generic", "Returns a key's remaining TTL in milliseconds."},
+    {"expiretime", 2, 0, cmd_expiretime, "generic", "Returns a key's expiry as a Unix time in seconds."},
+    {"pexpiretime", 2, 0, cmd_pexpiretime, "generic", "Returns a key's expiry as a Unix time in milliseconds."},
+    {"hset", -4, CMD_WRITE, cmd_hset, "hash", "Sets fields of a hash; returns how many were added."},
+    {"hmset", -4, CMD_WRITE, cmd_hset, "hash", "Sets fields of a hash (old name of HSET)."},
+    {"hsetnx", 4, CMD_WRITE, cmd_hsetnx, "hash", "Sets a hash field only if it does not exist."},
+    {"hget", 3, 0, cmd_hget, "hash", "Returns a hash field's value."},
+    {"hmget", -3, 0, cmd_hmget, "hash", "Returns the values of several hash fields."},
+    {"hdel", -3, CMD_WRITE, cmd_hdel, "hash", "Deletes hash fields."},
+    {"hgetall", 2, 0, cmd_hgetall, "hash", "Returns every field and value of a hash (insertion order)."},
+    {"hkeys", 2, 0, cmd_hkeys, "hash", "Returns the fields of a hash."},
+    {"hvals", 2, 0, cmd_hvals, "hash", "Returns the values of a hash."},
+    {"hlen", 2, 0, cmd_hlen, "hash", "Returns the number of fields of a hash."},
+    {"hexists", 3, 0, cmd_hexists, "hash", "Whether a hash field exists."},
+    {"hincrby", 4, CMD_WRITE, cmd_hincrby, "hash", "Adds an integer to a hash field."},
+    {"keys", 2, 0, cmd_keys, "generic", "Returns the keys matching a glob pattern (key order)."},
+    {"eval", -3, CMD_WRITE, cmd_eval, "scripting", "Runs one of redis-py Lock's three scripts natively (no Lua)."},
+    {"evalsha", -3, CMD_WRITE, cmd_eval, "scripting", "EVAL by script id (ids are not SHA1)."},
+    {"script", -2, CMD_NOSTORAGE, cmd_script, "scripting", "SCRIPT LOAD|EXISTS|FLUSH for the Lock scripts."},
+    {"flushdb", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb, "server", "Deletes every key (transactions of 64 keys)."},
+    {"flushall", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb, "server", "Deletes every key (the same as FLUSHDB: one database)."},
+    {"del", -2, CMD_WRITE, cmd_del, "generic", "Deletes keys; returns how many existed."},
+    {"unlink", -2, CMD_WRITE, cmd_del, "generic", "Deletes keys (the same as DEL)."},
+    {"exists", -2, 0, cmd_exists, "generic", "Counts the given keys that exist."},
+    {"type", 2, 0, cmd_type, "generic", "Returns a key's type: string, hash or none."},
+    {"strlen", 2, 0, cmd_strlen, "string", "Returns the length of a key's value."},
+    {"incr", 2, CMD_WRITE, cmd_incr, "string", "Adds 1 to a key's integer value."},
+    {"decr", 2, CMD_WRITE, cmd_decr, "string", "Subtracts 1 from a key's integer value."},
+    {"incrby", 3, CMD_WRITE, cmd_incrby, "string", "Adds an integer to a key's value."},
+    {"decrby", 3, CMD_WRITE, cmd_decrby, "string", "Subtracts an integer from a key's value."},
+    {"mget", -2, 0, cmd_mget, "string", "Returns the values of several keys."},
+    {"mset", -3, CMD_WRITE, cmd_mset, "string", "Sets several keys in one transaction."},
+    {"scan", -2, 0, cmd_scan, "generic", "Iterates over keys in key order [MATCH] [COUNT] [TYPE]."},
+    {"dbsize", 1, 0, cmd_dbsize, "server", "Returns the number of keys."},
+    {"info", -1, CMD_NOSTORAGE, cmd_info, "server", "Server, clients, memory, persistence (WAL), stats, replication and keyspace fields; LSNs as X/Y."},
+    {"role", 1, CMD_NOSTORAGE, cmd_role, "server", "The replication role, offsets and replicas (listening ports) or readers."},
+    {"config", -2, CMD_NOSTORAGE, cmd_config, "server", "CONFIG GET pattern, CONFIG RESETSTAT (SET is refused: flags configure the process)."},
+    {"wait", 3, CMD_NOMULTI | CMD_NOSTORAGE, cmd_wait, "generic", "Waits until N replicas acknowledged this connection's writes, or a timeout."},
+    {"replicaof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof, "server", "REPLICAOF host port | NO ONE: follow a primary, or promote."},
+    {"slaveof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof, "server", "The old name of REPLICAOF."},
+    {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote, "server", "Promotes a replica (PostgreSQL's pg_promote)."},
+    {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate, "redoubt", "Internal: a replica's WAL streaming handshake."},
+    {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader, "redoubt", "Internal: an aurora reader subscribes to the writer's feed."},
+    {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence, "redoubt", "Internal: the monitors fence an old writer (it refuses writes)."},
+    {"redoubt.auth", 2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_peer_auth, "redoubt", "Internal: peer authentication with the cluster secret."},
+    {"redoubt.term", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_term, "redoubt", "Internal: the failover leader raises the classic term."},
+    {"redoubt.promote", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote_term, "redoubt", "Internal: promotion under a term."},
+    {"redoubt.lease", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_lease, "redoubt", "Internal: a monitor renews the primary's lease."},
+    {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi, "transactions", "Starts a transaction: commands are queued until EXEC."},
+    {"exec", 1, CMD_NOQUEUE, cmd_exec, "transactions", "Runs the queued commands as one transaction (one commit record)."},
+    {"discard", 1, CMD_NOQUEUE, cmd_discard, "transactions", "Drops the queued commands."},
+    {"command", -1, CMD_NOSTORAGE, cmd_command, "server", "COMMAND [COUNT|INFO name...|DOCS [name...]|LIST]: this table."},
+    {"shutdown", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_shutdown, "server", "Checkpoints and stops the server."},
 };
 
+/* COMMAND DOCS entry of d (Redis 7's shape: name, then a map as a flat array). */
+static void command_doc(struct conn *c, const struct cmd_def *d)
+{
+    char arity[16];
+    reply_cstr(c, d->name);
+    reply_array(c, 8);
+    reply_cstr(c, "summary");
+    reply_cstr(c, d->summary);
+    reply_cstr(c, "since");
+    reply_cstr(c, "0.1.0");
+    reply_cstr(c, "group");
+    reply_cstr(c, d->group);
+    reply_cstr(c, "arity"); /* not in Redis's DOCS (it is in COMMAND INFO): N exact, -N at least N */
+    snprintf(arity, sizeof(arity), "%d", d->arity);
+    reply_cstr(c, arity);
+}
+
+/* COMMAND [COUNT | LIST | INFO [name...] | DOCS [name...]]: everything comes from
+ * cmd_table, so the four answers always list the same commands. */
 static void cmd_command(struct server *s, struct conn *c, const struct resp_args *a)
 {
     (void)s;
@@ -2456,12 +2477,31 @@ static void cmd_command(struct server *s, struct conn *c, const struct resp_args
         reply_int(c, (int64_t)n);
         return;
     }
+    if (a->n >= 2 && arg_eq(&a->v[1], "list")) {
+        reply_array(c, n);
+        for (size_t i = 0; i < n; i++)
+            reply_cstr(c, cmd_table[i].name);
+        return;
+    }
     if (a->n >= 2 && arg_eq(&a->v[1], "docs")) {
-        reply_array(c, 0); /* redis-cli asks for docs at start-up; it copes with none */
+        if (a->n == 2) {
+            reply_array(c, 2 * n);
+            for (size_t i = 0; i < n; i++)
+                command_doc(c, &cmd_table[i]);
+            return;
+        }
+        size_t found = 0; /* unknown names are left out, as Redis does */
+        for (size_t i = 2; i < a->n; i++)
+            found += cmd_lookup(&a->v[i]) != NULL;
+        reply_array(c, 2 * found);
+        for (size_t i = 2; i < a->n; i++)
+            if (cmd_lookup(&a->v[i]) != NULL)
+                command_doc(c, cmd_lookup(&a->v[i]));
         return;
     }
     if (a->n >= 2 && !arg_eq(&a->v[1], "info")) {
-        reply_err(c, "ERR unknown subcommand of COMMAND. Try COMMAND, COMMAND COUNT, COMMAND INFO name.");
+        reply_err(c, "ERR unknown subcommand of COMMAND. Try COMMAND, COMMAND COUNT, COMMAND LIST, COMMAND INFO "
+                     "name, COMMAND DOCS name.");
         return;
     }
     size_t first = a->n >= 3 ? 2 : 0;
