@@ -670,6 +670,7 @@ void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args 
     s->aur.nreaders++;
     snprintf(c->reader_name, sizeof(c->reader_name), "%.*s", (int)RD_MIN(args->v[1].len, 60),
              (const char *)args->v[1].ptr);
+    c->reader_port = args->n >= 3 ? RD_MAX(0, RD_MIN(65535, atoi((const char *)args->v[2].ptr))) : 0; /* listens on */
     rd_info("reader \"%s\" (%s) subscribed to the feed", c->reader_name, c->addr);
     /* First message: the current VDL (nothing to drop: a new reader has no cache). */
     uint8_t hdr[20];
@@ -908,8 +909,10 @@ static void reader_connect(struct server *s)
     snprintf(c->addr, sizeof(c->addr), "%s:%d", a->writer_host, a->writer_port);
     a->feed_conn = c;
     a->feed_fresh = 1;
-    const char *argv[] = {"REDOUBT.READER", s->cfg.name};
-    if (resp_command_str(&c->out, 2, argv) < 0)
+    char lport[16];
+    snprintf(lport, sizeof(lport), "%d", s->cfg.port);
+    const char *argv[] = {"REDOUBT.READER", s->cfg.name, lport}; /* announces where it listens */
+    if (resp_command_str(&c->out, 3, argv) < 0)
         rd_panic("out of memory");
     rd_info("subscribed to the writer %s:%d", a->writer_host, a->writer_port);
 }
@@ -1256,8 +1259,8 @@ void aurora_info(struct server *s, struct rd_buf *b)
     size_t k = 0;
     for (struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_READER_FEED)
-            rd_buf_appendf(b, "reader%zu:name=%s,addr=%s,read_point=%" PRIu64 ",lag_lsn=%" PRIu64 "\r\n", k++,
-                           c->reader_name, c->addr, c->reader_point,
+            rd_buf_appendf(b, "reader%zu:name=%s,addr=%s,port=%d,read_point=%" PRIu64 ",lag_lsn=%" PRIu64 "\r\n",
+                           k++, c->reader_name, c->addr, c->reader_port, c->reader_point,
                            a->q.vdl > c->reader_point ? a->q.vdl - c->reader_point : 0);
     rd_buf_appendf(b,
                    "redo_records:%" PRIu64 "\r\ncommits:%" PRIu64 "\r\nredo_bytes_per_commit:%.1f\r\n"

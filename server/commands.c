@@ -2298,7 +2298,10 @@ static void cmd_role(struct server *s, struct conn *c, const struct resp_args *a
                 *colon = 0;
             reply_array(c, 3);
             reply_cstr(c, ip);
-            reply_cstr(c, colon ? colon + 1 : "0");
+            if (x->reader_port) /* the port it listens on, as announced in REDOUBT.READER */
+                reply_bulk(c, off, (size_t)snprintf(off, sizeof(off), "%d", x->reader_port));
+            else
+                reply_cstr(c, colon ? colon + 1 : "0");
             reply_bulk(c, off, (size_t)snprintf(off, sizeof(off), "%" PRIu64, x->reader_point));
         }
         return;
@@ -2437,7 +2440,7 @@ static const struct cmd_def cmd_table[] = {
     {"slaveof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof, "server", "The old name of REPLICAOF."},
     {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote, "server", "Promotes a replica (PostgreSQL's pg_promote)."},
     {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate, "redoubt", "Internal: a replica's WAL streaming handshake."},
-    {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader, "redoubt", "Internal: an aurora reader subscribes to the writer's feed."},
+    {"redoubt.reader", -2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader, "redoubt", "Internal: an aurora reader subscribes to the writer's feed."},
     {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence, "redoubt", "Internal: the monitors fence an old writer (it refuses writes)."},
     {"redoubt.auth", 2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_peer_auth, "redoubt", "Internal: peer authentication with the cluster secret."},
     {"redoubt.term", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_term, "redoubt", "Internal: the failover leader raises the classic term."},

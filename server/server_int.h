@@ -93,6 +93,7 @@ struct conn {
     int sn_idx;             /* CONN_STORAGE: node index */
     char reader_name[64];   /* CONN_READER_FEED */
     uint64_t reader_point;  /* CONN_READER_FEED: the reader's read point */
+    int reader_port;        /* CONN_READER_FEED: the client port it listens on (0: not announced) */
     int wait_active;        /* blocked in WAIT */
     uint64_t wait_deadline_ms;
     int64_t wait_num;

@@ -10,7 +10,7 @@
    summary, a group and the arity of COMMAND INFO.
 4. scripts/cluster start aurora --metrics-base M: the writer, the reader, 6 storage nodes and 3 monitors
    all serve metrics (storage: SCL, fsyncs, hot log, epoch, connections; monitor: node up/down, epochs,
-   failover counters); kill -9 of the writer: the monitors' failovers_completed_total counts it, the old
+   failover counters); the writer's ROLE lists the reader's listening port; kill -9 of the writer: the monitors' failovers_completed_total counts it, the old
    writer's node_alive is 0 and the new writer reports the new epoch.
 """
 import json
@@ -215,6 +215,9 @@ def aurora_part():
             f = raw_fields(raw_info(ep[n][1]))
             for k in keys:
                 check(XY.match(f[k]), f"{n} INFO {k} as X/Y: {f[k]}")
+        role = Resp(ep["writer"][1]).call("ROLE")
+        check([int(x[1]) for x in role[2]] == [ep["reader1"][1]], f"the writer's ROLE lists reader1's listening port: "
+              f"{role}")
         mi = raw_info(ep["monitor1"][1])
         check(re.search(r"lsn=[0-9A-F]+/[0-9A-F]+,", mi), f"monitor node lines: lsn X/Y:\n{mi}")
         print(f"aurora: {len(mport)} endpoints parsed (writer {len(w)} families, storage1 {len(s1)}, monitor1 "
