@@ -397,7 +397,7 @@ void rd_metrics_from_info(struct rd_buf *out, const char *prefix, const char *in
     free(r.v);
 }
 
-/* ------------------------------------------------------------ LSNs (C11) */
+/* ------------------------------------------------------------ LSNs (C21) */
 
 int rd_lsn_parse(const char *s, size_t len, uint64_t *out)
 {

@@ -15,8 +15,8 @@
  * `rd_metrics_from_info`, which turns a Redis-style INFO text into gauges, so
  * that every number a person reads in INFO is also a metric under one name.
  *
- * Invariants (common/README.md): **C10** every family is written once, its
- * samples contiguous; label values are escaped (`\\`, `"`, newline). **C11** an
+ * Invariants (common/README.md): C20 every family is written once, its
+ * samples contiguous; label values are escaped (`\\`, `"`, newline). C21 an
  * LSN is read by `rd_lsn_parse` in either form it is printed in (`X/Y`,
  * PostgreSQL style, or decimal) and printed by `rd_lsn_fmt` as `X/Y`.
  */
@@ -101,7 +101,7 @@ struct rd_metrics_list {
 void rd_metrics_from_info(struct rd_buf *out, const char *prefix, const char *info, size_t len,
                           const struct rd_metrics_list *lists, size_t nlists);
 
-/* ---- LSNs as people read them (C11) */
+/* ---- LSNs as people read them (C21) */
 
 /* "X/Y" (two hex halves of at most 8 digits) or a decimal number, exactly len
  * bytes. Returns 0 or -EINVAL. */

@@ -2272,7 +2272,7 @@ static void cmd_info(struct server *s, struct conn *c, const struct resp_args *a
         sec[n] = 0;
     }
     info_section(s, &b, a->n >= 2 ? sec : NULL);
-    rd_info_lsns_xy(&b); /* LSNs as X/Y, as in the logs and redoubt-dump (common/metrics.h C11) */
+    rd_info_lsns_xy(&b); /* LSNs as X/Y, as in the logs and redoubt-dump (common/metrics.h C21) */
     reply_bulk(c, b.data ? b.data : (const uint8_t *)"", b.len);
     rd_buf_free(&b);
 }

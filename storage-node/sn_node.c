@@ -2181,7 +2181,7 @@ static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
         } else if (sn_arg_is(cmd, "INFO")) {
             struct rd_buf b = {0};
             sn_info(s, &b);
-            rd_info_lsns_xy(&b); /* LSNs as X/Y (common/metrics.h C11) */
+            rd_info_lsns_xy(&b); /* LSNs as X/Y (common/metrics.h C21) */
             rd_buf_appendf(&c->out, "$%zu\r\n", b.len);
             rd_buf_append(&c->out, b.data, b.len);
             rd_buf_appendf(&c->out, "\r\n");
