@@ -104,6 +104,8 @@ CHAOS_SHORT_SCHEDULES ?= 3
 CHAOS_SHORT_SEED ?= 2026
 chaos: all
 	@BUILD=$(BUILD) CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) CHAOS_MODES=$(CHAOS_MODES) python3 -u tests/chaos/run.py
+	@ROUNDS=10 tests/integration/run-all test_monitor_partition
+	@ROUNDS=5 tests/integration/run-all test_rejoin
 
 chaos-short: all
 	@BUILD=$(BUILD) SEED=$${SEED:-$(CHAOS_SHORT_SEED)} CHAOS_SCHEDULES=$(CHAOS_SHORT_SCHEDULES) CHAOS_MODES=$(CHAOS_MODES) CHAOS_BUDGET_S=$${CHAOS_BUDGET_S:-70} \

@@ -60,6 +60,7 @@
 #define MON_TERM_GRACE_MS 50         /* after the quorum answered, wait this long for the rest */
 #define MON_ELECT_TIMEOUT_MS 300     /* collect a majority of votes within this */
 #define MON_VOTE_HOLD_MS 1500        /* after voting for a peer, start no election of our own */
+#define MON_UNBAN_MS 2500            /* ML5: a vote's failover is over after this (+ the lease) */
 #define MON_RANK_DELAY_MS 25         /* per live peer with a lower id: lets the lowest id ask first */
 #define MON_FAST_MS 5                /* poll step while something is being confirmed or decided */
 #define MON_REFUSALS_DEAD 2          /* refused connects (after a close) that make a node down */
@@ -102,11 +103,13 @@ struct mon_node {
     unsigned refusals;      /* connects refused since its last answer (M1b) */
     uint64_t hb_retry_ms;   /* reconnect the heartbeat at once after a close (0: none) */
     uint64_t last_lease_ms; /* CLOCK_MONOTONIC ms of our last REDOUBT.LEASE sent to it (0: never) */
-    int lease_banned;       /* we voted it down: never renew it again (ML2) */
+    int lease_banned;       /* we voted it down: renew it no more (ML2), until ML5 lifts it */
+    uint64_t lease_banned_ms; /* when lease_banned was set */
     uint64_t lease_quiet_until_ms; /* the server does not know REDOUBT.LEASE: do not ask again before */
     uint64_t sync_lost_since_ms;   /* its INFO said sync_state:waiting since (0: not) */
     /* the current failover's REDOUBT.TERM exchange */
     int t_state;            /* 0 not asked, 1 sent, 2 answered, 3 failed */
+    int t_old_ok;           /* the old primary answered this failover's term (M16) */
     uint64_t t_write_lsn, t_flush_lsn, t_timeline;
     char t_role[16];
     int answered;           /* a heartbeat reply arrived since the last tick */
@@ -116,7 +119,6 @@ struct mon_node {
     int fence_pending;      /* keep sending REDOUBT.FENCE until it answers (M5) */
     int excluded;           /* a promotion of this node failed during the current failover */
     uint64_t repoint_after_ms;
-    int reader_warned;
     /* from its last INFO */
     char rep_role[16];
     char master_host[64];
@@ -165,6 +167,8 @@ struct mon_peer {
     uint64_t config_epoch, current_epoch, max_term;
     char writer[64];
     int writer_sdown;
+    int leading;              /* its last hello: it runs an election or a failover (ML5) */
+    uint64_t hello_ms;        /* when that hello answer arrived */
 };
 
 /* What survives a restart (MON_STATE_FILE in --dir; format in monitor/README.md). */
@@ -218,6 +222,7 @@ struct mon {
     struct mon_state st;
     struct mon_election el;
     uint64_t sdown_since_ms, odown_since_ms, hold_until_ms, hello_now;
+    uint64_t voted_peer_at_ms; /* when we last voted for another monitor (M15; not persisted) */
     int renewed_writer;       /* the node our last lease renewal went to (ML4) */
     unsigned lease_ms;        /* the primary's --lease-ms (0: no leases, no waiting) */
     int terms;                /* 1 the nodes know REDOUBT.TERM, -1 they do not, 0 unknown */
@@ -599,7 +604,7 @@ static void fo_finish(struct mon *m, const char *why)
     rd_info("failover %s -> %s: %s", m->fo.old_name, m->fo.new_name[0] ? m->fo.new_name : "-", why);
     m->fo.state = FO_IDLE;
     for (unsigned i = 0; i < m->nnodes; i++)
-        m->node[i].excluded = 0, m->node[i].t_state = 0;
+        m->node[i].excluded = 0, m->node[i].t_state = 0, m->node[i].t_old_ok = 0;
 }
 
 /* A failover that must not go on (too few replicas fenced, a newer term exists): give up, retry later
@@ -867,8 +872,8 @@ static void fo_term_step(struct mon *m, uint64_t now)
             continue;
         if (!listed_only || spec_lists(&sp, n))
             answered++;
-        if (n->syncing || n->excluded)
-            continue;
+        if (n->syncing || n->excluded || (n->t_timeline == 0 && n->t_write_lsn == 0))
+            continue; /* no finished base backup: it cannot be promoted (server refuses) */
         /* the newest history first: (timeline, write_lsn, flush_lsn) (replica/README.md); a fenced
          * old primary may be chosen too (REDOUBT.PROMOTE T lifts its term fence) */
         const struct mon_node *b = best >= 0 ? &m->node[best] : NULL;
@@ -890,6 +895,14 @@ static void fo_term_step(struct mon *m, uint64_t now)
         f->t_quorum_ms = now;
     if (pending > 0 && now < f->t_quorum_ms + MON_TERM_GRACE_MS)
         return;
+    if (best < 0 && f->old >= 0 && m->node[f->old].t_old_ok && !f->planned) {
+        /* M16: no replica holds data it could serve (all re-cloning from the old primary): lift
+         * the old primary's own term fence rather than leave the cluster with no writer at all. */
+        rd_warn("no replica that answered term %" PRIu64 " can be promoted (cloning, or no data): the old primary "
+                "%s is the newest history (write_lsn %" PRIu64 "), promoting it again",
+                f->term, m->node[f->old].name, m->node[f->old].t_write_lsn);
+        best = f->old;
+    }
     if (best < 0) {
         fo_abort(m, now, "no replica that answered the term can be promoted");
         return;
@@ -940,9 +953,13 @@ static void fo_promoted(struct mon *m, uint64_t now)
     c->role = m->mode == MODE_CLASSIC ? ROLE_PRIMARY : ROLE_WRITER;
     c->lease_banned = 0;
     c->dead = 0, c->misses = 0, c->refusals = 0;
-    o->role = ROLE_OLD_WRITER;
-    if (!f->planned || !o->fenced)
-        o->fence_pending = 1;
+    if (c != o) {
+        o->role = ROLE_OLD_WRITER;
+        if (!f->planned || !o->fenced)
+            o->fence_pending = 1;
+    } else {
+        c->fenced = 0, c->fence_pending = 0; /* M16: the old primary, its term fence lifted */
+    }
     m->failovers++;
     m->st.failovers = m->failovers;
     if (f->epoch > m->st.config_epoch)
@@ -962,14 +979,11 @@ static void fo_promoted(struct mon *m, uint64_t now)
             continue;
         if (m->mode == MODE_CLASSIC && n->role == ROLE_REPLICA && !n->dead)
             send_repoint(m, n, now);
-        if (m->mode == MODE_AURORA && n->role == ROLE_READER) {
-            rd_warn("reader %s still follows %s: an aurora reader cannot be re-pointed at run time "
-                    "(REPLICAOF host port is refused); restart it with --writer %s:%d",
-                    n->name, o->name, c->host, c->port);
-            n->reader_warned = 1;
-        }
+        if (m->mode == MODE_AURORA && n->role == ROLE_READER && !n->dead)
+            send_repoint(m, n, now);
     }
-    fence_send(m, o);
+    if (c != o)
+        fence_send(m, o);
     if (m->write_probe) {
         char v[32];
         snprintf(v, sizeof(v), "%" PRIu64, wall_ms());
@@ -1115,14 +1129,24 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
         w->ever_seen && strcmp(w->rep_role, "primary") == 0 &&
         (n->master_port != w->port || strcmp(n->master_host, w->host) != 0) && now >= n->repoint_after_ms)
         send_repoint(m, n, now);
-    if (m->mode == MODE_AURORA && n->role == ROLE_READER && n->master_port == w->port)
-        n->reader_warned = 0;
-    if (m->mode == MODE_AURORA && n->role == ROLE_READER && !n->reader_warned && m->fo.state == FO_IDLE &&
-        n->master_port != 0 && n->master_port != w->port) {
-        rd_warn("reader %s follows %s:%d, not the writer %s (%s:%d): restart it with --writer %s:%d", n->name,
-                n->master_host, n->master_port, w->name, w->host, w->port, w->host, w->port);
-        n->reader_warned = 1;
+    /* M14: a fenced old primary rejoins as a replica of the current primary (REPLICAOF on a fenced
+     * primary restarts it in place as a replica: server CR6), so that after repeated failovers the
+     * primary still finds its synchronous replicas. Fenced, it acknowledges nothing more, so nothing
+     * acknowledged is lost by the rejoin; its unacknowledged tail is cut at the fork (CR4). */
+    const char *wrole = m->mode == MODE_CLASSIC ? "primary" : "writer";
+    if (n->role == ROLE_OLD_WRITER && n->fenced && strcmp(n->rep_role, wrole) == 0 && idx != m->writer &&
+        m->fo.state == FO_IDLE && !w->dead && w->ever_seen && !w->fenced && strcmp(w->rep_role, wrole) == 0 &&
+        now >= n->repoint_after_ms) {
+        rd_warn("old %s %s (%s:%d) is fenced: asking it to rejoin as a %s of %s", wrole, n->name, n->host, n->port,
+                m->mode == MODE_CLASSIC ? "replica" : "reader", w->name);
+        send_repoint(m, n, now);
     }
+    /* M6 for aurora: a reader re-pointed at run time drops its page cache on the new subscription
+     * (it never serves a page of the old writer's that the new one did not keep). */
+    if (m->mode == MODE_AURORA && n->role == ROLE_READER && m->fo.state == FO_IDLE && !w->dead && w->ever_seen &&
+        strcmp(w->rep_role, "writer") == 0 && n->master_port != 0 &&
+        (n->master_port != w->port || strcmp(n->master_host, w->host) != 0) && now >= n->repoint_after_ms)
+        send_repoint(m, n, now);
 }
 
 static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, const struct resp_reply *r,
@@ -1177,9 +1201,11 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
         fo_term_step(m, now);
         return;
     case OP_TERM_OLD:
-        if (term_reply_parse(r, n) == 0)
+        if (term_reply_parse(r, n) == 0) {
+            n->t_old_ok = 1;
             rd_warn("term %" PRIu64 " on the old primary %s: it is fenced (write_lsn %" PRIu64 ")", m->fo.term,
                     n->name, n->t_write_lsn);
+        }
         else
             rd_info("REDOUBT.TERM on the old primary %s answered: %s", n->name, text);
         return;
@@ -1406,9 +1432,39 @@ static int writer_sdown(const struct mon *m, uint64_t now)
     return ok >= spec_n_without(&sp, w) - sp.k + 1;
 }
 
+static int peer_up(const struct mon *m, const struct mon_peer *p, uint64_t now);
+
+/* ML5: the failovers that a vote of ours could have enabled are over (a majority of monitors,
+ * ourselves included, said since the ban that they lead none; none we hear from leads one), the
+ * writer is still the writer and answers us: renew its lease again. Without it a failed or split
+ * election left a live writer without a lease for good: unable to serve anything (chaos aurora 4). */
+static void lease_maybe_unban(struct mon *m, struct mon_node *n, uint64_t now)
+{
+    if (!n->lease_banned || (int)(n - m->node) != m->writer || n->misses > 0 || n->refusals > 0 ||
+        m->sdown_since_ms || m->odown_since_ms || m->el.active || m->fo.state != FO_IDLE ||
+        now < n->lease_banned_ms + MON_UNBAN_MS + m->lease_ms)
+        return;
+    unsigned idle = 1;
+    for (unsigned i = 0; i < m->npeers; i++) {
+        const struct mon_peer *p = &m->peer[i];
+        if (p->hello_ms <= n->lease_banned_ms || !peer_up(m, p, now))
+            continue;
+        if (p->leading || p->writer_sdown || strcmp(p->writer, n->name) != 0)
+            return;
+        idle++;
+    }
+    if (idle < m->quorum)
+        return;
+    n->lease_banned = 0;
+    rd_warn("renewing the lease of %s again: it answers, and %u monitors (a majority) lead no failover since "
+            "we voted it down %" PRIu64 " ms ago (ML5)",
+            n->name, idle, now - n->lease_banned_ms);
+}
+
 /* ML1, ML2: renew the writer's lease with every heartbeat, unless we suspect it or voted it down. */
 static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
 {
+    lease_maybe_unban(m, n, now);
     if (m->lease_ms == 0 || !n->ever_seen || n->lease_banned || n->misses >= 2 || n->refusals > 0 || n->ls.op != OP_NONE ||
         now < n->lease_quiet_until_ms || m->sdown_since_ms || (m->fo.state != FO_IDLE && m->fo.state != FO_PROBE))
         return;
@@ -1500,7 +1556,7 @@ static void election_start(struct mon *m, int planned, uint64_t now)
     m->el.votes = 1;
     m->el.lease_last_ms = w->last_lease_ms;
     if (!planned)
-        w->lease_banned = 1; /* ML2 */
+        w->lease_banned = 1, w->lease_banned_ms = now; /* ML2 */
     rd_info("election for failover epoch %" PRIu64 " (%s): asking %u peer(s) for votes, %u needed", m->el.epoch,
             planned ? "planned switchover" : "writer down", m->npeers, m->quorum);
 }
@@ -1576,7 +1632,11 @@ static void quorum_step(struct mon *m, uint64_t now)
         unsigned lower = 0;
         for (unsigned i = 0; i < m->npeers; i++)
             lower += m->peer[i].id && (unsigned)m->peer[i].id < m->id && peer_up(m, &m->peer[i], now);
-        if (now >= m->odown_since_ms + lower * MON_RANK_DELAY_MS)
+        /* Staggered from the later of the detection and the end of the cooldown: monitors leave a
+         * cooldown together (they learnt of the last failover at once, M9), and starting together
+         * splits the vote. */
+        uint64_t from_ms = RD_MAX(m->odown_since_ms, m->cooldown_until_ms);
+        if (now >= from_ms + lower * MON_RANK_DELAY_MS)
             election_start(m, 0, now);
     } else if (m->pending_planned) {
         m->pending_planned = 0;
@@ -1606,6 +1666,8 @@ static void on_peer_reply(struct mon *m, struct mon_peer *p, enum mon_op op, con
         p->max_term = (uint64_t)reply_int(&r->elems[3]);
         p->current_epoch = (uint64_t)reply_int(&r->elems[4]);
         p->writer_sdown = (int)reply_int(&r->elems[5]);
+        p->leading = r->nelems >= 7 ? (int)reply_int(&r->elems[6]) : 1; /* an old peer: assume the worst */
+        p->hello_ms = now;
         adopt_view(m, p->config_epoch, wr, p->max_term, p->current_epoch);
         return;
     }
@@ -1910,13 +1972,22 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
     uint64_t leader_epoch = 0;
     if (!(a->v[5].len == 1 && a->v[5].ptr[0] == '*')) {
         unsigned cand = (unsigned)arg_u64(&a->v[5]);
-        if (req > m->st.voted_epoch && cand >= 1 && cand <= 15) {
+        /* M15: the leader we voted for may be half-way through its failover: no vote for a third
+         * monitor until MON_VOTE_HOLD_MS passed (as Sentinel waits out a failover it voted for). */
+        int leading = m->fo.state != FO_IDLE && cand != m->id; /* we run a failover: no second one */
+        int held = leading || (cand != m->st.voted_for && m->st.voted_for != m->id && m->voted_peer_at_ms != 0 &&
+                               now < m->voted_peer_at_ms + MON_VOTE_HOLD_MS);
+        if (held && req > m->st.voted_epoch)
+            rd_info("no vote for monitor %u in failover epoch %" PRIu64 ": %s", cand, req,
+                    leading ? "we are leading a failover" : "we voted for another monitor lately (its failover may be under way)");
+        if (!held && req > m->st.voted_epoch && cand >= 1 && cand <= 15) {
             m->st.voted_epoch = req;
             m->st.voted_for = cand;
             if (req > m->st.current_epoch)
                 m->st.current_epoch = req;
             state_save(m);
             if (cand != m->id) {
+                m->voted_peer_at_ms = now;
                 m->hold_until_ms = now + MON_VOTE_HOLD_MS;
                 if (m->el.active && m->el.epoch < req)
                     m->el.active = 0; /* a newer election: ours is moot */
@@ -1925,7 +1996,7 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
                     w->name, down);
         }
         if (down && ours)
-            w->lease_banned = 1; /* ML2: never renew a primary we voted down */
+            w->lease_banned = 1, w->lease_banned_ms = now; /* ML2: renew no more a primary we voted down */
         snprintf(leader, sizeof(leader), "%u", m->st.voted_for);
         leader_epoch = m->st.voted_epoch;
     }
@@ -1947,13 +2018,14 @@ static void cmd_hello(struct mon *m, struct rd_buf *o, const struct resp_args *a
     char wr[64];
     snprintf(wr, sizeof(wr), "%.*s", (int)RD_MIN(a->v[4].len, sizeof(wr) - 1), (const char *)a->v[4].ptr);
     adopt_view(m, arg_u64(&a->v[3]), wr, arg_u64(&a->v[5]), arg_u64(&a->v[6]));
-    resp_array_hdr(o, 6);
+    resp_array_hdr(o, 7);
     resp_int(o, m->id);
     resp_int(o, (int64_t)m->st.config_epoch);
     resp_bulk_str(o, m->node[m->writer].name);
     resp_int(o, (int64_t)m->st.max_term);
     resp_int(o, (int64_t)m->st.current_epoch);
     resp_int(o, writer_sdown(m, rd_now_ms()));
+    resp_int(o, m->el.active || m->fo.state != FO_IDLE); /* ML5 */
 }
 
 static void cmd_sentinel(struct mon *m, struct rd_buf *o, const struct resp_args *a)

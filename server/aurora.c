@@ -1179,8 +1179,16 @@ int aurora_init(struct server *s)
 int aurora_repoint(struct server *s, const char *host, int port, char *err, size_t err_len)
 {
     struct aurora *a = &s->aur;
+    if (s->role == SERVER_ROLE_WRITER && s->fenced) { /* CR6: rejoin in place as a reader */
+        snprintf(server_rejoin_primary, sizeof(server_rejoin_primary), "%s:%d", host, port);
+        s->shutdown_requested = 1;
+        rd_warn("REPLICAOF %s %d on a fenced writer (%s): shutting down to restart as its reader", host, port,
+                s->fenced_by);
+        return 0;
+    }
     if (s->role != SERVER_ROLE_READER) {
-        snprintf(err, err_len, "ERR an aurora writer cannot follow another writer: promote a reader instead");
+        snprintf(err, err_len, "ERR an aurora writer that is not fenced cannot follow another writer: fence it "
+                               "first (REDOUBT.FENCE), or promote a reader instead");
         return -1;
     }
     snprintf(a->writer_host, sizeof(a->writer_host), "%s", host);

@@ -1,5 +1,7 @@
 /* main.c — `redoubt`: flags, then server_run. */
+#include <errno.h>
 #include <getopt.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +85,44 @@ static long parse_num(const char *flag, const char *v, long min, long max)
         exit(2);
     }
     return n;
+}
+
+/* CR6: execute this binary again as a replica (aurora: a reader) of
+ * server_rejoin_primary, with the same arguments otherwise (--role becomes
+ * replica or reader, any --primary / --writer is replaced). Returns only on
+ * failure. */
+static int rejoin_as_replica(int argc, char **argv, int aurora)
+{
+    const char *up_flag = aurora ? "--writer" : "--primary";
+    size_t up_len = strlen(up_flag);
+    char **nv = calloc((size_t)argc + 5, sizeof(*nv));
+    if (nv == NULL)
+        return -1;
+    int n = 0;
+    nv[n++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "--role") == 0 || strcmp(argv[i], up_flag) == 0) && i + 1 < argc) {
+            i++;
+            continue;
+        }
+        if (strncmp(argv[i], "--role=", 7) == 0 || (strncmp(argv[i], up_flag, up_len) == 0 && argv[i][up_len] == '='))
+            continue;
+        nv[n++] = argv[i];
+    }
+    nv[n++] = "--role";
+    nv[n++] = aurora ? "reader" : "replica";
+    nv[n++] = (char *)up_flag;
+    nv[n++] = server_rejoin_primary;
+    nv[n] = NULL;
+    fflush(NULL);
+    /* Nothing but stdin/stdout/stderr crosses the exec (the data directory's
+     * LOCK, sockets and the ring are closed by now, or at exec). */
+    if (close_range(3, ~0u, CLOSE_RANGE_CLOEXEC) < 0)
+        rd_warn("close_range failed: %s", strerror(errno));
+    execv("/proc/self/exe", nv);
+    rd_error("could not restart as a replica (exec /proc/self/exe): %s", strerror(errno));
+    free(nv);
+    return -1;
 }
 
 int main(int argc, char **argv)
@@ -283,5 +323,11 @@ int main(int argc, char **argv)
     }
     static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
     rd_log_init(roles[cfg.role], RD_LOG_INFO);
-    return server_run(&cfg);
+    int status = server_run(&cfg);
+    if (server_rejoin_primary[0] != 0 && status == 0) {
+        rd_info("restarting as a replica of %s", server_rejoin_primary);
+        if (rejoin_as_replica(argc, argv, aurora) < 0)
+            return 1;
+    }
+    return status;
 }

@@ -1571,10 +1571,21 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
 int repl_repoint(struct server *s, const char *host, int port, char *err, size_t err_len)
 {
     struct upstream *u = &s->up;
+    if (s->role == SERVER_ROLE_PRIMARY && s->fenced) {
+        /* CR6: a fenced primary acknowledges nothing more, so rejoining loses
+         * nothing it did not already lose: restart in place as a replica. */
+        snprintf(server_rejoin_primary, sizeof(server_rejoin_primary), "%s:%d", host, port);
+        s->shutdown_requested = 1;
+        rd_warn("REPLICAOF %s %d on a fenced primary (%s): shutting down to restart as its replica "
+                "(same process, --role replica --primary %s)",
+                host, port, s->fenced_by, server_rejoin_primary);
+        return 0;
+    }
     if (s->role != SERVER_ROLE_REPLICA) {
         snprintf(err, err_len,
-                 "ERR a primary cannot become a replica while running: restart it with --role replica "
-                 "--primary HOST:PORT (it re-clones if its history has diverged)");
+                 "ERR a primary that is not fenced cannot become a replica (that could drop acknowledged "
+                 "writes): fence it first (REDOUBT.TERM or REDOUBT.FENCE), or restart it with --role replica "
+                 "--primary HOST:PORT");
         return -1;
     }
     snprintf(u->host, sizeof(u->host), "%s", host);
@@ -1754,7 +1765,9 @@ void repl_info(struct server *s, struct rd_buf *b)
                        "\r\nlag_bytes:%" PRIu64 "\r\nlag_ms:%" PRIu64 "\r\nslave_repl_offset:%" PRIu64
                        "\r\nslave_read_only:1\r\nrepl_bytes_received:%" PRIu64 "\r\nlast_error:%s\r\n",
                        u->host, u->port, u->state == UP_STREAMING ? "up" : "down", states[u->state],
-                       u->state == UP_CLONING, s->wal ? wal_timeline(s->wal) : 0, recv,
+                       /* no finished base backup counts as syncing, whatever the link does now: such a
+                        * replica can neither acknowledge nor be promoted (monitor M11, M13) */
+                       u->state == UP_CLONING || s->engine == NULL, s->wal ? wal_timeline(s->wal) : 0, recv,
                        s->wal ? wal_written_lsn(s->wal) : 0, s->wal ? wal_flushed_lsn(s->wal) : 0, u->apply_lsn,
                        u->consistent_lsn, u->primary_flush_lsn,
                        u->primary_flush_lsn > u->apply_lsn ? u->primary_flush_lsn - u->apply_lsn : 0, lag_ms,

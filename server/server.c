@@ -47,6 +47,7 @@
 #define SERVER_REPL_INPUT_MAX_BYTES (256u << 20)
 
 static volatile sig_atomic_t server_signal_stop;
+char server_rejoin_primary[280];
 
 static void on_signal(int sig)
 {

@@ -77,4 +77,11 @@ void server_config_defaults(struct server_config *c);
  * process exit status. Fatal storage errors end the process in rd_panic. */
 int server_run(const struct server_config *c);
 
+/* Set by REPLICAOF HOST PORT on a fenced primary (CR6): "HOST:PORT" of the
+ * primary to rejoin. server_run() then shuts down cleanly and main() executes
+ * the same binary again, same PID, as --role replica --primary HOST:PORT (as
+ * Patroni rewinds and restarts an old primary; the replica start cuts or
+ * re-clones a diverged history: CR4). Empty otherwise. */
+extern char server_rejoin_primary[280];
+
 #endif

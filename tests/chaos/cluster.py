@@ -314,15 +314,15 @@ class ChaosCluster:
         if self.mode == "classic":
             cmd = [os.path.join(BIN, "redoubt"), "--role", role, "--dir", os.path.join(self.dir, n.name),
                    "--port", str(n.port), "--bind", HOST, "--commit", "remote_flush", "--sync-replicas", self.sync_spec(n),
-                   ] + self.timeout_flags() + ["--replica-timeout-ms", "3000"]
+                   ] + self.timeout_flags() + ["--replica-timeout-ms", "3000", "--name", n.name]
             if role == "replica":
-                cmd += ["--primary", upstream.addr, "--name", n.name]
+                cmd += ["--primary", upstream.addr]
             return cmd
         st = ",".join(s.addr for s in self.storage_nodes())
         cmd = [os.path.join(BIN, "redoubt"), "--role", role, "--port", str(n.port), "--bind", HOST, "--storage", st
-               ] + self.timeout_flags()
+               ] + self.timeout_flags() + ["--name", n.name]
         if role == "reader":
-            cmd += ["--writer", upstream.addr, "--name", n.name]
+            cmd += ["--writer", upstream.addr]
         return cmd
 
     def timeout_flags(self):
