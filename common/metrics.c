@@ -408,9 +408,10 @@ int rd_lsn_parse(const char *s, size_t len, uint64_t *out)
         if (len == 0 || len > 20)
             return -EINVAL;
         for (; i < len; i++) {
-            if (!isdigit((unsigned char)s[i]) || lo > (UINT64_MAX - 9) / 10)
+            uint64_t d = (uint64_t)(s[i] - '0');
+            if (!isdigit((unsigned char)s[i]) || lo > UINT64_MAX / 10 || (lo == UINT64_MAX / 10 && d > UINT64_MAX % 10))
                 return -EINVAL;
-            lo = lo * 10 + (uint64_t)(s[i] - '0');
+            lo = lo * 10 + d;
         }
         *out = lo;
         return 0;
@@ -519,19 +520,21 @@ void rd_info_lsns_xy(struct rd_buf *info)
         } else { /* a list line: name=...,k=v,... */
             if (rd_buf_append(&o, line, kl + 1) < 0)
                 rd_panic("out of memory for INFO");
-            for (const char *p = v; p < v + vl;) {
+            for (const char *p = v;;) { /* every item, empty ones and a trailing comma included */
                 const char *comma = memchr(p, ',', (size_t)(v + vl - p));
                 size_t pl = comma ? (size_t)(comma - p) : (size_t)(v + vl - p);
                 const char *eq = memchr(p, '=', pl);
-                if (p != v && rd_buf_append(&o, ",", 1) < 0)
-                    rd_panic("out of memory for INFO");
                 if (eq == NULL) {
                     if (rd_buf_append(&o, p, pl) < 0)
                         rd_panic("out of memory for INFO");
                 } else {
                     put_field(&o, p, (size_t)(eq - p), '=', eq + 1, pl - (size_t)(eq - p) - 1);
                 }
-                p += pl + 1;
+                if (comma == NULL)
+                    break;
+                if (rd_buf_append(&o, ",", 1) < 0)
+                    rd_panic("out of memory for INFO");
+                p = comma + 1;
             }
         }
         if (rd_buf_append(&o, line + body, ll - body) < 0)
