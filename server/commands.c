@@ -2703,6 +2703,9 @@ static struct {
     struct { uint64_t lsn, t_us; } ring[COMMIT_RING];
     size_t head, n;
     struct rd_metrics_hist commit;
+    /* edges seen by metrics_poll (every loop turn): times fenced, times promoted */
+    int was_fenced, was_follower;
+    uint64_t fenced_total, promotions_total;
 } met;
 
 /* txn_commit_if_changed: a commit to time. */
@@ -2753,6 +2756,10 @@ static void metrics_body(void *arg, struct rd_buf *out)
                           &g);
     char lab[64];
     snprintf(lab, sizeof(lab), "role=\"%s\"", roles[s->role]);
+    rd_metrics_counter(out, "redoubt_fencings_total", "times this process was fenced (REDOUBT.FENCE, a newer term "
+                       "or volume epoch) since it started", (double)met.fenced_total);
+    rd_metrics_counter(out, "redoubt_promotions_total", "times this process became the primary/writer since it started",
+                       (double)met.promotions_total);
     rd_metrics_family(out, "redoubt_role", "gauge", "this process's role");
     rd_metrics_sample(out, "redoubt_role", lab, 1);
     struct rd_buf info = {0};
@@ -2767,6 +2774,7 @@ static void metrics_poll(struct server *s)
         return;
     if (!met.started) {
         met.started = 1;
+        met.was_follower = s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER;
         rd_metrics_init(&met.ep);
         rd_metrics_hist_init(&met.commit, commit_le_s, RD_ARRAY_LEN(commit_le_s));
         int rc = rd_metrics_listen(&met.ep, s->cfg.bind_addr, s->cfg.metrics_port);
@@ -2777,6 +2785,11 @@ static void metrics_poll(struct server *s)
             rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", s->cfg.bind_addr, s->cfg.metrics_port);
     }
     metrics_release(s);
+    int fenced = s->fenced || (s->role == SERVER_ROLE_WRITER && s->aur.fenced);
+    int follower = s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER;
+    met.fenced_total += fenced && !met.was_fenced;
+    met.promotions_total += met.was_follower && !follower;
+    met.was_fenced = fenced, met.was_follower = follower;
     rd_metrics_poll(&met.ep, metrics_body, s);
 }
 

@@ -240,6 +240,7 @@ def aurora_part():
         nw = scrape(mport[newname])[mport[newname]]
         check(value(nw, "redoubt_role", role="writer") == 1 and value(nw, "redoubt_epoch") >= 2,
               f"{newname} is the writer at epoch >= 2")
+        check(value(nw, "redoubt_promotions_total") == 1, f"{newname} counts its promotion")
         print(f"failover to {newname} in {outage:.2f}s: failovers started {int(started)}, completed >= 1; monitors' "
               f"current_epoch {epochs}; old writer node_alive 0 everywhere", flush=True)
         cl.run("stop", timeout=120)
