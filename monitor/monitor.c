@@ -150,6 +150,7 @@ struct mon_failover {
     uint64_t t_quorum_ms;     /* when term_need was reached */
     uint64_t lease_until_ms;  /* monotonic: no promotion before (leases, ML3) */
     uint64_t t_term_sent;
+    unsigned no_cand_rounds;  /* rounds that found no live candidate */
 };
 
 /* A peer monitor. */
@@ -779,6 +780,10 @@ static void fo_query_step(struct mon *m, uint64_t now)
     }
     if (best < 0) {
         if (now >= f->deadline_ms) {
+            if (++f->no_cand_rounds > 6) { /* ~3 s: give up, so that views are adopted again (M9) */
+                fo_abort(m, now, "no live candidate to promote");
+                return;
+            }
             rd_error("failover: no live %s to promote; retrying at each heartbeat",
                      m->mode == MODE_CLASSIC ? "replica" : "reader");
             f->deadline_ms = now + RD_MAX(500u, 3u * m->interval_ms);
@@ -1098,8 +1103,9 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
     struct mon_node *cw = &m->node[m->writer];
     /* M9: an unfenced writer newer than ours (higher term, then timeline / epoch) was installed by
      * another monitor: it is the writer now. */
-    if (claims && idx != m->writer && !n->fenced && !promoting && m->fo.state == FO_IDLE &&
-        node_rank_cmp(m, n, cw) > 0) {
+    if (claims && idx != m->writer && !n->fenced && !promoting && node_rank_cmp(m, n, cw) > 0) {
+        if (m->fo.state != FO_IDLE) /* ours is moot: another monitor already installed a newer writer */
+            fo_abort(m, now, "another monitor installed a newer writer");
         rd_warn("node %s (%s:%d) is a %s newer than %s (term %" PRIu64 ", timeline/epoch %" PRIu64
                 "): following it as the writer",
                 n->name, n->host, n->port, n->rep_role, cw->name, n->term,
@@ -1115,7 +1121,10 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
         return;
     }
     /* M4: a second writer that is not fenced (and not newer) gets fenced. */
-    if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending) {
+    /* Classic: only a strictly older one (a primary half-way through its promotion already says
+     * "primary" on the old timeline: fencing it would undo another monitor's failover). */
+    if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending &&
+        (m->mode == MODE_AURORA || node_rank_cmp(m, n, cw) < 0 || (cw->term == 0 && n->term == 0))) {
         rd_warn("node %s (%s:%d) reports itself %s but %s is the writer: fencing it", n->name, n->host, n->port,
                 n->rep_role, m->node[m->writer].name);
         n->role = ROLE_OLD_WRITER;
@@ -1434,6 +1443,21 @@ static int writer_sdown(const struct mon *m, uint64_t now)
 
 static int peer_up(const struct mon *m, const struct mon_peer *p, uint64_t now);
 
+/* M15: the monitor we last voted for says (in a hello since our vote) that it still leads an election
+ * or a failover, and we hear from it. */
+static int voted_leader_busy(const struct mon *m, uint64_t now)
+{
+    if (m->voted_peer_at_ms == 0 || m->st.voted_for == m->id)
+        return 0;
+    for (unsigned i = 0; i < m->npeers; i++) {
+        const struct mon_peer *p = &m->peer[i];
+        if (p->id > 0 && (unsigned)p->id == m->st.voted_for)
+            return p->leading && p->hello_ms >= m->voted_peer_at_ms && peer_up(m, p, now) &&
+                   now < m->voted_peer_at_ms + MON_PROMOTE_TIMEOUT_MS;
+    }
+    return 0;
+}
+
 /* ML5: the failovers that a vote of ours could have enabled are over (a majority of monitors,
  * ourselves included, said since the ban that they lead none; none we hear from leads one), the
  * writer is still the writer and answers us: renew its lease again. Without it a failed or split
@@ -1627,6 +1651,8 @@ static void quorum_step(struct mon *m, uint64_t now)
         return;
     }
     if (m->fo.state != FO_IDLE || now < m->cooldown_until_ms || now < m->hold_until_ms)
+        return;
+    if (voted_leader_busy(m, now)) /* M15: the leader we voted for is still at it */
         return;
     if (m->odown_since_ms) {
         unsigned lower = 0;
@@ -1976,7 +2002,7 @@ static void cmd_is_master_down(struct mon *m, struct rd_buf *o, const struct res
          * monitor until MON_VOTE_HOLD_MS passed (as Sentinel waits out a failover it voted for). */
         int leading = m->fo.state != FO_IDLE && cand != m->id; /* we run a failover: no second one */
         int held = leading || (cand != m->st.voted_for && m->st.voted_for != m->id && m->voted_peer_at_ms != 0 &&
-                               now < m->voted_peer_at_ms + MON_VOTE_HOLD_MS);
+                               (now < m->voted_peer_at_ms + MON_VOTE_HOLD_MS || voted_leader_busy(m, now)));
         if (held && req > m->st.voted_epoch)
             rd_info("no vote for monitor %u in failover epoch %" PRIu64 ": %s", cand, req,
                     leading ? "we are leading a failover" : "we voted for another monitor lately (its failover may be under way)");

@@ -1492,7 +1492,10 @@ static int promote_finish(struct server *s)
     if ((rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal))) < 0)
         rd_panic("promotion: WAL flush failed: %s", rd_strerror(rc));
     uint64_t switch_lsn;
-    if ((rc = wal_switch_timeline(s->wal, &switch_lsn)) < 0)
+    /* W15: the new timeline is at least the promotion's term (unique per failover: T1-T6), so a
+     * replica that never heard of another node's promotion cannot reuse its timeline number. */
+    uint32_t min_tli = s->term <= UINT32_MAX ? (uint32_t)s->term : 0;
+    if ((rc = wal_switch_timeline_min(s->wal, min_tli, &switch_lsn)) < 0)
         rd_panic("promotion: could not switch timelines: %s", rd_strerror(rc));
     s->role = SERVER_ROLE_PRIMARY;
     rd_log_set_role("primary");

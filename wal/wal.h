@@ -244,6 +244,10 @@ int wal_truncate(struct wal *w, uint64_t lsn);
  * to the new timeline's name (PostgreSQL does the same). *switch_lsn = the
  * LSN of the TIMELINE record. */
 int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn);
+/* The same with new = max(current + 1, min_tli) (W15): a promotion under term T
+ * passes T, so two promotions never create the same timeline number from
+ * different parents (PostgreSQL consults the archive's history files instead). */
+int wal_switch_timeline_min(struct wal *w, uint32_t min_tli, uint64_t *switch_lsn);
 /* The timeline and where it began (0 for timeline 1), and its parent. */
 uint32_t wal_timeline(const struct wal *w);
 uint64_t wal_timeline_switch_lsn(const struct wal *w);

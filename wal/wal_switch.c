@@ -191,10 +191,13 @@ int wal_finish_switch(struct wal *w, uint32_t new_tli, uint64_t switch_lsn)
     return 0;
 }
 
-int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn)
+int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn) { return wal_switch_timeline_min(w, 0, switch_lsn); }
+
+int wal_switch_timeline_min(struct wal *w, uint32_t min_tli, uint64_t *switch_lsn)
 {
     rd_assert(w->recovered);
-    uint32_t new_tli = w->timeline + 1;
+    rd_assert(w->timeline < UINT32_MAX);
+    uint32_t new_tli = RD_MAX(w->timeline + 1, min_tli);
     uint64_t at = landing_lsn(w, RD_ALIGN_UP(WAL_RECORD_HDR_SIZE + WAL_TIMELINE_BODY, WAL_RECORD_ALIGN));
     uint8_t body[WAL_TIMELINE_BODY];
     rd_put_u32le(body, new_tli);
