@@ -2336,8 +2336,6 @@ static int listen_on(const char *addr, int port)
     return fd;
 }
 
-/* ------------------------------------------------------------ loop */
-
 /* ------------------------------------------------------------ Prometheus metrics
  * --metrics-port N (common/metrics.h), polled once per turn of run(): every INFO
  * number as redoubt_monitor_<field> (current_epoch, config_epoch, max_term,
@@ -2383,6 +2381,8 @@ static void mon_metrics_start(const struct mon *m)
     else
         rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", m->bind, mon_met.port);
 }
+
+/* ------------------------------------------------------------ loop */
 
 static void run(struct mon *m)
 {
