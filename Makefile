@@ -22,7 +22,7 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-
 LDFLAGS := $(SAN)
 LIBS    := -luring -llz4 -lxxhash -lsodium -lm
 
-MODULES := common engine wal redo replica storage-node server
+MODULES := common engine wal redo replica aurora storage-node server
 LIB_SRC := $(filter-out server/main.c storage-node/sn_main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BINS    := $(BUILD)/bin/redoubt $(BUILD)/bin/redoubt-dump $(BUILD)/bin/redoubt-bench \

@@ -202,8 +202,8 @@ int rd_buf_reserve(struct rd_buf *b, size_t extra)
     while (cap < b->len + extra)
         cap *= 2;
     uint8_t *p = realloc(b->data, cap);
-    if (p == NULL)
-        return -ENOMEM;
+    if (p == NULL) /* C10: one place for every buffer of the project */
+        rd_panic("out of memory: a buffer of %zu bytes could not grow to %zu", b->cap, cap);
     b->data = p;
     b->cap = cap;
     return 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/err.h"
 #include "common/util.h"
@@ -564,4 +565,10 @@ int resp_read_reply(const uint8_t *buf, size_t len, struct resp_reply *out)
         return RD_EPROTO;
     }
     return (int)r;
+}
+
+int resp_arg_eq(const struct resp_arg *a, const char *s)
+{
+    size_t n = strlen(s);
+    return a->len == n && strncasecmp((const char *)a->ptr, s, n) == 0;
 }

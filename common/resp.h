@@ -91,6 +91,9 @@ int resp_parse(const uint8_t *buf, size_t len, const struct resp_limits *lim,
 
 /* +s\r\n and -s\r\n; any \r or \n in s is written as a space (as Redis does)
  * so a message can never break the framing. s is a NUL-terminated string. */
+/* 1 if the argument equals s, ASCII case ignored (command and option names). */
+int resp_arg_eq(const struct resp_arg *a, const char *s);
+
 int resp_simple(struct rd_buf *b, const char *s);
 int resp_error(struct rd_buf *b, const char *msg);
 int resp_errorf(struct rd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

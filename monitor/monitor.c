@@ -942,10 +942,16 @@ static void fence_send(struct mon *m, struct mon_node *n)
         return;
     char reason[200];
     snprintf(reason, sizeof(reason), "monitor of %s: %s is the writer now", m->cluster, m->node[m->writer].name);
-    const char *argv[] = {"REDOUBT.FENCE", reason};
+    /* M17: with the installed writer's rank (classic term, aurora volume epoch): a node that has
+     * since become newer (a writer restarted as a writer took the volume over) refuses the fence. */
+    const struct mon_node *w = &m->node[m->writer];
+    char rank[32];
+    snprintf(rank, sizeof(rank), "%" PRIu64, m->mode == MODE_CLASSIC ? w->term : w->epoch);
+    const char *argv[] = {"REDOUBT.FENCE", reason, rank};
+    size_t argc = strcmp(rank, "0") == 0 ? 2 : 3; /* rank not known yet: an unconditional fence */
     /* No deadline (M5): a paused process reads the queued FENCE first thing after SIGCONT. */
     mon_met.fences_sent++;
-    if (chan_call(n, &n->ctl, OP_FENCE, 0, 2, argv) < 0)
+    if (chan_call(n, &n->ctl, OP_FENCE, 0, argc, argv) < 0)
         rd_debug("fence: %s unreachable, retrying", n->name);
 }
 
@@ -1124,7 +1130,7 @@ static void on_hb_reply(struct mon *m, struct mon_node *n, const struct resp_rep
     /* Classic: only a strictly older one (a primary half-way through its promotion already says
      * "primary" on the old timeline: fencing it would undo another monitor's failover). */
     if (claims && idx != m->writer && !promoting && !n->fenced && !n->fence_pending &&
-        (m->mode == MODE_AURORA || node_rank_cmp(m, n, cw) < 0 || (cw->term == 0 && n->term == 0))) {
+        (node_rank_cmp(m, n, cw) < 0 || (m->mode == MODE_CLASSIC && cw->term == 0 && n->term == 0))) {
         rd_warn("node %s (%s:%d) reports itself %s but %s is the writer: fencing it", n->name, n->host, n->port,
                 n->rep_role, m->node[m->writer].name);
         n->role = ROLE_OLD_WRITER;
@@ -1237,7 +1243,8 @@ static void on_ctl_reply(struct mon *m, struct mon_node *n, enum mon_op op, cons
             rd_warn("fenced %s (%s:%d): it refuses writes from now on", n->name, n->host, n->port);
             n->fenced = 1;
         } else {
-            rd_info("fence of %s answered: %s (it is no writer any more)", n->name, text);
+            rd_info("fence of %s answered: %s (it is no writer any more, or newer than ours: M9 follows it)",
+                    n->name, text);
         }
         n->fence_pending = 0;
         return;
@@ -1421,8 +1428,9 @@ static int writer_sdown(const struct mon *m, uint64_t now)
         return 0; /* M2 */
     if (w->dead)
         return 1;
-    if (w->fenced && m->mode == MODE_CLASSIC)
-        return 1; /* a writer fenced by a newer term (an aborted failover) accepts no write: fail over again */
+    if (w->fenced)
+        return 1; /* a writer fenced by a newer term (an aborted failover) or, in aurora, by a newer volume
+                   * epoch on the storage nodes accepts no write: fail over again (M12) */
     if (m->mode != MODE_CLASSIC || w->sync_lost_since_ms == 0 ||
         now < w->sync_lost_since_ms + (uint64_t)m->misses * m->interval_ms)
         return 0;

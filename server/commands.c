@@ -28,6 +28,7 @@
 #include "common/util.h"
 #include "engine/kv.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 
 enum {
     CMD_WRITE = 1u << 0,   /* may change the engine: runs in a transaction */
@@ -187,11 +188,8 @@ static uint64_t wall_ms(void) { return rd_wall_us() / 1000u; }
 /* The clock expiry is judged by on this node (X1, X2). */
 static uint64_t view_ms(const struct server *s)
 {
-    if (s->role == SERVER_ROLE_REPLICA && s->up.apply_echo_us != 0)
-        return s->up.apply_echo_us / 1000u;
-    if (s->role == SERVER_ROLE_READER && s->aur.feed_send_us != 0)
-        return s->aur.feed_send_us / 1000u;
-    return wall_ms();
+    uint64_t leader_ms = s->ops->clock_ms(s); /* a follower: the leader's clock at its newest change */
+    return leader_ms != 0 ? leader_ms : wall_ms();
 }
 
 static uint64_t key_hash(const uint8_t *k, size_t n)
@@ -519,26 +517,21 @@ static const char *conn_flags(const struct conn *c)
 {
     switch (c->kind) {
     case CONN_CLIENT: return c->in_multi ? "x" : "N";
-    case CONN_WALSENDER:
-    case CONN_READER_FEED: return "S"; /* a replica / reader attached to us */
-    case CONN_UPSTREAM:
-    case CONN_FEED_UP: return "M";     /* our link to the primary / writer */
-    default: return "N";               /* storage-node link */
+    case CONN_DOWNSTREAM: return "S"; /* a follower attached to us */
+    case CONN_UPSTREAM: return "M";   /* our link to the leader */
+    default: return "N";               /* another link of the role (storage nodes) */
     }
 }
 
 static void client_list_line(struct server *s, struct rd_buf *b, const struct conn *x, uint64_t now)
 {
-    (void)s;
     rd_buf_appendf(b,
                    "id=%" PRIu64 " addr=%s fd=%d name=%s age=%" PRIu64 " idle=%" PRIu64
                    " flags=%s db=0 sub=0 psub=0 multi=%d qbuf=%zu obl=%zu watch=%zu cmds=%" PRIu64 " kind=%s\n",
                    x->id, x->addr, x->fd, x->name, (now - x->created_ms) / 1000,
                    (now - (x->last_cmd_ms ? x->last_cmd_ms : x->created_ms)) / 1000, conn_flags(x),
                    x->in_multi ? (int)x->multi_count : -1, x->in.len, x->out.len, x->nwatched, x->cmds,
-                   x->kind == CONN_CLIENT ? "client" : x->kind == CONN_WALSENDER ? "walsender"
-                   : x->kind == CONN_READER_FEED ? "reader-feed" : x->kind == CONN_UPSTREAM ? "upstream"
-                   : x->kind == CONN_FEED_UP ? "feed" : "storage");
+                   x->kind == CONN_CLIENT ? "client" : s->ops->conn_kind_name(x));
 }
 
 static int name_ok(const struct resp_arg *n)
@@ -586,7 +579,7 @@ static void cmd_client(struct server *s, struct conn *c, const struct resp_args 
                 int want_client = arg_eq(&a->v[3], "normal"), want_repl = arg_eq(&a->v[3], "replica") ||
                                                                            arg_eq(&a->v[3], "slave");
                 if (!((want_client && x->kind == CONN_CLIENT) ||
-                      (want_repl && (x->kind == CONN_WALSENDER || x->kind == CONN_READER_FEED))))
+                      (want_repl && x->kind == CONN_DOWNSTREAM)))
                     continue;
             } else if (only_ids) {
                 int hit = 0;
@@ -618,8 +611,7 @@ static void cmd_client(struct server *s, struct conn *c, const struct resp_args 
         for (struct conn *x = s->conns; x; x = x->next) {
             int match = by_id ? x->id == (uint64_t)id
                               : strlen(x->addr) == want->len && memcmp(x->addr, want->ptr, want->len) == 0;
-            if (!match || x->closing || x->kind == CONN_UPSTREAM || x->kind == CONN_FEED_UP ||
-                x->kind == CONN_STORAGE)
+            if (!match || x->closing || x->kind == CONN_UPSTREAM || x->kind == CONN_LINK)
                 continue; /* outbound links are not clients */
             killed++;
             rd_info("CLIENT KILL: client %llu (%s) closed by client %llu", (unsigned long long)x->id, x->addr,
@@ -694,7 +686,7 @@ static void cmd_hello(struct server *s, struct conn *c, const struct resp_args *
         memcpy(c->name, name->ptr, name->len);
         c->name[name->len] = 0;
     }
-    int replica = s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER;
+    int replica = server_is_follower(s);
     reply_array(c, 14);
     reply_cstr(c, "server");
     reply_cstr(c, "redis");
@@ -787,14 +779,14 @@ static void cmd_wait(struct server *s, struct conn *c, const struct resp_args *a
         reply_err(c, "ERR value is not an integer or out of range");
         return;
     }
-    if (s->role == SERVER_ROLE_REPLICA) {
+    if (server_is_follower(s)) {
         reply_err(c, "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if "
                      "a replica is configured to be writable (which is not the default) writes to replicas are "
                      "just local and are not propagated.");
         return;
     }
-    size_t have = repl_count_acked(s, c->last_write_lsn);
-    if ((int64_t)have >= n || s->role != SERVER_ROLE_PRIMARY) {
+    size_t have = s->ops->count_acked(s, c->last_write_lsn);
+    if ((int64_t)have >= n || s->role != SERVER_ROLE_PRIMARY) { /* only a primary has followers that ack */
         reply_int(c, (int64_t)have);
         return;
     }
@@ -868,30 +860,21 @@ static void cmd_peer_auth(struct server *s, struct conn *c, const struct resp_ar
     conn_close_after_reply(c);
 }
 
-static void cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a)
-{
-    repl_cmd_replicate(s, c, a);
-    if (c->kind == CONN_WALSENDER && conn_make_peer(s, c) < 0)
-        conn_close(s, c);
-}
+/* REDOUBT.REPLICATE (classic), REDOUBT.READER (aurora), REDOUBT.TERM and
+ * REDOUBT.PROMOTE (classic terms, replica/README.md T1-T6): the role's own commands. */
+static void cmd_role_command(struct server *s, struct conn *c, const struct resp_args *a) { s->ops->command(s, c, a); }
+static void cmd_replicate(struct server *s, struct conn *c, const struct resp_args *a) { cmd_role_command(s, c, a); }
 
 /* REPLICAOF host port | REPLICAOF NO ONE (promote). */
 static void cmd_replicaof(struct server *s, struct conn *c, const struct resp_args *a)
 {
     char err[512];
     if (arg_eq(&a->v[1], "no") && arg_eq(&a->v[2], "one")) {
-        if (s->role == SERVER_ROLE_READER) {
-            if (aurora_promote(s, err, sizeof(err)) < 0)
-                reply_err(c, "%s", err);
-            else
-                reply_ok(c);
-            return;
-        }
-        if (s->role != SERVER_ROLE_REPLICA) {
+        if (!server_is_follower(s)) {
             reply_ok(c); /* already a primary: Redis answers OK too */
             return;
         }
-        int rc = repl_promote(s, c, 0, err, sizeof(err));
+        int rc = s->ops->promote(s, c, 0, err, sizeof(err));
         if (rc < 0)
             reply_err(c, "%s", err);
         else if (rc == 0)
@@ -906,8 +889,7 @@ static void cmd_replicaof(struct server *s, struct conn *c, const struct resp_ar
     char host[256];
     memcpy(host, a->v[1].ptr, a->v[1].len);
     host[a->v[1].len] = 0;
-    int rc = server_is_aurora(s) ? aurora_repoint(s, host, (int)port, err, sizeof(err))
-                                 : repl_repoint(s, host, (int)port, err, sizeof(err));
+    int rc = s->ops->repoint(s, host, (int)port, err, sizeof(err));
     if (rc < 0)
         reply_err(c, "%s", err);
     else
@@ -918,14 +900,7 @@ static void cmd_promote(struct server *s, struct conn *c, const struct resp_args
 {
     (void)a;
     char err[512];
-    if (s->role == SERVER_ROLE_READER) {
-        if (aurora_promote(s, err, sizeof(err)) < 0)
-            reply_err(c, "%s", err);
-        else
-            reply_ok(c);
-        return;
-    }
-    int rc = repl_promote(s, c, 0, err, sizeof(err));
+    int rc = s->ops->promote(s, c, 0, err, sizeof(err));
     if (rc < 0)
         reply_err(c, "%s", err);
     else if (rc == 0)
@@ -936,8 +911,19 @@ static void cmd_promote(struct server *s, struct conn *c, const struct resp_args
  * exists; from then on every write is refused (reads still work). */
 static void cmd_fence(struct server *s, struct conn *c, const struct resp_args *a)
 {
-    if (s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER) {
+    if (server_is_follower(s)) {
         reply_err(c, "ERR only a primary or writer can be fenced");
+        return;
+    }
+    int64_t rank = 0; /* S21: REDOUBT.FENCE reason RANK: the installed writer's term / volume epoch */
+    if (a->n > 2 && (arg_int64(&a->v[2], &rank) < 0 || rank < 0)) {
+        reply_err(c, "ERR REDOUBT.FENCE reason [rank]: rank must be a non-negative integer");
+        return;
+    }
+    uint64_t mine = s->ops->fence_rank(s);
+    if (a->n > 2 && mine > (uint64_t)rank) {
+        reply_err(c, "STALEFENCE this writer is at %s %" PRIu64 ", newer than the writer that fences it (%" PRId64 ")",
+                  strcmp(s->ops->name, "aurora") == 0 ? "epoch" : "term", mine, rank);
         return;
     }
     snprintf(s->fenced_by, sizeof(s->fenced_by), "%.*s", a->n > 1 ? (int)RD_MIN(a->v[1].len, 100) : 7,
@@ -949,12 +935,8 @@ static void cmd_fence(struct server *s, struct conn *c, const struct resp_args *
     reply_ok(c);
 }
 
-/* REDOUBT.TERM t / REDOUBT.PROMOTE t: classic fencing by terms (replica/README.md T1-T6). */
-static void cmd_term(struct server *s, struct conn *c, const struct resp_args *a) { repl_cmd_term(s, c, a); }
-static void cmd_promote_term(struct server *s, struct conn *c, const struct resp_args *a)
-{
-    repl_cmd_promote_term(s, c, a);
-}
+static void cmd_term(struct server *s, struct conn *c, const struct resp_args *a) { cmd_role_command(s, c, a); }
+static void cmd_promote_term(struct server *s, struct conn *c, const struct resp_args *a) { cmd_role_command(s, c, a); }
 
 /* REDOUBT.LEASE monitor-id monitor-monotonic-ms: a monitor renews this primary's lease (LS1). */
 static void cmd_lease(struct server *s, struct conn *c, const struct resp_args *a)
@@ -970,12 +952,7 @@ static void cmd_lease(struct server *s, struct conn *c, const struct resp_args *
     reply_ok(c);
 }
 
-static void cmd_reader(struct server *s, struct conn *c, const struct resp_args *a)
-{
-    aurora_cmd_reader(s, c, a);
-    if (c->kind == CONN_READER_FEED && conn_make_peer(s, c) < 0)
-        conn_close(s, c);
-}
+static void cmd_reader(struct server *s, struct conn *c, const struct resp_args *a) { cmd_role_command(s, c, a); }
 
 /* ------------------------------------------------------------ strings */
 
@@ -2142,7 +2119,7 @@ static void info_clients(struct server *s, struct rd_buf *b)
                    "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\nblocked_clients:%zu\r\n"
                    "clients_waiting_for_durability:%zu\r\nclients_in_multi:%zu\r\nconnections_total:%zu\r\n"
                    "connected_replicas:%zu\r\n\r\n",
-                   clients, s->cfg.max_clients, s->nwaiting, waiting, in_multi, s->nconns, s->npeers + s->aur.nreaders);
+                   clients, s->cfg.max_clients, s->nwaiting, waiting, in_multi, s->nconns, s->ops->followers(s));
     (void)named;
 }
 
@@ -2249,13 +2226,9 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
                        "\r\ntotal_net_output_bytes:%" PRIu64 "\r\nloop_turns:%" PRIu64 "\r\n\r\n",
                        s->stats.connections_received, s->stats.connections_rejected, s->stats.commands,
                        s->stats.txns, s->stats.errors, s->stats.protocol_errors, s->stats.replies_delayed,
-                       s->stats.net_in_bytes, s->stats.net_out_bytes, s->loop.turns);
-    if (SEC("replication")) {
-        if (server_is_aurora(s))
-            aurora_info(s, b);
-        else
-            repl_info(s, b);
-    }
+                       s->net.in_bytes, s->net.out_bytes, s->loop.turns);
+    if (SEC("replication"))
+        s->ops->info(s, b);
     if (SEC("keyspace") && s->engine)
         rd_buf_appendf(b, "# Keyspace\r\ndb0:keys=%" PRIu64 ",expires=%" PRIu64 ",avg_ttl=0\r\n\r\n",
                        engine_key_count(s->engine), cmd_expires_count());
@@ -2280,42 +2253,7 @@ static void cmd_info(struct server *s, struct conn *c, const struct resp_args *a
 static void cmd_role(struct server *s, struct conn *c, const struct resp_args *a)
 {
     (void)a;
-    if (s->role == SERVER_ROLE_WRITER) { /* readers: [ip, port of the feed connection, read point] */
-        reply_array(c, 3);
-        reply_cstr(c, "master");
-        reply_int(c, (int64_t)s->aur.q.vdl);
-        size_t n = 0;
-        for (struct conn *x = s->conns; x; x = x->next)
-            n += x->kind == CONN_READER_FEED && !x->closing;
-        reply_array(c, n);
-        for (struct conn *x = s->conns; x; x = x->next) {
-            if (x->kind != CONN_READER_FEED || x->closing)
-                continue;
-            char ip[300], off[32];
-            snprintf(ip, sizeof(ip), "%s", x->addr);
-            char *colon = strrchr(ip, ':');
-            if (colon)
-                *colon = 0;
-            reply_array(c, 3);
-            reply_cstr(c, ip);
-            if (x->reader_port) /* the port it listens on, as announced in REDOUBT.READER */
-                reply_bulk(c, off, (size_t)snprintf(off, sizeof(off), "%d", x->reader_port));
-            else
-                reply_cstr(c, colon ? colon + 1 : "0");
-            reply_bulk(c, off, (size_t)snprintf(off, sizeof(off), "%" PRIu64, x->reader_point));
-        }
-        return;
-    }
-    if (s->role == SERVER_ROLE_READER) {
-        reply_array(c, 5);
-        reply_cstr(c, "slave");
-        reply_cstr(c, s->aur.writer_host);
-        reply_int(c, s->aur.writer_port);
-        reply_cstr(c, s->aur.feed_conn ? "connected" : "connecting");
-        reply_int(c, (int64_t)s->aur.read_lsn);
-        return;
-    }
-    repl_role_reply(s, c);
+    s->ops->role_reply(s, c);
 }
 
 static void cmd_config(struct server *s, struct conn *c, const struct resp_args *a)
@@ -2433,6 +2371,7 @@ static const struct cmd_def cmd_table[] = {
     {"scan", -2, 0, cmd_scan, "generic", "Iterates over keys in key order [MATCH] [COUNT] [TYPE]."},
     {"dbsize", 1, 0, cmd_dbsize, "server", "Returns the number of keys."},
     {"info", -1, CMD_NOSTORAGE, cmd_info, "server", "Server, clients, memory, persistence (WAL), stats, replication and keyspace fields; LSNs as X/Y."},
+    {"redoubt.trace", -2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_redoubt_trace, "redoubt", "REDOUBT.TRACE SAMPLE n|LAST|GET [id]|LSN|WATCH id lsn: commit traces (common/trace.h)."},
     {"role", 1, CMD_NOSTORAGE, cmd_role, "server", "The replication role, offsets and replicas (listening ports) or readers."},
     {"config", -2, CMD_NOSTORAGE, cmd_config, "server", "CONFIG GET pattern, CONFIG RESETSTAT (SET is refused: flags configure the process)."},
     {"wait", 3, CMD_NOMULTI | CMD_NOSTORAGE, cmd_wait, "generic", "Waits until N replicas acknowledged this connection's writes, or a timeout."},
@@ -2601,10 +2540,7 @@ static void multi_queue(struct server *s, struct conn *c, const struct resp_args
 }
 
 /* The log the commit goes to: the local WAL, or aurora's redo stream. */
-static uint64_t log_insert_lsn(const struct server *s)
-{
-    return s->role == SERVER_ROLE_WRITER ? aurora_insert_lsn(s) : wal_insert_lsn(s->wal);
-}
+static uint64_t log_insert_lsn(const struct server *s) { return s->ops->insert_lsn(s); }
 
 static void metrics_commit(uint64_t lsn);
 static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t lsn_before)
@@ -2612,8 +2548,7 @@ static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t
     if (log_insert_lsn(s) == lsn_before)
         return s->last_commit_lsn; /* read-only: depends on the newest commit it could see */
     uint64_t lsn;
-    int rc = s->role == SERVER_ROLE_WRITER ? aurora_append_commit(s, ++s->next_txn_id, &lsn)
-                                           : wal_append_commit(s->wal, ++s->next_txn_id, &lsn);
+    int rc = s->ops->append_commit(s, ++s->next_txn_id, &lsn);
     if (rc < 0)
         rd_panic("could not append a commit record: %s", rd_strerror(rc));
     s->last_commit_lsn = lsn;
@@ -2774,7 +2709,7 @@ static void metrics_poll(struct server *s)
         return;
     if (!met.started) {
         met.started = 1;
-        met.was_follower = s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER;
+        met.was_follower = server_is_follower(s);
         rd_metrics_init(&met.ep);
         rd_metrics_hist_init(&met.commit, commit_le_s, RD_ARRAY_LEN(commit_le_s));
         int rc = rd_metrics_listen(&met.ep, s->cfg.bind_addr, s->cfg.metrics_port);
@@ -2785,8 +2720,9 @@ static void metrics_poll(struct server *s)
             rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", s->cfg.bind_addr, s->cfg.metrics_port);
     }
     metrics_release(s);
-    int fenced = s->fenced || (s->role == SERVER_ROLE_WRITER && s->aur.fenced);
-    int follower = s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER;
+    char why[200] = "";
+    int follower = server_is_follower(s);
+    int fenced = s->fenced || (!follower && !s->ops->may_write(s, why, sizeof(why)) && strstr(why, "fenced") != NULL);
     met.fenced_total += fenced && !met.was_fenced;
     met.promotions_total += met.was_follower && !follower;
     met.was_fenced = fenced, met.was_follower = follower;
@@ -2803,9 +2739,8 @@ static int node_writable(struct server *s)
 {
     if (s->engine == NULL || s->shutdown_requested || s->fenced)
         return 0;
-    if (s->role != SERVER_ROLE_STANDALONE && s->role != SERVER_ROLE_PRIMARY && s->role != SERVER_ROLE_WRITER)
-        return 0;
-    if (s->role == SERVER_ROLE_WRITER && (s->aur.fenced || aurora_backpressure(s)))
+    char why[8];
+    if (server_is_follower(s) || !s->ops->may_write(s, why, sizeof(why)) || s->ops->paused(s))
         return 0;
     unsigned renewed = 0;
     if (server_lease_required(s) && !server_lease_ok(s, &renewed))
@@ -2975,13 +2910,13 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
             return;
         }
     }
-    if (s->role == SERVER_ROLE_WRITER && s->aur.fenced && (d->flags & CMD_WRITE)) {
-        reply_err(c, "ERR this writer was fenced: a newer writer holds a higher volume epoch, no write can be "
-                     "acknowledged here");
+    char role_err[256];
+    if ((d->flags & CMD_WRITE) && !s->ops->may_write(s, role_err, sizeof(role_err))) {
+        reply_err(c, "%s", role_err);
         conn_reply_done(s, c, 0);
         return;
     }
-    if ((s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER) && (d->flags & CMD_WRITE)) {
+    if (server_is_follower(s) && (d->flags & CMD_WRITE)) {
         reply_err(c, "READONLY You can't write against a read only replica.");
         if (c->in_multi)
             c->multi_dirty = 1;
@@ -2989,7 +2924,7 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
         return;
     }
     if (!(d->flags & CMD_NOSTORAGE) &&
-        (s->engine == NULL || (s->role == SERVER_ROLE_REPLICA && !repl_replica_readable(s)))) {
+        (s->engine == NULL || !s->ops->readable(s))) {
         reply_err(c, "LOADING this replica is cloning from its primary or has not replayed up to a consistent "
                      "point yet");
         conn_reply_done(s, c, 0);
@@ -3012,11 +2947,13 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     }
     if (d->flags & CMD_WRITE) {
         s->stats.write_commands++;
-        uint64_t before = log_insert_lsn(s);
+        uint64_t before = log_insert_lsn(s), t_recv_us = server_trace_now();
         engine_txn_begin(s->engine);
         d->fn(s, c, a);
         engine_txn_end(s->engine);
-        conn_reply_done(s, c, txn_commit_if_changed(s, c, before));
+        uint64_t commit_lsn = txn_commit_if_changed(s, c, before);
+        server_trace_write(s, before, commit_lsn, t_recv_us); /* issue 13: commit trace */
+        conn_reply_done(s, c, commit_lsn);
         return;
     }
     s->stats.read_commands++;

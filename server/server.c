@@ -40,6 +40,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "server/server_int.h"
+#include "server/trace_hooks.h"
 
 #define SERVER_BGID 7
 #define SERVER_CMDS_PER_TURN 256
@@ -47,6 +48,9 @@
 #define SERVER_REPL_INPUT_MAX_BYTES (256u << 20)
 
 static volatile sig_atomic_t server_signal_stop;
+/* The process's one instance: it lives until exit (its memory is the process's), and
+ * LeakSanitizer sees it, and the role state hanging on it, as reachable. */
+struct server *server_instance; /* not static: a store the compiler must keep */
 char server_rejoin_primary[280];
 
 static void on_signal(int sig)
@@ -85,30 +89,20 @@ void server_config_defaults(struct server_config *c)
 
 /* ------------------------------------------------------------ connections */
 
-static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe);
-static void conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe);
-
-static void conn_arm_recv(struct server *s, struct conn *c)
-{
-    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->recv_io);
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = SERVER_BGID;
-    c->recv_armed = 1;
-}
+static struct conn *conn_of(struct rd_conn *nc) { return (struct conn *)((char *)nc - offsetof(struct conn, nc)); }
 
 void conn_mark_ready(struct server *s, struct conn *c)
 {
-    if (c->on_ready_list || c->closing)
-        return;
-    c->on_ready_list = 1;
-    c->next_ready = s->ready_head;
-    s->ready_head = c;
+    (void)s;
+    rd_conn_mark_ready(&c->nc);
 }
 
-static void conn_free(struct server *s, struct conn *c)
+/* The connection layer's last call (common/conn.h): nothing is in flight, the fd
+ * is closed, the buffers freed. */
+static void conn_on_close(struct rd_conn *nc)
 {
-    rd_assert(!c->recv_armed && !c->send_in_flight);
+    struct conn *c = conn_of(nc);
+    struct server *s = c->srv;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -118,19 +112,12 @@ static void conn_free(struct server *s, struct conn *c)
     s->nconns--;
     if (c->is_peer)
         s->npeer_conns--;
-    if (c->kind == CONN_WALSENDER || c->kind == CONN_UPSTREAM)
-        repl_on_conn_closed(s, c);
-    else if (c->kind != CONN_CLIENT)
-        aurora_on_conn_closed(s, c);
+    if (c->kind != CONN_CLIENT)
+        s->ops->on_conn_closed(s, c);
     if (c->wait_active)
         s->nwaiting--;
     if (s->promote_waiter == c)
         s->promote_waiter = NULL;
-    if (close(c->fd) < 0)
-        rd_warn("close of client fd %d failed: %s", c->fd, strerror(errno));
-    rd_buf_free(&c->in);
-    rd_buf_free(&c->out);
-    rd_buf_free(&c->sending);
     rd_buf_free(&c->multi_q);
     resp_args_free(&c->args);
     free(c->marks);
@@ -140,14 +127,8 @@ static void conn_free(struct server *s, struct conn *c)
 
 void conn_close(struct server *s, struct conn *c)
 {
-    if (!c->closing) {
-        c->closing = 1;
-        /* Ends the multishot recv (and any send) with a final completion. */
-        if (shutdown(c->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
-            rd_warn("shutdown of client %llu failed: %s", (unsigned long long)c->id, strerror(errno));
-    }
-    if (!c->recv_armed && !c->send_in_flight && !c->on_ready_list)
-        conn_free(s, c);
+    (void)s;
+    rd_conn_close(&c->nc);
 }
 
 void conn_close_after_reply(struct conn *c) { c->close_after_send = 1; }
@@ -171,8 +152,7 @@ static void conn_push_mark(struct conn *c, size_t end, uint64_t lsn, uint32_t nr
  * (tail_start, out.len] when it is the newest. */
 void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
 {
-    if (s->cfg.commit == SERVER_COMMIT_ASYNC || s->role == SERVER_ROLE_REPLICA || s->role == SERVER_ROLE_READER ||
-        lsn <= s->release_lsn)
+    if (s->cfg.commit == SERVER_COMMIT_ASYNC || server_is_follower(s) || lsn <= s->release_lsn)
         lsn = 0;
     size_t reply_start = c->tail_start;
     c->tail_start = c->out.len;
@@ -201,19 +181,33 @@ void conn_reply_done(struct server *s, struct conn *c, uint64_t lsn)
     s->stats.replies_delayed++;
 }
 
-/* Bytes of c->out that may be sent now. */
-static size_t conn_releasable(const struct server *s, const struct conn *c)
+/* Bytes of c->out that may be sent now (the layer's sendable). */
+static size_t conn_releasable(const struct rd_conn *nc)
 {
+    const struct conn *c = (const struct conn *)((const char *)nc - offsetof(struct conn, nc));
+    const struct server *s = c->srv;
     if (c->nmarks == 0)
         return c->out.len;
+    /* S1, read side: what is released is durable (paired with server_update_release) */
+    rd_assert(s->release_lsn <= s->durable_lsn);
     size_t i = 0;
     while (i < c->nmarks && c->marks[i].lsn <= s->release_lsn)
         i++;
+    /* S2: marks ascend in LSN and offset (paired with conn_push_mark) */
+    rd_assert(i == 0 || i == c->nmarks || (c->marks[i - 1].lsn <= c->marks[i].lsn && c->marks[i - 1].end <= c->marks[i].end));
     return i == 0 ? 0 : c->marks[i - 1].end;
 }
 
-static void conn_drop_released(struct conn *c, size_t n)
+/* The first n bytes of out went to a send: the marks follow (the layer's taken). */
+static void conn_drop_released(struct rd_conn *nc, size_t n)
 {
+    struct conn *c = conn_of(nc);
+    if (c->out.len == 0) { /* all of it (the buffers were swapped) */
+        c->nmarks = 0;
+        c->tail_replies = 0;
+        c->tail_start = 0;
+        return;
+    }
     size_t i = 0;
     while (i < c->nmarks && c->marks[i].end <= n)
         i++;
@@ -225,123 +219,30 @@ static void conn_drop_released(struct conn *c, size_t n)
     c->tail_start -= n;
 }
 
+/* Replication links carry frames of up to FRAME_MAX_PAYLOAD; a peer that floods
+ * is bounded by the same rule with a larger limit. */
+static size_t conn_max_input(const struct rd_conn *nc)
+{
+    const struct conn *c = (const struct conn *)((const char *)nc - offsetof(struct conn, nc));
+    return c->kind == CONN_CLIENT ? c->srv->cfg.max_query_buffer_bytes : SERVER_REPL_INPUT_MAX_BYTES;
+}
+
+static const struct rd_conn_ops conn_ops = {
+    .max_input = conn_max_input,
+    .sendable = conn_releasable,
+    .taken = conn_drop_released,
+    .on_close = conn_on_close,
+};
+
 static void conn_queue_send(struct server *s, struct conn *c)
 {
-    if (c->send_in_flight || c->fd < 0)
-        return;
-    if (c->closing && !c->close_after_send)
-        return;
-    size_t n = conn_releasable(s, c);
-    if (n == 0) {
-        if (c->close_after_send && c->out.len == 0 && !c->closing)
-            conn_close(s, c);
-        return;
-    }
-    if (n == c->out.len) { /* common case: swap buffers, no copy */
-        struct rd_buf t = c->sending;
-        c->sending = c->out;
-        c->out = t;
-        c->out.len = 0;
-        c->nmarks = 0;
-        c->tail_replies = 0;
-        c->tail_start = 0;
-    } else {
-        rd_buf_reset(&c->sending);
-        if (rd_buf_append(&c->sending, c->out.data, n) < 0)
-            rd_panic("out of memory for client output");
-        rd_buf_consume(&c->out, n);
-        conn_drop_released(c, n);
-    }
-    c->sending_off = 0;
-    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
-    io_uring_prep_send(sqe, c->fd, c->sending.data, c->sending.len, MSG_NOSIGNAL);
-    c->send_in_flight = 1;
+    (void)s;
+    rd_conn_flush(&c->nc);
 }
 
-static void conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe)
+static void server_on_accept(struct rd_net *n, int fd)
 {
-    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, send_io));
-    struct server *s = c->srv;
-    c->send_in_flight = 0;
-    if (cqe->res < 0) {
-        if (!c->closing)
-            rd_debug("send to client %llu failed: %s", (unsigned long long)c->id, strerror(-cqe->res));
-        conn_close(s, c);
-        return;
-    }
-    s->stats.net_out_bytes += (uint64_t)cqe->res;
-    c->sending_off += (size_t)cqe->res;
-    if (c->sending_off < c->sending.len) { /* short send: send the rest */
-        struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
-        io_uring_prep_send(sqe, c->fd, c->sending.data + c->sending_off,
-                           c->sending.len - c->sending_off, MSG_NOSIGNAL);
-        c->send_in_flight = 1;
-        return;
-    }
-    rd_buf_reset(&c->sending);
-    if (c->closing) {
-        conn_close(s, c);
-        return;
-    }
-    if (c->close_after_send && c->out.len == 0) {
-        conn_close(s, c);
-        return;
-    }
-    conn_queue_send(s, c);
-}
-
-
-static void conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
-{
-    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, recv_io));
-    struct server *s = c->srv;
-    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (cqe->res > 0 && !c->closing) {
-            s->stats.net_in_bytes += (uint64_t)cqe->res;
-            /* Replication links carry frames of up to FRAME_MAX_PAYLOAD; a peer
-             * that floods is bounded by the same rule with a larger limit. */
-            size_t limit = c->kind == CONN_CLIENT ? s->cfg.max_query_buffer_bytes : SERVER_REPL_INPUT_MAX_BYTES;
-            if (c->in.len + (size_t)cqe->res > limit) {
-                rd_warn("client %llu (%s) closed: input buffer over %zu bytes", (unsigned long long)c->id, c->addr,
-                        limit);
-                conn_close(s, c);
-            } else if (rd_buf_append(&c->in, rd_buf_ring_data(&s->bufring, bid),
-                                     (size_t)cqe->res) < 0) {
-                rd_panic("out of memory for client input");
-            } else {
-                c->last_input_ms = rd_now_ms();
-                conn_mark_ready(s, c);
-            }
-        }
-        rd_buf_ring_return(&s->bufring, bid);
-    }
-    if (more)
-        return;
-    c->recv_armed = 0;
-    if (cqe->res == -ENOBUFS && !c->closing) { /* back-pressure: buffers exhausted, re-arm */
-        conn_arm_recv(s, c);
-        return;
-    }
-    if (cqe->res <= 0 || c->closing) { /* EOF, error, or shut down by us */
-        conn_close(s, c);
-        return;
-    }
-    conn_arm_recv(s, c); /* multishot ended for another reason: re-arm */
-}
-
-static void server_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
-{
-    struct server *s = (struct server *)((char *)io - offsetof(struct server, accept_io));
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        s->accept_armed = 0;
-    if (cqe->res < 0) {
-        if (cqe->res != -ECANCELED)
-            rd_warn("accept failed: %s", strerror(-cqe->res));
-        return;
-    }
-    int fd = cqe->res;
+    struct server *s = (struct server *)((char *)n - offsetof(struct server, net));
     s->stats.connections_received++;
     /* Budgets: clients may hold max_clients connections; beyond that a new
      * connection is accepted only on probation (it must authenticate as a peer
@@ -365,20 +266,12 @@ static void server_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
 
 struct conn *conn_new(struct server *s, int fd, enum conn_kind kind)
 {
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-        rd_debug("TCP_NODELAY failed: %s", strerror(errno)); /* unix sockets etc. */
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         rd_panic("out of memory for a connection");
-    c->id = ++s->next_conn_id;
-    c->fd = fd;
     c->srv = s;
-    c->recv_io.on_cqe = conn_on_recv;
-    c->send_io.on_cqe = conn_on_send;
+    c->kind = kind;
     c->authed = s->cfg.password == NULL;
-    c->created_ms = rd_now_ms();
-    c->last_input_ms = c->created_ms;
     c->peer_authed = !s->auth.enabled;
     if (kind != CONN_CLIENT) { /* our own outbound links: peers by construction */
         c->is_peer = 1;
@@ -389,15 +282,7 @@ struct conn *conn_new(struct server *s, int fd, enum conn_kind kind)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    c->kind = kind;
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof(sa);
-    if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
-        char ip[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
-        snprintf(c->addr, sizeof(c->addr), "%s:%d", ip, ntohs(sa.sin_port));
-    }
-    conn_arm_recv(s, c);
+    rd_conn_open(&s->net, &c->nc, fd, &conn_ops);
     return c;
 }
 
@@ -464,29 +349,18 @@ static void server_check_budgets(struct server *s)
     }
 }
 
-static void server_arm_accept(struct server *s)
-{
-    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->accept_io);
-    io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL, 0);
-    s->accept_armed = 1;
-}
-
 /* ------------------------------------------------------------ input processing */
 
 static void conn_process(struct server *s, struct conn *c)
 {
-    if (c->kind == CONN_WALSENDER || c->kind == CONN_UPSTREAM) {
-        repl_process_input(s, c);
-        return;
-    }
     if (c->kind != CONN_CLIENT) {
-        aurora_process_input(s, c);
+        s->ops->process_input(s, c);
         return;
     }
     if (c->wait_active)
-        return; /* blocked in WAIT: input waits (repl_tick wakes it) */
-    if (s->role == SERVER_ROLE_WRITER && aurora_backpressure(s))
-        return; /* LSNs too far above VDL: wait for acks (vdl_advanced wakes it) */
+        return; /* blocked in WAIT: input waits (the role's tick wakes it) */
+    if (s->ops->paused(s))
+        return; /* aurora: LSNs too far above VDL: wait for acks (the role wakes it) */
     unsigned n = 0;
     size_t off = 0;
     while (!c->closing && !c->close_after_send && n < SERVER_CMDS_PER_TURN) {
@@ -517,7 +391,7 @@ static void conn_process(struct server *s, struct conn *c)
         n++;
         c->cmds++;
         cmd_execute(s, c, &c->args);
-        if (c->kind != CONN_CLIENT || c->wait_active) { /* became a walsender / blocked */
+        if (c->kind != CONN_CLIENT || c->wait_active) { /* became a role connection / blocked */
             rd_buf_consume(&c->in, off);
             if (c->in.len > 0)
                 conn_mark_ready(s, c);
@@ -531,13 +405,11 @@ static void conn_process(struct server *s, struct conn *c)
 
 static void server_process_ready(struct server *s)
 {
-    struct conn *list = s->ready_head;
-    s->ready_head = NULL;
+    struct rd_conn *list = rd_net_take_ready(&s->net);
     while (list) {
-        struct conn *c = list;
-        list = c->next_ready;
-        c->on_ready_list = 0;
-        c->next_ready = NULL;
+        struct conn *c = conn_of(list);
+        list = list->next_ready;
+        rd_conn_unready(&c->nc);
         if (c->closing) {
             conn_close(s, c);
             continue;
@@ -550,13 +422,38 @@ static void server_process_ready(struct server *s)
 
 /* ------------------------------------------------------------ durability */
 
-static void server_on_flushed(void *arg, uint64_t flushed_lsn)
+/* S1: the one place where replies become releasable. release_lsn only grows and
+ * never passes durable_lsn (checked here, where it is written, and again where
+ * marks are released: conn_queue_send). */
+void server_update_release(struct server *s)
 {
-    struct server *s = arg;
-    if (flushed_lsn > s->durable_lsn)
-        s->durable_lsn = flushed_lsn;
+    /* A fenced node releases nothing more (T3, M4): replies still waiting end with
+     * the commit-timeout error; so does a primary without a lease (LS2). */
+    if (s->fenced || (server_lease_required(s) && !server_lease_ok(s, NULL)))
+        return;
+    uint64_t rel = RD_MIN(s->durable_lsn, s->ops->sync_lsn(s));
+    if (rel > s->release_lsn)
+        s->release_lsn = rel;
+    server_trace_release(s, s->durable_lsn, s->release_lsn); /* issue 13: commit trace */
+    rd_assert(s->release_lsn <= s->durable_lsn); /* S1, write side (read side: conn_releasable) */
+}
+
+void server_durable_advanced(struct server *s, uint64_t durable_lsn)
+{
+    if (durable_lsn > s->durable_lsn)
+        s->durable_lsn = durable_lsn;
     server_update_release(s);
     /* Sends are queued at the end of the turn for every conn (server_send_all). */
+}
+
+static void server_on_flushed(void *arg, uint64_t flushed_lsn) { server_durable_advanced(arg, flushed_lsn); }
+
+/* The instance's own log (standalone and classic roles). */
+uint64_t server_wal_insert_lsn(const struct server *s) { return s->wal ? wal_insert_lsn(s->wal) : 0; }
+
+int server_wal_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn)
+{
+    return wal_append_commit(s->wal, txn_id, lsn);
 }
 
 static void server_send_all(struct server *s)
@@ -665,7 +562,7 @@ void server_waits_info(const struct server *s, uint64_t *waiting, uint64_t *olde
  * serving reads before anyone else is promoted, so reads on the writer stay linearizable. */
 int server_lease_required(const struct server *s)
 {
-    return s->cfg.lease_monitors > 0 && (s->role == SERVER_ROLE_PRIMARY || s->role == SERVER_ROLE_WRITER);
+    return s->cfg.lease_monitors > 0 && server_is_leader(s);
 }
 
 int server_lease_ok(const struct server *s, unsigned *renewed)
@@ -731,10 +628,10 @@ static void server_arm_timer(struct server *s)
 
 static void server_maybe_checkpoint(struct server *s)
 {
-    if (s->role == SERVER_ROLE_REPLICA || s->wal == NULL || !wal_needs_checkpoint(s->wal))
-        return;
+    if (server_is_follower(s) || s->wal == NULL || !wal_needs_checkpoint(s->wal))
+        return; /* a replica makes restart points at its primary's checkpoints instead */
     uint64_t t0 = rd_now_us();
-    repl_slots_save(s); /* before the checkpoint removes WAL (a failure is logged) */
+    s->ops->before_checkpoint(s); /* classic: the slots, before the checkpoint removes WAL */
     int rc = wal_checkpoint(s->wal, s->engine);
     if (rc < 0)
         rd_panic("checkpoint failed: %s", rd_strerror(rc));
@@ -853,15 +750,11 @@ int server_open_storage(struct server *s)
         rd_error("crash recovery failed: %s", rd_strerror(rc));
         return rc;
     }
-    /* A primary that starts a new timeline after a crash (repl_after_crash) checkpoints
-     * there, on the new timeline: the fork must be the end of the recovered log, which a
-     * replica holding more of the old timeline can cut its log at. */
-    if (s->role == SERVER_ROLE_PRIMARY && (rc = repl_slots_load(s)) < 0)
-        return rc; /* before the end-of-recovery checkpoint removes WAL */
-    int new_timeline_follows = s->role == SERVER_ROLE_PRIMARY && s->crash_recovered;
-    if (s->role != SERVER_ROLE_REPLICA && !new_timeline_follows) {
-        /* End-of-recovery checkpoint, as PostgreSQL. A replica appends nothing
-         * of its own: its log stays byte-identical to the primary's. */
+    if ((rc = s->ops->after_recovery(s)) < 0)
+        return rc; /* classic: the slots, before the end-of-recovery checkpoint removes WAL */
+    if (rc == 0) {
+        /* End-of-recovery checkpoint, as PostgreSQL (the role decides: a replica
+         * appends nothing of its own, its log stays byte-identical to the primary's). */
         rc = wal_checkpoint(s->wal, s->engine);
         if (rc < 0) {
             rd_error("end-of-recovery checkpoint failed: %s", rd_strerror(rc));
@@ -887,22 +780,19 @@ static void server_close_all(struct server *s)
                 rd_debug("shutdown failed: %s", strerror(errno));
         }
     /* Let the final completions arrive so no buffer is freed under the kernel. */
-    for (int i = 0; i < 50 && (s->conns || s->accept_armed); i++) {
-        if (s->accept_armed) {
-            struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, NULL);
-            io_uring_prep_cancel(sqe, &s->accept_io, 0);
-            s->accept_armed = 0; /* its final CQE may still come; accept_io lives in s */
-        }
+    for (int i = 0; i < 50 && (s->conns || s->net.accept_armed); i++) {
+        rd_net_stop_listening(&s->net);
         rd_loop_run_once(&s->loop, 20000);
         for (struct conn *c = s->conns, *n; c; c = n) {
             n = c->next;
-            if (c->on_ready_list)
+            if (c->on_ready)
                 continue;
             conn_close(s, c);
         }
-        s->ready_head = NULL;
-        for (struct conn *c = s->conns; c; c = c->next)
-            c->on_ready_list = 0;
+        for (struct rd_conn *r = rd_net_take_ready(&s->net), *n; r; r = n) {
+            n = r->next_ready;
+            rd_conn_unready(r);
+        }
     }
 }
 
@@ -911,10 +801,10 @@ int server_run(const struct server_config *cfg)
     struct server *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return 1;
+    server_instance = s;
     s->cfg = *cfg;
     s->listen_fd = -1;
     s->start_ms = rd_now_ms();
-    s->accept_io.on_cqe = server_on_accept;
     s->timer_io.on_cqe = server_on_timer;
     s->limits = (struct resp_limits){
         .max_args = 1048576,
@@ -931,8 +821,11 @@ int server_run(const struct server_config *cfg)
         return 1;
     }
     s->role = s->cfg.role;
+    /* The role, once (role.h): it never changes mode while the process runs. */
+    s->ops = s->role == SERVER_ROLE_WRITER || s->role == SERVER_ROLE_READER ? &role_aurora : &role_classic;
     if (rd_buf_ring_setup(&s->loop, &s->bufring, 512, 16384, SERVER_BGID) < 0)
         return 1;
+    rd_net_init(&s->net, &s->loop, &s->bufring, SERVER_BGID);
     if (s->cfg.cluster_secret_file != NULL) {
         char aerr[512];
         if (rd_auth_load(&s->auth, s->cfg.cluster_secret_file, aerr, sizeof(aerr)) < 0) {
@@ -952,31 +845,9 @@ int server_run(const struct server_config *cfg)
      * created or recovered. */
     if (server_listen(s) < 0)
         return 1;
-    char control[4096];
-    snprintf(control, sizeof(control), "%s/control", s->cfg.dir ? s->cfg.dir : ".");
-    if (server_is_aurora(s)) {
-        /* No local files: the volume lives on the storage nodes. */
-        if (aurora_init(s) < 0)
-            return 1;
-    } else if (s->role == SERVER_ROLE_REPLICA && access(control, F_OK) != 0) {
-        /* Empty replica: storage is created by the base backup (repl.c). */
-        if (mkdir(s->cfg.dir, 0755) < 0 && errno != EEXIST) {
-            rd_error("could not create data directory \"%s\": %s", s->cfg.dir, strerror(errno));
-            return 1;
-        }
-        rd_info("data directory \"%s\" has no control file: cloning from the primary", s->cfg.dir);
-    } else if (server_open_storage(s) < 0) {
+    rd_info("role %s (%s mode)", server_role_name(s->role), s->ops->name);
+    if (s->ops->start(s) < 0)
         return 1;
-    }
-    if (!server_is_aurora(s) && repl_term_load(s) < 0)
-        return 1;
-    /* A failed-over primary must not accept writes on its old timeline. */
-    if (s->role == SERVER_ROLE_PRIMARY && repl_check_peers(s) < 0)
-        return 1;
-    if (s->role == SERVER_ROLE_PRIMARY && s->crash_recovered && repl_after_crash(s) < 0)
-        return 1;
-    if (s->role == SERVER_ROLE_REPLICA)
-        repl_start_replica(s);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -986,29 +857,24 @@ int server_run(const struct server_config *cfg)
         rd_warn("sigaction failed: %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
 
-    server_arm_accept(s);
-    static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
+    rd_net_listen(&s->net, s->listen_fd, server_on_accept);
     rd_info("ready to accept connections on %s:%d (role %s, commit %s, dir %s)", s->cfg.bind_addr,
-            s->cfg.port, roles[s->role], server_commit_name(s->cfg.commit), s->cfg.dir);
+            s->cfg.port, server_role_name(s->role), server_commit_name(s->cfg.commit), s->cfg.dir);
 
     while (!s->shutdown_requested && !server_signal_stop) {
         if (!s->timer_armed)
             server_arm_timer(s);
-        if (!s->accept_armed)
-            server_arm_accept(s);
-        rc = rd_loop_run_once(&s->loop, s->ready_head ? 0 : SERVER_TIMER_US * 2);
+        if (!s->net.accept_armed)
+            rd_net_listen(&s->net, s->listen_fd, server_on_accept);
+        rc = rd_loop_run_once(&s->loop, s->net.ready_head ? 0 : SERVER_TIMER_US * 2);
         if (rc < 0)
             rd_panic("io_uring wait failed: %s", strerror(-rc));
         server_process_ready(s);
         cmd_tick(s);
         if (s->wal != NULL)
             wal_flush_async(s->wal);
-        if (server_is_aurora(s)) {
-            aurora_ship(s);
-            aurora_tick(s);
-        } else {
-            repl_tick(s);
-        }
+        s->ops->ship(s);
+        s->ops->tick(s);
         server_check_budgets(s);
         server_lease_tick(s);
         server_expire_waits(s);
@@ -1020,19 +886,7 @@ int server_run(const struct server_config *cfg)
         rd_info("received a termination signal: shutting down");
     /* Clean shutdown: everything appended becomes durable before anyone hears
      * about it, then a final checkpoint. */
-    if (s->role == SERVER_ROLE_REPLICA) {
-        repl_shutdown(s); /* restart point, nothing appended */
-    } else if (server_is_aurora(s)) {
-        /* Nothing local to flush: what is acknowledged is on a write quorum. */
-        aurora_ship(s);
-    } else {
-        repl_slots_save(s);
-        rc = wal_shutdown(s->wal, s->engine);
-        if (rc < 0)
-            rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));
-        s->durable_lsn = wal_flushed_lsn(s->wal);
-        server_update_release(s);
-    }
+    s->ops->shutdown(s);
     server_send_all(s);
     rd_loop_run_once(&s->loop, 0);
     server_close_all(s);
@@ -1048,6 +902,22 @@ int server_run(const struct server_config *cfg)
 }
 
 /* ------------------------------------------------------------ commit levels */
+
+const char *server_role_name(enum server_role r)
+{
+    static const char *names[] = {"standalone", "primary", "replica", "writer", "reader"};
+    return (unsigned)r < RD_ARRAY_LEN(names) ? names[r] : "?";
+}
+
+/* Clean shutdown of the local log: everything appended is flushed, a final
+ * checkpoint, and what it made durable is released. */
+void server_wal_shutdown(struct server *s)
+{
+    int rc = wal_shutdown(s->wal, s->engine);
+    if (rc < 0)
+        rd_panic("shutdown checkpoint failed: %s", rd_strerror(rc));
+    server_durable_advanced(s, wal_flushed_lsn(s->wal));
+}
 
 const char *server_commit_name(enum server_commit c)
 {

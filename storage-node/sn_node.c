@@ -42,6 +42,7 @@
 #include "common/auth.h"
 #include "common/buf.h"
 #include "common/checksum.h"
+#include "common/conn.h"
 #include "common/err.h"
 #include "common/frame.h"
 #include "common/log.h"
@@ -52,7 +53,7 @@
 #include "engine/engine.h"
 #include "redo/redo.h"
 #include "storage-node/sn_int.h"
-#include "storage-node/sn_proto.h"
+#include "redo/sn_proto.h"
 
 #define SN_BGID 11
 #define SN_TIMER_US 50000u
@@ -90,18 +91,17 @@ enum sn_proto_kind { SN_PROTO_UNKNOWN = 0, SN_PROTO_FRAMES, SN_PROTO_RESP };
 
 struct sn_node;
 
+/* A connection: the connection layer's part (common/conn.h: fd, addr, in, out,
+ * closing, eof ... named directly through the anonymous struct) and the node's. */
 struct sn_conn {
+    union {
+        struct rd_conn nc;
+        struct { RD_CONN_FIELDS };
+    };
     struct sn_node *node;
-    uint64_t id;
-    int fd;
-    char addr[64];
     enum sn_proto_kind proto;
     int peer;               /* index in node.peers for our outbound link, else -1 */
-    struct rd_io recv_io, send_io;
-    int recv_armed, send_in_flight, closing, close_after_send, on_ready;
-    int eof;                /* the peer closed its side: process what came, answer, close */
-    struct rd_buf in, out, sending, scratch;
-    size_t sending_off;
+    struct rd_buf scratch;
     int ack_wait;           /* sent WRITE data: ACK due when done_gen >= ack_gen */
     uint64_t ack_gen;
     uint64_t ack_epoch;     /* epoch of its newest WRITE frame */
@@ -110,8 +110,7 @@ struct sn_conn {
     int peer_authed;        /* proved the cluster secret (or none is configured) */
     int is_peer;            /* counted in sn_node.npeer_conns */
     int over_budget;        /* accepted beyond SN_MAX_CLIENTS: must authenticate within the deadline */
-    uint64_t created_ms, last_input_ms;
-    struct sn_conn *prev, *next, *next_ready;
+    struct sn_conn *prev, *next;
 };
 
 enum sn_peer_state { SN_PEER_IDLE = 0, SN_PEER_CONNECTING, SN_PEER_UP };
@@ -174,14 +173,14 @@ struct sn_node {
     char dir[4096];
     struct rd_loop loop;
     int listen_fd;
-    struct rd_io accept_io, timer_io;
-    int accept_armed, timer_armed;
+    struct rd_io timer_io;
+    int timer_armed;
+    struct rd_net net;          /* the connection layer: listener, recv ring, ready list */
     struct rd_buf_ring bufring; /* provided buffers for multishot recv */
-    struct sn_conn *conns, *ready_head;
+    struct sn_conn *conns;
     size_t nconns, npeer_conns;
     struct rd_auth auth;    /* --cluster-secret-file (auth.enabled 0: none) */
     uint64_t budget_check_ms;
-    uint64_t next_conn_id;
     /* durable state */
     uint64_t epoch;
     struct sn_trunc trunc[SN_MAX_TRUNC];
@@ -467,31 +466,24 @@ static int sn_node_trunc_refuses(const struct sn_node *s, uint64_t epoch, uint64
 
 /* ------------------------------------------------------------ connections */
 
-static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe);
-static void sn_conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe);
 static void sn_copy_abort(struct sn_node *s, const char *why);
 
-static void sn_arm_recv(struct sn_node *s, struct sn_conn *c)
+static struct sn_conn *sn_conn_of(struct rd_conn *nc)
 {
-    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->recv_io);
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = SN_BGID;
-    c->recv_armed = 1;
+    return (struct sn_conn *)((char *)nc - offsetof(struct sn_conn, nc));
 }
 
 static void sn_mark_ready(struct sn_node *s, struct sn_conn *c)
 {
-    if (c->on_ready || c->closing)
-        return;
-    c->on_ready = 1;
-    c->next_ready = s->ready_head;
-    s->ready_head = c;
+    (void)s;
+    rd_conn_mark_ready(&c->nc);
 }
 
-static void sn_conn_free(struct sn_node *s, struct sn_conn *c)
+/* The connection layer's last call (common/conn.h): nothing in flight, fd closed. */
+static void sn_conn_on_close(struct rd_conn *nc)
 {
-    rd_assert(!c->recv_armed && !c->send_in_flight && !c->on_ready);
+    struct sn_conn *c = sn_conn_of(nc);
+    struct sn_node *s = c->node;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -510,161 +502,61 @@ static void sn_conn_free(struct sn_node *s, struct sn_conn *c)
         if (s->copy.active && s->copy.peer == c->peer)
             sn_copy_abort(s, "the link to the peer closed");
     }
-    if (close(c->fd) < 0)
-        rd_warn("close of connection %s failed: %s", c->addr, strerror(errno));
-    rd_buf_free(&c->in);
-    rd_buf_free(&c->out);
-    rd_buf_free(&c->sending);
     rd_buf_free(&c->scratch);
     free(c);
 }
 
 static void sn_conn_close(struct sn_node *s, struct sn_conn *c)
 {
-    if (!c->closing) {
-        c->closing = 1;
+    (void)s;
+    if (!c->closing)
         c->ack_wait = 0;
-        if (shutdown(c->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
-            rd_debug("shutdown of %s failed: %s", c->addr, strerror(errno));
-    }
-    if (!c->recv_armed && !c->send_in_flight && !c->on_ready)
-        sn_conn_free(s, c);
+    rd_conn_close(&c->nc);
 }
+
+static size_t sn_conn_max_input(const struct rd_conn *c)
+{
+    (void)c;
+    return SN_CONN_INPUT_MAX_BYTES;
+}
+
+static const struct rd_conn_ops sn_conn_ops = {
+    .max_input = sn_conn_max_input,
+    .on_close = sn_conn_on_close,
+};
 
 static struct sn_conn *sn_conn_new(struct sn_node *s, int fd, int peer)
 {
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-        rd_debug("TCP_NODELAY failed: %s", strerror(errno));
     struct sn_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         rd_panic("out of memory for a connection");
     c->node = s;
-    c->id = ++s->next_conn_id;
-    c->fd = fd;
     c->peer = peer;
     c->proto = peer >= 0 ? SN_PROTO_FRAMES : SN_PROTO_UNKNOWN;
     c->peer_authed = !s->auth.enabled;
-    c->created_ms = c->last_input_ms = rd_now_ms();
+    c->keep_on_eof = 1; /* a client that sends a request and closes its side still gets the answer */
     if (peer >= 0) { /* our own link to a peer */
         c->is_peer = 1;
         s->npeer_conns++;
     }
-    c->recv_io.on_cqe = sn_conn_on_recv;
-    c->send_io.on_cqe = sn_conn_on_send;
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof(sa);
-    snprintf(c->addr, sizeof(c->addr), "fd %d", fd);
-    if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
-        char ip[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
-        snprintf(c->addr, sizeof(c->addr), "%s:%d", ip, ntohs(sa.sin_port));
-    }
-    sn_arm_recv(s, c);
+    rd_conn_open(&s->net, &c->nc, fd, &sn_conn_ops);
     return c;
 }
 
 static void sn_queue_send(struct sn_node *s, struct sn_conn *c)
 {
-    if (c->send_in_flight || (c->closing && !c->close_after_send))
-        return;
-    if (c->out.len == 0) {
-        if (c->close_after_send && !c->closing)
-            sn_conn_close(s, c);
-        return;
-    }
-    struct rd_buf t = c->sending; /* swap: the in-flight send owns its bytes (L1) */
-    c->sending = c->out;
-    c->out = t;
-    c->out.len = 0;
-    c->sending_off = 0;
-    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
-    io_uring_prep_send(sqe, c->fd, c->sending.data, c->sending.len, MSG_NOSIGNAL);
-    c->send_in_flight = 1;
+    (void)s;
+    rd_conn_flush(&c->nc);
 }
 
-static void sn_conn_on_send(struct rd_io *io, const struct io_uring_cqe *cqe)
+static void sn_on_accept(struct rd_net *n, int fd)
 {
-    struct sn_conn *c = (struct sn_conn *)((char *)io - offsetof(struct sn_conn, send_io));
-    struct sn_node *s = c->node;
-    c->send_in_flight = 0;
-    if (cqe->res < 0) {
-        rd_debug("send to %s failed: %s", c->addr, strerror(-cqe->res));
-        c->close_after_send = 0;
-        sn_conn_close(s, c);
-        return;
-    }
-    c->sending_off += (size_t)cqe->res;
-    if (c->sending_off < c->sending.len) {
-        struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
-        io_uring_prep_send(sqe, c->fd, c->sending.data + c->sending_off, c->sending.len - c->sending_off,
-                           MSG_NOSIGNAL);
-        c->send_in_flight = 1;
-        return;
-    }
-    rd_buf_reset(&c->sending);
-    if (c->closing || (c->close_after_send && c->out.len == 0)) {
-        sn_conn_close(s, c);
-        return;
-    }
-    sn_queue_send(s, c);
-}
-
-
-static void sn_conn_on_recv(struct rd_io *io, const struct io_uring_cqe *cqe)
-{
-    struct sn_conn *c = (struct sn_conn *)((char *)io - offsetof(struct sn_conn, recv_io));
-    struct sn_node *s = c->node;
-    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (cqe->res > 0 && !c->closing) {
-            if (c->in.len + (size_t)cqe->res > SN_CONN_INPUT_MAX_BYTES) {
-                rd_warn("connection %s closed: input over %u bytes", c->addr, SN_CONN_INPUT_MAX_BYTES);
-                sn_conn_close(s, c);
-            } else if (rd_buf_append(&c->in, rd_buf_ring_data(&s->bufring, bid), (size_t)cqe->res) < 0) {
-                rd_panic("out of memory for connection input");
-            } else {
-                c->last_input_ms = rd_now_ms();
-                sn_mark_ready(s, c);
-            }
-        }
-        rd_buf_ring_return(&s->bufring, bid);
-    }
-    if (more)
-        return;
-    c->recv_armed = 0;
-    if (cqe->res == -ENOBUFS && !c->closing) { /* back-pressure: re-arm */
-        sn_arm_recv(s, c);
-        return;
-    }
-    if (cqe->res == 0 && !c->closing && c->in.len > 0) { /* EOF after a last request */
-        c->eof = 1;
-        sn_mark_ready(s, c);
-        return;
-    }
-    if (cqe->res <= 0 || c->closing) {
-        sn_conn_close(s, c);
-        return;
-    }
-    sn_arm_recv(s, c);
-}
-
-static void sn_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
-{
-    struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, accept_io));
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        s->accept_armed = 0;
-    if (cqe->res < 0) {
-        if (cqe->res != -ECANCELED)
-            rd_warn("accept failed: %s", strerror(-cqe->res));
-        return;
-    }
+    struct sn_node *s = (struct sn_node *)((char *)n - offsetof(struct sn_node, net));
     /* Budgets: clients (and connections that did not authenticate yet) hold at
      * most SN_MAX_CLIENTS; beyond, up to SN_MAX_PEER_CONNS more are accepted on
      * probation: they must become peers within RD_AUTH_DEADLINE_MS. Idle or
@@ -674,11 +566,11 @@ static void sn_on_accept(struct rd_io *io, const struct io_uring_cqe *cqe)
     if (over && s->nconns >= SN_MAX_CLIENTS + SN_MAX_PEER_CONNS) {
         if (rd_auth_log_once("budget"))
             rd_warn("refusing connections: %zu open (%zu peers); logged once", s->nconns, s->npeer_conns);
-        if (close(cqe->res) < 0)
+        if (close(fd) < 0)
             rd_warn("close failed: %s", strerror(errno));
         return;
     }
-    struct sn_conn *c = sn_conn_new(s, cqe->res, -1);
+    struct sn_conn *c = sn_conn_new(s, fd, -1);
     c->over_budget = over;
 }
 
@@ -2207,13 +2099,11 @@ static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
 
 static void sn_process_ready(struct sn_node *s)
 {
-    struct sn_conn *list = s->ready_head;
-    s->ready_head = NULL;
+    struct rd_conn *list = rd_net_take_ready(&s->net);
     while (list) {
-        struct sn_conn *c = list;
-        list = c->next_ready;
-        c->on_ready = 0;
-        c->next_ready = NULL;
+        struct sn_conn *c = sn_conn_of(list);
+        list = list->next_ready;
+        rd_conn_unready(&c->nc);
         if (!c->closing && c->in.len > 0) {
             if (c->proto == SN_PROTO_UNKNOWN) /* the first byte decides (README) */
                 c->proto = c->in.data[0] == 0x52 ? SN_PROTO_FRAMES : SN_PROTO_RESP;
@@ -2627,23 +2517,24 @@ static void sn_send_all(struct sn_node *s)
  * in-flight operations to end: L1), then frees everything. */
 static void sn_shutdown(struct sn_node *s)
 {
-    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, NULL);
-    io_uring_prep_cancel(sqe, &s->accept_io, 0);
+    rd_net_stop_listening(&s->net);
+    rd_net_take_ready(&s->net);
     for (struct sn_conn *c = s->conns, *n; c; c = n) {
         n = c->next;
         c->on_ready = 0;
+        c->next_ready = NULL;
         sn_conn_close(s, c);
     }
-    s->ready_head = NULL;
-    for (int i = 0; i < 100 && (s->conns || s->accept_armed || s->timer_armed); i++) {
+    for (int i = 0; i < 100 && (s->conns || s->net.accept_armed || s->timer_armed); i++) {
         if (rd_loop_run_once(&s->loop, 20000) < 0)
             break;
+        rd_net_take_ready(&s->net);
         for (struct sn_conn *c = s->conns, *n; c; c = n) {
             n = c->next;
             c->on_ready = 0;
+            c->next_ready = NULL;
             sn_conn_close(s, c);
         }
-        s->ready_head = NULL;
     }
     if (s->conns)
         rd_warn("%zu connections still had operations in flight at exit", s->nconns);
@@ -2692,7 +2583,6 @@ int sn_node_run(const struct sn_config *cfg)
     if (posix_memalign((void **)&s->zeros, SN_DIO_ALIGN, SN_ZFILL_CHUNK) != 0)
         rd_panic("out of memory for the hot-log zero buffer");
     memset(s->zeros, 0, SN_ZFILL_CHUNK);
-    s->accept_io.on_cqe = sn_on_accept;
     s->timer_io.on_cqe = sn_on_timer;
     s->write_io.on_cqe = sn_on_write_done;
     s->sync_io.on_cqe = sn_on_sync_done;
@@ -2721,6 +2611,7 @@ int sn_node_run(const struct sn_config *cfg)
     if (rd_buf_ring_setup(&s->loop, &s->bufring, 256, 65536, SN_BGID) < 0 || sn_parse_peers(s, cfg->peers) < 0 ||
         sn_listen(s) < 0 || sn_open_storage(s) < 0)
         return 1;
+    rd_net_init(&s->net, &s->loop, &s->bufring, SN_BGID);
     sn_metrics_start(s);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -2740,12 +2631,9 @@ int sn_node_run(const struct sn_config *cfg)
             io_uring_prep_timeout(sqe, &tick, 0, 0);
             s->timer_armed = 1;
         }
-        if (!s->accept_armed) {
-            struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->accept_io);
-            io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL, 0);
-            s->accept_armed = 1;
-        }
-        rc = rd_loop_run_once(&s->loop, s->ready_head ? 0 : SN_TIMER_US * 2);
+        if (!s->net.accept_armed)
+            rd_net_listen(&s->net, s->listen_fd, sn_on_accept);
+        rc = rd_loop_run_once(&s->loop, s->net.ready_head ? 0 : SN_TIMER_US * 2);
         if (rc < 0)
             rd_panic("io_uring wait failed: %s", strerror(-rc));
         sn_process_ready(s);

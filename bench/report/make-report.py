@@ -441,6 +441,14 @@ for a in archs:
 w("")
 w(img("bytes", "bytes per commit"))
 w("")
+trace_md = os.path.join(D, "trace", "trace.md")  # bench/run-demo (bench/run-trace): where commit time goes
+if os.path.exists(trace_md):
+    w(open(trace_md).read().rstrip("\n").replace("](trace.png)", "](trace/trace.png)"))
+    w("")
+faults_md = os.path.join(D, "faults", "faults.md")  # bench/run-demo (bench/run-faults): slow nodes, AZs
+if os.path.exists(faults_md):
+    w(open(faults_md).read().rstrip("\n").replace("](faults-", "](faults/faults-"))
+    w("")
 cost_md = os.path.join(D, "cost", "cost.md")  # bench/run-demo --cost (bench/run-cost)
 if os.path.exists(cost_md):
     w(open(cost_md).read().rstrip("\n"))

@@ -26,7 +26,10 @@ never sees "connection refused"); it is closed at heal so the node retries.
 
 Control: the proxy prints `control PORT` on stdout, then serves one-line commands on
 127.0.0.1:PORT (one reply line each, JSON):
-  listen DST TARGET_PORT         -> {"port": N}      a listener for node DST
+  listen DST TARGET_PORT [TARGET_HOST [BIND_HOST [PORT]]]  -> {"port": N}   a listener for node DST
+                                 on BIND_HOST:PORT (default 127.0.0.1, a free port) forwarding to
+                                 TARGET_HOST:TARGET_PORT (default 127.0.0.1): a node in another
+                                 "availability zone" listens on its own loopback alias 127.0.N.x
   pid NAME PID                   register a process (its connections are attributed to NAME)
   rule SRC DST MODE [DELAY_MS JITTER_MS]   SRC/DST may be '*'; MODE open|hold|drop|reset
   down DST / up DST               DST's process died / runs again: while down the listener is
@@ -35,6 +38,10 @@ Control: the proxy prints `control PORT` on stdout, then serves one-line command
   heal                           every rule back to open, no delay
   stats                          {"conns": n, "bytes": n, "unknown_src": n, "rules": {...}}
   quit
+
+Options (scripts/cluster runs it as a daemon; the chaos runner passes none):
+  --detach              do not exit when stdin closes (only on `quit` or a signal)
+  --control-file FILE   also write the control port to FILE (written whole, then renamed)
 """
 import asyncio
 import json
@@ -48,12 +55,13 @@ import time
 MODES = ("open", "hold", "drop", "reset")
 
 
-def diag_inode(sport, dport):
-    """Inode of the TCP socket 127.0.0.1:sport -> 127.0.0.1:dport (NETLINK_SOCK_DIAG exact lookup),
+def diag_inode(sport, dport, saddr="127.0.0.1", daddr="127.0.0.1"):
+    """Inode of the TCP socket saddr:sport -> daddr:dport (NETLINK_SOCK_DIAG exact lookup),
     None if not found."""
-    lo = socket.inet_aton("127.0.0.1") + b"\0" * 12
+    src = socket.inet_aton(saddr) + b"\0" * 12
+    dst = socket.inet_aton(daddr) + b"\0" * 12
     req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xffffffff)
-    req += struct.pack(">HH", sport, dport) + lo + lo + struct.pack("=III", 0, 0xffffffff, 0xffffffff)
+    req += struct.pack(">HH", sport, dport) + src + dst + struct.pack("=III", 0, 0xffffffff, 0xffffffff)
     msg = struct.pack("=IHHII", 16 + len(req), 20, 1, 1, 0) + req  # SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as nl:  # NETLINK_SOCK_DIAG
@@ -75,6 +83,7 @@ class Proxy:
         self.rules = {}           # (src, dst) -> (mode, delay_ms, jitter_ms)
         self.pids = {}            # pid -> name
         self.listeners = {}       # dst -> (server, port, target)
+        self.hosts = {}           # dst -> (bind host, target host) when not 127.0.0.1
         self.conns = set()
         self.changed = asyncio.Event()
         self.rng = random.Random(int(os.environ.get("NETPROXY_SEED", "1")))
@@ -113,19 +122,19 @@ class Proxy:
         self.notify()
 
     # ------------------------------------------------------------ who connected
-    def identify(self, peer_port, listen_port):
+    def identify(self, peer_port, listen_port, peer_host="127.0.0.1", listen_host="127.0.0.1"):
         """The registered name of the process owning 127.0.0.1:peer_port -> listen_port (runs in a
         thread). The socket's inode comes from the kernel by an exact sock_diag (netlink) lookup:
         /proc/net/tcp lists every socket of the machine and can take seconds to read."""
         for attempt in range(4):  # the process may not be registered yet (just started)
-            name = self._identify(peer_port, listen_port)
+            name = self._identify(peer_port, listen_port, peer_host, listen_host)
             if name:
                 return name
             time.sleep(0.02)
         return None
 
-    def _identify(self, peer_port, listen_port):
-        inode = diag_inode(peer_port, listen_port)
+    def _identify(self, peer_port, listen_port, peer_host="127.0.0.1", listen_host="127.0.0.1"):
+        inode = diag_inode(peer_port, listen_port, peer_host, listen_host)
         if not inode:
             return None
         target = "socket:[%d]" % inode
@@ -144,16 +153,18 @@ class Proxy:
         return None
 
     # ------------------------------------------------------------ listeners
-    async def listen(self, dst, target):
+    async def listen(self, dst, target, target_host="127.0.0.1", bind_host="127.0.0.1", want_port=0):
         if dst in self.listeners:
             srv, port, _ = self.listeners[dst]
             self.listeners[dst] = (srv, port, target)
+            self.hosts[dst] = (self.hosts.get(dst, ("127.0.0.1",))[0], target_host)
             return port
         holder = {}
+        self.hosts[dst] = (bind_host, target_host)
 
         async def on_conn(reader, writer):
             await Conn(self, dst, holder["port"], reader, writer).run()
-        srv = await asyncio.start_server(on_conn, "127.0.0.1", 0, backlog=256)
+        srv = await asyncio.start_server(on_conn, bind_host, want_port, backlog=256)
         port = srv.sockets[0].getsockname()[1]
         holder["port"] = port
         self.listeners[dst] = (srv, port, target)
@@ -175,7 +186,8 @@ class Proxy:
                 await Conn(self, dst, holder["port"], reader, writer).run()
             for _ in range(50):
                 try:
-                    srv = await asyncio.start_server(on_conn, "127.0.0.1", port, backlog=256, reuse_address=True)
+                    srv = await asyncio.start_server(on_conn, self.hosts.get(dst, ("127.0.0.1",))[0], port,
+                                                     backlog=256, reuse_address=True)
                     break
                 except OSError:
                     await asyncio.sleep(0.1)
@@ -230,9 +242,11 @@ class Conn:
         px.conns.add(self)
         px.nconns += 1
         peer = self.cw.get_extra_info("peername")
+        local = self.cw.get_extra_info("sockname")
         name = None
         if peer:
-            name = await asyncio.get_running_loop().run_in_executor(None, px.identify, peer[1], self.lport)
+            name = await asyncio.get_running_loop().run_in_executor(
+                None, px.identify, peer[1], self.lport, peer[0], local[0] if local else "127.0.0.1")
         if name is None:
             px.unknown += 1
         self.src = name or "?"
@@ -265,7 +279,8 @@ class Conn:
             return
         target = px.listeners[self.dst][2]
         try:
-            self.ur, self.uw = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", target), 5)
+            thost = px.hosts.get(self.dst, ("127.0.0.1", "127.0.0.1"))[1]
+            self.ur, self.uw = await asyncio.wait_for(asyncio.open_connection(thost, target), 5)
         except (OSError, asyncio.TimeoutError):
             # the node is down: refuse as the node itself would (RST)
             self.abort()
@@ -353,7 +368,7 @@ async def control(px, reader, writer):
             if not p:
                 continue
             if p[0] == "listen":
-                out["port"] = await px.listen(p[1], int(p[2]))
+                out["port"] = await px.listen(p[1], int(p[2]), *(p[3:5]), *[int(x) for x in p[5:6]])
             elif p[0] == "pid":
                 pid = int(p[2])
                 for k in [k for k, v in px.pids.items() if v == p[1]]:
@@ -411,12 +426,21 @@ async def heartbeat(beat):
 
 
 async def main():
+    detach, control_file = "--detach" in sys.argv[1:], None
+    if "--control-file" in sys.argv[1:]:
+        control_file = sys.argv[sys.argv.index("--control-file") + 1]
     px = Proxy()
     beat = [time.monotonic()]
     asyncio.ensure_future(heartbeat(beat))
     watchdog(beat)
     srv = await asyncio.start_server(lambda r, w: control(px, r, w), "127.0.0.1", 0)
     print("control %d" % srv.sockets[0].getsockname()[1], flush=True)
+    if control_file:
+        with open(control_file + ".tmp", "w") as f:
+            f.write("%d\n" % srv.sockets[0].getsockname()[1])
+        os.rename(control_file + ".tmp", control_file)
+    if detach:
+        await asyncio.Event().wait()
     # the controller owns us: exit when our stdin closes (the test process died)
     loop = asyncio.get_running_loop()
     fut = loop.run_in_executor(None, sys.stdin.read)

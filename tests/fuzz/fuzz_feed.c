@@ -1,6 +1,6 @@
 /*
  * fuzz_feed.c — libFuzzer target for the aurora reader feed's decoders
- * (server/aurora.c: aur_feed_check for FEED, aur_feed_redo_check for
+ * (aurora/aur_feed.c: aur_feed_check for FEED, aur_feed_redo_check for
  * FEED_REDO). The first 8 input bytes are the reader's read point, the rest
  * the frame payload. Nothing may crash or read out of bounds; a payload the
  * checker accepts must walk record by record to exactly its end, with LSNs
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "server/server_int.h"
+#include "aurora/aur_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -18,7 +18,7 @@
 #include "common/frame.h"
 #include "common/util.h"
 #include "storage-node/sn_int.h"
-#include "storage-node/sn_proto.h"
+#include "redo/sn_proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -173,7 +173,7 @@ static void check_key(struct engine *e, const struct mkey *m, int i, uint64_t no
     cr_assert_eq(v.type, m->type);
     cr_assert_eq(v.expire_ms, m->expire, "%s %s: expiry", who, key);
     if (m->type == ENGINE_KV_STRING) {
-        cr_assert(v.len == m->len && memcmp(v.data, m->val, m->len) == 0, "%s %s: value", who, key);
+        cr_assert(v.len == m->len && (m->len == 0 || memcmp(v.data, m->val, m->len) == 0), "%s %s: value", who, key);
     } else {
         int n = 0;
         for (int f = 0; f < NFIELDS; f++) {

@@ -9,7 +9,7 @@
 #include "common/frame.h"
 #include "common/util.h"
 #include "engine/engine.h"
-#include "storage-node/sn_proto.h"
+#include "redo/sn_proto.h"
 
 struct rx {
     struct rd_buf scratch;

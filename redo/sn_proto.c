@@ -1,10 +1,10 @@
 /*
  * sn_proto.c — encoders and decoders of the storage-node protocol
- * (storage-node/sn_proto.h has the message table). Decoders check the exact
+ * (redo/sn_proto.h has the message table). Decoders check the exact
  * length and that reserved bytes are zero: anything else is RD_ECORRUPT, so a
  * node never acts on a message it did not fully understand.
  */
-#include "storage-node/sn_proto.h"
+#include "redo/sn_proto.h"
 
 #include <errno.h>
 #include <stdlib.h>

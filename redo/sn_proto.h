@@ -1,5 +1,6 @@
 /*
- * sn_proto.h — the storage-node protocol (aurora mode, issue 4). Every message
+ * sn_proto.h — the storage-node protocol (aurora mode, issue 4): the writer↔storage
+ * wire contract, in redo/ because both sides use it (storage-node/ and aurora/). Every message
  * is one frame (common/frame.h); the frame's epoch is the volume epoch of the
  * sender (writer, reader, or peer node). A node refuses (SN_MSG_ERROR with
  * SN_ERR_STALE_EPOCH) every write from an epoch lower than the one it holds.
