@@ -302,7 +302,14 @@ def mget(port, keys, timeout=10):
     try:
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            r = c.call("MGET", *chunk)
+            deadline = time.time() + timeout
+            while True:
+                r = c.call("MGET", *chunk)
+                # NOLEASE is transient by design (LS4: a writer whose lease renewals came late on a
+                # loaded machine refuses reads until the next one): retry, as a client would
+                if isinstance(r, list) or "NOLEASE" not in str(r) or time.time() >= deadline:
+                    break
+                time.sleep(0.05)
             if not isinstance(r, list):
                 raise RuntimeError(f"MGET on :{port}: {r}")
             out.update(zip(chunk, r))
