@@ -124,6 +124,7 @@ void aurora_cmd_reader(struct server *s, struct conn *c, const struct resp_args 
     aur_of(s)->nreaders++;
     snprintf(c->follower_name, sizeof(c->follower_name), "%.*s", (int)RD_MIN(args->v[1].len, 60),
              (const char *)args->v[1].ptr);
+    c->follower_port = args->n >= 3 ? RD_MAX(0, RD_MIN(65535, atoi((const char *)args->v[2].ptr))) : 0; /* listens on */
     rd_info("reader \"%s\" (%s) subscribed to the feed", c->follower_name, c->addr);
     /* First message: the current VDL (nothing to drop: a new reader has no cache). */
     uint8_t hdr[20];
@@ -362,8 +363,10 @@ void aur_reader_connect(struct server *s)
     snprintf(c->addr, sizeof(c->addr), "%s:%d", a->writer_host, a->writer_port);
     a->feed_conn = c;
     a->feed_fresh = 1;
-    const char *argv[] = {"REDOUBT.READER", s->cfg.name};
-    if (resp_command_str(&c->out, 2, argv) < 0)
+    char lport[16];
+    snprintf(lport, sizeof(lport), "%d", s->cfg.port);
+    const char *argv[] = {"REDOUBT.READER", s->cfg.name, lport}; /* announces where it listens */
+    if (resp_command_str(&c->out, 3, argv) < 0)
         rd_panic("out of memory");
     rd_info("subscribed to the writer %s:%d", a->writer_host, a->writer_port);
 }

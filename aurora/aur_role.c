@@ -106,7 +106,10 @@ static void aur_role_reply(struct server *s, struct conn *c)
             *colon = 0;
         aur_out(resp_array_hdr(o, 3));
         aur_out(resp_bulk_str(o, ip));
-        aur_out(resp_bulk_str(o, colon ? colon + 1 : "0"));
+        if (x->follower_port) /* the port it listens on, as announced in REDOUBT.READER */
+            aur_out(resp_bulkf(o, "%d", x->follower_port));
+        else
+            aur_out(resp_bulk_str(o, colon ? colon + 1 : "0"));
         aur_out(resp_bulkf(o, "%" PRIu64, x->follower_lsn));
     }
 }

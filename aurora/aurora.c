@@ -198,8 +198,8 @@ void aurora_info(struct server *s, struct rd_buf *b)
     size_t k = 0;
     for (struct conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_READER_FEED)
-            rd_buf_appendf(b, "reader%zu:name=%s,addr=%s,read_point=%" PRIu64 ",lag_lsn=%" PRIu64 "\r\n", k++,
-                           c->follower_name, c->addr, c->follower_lsn,
+            rd_buf_appendf(b, "reader%zu:name=%s,addr=%s,port=%d,read_point=%" PRIu64 ",lag_lsn=%" PRIu64 "\r\n",
+                           k++, c->follower_name, c->addr, c->follower_port, c->follower_lsn,
                            a->q.vdl > c->follower_lsn ? a->q.vdl - c->follower_lsn : 0);
     rd_buf_appendf(b,
                    "redo_records:%" PRIu64 "\r\ncommits:%" PRIu64 "\r\nredo_bytes_per_commit:%.1f\r\n"

@@ -40,6 +40,7 @@
 #include "common/checksum.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "common/resp.h"
 
@@ -229,6 +230,8 @@ struct mon {
 };
 
 static volatile sig_atomic_t stop_flag;
+/* --metrics-port: the endpoint and the counters INFO does not carry (mon_metrics_body). */
+static struct { struct rd_metrics ep; int port; uint64_t fo_started, fo_completed, fo_aborted, fences_sent; } mon_met;
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
 
 static uint64_t wall_ms(void) { return rd_wall_us() / 1000u; }
@@ -373,9 +376,10 @@ static int info_str(const uint8_t *s, size_t len, const char *key, char *out, si
 static uint64_t info_u64(const uint8_t *s, size_t len, const char *key)
 {
     char v[32];
+    uint64_t x;
     if (info_str(s, len, key, v, sizeof(v)) < 0)
         return 0;
-    return strtoull(v, NULL, 10);
+    return rd_lsn_parse(v, strlen(v), &x) == 0 ? x : strtoull(v, NULL, 10); /* LSNs come as X/Y */
 }
 
 static void node_parse_info(struct mon_node *n, const uint8_t *s, size_t len)
@@ -597,6 +601,7 @@ static const char *cluster_spec(const struct mon *m)
 
 static void fo_finish(struct mon *m, const char *why)
 {
+    *(strncmp(why, "done", 4) == 0 ? &mon_met.fo_completed : &mon_met.fo_aborted) += 1;
     rd_info("failover %s -> %s: %s", m->fo.old_name, m->fo.new_name[0] ? m->fo.new_name : "-", why);
     m->fo.state = FO_IDLE;
     for (unsigned i = 0; i < m->nnodes; i++)
@@ -648,6 +653,7 @@ static void fo_start(struct mon *m, int planned, uint64_t now)
 {
     struct mon_failover *f = &m->fo;
     memset(f, 0, sizeof(*f));
+    mon_met.fo_started++;
     f->planned = planned;
     f->old = m->writer;
     f->cand = -1;
@@ -944,6 +950,7 @@ static void fence_send(struct mon *m, struct mon_node *n)
     const char *argv[] = {"REDOUBT.FENCE", reason, rank};
     size_t argc = strcmp(rank, "0") == 0 ? 2 : 3; /* rank not known yet: an unconditional fence */
     /* No deadline (M5): a paused process reads the queued FENCE first thing after SIGCONT. */
+    mon_met.fences_sent++;
     if (chan_call(n, &n->ctl, OP_FENCE, 0, argc, argv) < 0)
         rd_debug("fence: %s unreachable, retrying", n->name);
 }
@@ -1944,6 +1951,7 @@ static void put_info(const struct mon *m, struct rd_buf *out)
                        n->role == ROLE_REPLICA ? n->flush_lsn : n->role == ROLE_READER ? n->read_point : n->offset,
                        n->lag_ms, n->lag_bytes);
     }
+    rd_info_lsns_xy(&b);
     resp_bulk(out, b.data, b.len);
     rd_buf_free(&b);
 }
@@ -2336,6 +2344,52 @@ static int listen_on(const char *addr, int port)
     return fd;
 }
 
+/* ------------------------------------------------------------ Prometheus metrics
+ * --metrics-port N (common/metrics.h), polled once per turn of run(): every INFO
+ * number as redoubt_monitor_<field> (current_epoch, config_epoch, max_term,
+ * monitors_up, quorum, failovers, writer_alive, ...), each node's as
+ * redoubt_monitor_node_<field>{node="name"} (alive = up/down, misses, epoch,
+ * term, timeline, lsn, lag), plus the failover counters and the writer. */
+static void mon_metrics_body(void *arg, struct rd_buf *out)
+{
+    const struct mon *m = arg;
+    static const struct rd_metrics_list lists[] = {{"node", "node", "node"}, {"master", "master", "master"}};
+    struct rd_buf info = {0};
+    put_info(m, &info); /* a RESP bulk: skip its "$N\r\n" */
+    const uint8_t *crlf = memmem(info.data, info.len, "\r\n", 2);
+    size_t skip = crlf ? (size_t)(crlf - info.data) + 2 : 0;
+    rd_metrics_from_info(out, "redoubt_monitor_", (const char *)info.data + skip, info.len - skip, lists,
+                         RD_ARRAY_LEN(lists));
+    rd_buf_free(&info);
+    rd_metrics_counter(out, "redoubt_monitor_failovers_started_total", "failovers this monitor led (started)",
+                       (double)mon_met.fo_started);
+    rd_metrics_counter(out, "redoubt_monitor_failovers_completed_total", "failovers this monitor led to the end",
+                       (double)mon_met.fo_completed);
+    rd_metrics_counter(out, "redoubt_monitor_failovers_aborted_total", "failovers this monitor led and gave up",
+                       (double)mon_met.fo_aborted);
+    rd_metrics_counter(out, "redoubt_monitor_fences_sent_total", "REDOUBT.FENCE requests sent to old writers",
+                       (double)mon_met.fences_sent);
+    rd_metrics_gauge(out, "redoubt_monitor_leading", "1 while this monitor runs an election or leads a failover",
+                     m->el.active || m->fo.state != FO_IDLE);
+    char lab[160], name[96];
+    rd_metrics_label_escape(name, sizeof(name), m->node[m->writer].name, strlen(m->node[m->writer].name));
+    snprintf(lab, sizeof(lab), "writer=\"%s\"", name);
+    rd_metrics_family(out, "redoubt_monitor_writer", "gauge", "the writer as this monitor sees it");
+    rd_metrics_sample(out, "redoubt_monitor_writer", lab, 1);
+}
+
+static void mon_metrics_start(const struct mon *m)
+{
+    rd_metrics_init(&mon_met.ep);
+    if (mon_met.port == 0)
+        return;
+    int rc = rd_metrics_listen(&mon_met.ep, m->bind, mon_met.port);
+    if (rc < 0)
+        rd_error("metrics: could not listen on %s:%d: %s; no metrics endpoint", m->bind, mon_met.port, rd_strerror(rc));
+    else
+        rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", m->bind, mon_met.port);
+}
+
 /* ------------------------------------------------------------ loop */
 
 static void run(struct mon *m)
@@ -2343,7 +2397,9 @@ static void run(struct mon *m)
     struct pollfd pfd[1 + MON_MAX_CLIENTS + 3 * MON_MAX_NODES + MON_MAX_PEERS];
     struct resp_args args = {0};
     m->next_tick_ms = rd_now_ms();
+    mon_metrics_start(m);
     while (!stop_flag) {
+        rd_metrics_poll(&mon_met.ep, mon_metrics_body, m);
         uint64_t now = rd_now_ms();
         if (now >= m->next_tick_ms) {
             tick(m, now);
@@ -2492,6 +2548,8 @@ static void usage(FILE *f)
             "                      every heartbeat and wait them out before a promotion (default 0)\n"
             "  --no-write-probe    do not SET %s on the new writer after a promotion\n"
             "  --log-file F        append the log to F instead of stderr\n"
+            "  --metrics-port N    Prometheus metrics on http://bind:N/metrics (failovers started/\n"
+            "                      completed/aborted, epochs, monitors up, each node up/down)\n"
             "  --cluster-secret-file F  authenticate to the nodes with the cluster secret (mode 0600);\n"
             "                      SENTINEL FAILOVER then needs an authenticated connection (--call)\n"
             "  --call HOST:PORT CMD ARG...  send one command over an authenticated connection, print the\n"
@@ -2575,6 +2633,7 @@ int main(int argc, char **argv)
         {"id", required_argument, 0, 'I'},       {"monitor", required_argument, 0, 'M'},
         {"dir", required_argument, 0, 'd'},      {"lease-ms", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},           {"cluster-secret-file", required_argument, 0, 'S'}, {"call", required_argument, 0, 'C'},
+        {"metrics-port", required_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     int o;
@@ -2612,6 +2671,7 @@ int main(int argc, char **argv)
             break;
         }
         case 'I': m->id = (unsigned)parse_num("--id", optarg, 1, 15); break;
+        case 'P': mon_met.port = (int)parse_num("--metrics-port", optarg, 1, 65535); break;
         case 'L': m->lease_ms = (unsigned)parse_num("--lease-ms", optarg, 0, 600000); break;
         case 'd':
             if (strlen(optarg) >= sizeof(m->dir)) {

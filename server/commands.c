@@ -24,6 +24,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "engine/kv.h"
 #include "server/server_int.h"
@@ -42,6 +43,8 @@ struct cmd_def {
     int arity; /* Redis convention: N exact, -N at least N (name included) */
     unsigned flags;
     void (*fn)(struct server *s, struct conn *c, const struct resp_args *a);
+    const char *group;   /* COMMAND DOCS: Redis's group (string, hash, generic, ..., redoubt) */
+    const char *summary; /* COMMAND DOCS: one line; docs/commands.md has the differences from Redis */
 };
 
 static const struct cmd_def *cmd_lookup(const struct resp_arg *name);
@@ -2199,8 +2202,7 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
         rd_buf_appendf(
             b,
             "# Persistence\r\nloading:0\r\naof_enabled:0\r\nwal_insert_lsn:%" PRIu64 "\r\nwal_flushed_lsn:%" PRIu64
-            "\r\nwal_redo_lsn:%" PRIu64 "\r\nwal_insert_lsn_xy:%" PRIX64 "/%" PRIX64 "\r\nwal_flushed_lsn_xy:%" PRIX64
-            "/%" PRIX64 "\r\nwal_redo_lsn_xy:%" PRIX64 "/%" PRIX64 "\r\ntimeline:%u\r\nwal_records:%" PRIu64 "\r\nwal_bytes:%" PRIu64
+            "\r\nwal_redo_lsn:%" PRIu64 "\r\ntimeline:%u\r\nwal_records:%" PRIu64 "\r\nwal_bytes:%" PRIu64
             "\r\nwal_fpi_records:%" PRIu64 "\r\nwal_fpi_bytes:%" PRIu64 "\r\nwal_commits:%" PRIu64
             "\r\nwal_bytes_per_commit:%.1f\r\nwal_flushes:%" PRIu64 "\r\nwal_fsyncs:%" PRIu64
             "\r\nwal_group_commit_avg:%.2f\r\nwal_group_commit_max:%" PRIu64
@@ -2208,8 +2210,7 @@ static void info_section(struct server *s, struct rd_buf *b, const char *sec)
             "\r\npages_free:%" PRIu64 "\r\ncache_pages:%" PRIu64 "\r\ncache_hits:%" PRIu64
             "\r\ncache_misses:%" PRIu64 "\r\ncache_evictions:%" PRIu64 "\r\npage_splits:%" PRIu64
             "\r\nbtree_height:%u\r\n\r\n",
-            ws.insert_lsn, ws.flushed_lsn, ws.redo_lsn, ws.insert_lsn >> 32, ws.insert_lsn & 0xffffffffu,
-            ws.flushed_lsn >> 32, ws.flushed_lsn & 0xffffffffu, ws.redo_lsn >> 32, ws.redo_lsn & 0xffffffffu, ws.timeline, ws.records, ws.record_bytes,
+            ws.insert_lsn, ws.flushed_lsn, ws.redo_lsn, ws.timeline, ws.records, ws.record_bytes,
             ws.image_records, ws.image_bytes, ws.commits,
             ws.commits ? (double)ws.record_bytes / (double)ws.commits : 0.0, ws.flushes, ws.fsyncs,
             avg_group, ws.group_commits_max, avg_flush_us, ws.checkpoints, es.pages_total,
@@ -2244,6 +2245,7 @@ static void cmd_info(struct server *s, struct conn *c, const struct resp_args *a
         sec[n] = 0;
     }
     info_section(s, &b, a->n >= 2 ? sec : NULL);
+    rd_info_lsns_xy(&b); /* LSNs as X/Y, as in the logs and redoubt-dump (common/metrics.h C21) */
     reply_bulk(c, b.data ? b.data : (const uint8_t *)"", b.len);
     rd_buf_free(&b);
 }
@@ -2307,89 +2309,108 @@ static void cmd_discard(struct server *s, struct conn *c, const struct resp_args
 static void cmd_command(struct server *s, struct conn *c, const struct resp_args *a);
 
 static const struct cmd_def cmd_table[] = {
-    {"ping", -1, CMD_NOAUTH | CMD_NOSTORAGE, cmd_ping},
-    {"echo", 2, CMD_NOSTORAGE, cmd_echo},
-    {"quit", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOSTORAGE, cmd_quit},
-    {"auth", -2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_auth},
-    {"select", 2, CMD_NOSTORAGE, cmd_select},
-    {"client", -2, CMD_NOQUEUE | CMD_NOSTORAGE, cmd_client},
-    {"hello", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_hello},
-    {"time", 1, CMD_NOSTORAGE, cmd_time},
-    {"watch", -2, CMD_NOQUEUE | CMD_NOMULTI, cmd_watch},
-    {"unwatch", 1, CMD_NOQUEUE, cmd_unwatch},
-    {"get", 2, 0, cmd_get},
-    {"set", -3, CMD_WRITE, cmd_set},
-    {"setnx", 3, CMD_WRITE, cmd_setnx},
-    {"setex", 4, CMD_WRITE, cmd_setex},
-    {"psetex", 4, CMD_WRITE, cmd_psetex},
-    {"getset", 3, CMD_WRITE, cmd_getset},
-    {"getdel", 2, CMD_WRITE, cmd_getdel},
-    {"getex", -2, CMD_WRITE, cmd_getex},
-    {"append", 3, CMD_WRITE, cmd_append},
-    {"incrbyfloat", 3, CMD_WRITE, cmd_incrbyfloat},
-    {"msetnx", -3, CMD_WRITE, cmd_msetnx},
-    {"expire", -3, CMD_WRITE, cmd_expire},
-    {"pexpire", -3, CMD_WRITE, cmd_pexpire},
-    {"expireat", -3, CMD_WRITE, cmd_expireat},
-    {"pexpireat", -3, CMD_WRITE, cmd_pexpireat},
-    {"persist", 2, CMD_WRITE, cmd_persist},
-    {"ttl", 2, 0, cmd_ttl},
-    {"pttl", 2, 0, cmd_pttl},
-    {"expiretime", 2, 0, cmd_expiretime},
-    {"pexpiretime", 2, 0, cmd_pexpiretime},
-    {"hset", -4, CMD_WRITE, cmd_hset},
-    {"hmset", -4, CMD_WRITE, cmd_hset},
-    {"hsetnx", 4, CMD_WRITE, cmd_hsetnx},
-    {"hget", 3, 0, cmd_hget},
-    {"hmget", -3, 0, cmd_hmget},
-    {"hdel", -3, CMD_WRITE, cmd_hdel},
-    {"hgetall", 2, 0, cmd_hgetall},
-    {"hkeys", 2, 0, cmd_hkeys},
-    {"hvals", 2, 0, cmd_hvals},
-    {"hlen", 2, 0, cmd_hlen},
-    {"hexists", 3, 0, cmd_hexists},
-    {"hincrby", 4, CMD_WRITE, cmd_hincrby},
-    {"keys", 2, 0, cmd_keys},
-    {"eval", -3, CMD_WRITE, cmd_eval},
-    {"evalsha", -3, CMD_WRITE, cmd_eval},
-    {"script", -2, CMD_NOSTORAGE, cmd_script},
-    {"flushdb", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
-    {"flushall", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb},
-    {"del", -2, CMD_WRITE, cmd_del},
-    {"unlink", -2, CMD_WRITE, cmd_del},
-    {"exists", -2, 0, cmd_exists},
-    {"type", 2, 0, cmd_type},
-    {"strlen", 2, 0, cmd_strlen},
-    {"incr", 2, CMD_WRITE, cmd_incr},
-    {"decr", 2, CMD_WRITE, cmd_decr},
-    {"incrby", 3, CMD_WRITE, cmd_incrby},
-    {"decrby", 3, CMD_WRITE, cmd_decrby},
-    {"mget", -2, 0, cmd_mget},
-    {"mset", -3, CMD_WRITE, cmd_mset},
-    {"scan", -2, 0, cmd_scan},
-    {"dbsize", 1, 0, cmd_dbsize},
-    {"info", -1, CMD_NOSTORAGE, cmd_info},
-    {"redoubt.trace", -2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_redoubt_trace},
-    {"role", 1, CMD_NOSTORAGE, cmd_role},
-    {"config", -2, CMD_NOSTORAGE, cmd_config},
-    {"wait", 3, CMD_NOMULTI | CMD_NOSTORAGE, cmd_wait},
-    {"replicaof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof},
-    {"slaveof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof},
-    {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote},
-    {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate},
-    {"redoubt.reader", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader},
-    {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence},
-    {"redoubt.auth", 2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_peer_auth},
-    {"redoubt.term", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_term},
-    {"redoubt.promote", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote_term},
-    {"redoubt.lease", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_lease},
-    {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi},
-    {"exec", 1, CMD_NOQUEUE, cmd_exec},
-    {"discard", 1, CMD_NOQUEUE, cmd_discard},
-    {"command", -1, CMD_NOSTORAGE, cmd_command},
-    {"shutdown", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_shutdown},
+    {"ping", -1, CMD_NOAUTH | CMD_NOSTORAGE, cmd_ping, "connection", "Returns PONG, or the argument."},
+    {"echo", 2, CMD_NOSTORAGE, cmd_echo, "connection", "Returns the given string."},
+    {"quit", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOSTORAGE, cmd_quit, "connection", "Closes the connection."},
+    {"auth", -2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_auth, "connection", "Authenticates the connection (--requirepass)."},
+    {"select", 2, CMD_NOSTORAGE, cmd_select, "connection", "Selects database 0 (the only one)."},
+    {"client", -2, CMD_NOQUEUE | CMD_NOSTORAGE, cmd_client, "connection", "CLIENT ID|GETNAME|SETNAME|LIST|INFO|KILL|SETINFO: this and other connections."},
+    {"hello", -1, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_hello, "connection", "Handshake: protocol 2 (RESP3 is refused), AUTH, SETNAME."},
+    {"time", 1, CMD_NOSTORAGE, cmd_time, "server", "Returns the server's wall-clock time (seconds, microseconds)."},
+    {"watch", -2, CMD_NOQUEUE | CMD_NOMULTI, cmd_watch, "transactions", "Watches keys: EXEC aborts if one changed (optimistic locking)."},
+    {"unwatch", 1, CMD_NOQUEUE, cmd_unwatch, "transactions", "Forgets every watched key."},
+    {"get", 2, 0, cmd_get, "string", "Returns the value of a key."},
+    {"set", -3, CMD_WRITE, cmd_set, "string", "Sets a key's value [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL]; durable when answered."},
+    {"setnx", 3, CMD_WRITE, cmd_setnx, "string", "Sets a key only if it does not exist."},
+    {"setex", 4, CMD_WRITE, cmd_setex, "string", "Sets a key with a TTL in seconds."},
+    {"psetex", 4, CMD_WRITE, cmd_psetex, "string", "Sets a key with a TTL in milliseconds."},
+    {"getset", 3, CMD_WRITE, cmd_getset, "string", "Sets a key and returns its old value."},
+    {"getdel", 2, CMD_WRITE, cmd_getdel, "string", "Returns a key's value and deletes it."},
+    {"getex", -2, CMD_WRITE, cmd_getex, "string", "Returns a key's value and sets or removes its TTL."},
+    {"append", 3, CMD_WRITE, cmd_append, "string", "Appends to a key's value; returns the new length."},
+    {"incrbyfloat", 3, CMD_WRITE, cmd_incrbyfloat, "string", "Adds a floating-point number to a key's value."},
+    {"msetnx", -3, CMD_WRITE, cmd_msetnx, "string", "Sets several keys only if none exists."},
+    {"expire", -3, CMD_WRITE, cmd_expire, "generic", "Sets a key's TTL in seconds [NX|XX|GT|LT]."},
+    {"pexpire", -3, CMD_WRITE, cmd_pexpire, "generic", "Sets a key's TTL in milliseconds [NX|XX|GT|LT]."},
+    {"expireat", -3, CMD_WRITE, cmd_expireat, "generic", "Sets a key's expiry as a Unix time in seconds."},
+    {"pexpireat", -3, CMD_WRITE, cmd_pexpireat, "generic", "Sets a key's expiry as a Unix time in milliseconds."},
+    {"persist", 2, CMD_WRITE, cmd_persist, "generic", "Removes a key's TTL."},
+    {"ttl", 2, 0, cmd_ttl, "generic", "Returns a key's remaining TTL in seconds."},
+    {"pttl", 2, 0, cmd_pttl, "generic", "Returns a key's remaining TTL in milliseconds."},
+    {"expiretime", 2, 0, cmd_expiretime, "generic", "Returns a key's expiry as a Unix time in seconds."},
+    {"pexpiretime", 2, 0, cmd_pexpiretime, "generic", "Returns a key's expiry as a Unix time in milliseconds."},
+    {"hset", -4, CMD_WRITE, cmd_hset, "hash", "Sets fields of a hash; returns how many were added."},
+    {"hmset", -4, CMD_WRITE, cmd_hset, "hash", "Sets fields of a hash (old name of HSET)."},
+    {"hsetnx", 4, CMD_WRITE, cmd_hsetnx, "hash", "Sets a hash field only if it does not exist."},
+    {"hget", 3, 0, cmd_hget, "hash", "Returns a hash field's value."},
+    {"hmget", -3, 0, cmd_hmget, "hash", "Returns the values of several hash fields."},
+    {"hdel", -3, CMD_WRITE, cmd_hdel, "hash", "Deletes hash fields."},
+    {"hgetall", 2, 0, cmd_hgetall, "hash", "Returns every field and value of a hash (insertion order)."},
+    {"hkeys", 2, 0, cmd_hkeys, "hash", "Returns the fields of a hash."},
+    {"hvals", 2, 0, cmd_hvals, "hash", "Returns the values of a hash."},
+    {"hlen", 2, 0, cmd_hlen, "hash", "Returns the number of fields of a hash."},
+    {"hexists", 3, 0, cmd_hexists, "hash", "Whether a hash field exists."},
+    {"hincrby", 4, CMD_WRITE, cmd_hincrby, "hash", "Adds an integer to a hash field."},
+    {"keys", 2, 0, cmd_keys, "generic", "Returns the keys matching a glob pattern (key order)."},
+    {"eval", -3, CMD_WRITE, cmd_eval, "scripting", "Runs one of redis-py Lock's three scripts natively (no Lua)."},
+    {"evalsha", -3, CMD_WRITE, cmd_eval, "scripting", "EVAL by script id (ids are not SHA1)."},
+    {"script", -2, CMD_NOSTORAGE, cmd_script, "scripting", "SCRIPT LOAD|EXISTS|FLUSH for the Lock scripts."},
+    {"flushdb", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb, "server", "Deletes every key (transactions of 64 keys)."},
+    {"flushall", -1, CMD_WRITE | CMD_NOMULTI, cmd_flushdb, "server", "Deletes every key (the same as FLUSHDB: one database)."},
+    {"del", -2, CMD_WRITE, cmd_del, "generic", "Deletes keys; returns how many existed."},
+    {"unlink", -2, CMD_WRITE, cmd_del, "generic", "Deletes keys (the same as DEL)."},
+    {"exists", -2, 0, cmd_exists, "generic", "Counts the given keys that exist."},
+    {"type", 2, 0, cmd_type, "generic", "Returns a key's type: string, hash or none."},
+    {"strlen", 2, 0, cmd_strlen, "string", "Returns the length of a key's value."},
+    {"incr", 2, CMD_WRITE, cmd_incr, "string", "Adds 1 to a key's integer value."},
+    {"decr", 2, CMD_WRITE, cmd_decr, "string", "Subtracts 1 from a key's integer value."},
+    {"incrby", 3, CMD_WRITE, cmd_incrby, "string", "Adds an integer to a key's value."},
+    {"decrby", 3, CMD_WRITE, cmd_decrby, "string", "Subtracts an integer from a key's value."},
+    {"mget", -2, 0, cmd_mget, "string", "Returns the values of several keys."},
+    {"mset", -3, CMD_WRITE, cmd_mset, "string", "Sets several keys in one transaction."},
+    {"scan", -2, 0, cmd_scan, "generic", "Iterates over keys in key order [MATCH] [COUNT] [TYPE]."},
+    {"dbsize", 1, 0, cmd_dbsize, "server", "Returns the number of keys."},
+    {"info", -1, CMD_NOSTORAGE, cmd_info, "server", "Server, clients, memory, persistence (WAL), stats, replication and keyspace fields; LSNs as X/Y."},
+    {"redoubt.trace", -2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_redoubt_trace, "redoubt", "REDOUBT.TRACE SAMPLE n|LAST|GET [id]|LSN|WATCH id lsn: commit traces (common/trace.h)."},
+    {"role", 1, CMD_NOSTORAGE, cmd_role, "server", "The replication role, offsets and replicas (listening ports) or readers."},
+    {"config", -2, CMD_NOSTORAGE, cmd_config, "server", "CONFIG GET pattern, CONFIG RESETSTAT (SET is refused: flags configure the process)."},
+    {"wait", 3, CMD_NOMULTI | CMD_NOSTORAGE, cmd_wait, "generic", "Waits until N replicas acknowledged this connection's writes, or a timeout."},
+    {"replicaof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof, "server", "REPLICAOF host port | NO ONE: follow a primary, or promote."},
+    {"slaveof", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_replicaof, "server", "The old name of REPLICAOF."},
+    {"promote", 1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote, "server", "Promotes a replica (PostgreSQL's pg_promote)."},
+    {"redoubt.replicate", -1, CMD_NOQUEUE | CMD_NOMULTI, cmd_replicate, "redoubt", "Internal: a replica's WAL streaming handshake."},
+    {"redoubt.reader", -2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_reader, "redoubt", "Internal: an aurora reader subscribes to the writer's feed."},
+    {"redoubt.fence", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_fence, "redoubt", "Internal: the monitors fence an old writer (it refuses writes)."},
+    {"redoubt.auth", 2, CMD_NOAUTH | CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_peer_auth, "redoubt", "Internal: peer authentication with the cluster secret."},
+    {"redoubt.term", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_term, "redoubt", "Internal: the failover leader raises the classic term."},
+    {"redoubt.promote", 2, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_promote_term, "redoubt", "Internal: promotion under a term."},
+    {"redoubt.lease", 3, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_lease, "redoubt", "Internal: a monitor renews the primary's lease."},
+    {"multi", 1, CMD_NOQUEUE | CMD_NOMULTI, cmd_multi, "transactions", "Starts a transaction: commands are queued until EXEC."},
+    {"exec", 1, CMD_NOQUEUE, cmd_exec, "transactions", "Runs the queued commands as one transaction (one commit record)."},
+    {"discard", 1, CMD_NOQUEUE, cmd_discard, "transactions", "Drops the queued commands."},
+    {"command", -1, CMD_NOSTORAGE, cmd_command, "server", "COMMAND [COUNT|INFO name...|DOCS [name...]|LIST]: this table."},
+    {"shutdown", -1, CMD_NOQUEUE | CMD_NOMULTI | CMD_NOSTORAGE, cmd_shutdown, "server", "Checkpoints and stops the server."},
 };
 
+/* COMMAND DOCS entry of d (Redis 7's shape: name, then a map as a flat array). */
+static void command_doc(struct conn *c, const struct cmd_def *d)
+{
+    char arity[16];
+    reply_cstr(c, d->name);
+    reply_array(c, 8);
+    reply_cstr(c, "summary");
+    reply_cstr(c, d->summary);
+    reply_cstr(c, "since");
+    reply_cstr(c, "0.1.0");
+    reply_cstr(c, "group");
+    reply_cstr(c, d->group);
+    reply_cstr(c, "arity"); /* not in Redis's DOCS (it is in COMMAND INFO): N exact, -N at least N */
+    snprintf(arity, sizeof(arity), "%d", d->arity);
+    reply_cstr(c, arity);
+}
+
+/* COMMAND [COUNT | LIST | INFO [name...] | DOCS [name...]]: everything comes from
+ * cmd_table, so the four answers always list the same commands. */
 static void cmd_command(struct server *s, struct conn *c, const struct resp_args *a)
 {
     (void)s;
@@ -2398,12 +2419,31 @@ static void cmd_command(struct server *s, struct conn *c, const struct resp_args
         reply_int(c, (int64_t)n);
         return;
     }
+    if (a->n >= 2 && arg_eq(&a->v[1], "list")) {
+        reply_array(c, n);
+        for (size_t i = 0; i < n; i++)
+            reply_cstr(c, cmd_table[i].name);
+        return;
+    }
     if (a->n >= 2 && arg_eq(&a->v[1], "docs")) {
-        reply_array(c, 0); /* redis-cli asks for docs at start-up; it copes with none */
+        if (a->n == 2) {
+            reply_array(c, 2 * n);
+            for (size_t i = 0; i < n; i++)
+                command_doc(c, &cmd_table[i]);
+            return;
+        }
+        size_t found = 0; /* unknown names are left out, as Redis does */
+        for (size_t i = 2; i < a->n; i++)
+            found += cmd_lookup(&a->v[i]) != NULL;
+        reply_array(c, 2 * found);
+        for (size_t i = 2; i < a->n; i++)
+            if (cmd_lookup(&a->v[i]) != NULL)
+                command_doc(c, cmd_lookup(&a->v[i]));
         return;
     }
     if (a->n >= 2 && !arg_eq(&a->v[1], "info")) {
-        reply_err(c, "ERR unknown subcommand of COMMAND. Try COMMAND, COMMAND COUNT, COMMAND INFO name.");
+        reply_err(c, "ERR unknown subcommand of COMMAND. Try COMMAND, COMMAND COUNT, COMMAND LIST, COMMAND INFO "
+                     "name, COMMAND DOCS name.");
         return;
     }
     size_t first = a->n >= 3 ? 2 : 0;
@@ -2575,36 +2615,33 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
 }
 
 /* ------------------------------------------------------------ Prometheus metrics
- * --metrics-port N: a plain HTTP/1.0 endpoint, GET /metrics, text exposition
- * format 0.0.4. Polled from cmd_tick (non-blocking accept and recv, at most
- * METRICS_CONNS requests pending, each dropped after 2 s), so a scrape is
- * answered within one loop turn (≤ 200 ms when idle). The body is:
+ * --metrics-port N: GET /metrics through common/metrics.h, polled from cmd_tick
+ * (every loop turn: a scrape waits at most one turn, <= 100 ms when idle). The body:
  *   redoubt_commit_latency_seconds  histogram: a commit record appended to the
  *       moment its reply may be released (durable at the commit level);
+ *   redoubt_group_commit_size  histogram: commits per WAL flush (write + fdatasync);
  *   redoubt_role{role=...} 1, and every numeric INFO field as a gauge
- *       redoubt_<field> (WAL/redo bytes, group commit avg/max, LSNs, SCL/VCL/VDL,
- *       epoch, timeline, term, fenced, lag, connections, ...);
- *   per replica: redoubt_replica_<field>{replica="name"} from INFO's slaveN lines;
- *   redoubt_keyspace_keys / _expires. */
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <arpa/inet.h>
-#include <fcntl.h>
+ *       redoubt_<field> (WAL/redo bytes, LSNs, SCL/VCL/VDL, epoch, timeline, term,
+ *       fenced, lag, connections, memory, ...);
+ *   per replica / storage node / reader: redoubt_replica_<field>{replica="name"},
+ *   redoubt_writer_storage_<field>{storage="addr"}, redoubt_reader_<field>{reader="name"}
+ *   from INFO's list lines; redoubt_keyspace_keys{db="db0"}. */
 
-#define METRICS_CONNS 8
 #define COMMIT_RING 65536
 static const double commit_le_s[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5, 10};
-#define NBUCKETS (sizeof(commit_le_s) / sizeof(commit_le_s[0]))
+static const double group_le[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+_Static_assert(RD_ARRAY_LEN(group_le) + 1 == WAL_GROUP_HIST, "one bucket per wal_stats.group_hist entry");
 static struct {
-    int fd, failed;
-    struct { int fd; uint64_t deadline_ms; char req[512]; size_t len; } c[METRICS_CONNS];
+    int started;
+    struct rd_metrics ep;
     struct { uint64_t lsn, t_us; } ring[COMMIT_RING];
     size_t head, n;
-    uint64_t bucket[NBUCKETS + 1], count;
-    double sum_s;
-    uint64_t scrapes;
-} met = {.fd = -1};
+    struct rd_metrics_hist commit;
+    /* edges seen by metrics_poll (every loop turn): times fenced, times promoted */
+    int was_fenced, was_follower;
+    uint64_t fenced_total, promotions_total;
+} met;
 
 /* txn_commit_if_changed: a commit to time. */
 static void metrics_commit(uint64_t lsn)
@@ -2623,197 +2660,73 @@ static void metrics_release(struct server *s)
     uint64_t now = rd_now_us();
     uint64_t rel = s->cfg.commit == SERVER_COMMIT_ASYNC ? UINT64_MAX : s->release_lsn;
     while (met.n > 0 && met.ring[met.head].lsn <= rel) {
-        double d = (double)(now - met.ring[met.head].t_us) / 1e6;
-        size_t b = 0;
-        while (b < NBUCKETS && d > commit_le_s[b])
-            b++;
-        met.bucket[b]++;
-        met.count++;
-        met.sum_s += d;
+        rd_metrics_hist_observe(&met.commit, (double)(now - met.ring[met.head].t_us) / 1e6);
         met.head = (met.head + 1) % COMMIT_RING;
         met.n--;
     }
 }
 
-static void metric_name(char *out, size_t n, const char *prefix, const char *k, size_t klen)
-{
-    size_t o = (size_t)snprintf(out, n, "%s", prefix);
-    for (size_t i = 0; i < klen && o + 1 < n; i++)
-        out[o++] = isalnum((unsigned char)k[i]) ? k[i] : '_';
-    out[o] = 0;
-}
-
-static int is_number(const char *v, size_t n, double *out)
-{
-    char tmp[64];
-    if (n == 0 || n >= sizeof(tmp))
-        return 0;
-    memcpy(tmp, v, n);
-    tmp[n] = 0;
-    char *end;
-    *out = strtod(tmp, &end);
-    return end == tmp + n && !isnan(*out);
-}
-
-static void gauge(struct rd_buf *b, const char *name, const char *labels, double v)
-{
-    char hdr[200];
-    snprintf(hdr, sizeof(hdr), "# TYPE %s gauge\n", name);
-    int seen = b->len && memmem(b->data, b->len, hdr, strlen(hdr)) != NULL;
-    if (!labels && seen)
-        return; /* one field name in two INFO sections: the first wins */
-    if (!seen)
-        rd_buf_appendf(b, "%s", hdr);
-    rd_buf_appendf(b, "%s%s %.17g\n", name, labels ? labels : "", v);
-}
-
 static void info_section(struct server *s, struct rd_buf *b, const char *sec);
 
-static void metrics_body(struct server *s, struct rd_buf *out)
+static void metrics_body(void *arg, struct rd_buf *out)
 {
+    struct server *s = arg;
     static const char *roles[] = {"standalone", "primary", "replica", "writer", "reader"};
-    rd_buf_appendf(out, "# HELP redoubt_commit_latency_seconds commit record appended to reply releasable\n"
-                        "# TYPE redoubt_commit_latency_seconds histogram\n");
-    uint64_t cum = 0;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        cum += met.bucket[i];
-        rd_buf_appendf(out, "redoubt_commit_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", commit_le_s[i], cum);
+    static const struct rd_metrics_list lists[] = {{"slave", "replica", "replica"},
+                                                   {"storage", "writer_storage", "storage"},
+                                                   {"reader", "reader", "reader"},
+                                                   {"db", "keyspace", "db"}};
+    rd_metrics_hist_write(out, "redoubt_commit_latency_seconds",
+                          "commit record appended until its reply may be released at the commit level", &met.commit);
+    struct rd_metrics_hist g;
+    rd_metrics_hist_init(&g, group_le, RD_ARRAY_LEN(group_le));
+    if (s->wal != NULL) {
+        struct wal_stats ws;
+        wal_get_stats(s->wal, &ws);
+        for (size_t i = 0; i < WAL_GROUP_HIST; i++)
+            g.bucket[i] = ws.group_hist[i], g.count += ws.group_hist[i];
+        g.sum = (double)ws.group_hist_commits;
     }
-    cum += met.bucket[NBUCKETS];
-    rd_buf_appendf(out, "redoubt_commit_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-                        "redoubt_commit_latency_seconds_sum %.9f\nredoubt_commit_latency_seconds_count %" PRIu64 "\n",
-                   cum, met.sum_s, met.count);
-    char lab[160];
-    snprintf(lab, sizeof(lab), "{role=\"%s\"}", roles[s->role]);
-    gauge(out, "redoubt_role", lab, 1);
+    rd_metrics_hist_write(out, "redoubt_group_commit_size", "commits made durable by one WAL flush (write + fdatasync)",
+                          &g);
+    char lab[64];
+    snprintf(lab, sizeof(lab), "role=\"%s\"", roles[s->role]);
+    rd_metrics_counter(out, "redoubt_fencings_total", "times this process was fenced (REDOUBT.FENCE, a newer term "
+                       "or volume epoch) since it started", (double)met.fenced_total);
+    rd_metrics_counter(out, "redoubt_promotions_total", "times this process became the primary/writer since it started",
+                       (double)met.promotions_total);
+    rd_metrics_family(out, "redoubt_role", "gauge", "this process's role");
+    rd_metrics_sample(out, "redoubt_role", lab, 1);
     struct rd_buf info = {0};
     info_section(s, &info, "all");
-    for (size_t off = 0; off < info.len;) {
-        const char *line = (const char *)info.data + off;
-        const char *eol = memchr(line, '\n', info.len - off);
-        size_t len = eol ? (size_t)(eol - line) : info.len - off;
-        off += len + 1;
-        if (len && line[len - 1] == '\r')
-            len--;
-        const char *colon = memchr(line, ':', len);
-        if (len == 0 || line[0] == '#' || colon == NULL)
-            continue;
-        size_t kl = (size_t)(colon - line);
-        const char *v = colon + 1;
-        size_t vl = len - kl - 1;
-        char name[160];
-        double x;
-        int repl = kl > 5 && strncmp(line, "slave", 5) == 0 && isdigit((unsigned char)line[5]);
-        int db = kl > 2 && strncmp(line, "db", 2) == 0 && isdigit((unsigned char)line[2]);
-        if (!repl && !db) {
-            metric_name(name, sizeof(name), "redoubt_", line, kl);
-            if (is_number(v, vl, &x))
-                gauge(out, name, NULL, x);
-            continue;
-        }
-        /* slaveN:name=r1,ip=...,offset=... / db0:keys=..,expires=.. */
-        char who[80] = "";
-        for (const char *p = v; p < v + vl;) { /* the label first */
-            const char *comma = memchr(p, ',', (size_t)(v + vl - p));
-            size_t pl = comma ? (size_t)(comma - p) : (size_t)(v + vl - p);
-            if (pl > 5 && strncmp(p, "name=", 5) == 0)
-                snprintf(who, sizeof(who), "%.*s", (int)RD_MIN(pl - 5, 60), p + 5);
-            p += pl + 1;
-        }
-        if (db)
-            snprintf(lab, sizeof(lab), "{db=\"%.*s\"}", (int)RD_MIN(kl, 16), line);
-        else
-            snprintf(lab, sizeof(lab), "{replica=\"%s\"}", who[0] ? who : "unnamed");
-        for (const char *p = v; p < v + vl;) {
-            const char *comma = memchr(p, ',', (size_t)(v + vl - p));
-            size_t pl = comma ? (size_t)(comma - p) : (size_t)(v + vl - p);
-            const char *eq = memchr(p, '=', pl);
-            if (eq && is_number(eq + 1, pl - (size_t)(eq + 1 - p), &x) && !(eq - p == 4 && !strncmp(p, "port", 4))) {
-                metric_name(name, sizeof(name), db ? "redoubt_keyspace_" : "redoubt_replica_", p, (size_t)(eq - p));
-                gauge(out, name, lab, x);
-            }
-            p += pl + 1;
-        }
-    }
+    rd_metrics_from_info(out, "redoubt_", (const char *)info.data, info.len, lists, RD_ARRAY_LEN(lists));
     rd_buf_free(&info);
-    rd_buf_appendf(out, "# TYPE redoubt_metrics_scrapes_total counter\nredoubt_metrics_scrapes_total %" PRIu64 "\n",
-                   ++met.scrapes);
-}
-
-static void metrics_answer(struct server *s, int fd, const char *req)
-{
-    struct rd_buf body = {0}, msg = {0};
-    int ok = strncmp(req, "GET /metrics", 12) == 0 && (req[12] == ' ' || req[12] == '?');
-    if (ok)
-        metrics_body(s, &body);
-    else
-        rd_buf_appendf(&body, "not found: GET /metrics\n");
-    rd_buf_appendf(&msg, "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                   ok ? "200 OK" : "404 Not Found", body.len);
-    rd_buf_append(&msg, body.data, body.len);
-    /* a small reply on a fresh socket: blocking with a 100 ms bound */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    for (size_t off = 0; off < msg.len;) {
-        ssize_t n = send(fd, msg.data + off, msg.len - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
-    rd_buf_free(&body);
-    rd_buf_free(&msg);
 }
 
 static void metrics_poll(struct server *s)
 {
-    if (s->cfg.metrics_port == 0 || met.failed)
+    if (s->cfg.metrics_port == 0)
         return;
-    metrics_release(s);
-    if (met.fd < 0) {
-        for (int i = 0; i < METRICS_CONNS; i++)
-            met.c[i].fd = -1;
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        int one = 1;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->cfg.metrics_port)};
-        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-            inet_pton(AF_INET, s->cfg.bind_addr, &a.sin_addr) != 1 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-            listen(fd, 16) < 0) {
+    if (!met.started) {
+        met.started = 1;
+        met.was_follower = server_is_follower(s);
+        rd_metrics_init(&met.ep);
+        rd_metrics_hist_init(&met.commit, commit_le_s, RD_ARRAY_LEN(commit_le_s));
+        int rc = rd_metrics_listen(&met.ep, s->cfg.bind_addr, s->cfg.metrics_port);
+        if (rc < 0)
             rd_error("metrics: could not listen on %s:%d: %s; no metrics endpoint", s->cfg.bind_addr,
-                     s->cfg.metrics_port, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            met.failed = 1;
-            return;
-        }
-        met.fd = fd;
-        rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", s->cfg.bind_addr, s->cfg.metrics_port);
+                     s->cfg.metrics_port, rd_strerror(rc));
+        else
+            rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", s->cfg.bind_addr, s->cfg.metrics_port);
     }
-    uint64_t now = rd_now_ms();
-    for (int i = 0; i < METRICS_CONNS; i++) {
-        if (met.c[i].fd < 0) {
-            int fd = accept4(met.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0)
-                continue;
-            met.c[i].fd = fd, met.c[i].len = 0, met.c[i].deadline_ms = now + 2000;
-        }
-        ssize_t n = recv(met.c[i].fd, met.c[i].req + met.c[i].len, sizeof(met.c[i].req) - 1 - met.c[i].len,
-                         MSG_DONTWAIT);
-        if (n > 0)
-            met.c[i].len += (size_t)n;
-        met.c[i].req[met.c[i].len] = 0;
-        int done = strstr(met.c[i].req, "\r\n\r\n") != NULL || strstr(met.c[i].req, "\n\n") != NULL ||
-                   met.c[i].len == sizeof(met.c[i].req) - 1;
-        if (done)
-            metrics_answer(s, met.c[i].fd, met.c[i].req);
-        if (done || n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || now > met.c[i].deadline_ms) {
-            close(met.c[i].fd);
-            met.c[i].fd = -1;
-        }
-    }
+    metrics_release(s);
+    char why[200] = "";
+    int follower = server_is_follower(s);
+    int fenced = s->fenced || (!follower && !s->ops->may_write(s, why, sizeof(why)) && strstr(why, "fenced") != NULL);
+    met.fenced_total += fenced && !met.was_fenced;
+    met.promotions_total += met.was_follower && !follower;
+    met.was_fenced = fenced, met.was_follower = follower;
+    rd_metrics_poll(&met.ep, metrics_body, s);
 }
 
 /* ------------------------------------------------------------ the writer's expiry (X1, X3) */

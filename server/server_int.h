@@ -48,6 +48,7 @@ struct conn {
     int role_idx;             /* an index the role gives it (aurora: the storage node) */
     char follower_name[64];   /* CONN_DOWNSTREAM: the follower's name */
     uint64_t follower_lsn;    /* CONN_DOWNSTREAM: the position it reported (aurora: read point) */
+    int follower_port;        /* CONN_DOWNSTREAM: the client port it listens on (aurora reader; 0: not announced) */
     int wait_active;        /* blocked in WAIT */
     uint64_t wait_deadline_ms;
     int64_t wait_num;

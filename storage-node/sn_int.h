@@ -218,6 +218,7 @@ struct sn_config {
     uint64_t hotlog_keep_bytes;    /* past this, trim even below a lagging peer's SCL (N10); 0: never wait */
     const char *cluster_secret_file; /* NULL: peers are not authenticated (warning at start) */
     unsigned idle_timeout_s;       /* --timeout: close an idle RESP client (0: never) */
+    int metrics_port;              /* --metrics-port: Prometheus endpoint (0: none) */
 };
 int sn_node_run(const struct sn_config *cfg);
 

@@ -13,7 +13,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: redoubt-storage --dir DIR --port N --id K [--bind ADDR] [--peers H:P,...]\n"
             "                       [--hotlog-segment-mb N] [--hotlog-keep-mb N] [--no-hotlog-trim]\n"
-            "                       [--cluster-secret-file F] [--timeout S]\n"
+            "                       [--cluster-secret-file F] [--timeout S] [--metrics-port N]\n"
             "\n"
             "A Redoubt storage node (aurora mode): persists redo records from the writer in a hot log,\n"
             "acknowledges them with its SCL after fdatasync, fills gaps from its peers, coalesces\n"
@@ -35,6 +35,8 @@ static void usage(FILE *f)
             "                     peers must prove it before any frame is accepted; without it every\n"
             "                     peer is trusted (a warning at start)\n"
             "  --timeout S        close a RESP (INFO) client idle for S seconds (0, the default: never)\n"
+            "  --metrics-port N   Prometheus metrics on http://bind:N/metrics (SCL, bytes, fsyncs, epoch,\n"
+            "                     connections, hot log, coalescing: every INFO number; default off)\n"
             "  --hotlog-trim      accepted for older scripts: trimming is on by default\n"
             "  --help             this text\n"
             "\n"
@@ -62,7 +64,7 @@ int main(int argc, char **argv)
     struct sn_config cfg = {.bind_addr = "127.0.0.1", .port = -1, .node_id = 0, .hotlog_keep_bytes = 1024ull << 20};
     int have_id = 0;
     enum { OPT_DIR = 1000, OPT_PORT, OPT_ID, OPT_BIND, OPT_PEERS, OPT_HELP, OPT_SEGMB, OPT_TRIM, OPT_NOTRIM, OPT_KEEPMB,
-           OPT_SECRET, OPT_TIMEOUT };
+           OPT_SECRET, OPT_TIMEOUT, OPT_METRICS };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, OPT_DIR},     {"port", required_argument, NULL, OPT_PORT},
         {"id", required_argument, NULL, OPT_ID},       {"bind", required_argument, NULL, OPT_BIND},
@@ -73,6 +75,7 @@ int main(int argc, char **argv)
         {"hotlog-keep-mb", required_argument, NULL, OPT_KEEPMB},
         {"cluster-secret-file", required_argument, NULL, OPT_SECRET},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"metrics-port", required_argument, NULL, OPT_METRICS},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -93,6 +96,7 @@ int main(int argc, char **argv)
             break;
         case OPT_SECRET: cfg.cluster_secret_file = optarg; break;
         case OPT_TIMEOUT: cfg.idle_timeout_s = (unsigned)parse_num("--timeout", optarg, 0, 86400 * 365); break;
+        case OPT_METRICS: cfg.metrics_port = (int)parse_num("--metrics-port", optarg, 1, 65535); break;
         case OPT_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -47,6 +47,7 @@
 #include "common/frame.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "common/resp.h"
 #include "engine/engine.h"
@@ -2022,6 +2023,38 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
     }
 }
 
+/* --metrics-port: every INFO number as a gauge redoubt_storage_<field> (LSNs
+ * as numbers), each peer's as redoubt_storage_peer_<field>{peer="addr"}, and
+ * the node's connections (common/metrics.h; polled once per loop turn). */
+static struct rd_metrics sn_met;
+
+static void sn_metrics_body(void *arg, struct rd_buf *out)
+{
+    struct sn_node *s = arg;
+    static const struct rd_metrics_list lists[] = {{"peer", "peer", "peer"}};
+    struct rd_buf b = {0};
+    sn_info(s, &b);
+    rd_metrics_from_info(out, "redoubt_storage_", (const char *)b.data, b.len, lists, RD_ARRAY_LEN(lists));
+    rd_buf_free(&b);
+    rd_metrics_gauge(out, "redoubt_storage_connections", "open connections (writer, readers, peers, RESP clients)",
+                     (double)s->nconns);
+    rd_metrics_gauge(out, "redoubt_storage_peer_connections", "open connections of authenticated peers",
+                     (double)s->npeer_conns);
+}
+
+static void sn_metrics_start(struct sn_node *s)
+{
+    rd_metrics_init(&sn_met);
+    if (s->cfg.metrics_port == 0)
+        return;
+    int rc = rd_metrics_listen(&sn_met, s->cfg.bind_addr, s->cfg.metrics_port);
+    if (rc < 0)
+        rd_error("metrics: could not listen on %s:%d: %s; no metrics endpoint", s->cfg.bind_addr, s->cfg.metrics_port,
+                 rd_strerror(rc));
+    else
+        rd_info("metrics: Prometheus endpoint on http://%s:%d/metrics", s->cfg.bind_addr, s->cfg.metrics_port);
+}
+
 /* RESP on the node's port is parsed by the one RESP parser (common/resp.c,
  * fuzzed by fuzz_resp), with small limits: the node answers PING, INFO, QUIT and
  * COMMAND, whose arguments are short. */
@@ -2055,6 +2088,7 @@ static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
         } else if (sn_arg_is(cmd, "INFO")) {
             struct rd_buf b = {0};
             sn_info(s, &b);
+            rd_info_lsns_xy(&b); /* LSNs as X/Y (common/metrics.h C21) */
             rd_buf_appendf(&c->out, "$%zu\r\n", b.len);
             rd_buf_append(&c->out, b.data, b.len);
             rd_buf_appendf(&c->out, "\r\n");
@@ -2594,6 +2628,7 @@ int sn_node_run(const struct sn_config *cfg)
         sn_listen(s) < 0 || sn_open_storage(s) < 0)
         return 1;
     rd_net_init(&s->net, &s->loop, &s->bufring, SN_BGID);
+    sn_metrics_start(s);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = sn_on_signal;
@@ -2635,7 +2670,9 @@ int sn_node_run(const struct sn_config *cfg)
             }
         }
         sn_send_all(s);
+        rd_metrics_poll(&sn_met, sn_metrics_body, s);
     }
+    rd_metrics_close(&sn_met);
     rd_info("received a termination signal: finishing the flush in flight and stopping");
     /* What is pending becomes durable (nobody is acknowledged for it now). */
     for (int i = 0; i < 2 && (s->flight_active || s->hl_pending.len); i++) {

@@ -54,12 +54,16 @@ struct wal_options {
     enum wal_sync_method sync_method; /* WAL_SYNC_AUTO (0) unless forced */
 };
 
+#define WAL_GROUP_HIST 12 /* buckets of wal_stats.group_hist: <=1, <=2, <=4 ... <=1024, more */
+
 struct wal_stats {
     uint64_t records, record_bytes;       /* appended */
     uint64_t image_records, image_bytes;  /* full-page images among them */
     uint64_t commits;
     uint64_t flushes, fsyncs, flush_bytes;/* write+fdatasync batches */
     uint64_t group_commits_max;           /* most commits in one flush */
+    uint64_t group_hist[WAL_GROUP_HIST];  /* flushes by their commits: [i] holds n <= 2^i (n = 0 in [0]), last: more */
+    uint64_t group_hist_commits;          /* commits counted in group_hist */
     uint64_t checkpoints;
     uint64_t spread_checkpoints;          /* of them, spread (wal_checkpoint_begin/_step) */
     uint64_t flush_lat_us_total;
@@ -72,6 +76,16 @@ struct wal_stats {
 };
 
 struct wal;
+
+/* Counts one flush of `commits` commits in st->group_hist (the metrics' group-commit histogram). */
+static inline void wal_group_hist_note(struct wal_stats *st, uint64_t commits)
+{
+    unsigned i = 0;
+    while (i + 1 < WAL_GROUP_HIST && commits > (1ull << i))
+        i++;
+    st->group_hist[i]++;
+    st->group_hist_commits += commits;
+}
 
 /* Opens the log in opt->dir; initialises a new one (random system id, timeline
  * 1, empty first segment, control file) if the dir holds none. Does not replay:

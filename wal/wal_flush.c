@@ -199,6 +199,7 @@ int wal_flush_sync(struct wal *w, uint64_t lsn)
     w->st.flush_lat_us_total += rd_now_us() - t0;
     struct wal_buf *a = &w->bufs[w->active];
     w->st.group_commits_max = RD_MAX(w->st.group_commits_max, a->commits);
+    wal_group_hist_note(&w->st, a->commits);
     flush_advanced(w, w->insert_lsn);
     w->notify_pending = 1;
     /* Everything in the active buffer is durable: drop it. */
@@ -234,6 +235,7 @@ static void flush_io_done(struct rd_io *io, const struct io_uring_cqe *cqe)
     w->st.flush_bytes += b->len;
     w->st.flush_lat_us_total += rd_now_us() - w->flush_started_us;
     w->st.group_commits_max = RD_MAX(w->st.group_commits_max, b->commits);
+    wal_group_hist_note(&w->st, b->commits);
     w->in_flight = 0;
     free(w->ios);
     w->ios = NULL;

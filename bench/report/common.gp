@@ -4,7 +4,8 @@ set terminal pngcairo size 900,520 enhanced font "DejaVu Sans,10"
 set output out
 set grid ytics lc rgb "#dddddd"
 # Legends go below the plot, never over the data or the axis labels.
-set key outside bottom center horizontal
+set key outside bottom center horizontal width 2 samplen 3
+set bmargin 5
 set lmargin 10
 set border 3
 set xtics nomirror

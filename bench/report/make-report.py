@@ -4,7 +4,7 @@
   python3 bench/report/make-report.py DIR
 
 DIR is what bench/run-demo wrote: DIR/raw/meta.json and, per architecture A,
-raw/A-c<N>.json (run mode), raw/A-info.txt (writer INFO after the throughput
+raw/A-c<N>-r<K>.json (run mode, run K of --repeat; older runs: raw/A-c<N>.json), raw/A-info.txt (writer INFO after the throughput
 points), raw/A-lag.json, raw/A-failover.json (--mode failover), raw/A-kill.json,
 raw/A-verify.txt, raw/A-monitor.log (or raw/A-hand-failover.json). Missing
 pieces show as "n/a". Writes DIR/report.md, DIR/plots/*.dat and DIR/*.png
@@ -78,7 +78,13 @@ clients = [int(c) for c in meta.get("clients", ["1", "8", "32"])]
 R = {}
 for a in archs:
     r = {"method": read(f"{a}-method.txt").strip() or "n/a"}
-    r["run"] = {c: load_json(f"{a}-c{c}.json") for c in clients}
+    # every repeat of each throughput point; "run" is the median one (by ops/s), used by the tables
+    r["runs"] = {}
+    for c in clients:
+        runs = [j for j in (load_json(f"{a}-c{c}-r{k}.json") for k in range(1, 100)) if j]
+        r["runs"][c] = runs or [j for j in [load_json(f"{a}-c{c}.json")] if j]
+    r["run"] = {c: (sorted(rs, key=lambda j: j["ops_per_sec"])[(len(rs) - 1) // 2] if rs else None)
+                for c, rs in r["runs"].items()}
     r["info"] = info_dict(read(f"{a}-info.txt"))
     r["lag"] = load_json(f"{a}-lag.json")
     r["fo"] = load_json(f"{a}-failover.json")
@@ -168,21 +174,28 @@ def q(s):
     return '"' + s.replace('"', "'") + '"'
 
 
-lines = ["clients " + " ".join(q(NAMES.get(a, a)) for a in archs)]
+def spread(a, c, key):
+    """(median run's value, min, max) of key over the repeats of point (a, c), as text."""
+    j = R[a]["run"].get(c)
+    vals = [x[key] for x in R[a]["runs"].get(c, [])]
+    if not j or not vals:
+        return "NaN NaN NaN"
+    return f"{j[key]:.1f} {min(vals):.1f} {max(vals):.1f}"
+
+
+# throughput: per architecture three columns (median, min, max over the repeats)
+lines = ["clients " + " ".join(q(NAMES.get(a, a)) + ' "min" "max"' for a in archs)]
 for c in clients:
-    vals = []
-    for a in archs:
-        j = R[a]["run"].get(c)
-        vals.append(f"{j['ops_per_sec']:.1f}" if j else "NaN")
-    lines.append(f"{c} " + " ".join(vals))
+    lines.append(f"{c} " + " ".join(spread(a, c, "ops_per_sec") for a in archs))
 write("throughput.dat", "\n".join(lines) + "\n")
 
-lines = ['label "p50" "p99"']
+lines = ['label "p50" "min" "max" "p99" "min" "max"']
 for a in archs:
     for c in clients:
-        j = R[a]["run"].get(c)
-        lines.append(f"{q(a + ' ' + str(c) + 'c')} {j['p50_us'] if j else 'NaN'} {j['p99_us'] if j else 'NaN'}")
+        lines.append(f"{q(NAMES.get(a, a).split(' (')[0] + ', ' + str(c) + ' cl.')} {spread(a, c, 'p50_us')} "
+                     f"{spread(a, c, 'p99_us')}")
 write("latency.dat", "\n".join(lines) + "\n")
+nrep = max((len(rs) for a in archs for rs in R[a]["runs"].values()), default=0)
 
 lines = ['arch "p50" "p99" "max"']
 for a in archs:
@@ -395,6 +408,9 @@ for a in archs:
               f"{j['p999_us']} | {j['max_us']} |")
         else:
             w(f"| {NAMES.get(a, a)} | {c} | n/a | | | | |")
+w("")
+w(f"Each point ran {nrep} time(s) (`bench/run-demo --repeat N`): the tables show the run with the median "
+  "throughput, the plots that median with error bars from the lowest to the highest of the runs.")
 w("")
 w(img("throughput", "throughput vs clients"))
 w("")

@@ -76,6 +76,48 @@ def free_port():
         return s.getsockname()[1]
 
 
+# ---- INFO and LSNs: the one parser of the tests (mirrors common/metrics.h rd_info_field_is_lsn / rd_lsn_parse)
+_NOT_LSN = ("offset", "bytes", "_ms", "lag", "records", "segments", "answers", "gave_up")
+_EXACT_LSN = ("scl", "vcl", "vdl", "max_cpl", "coalesced", "trimmed", "truncated_above")
+
+
+def is_lsn_field(k):
+    """Whether an INFO field (or k=v item) holds an LSN: printed as X/Y by every process."""
+    if any(x in k for x in _NOT_LSN):
+        return False
+    return "lsn" in k or k in _EXACT_LSN or k.endswith(("_scl", "_vcl", "_vdl", "_point")) or k.startswith("vdl_")
+
+
+def parse_lsn(v):
+    """An LSN in either form it is printed in: PostgreSQL's X/Y (hex halves) or decimal (also 0x..)."""
+    v = v.strip()
+    if "/" in v:
+        hi, lo = v.split("/", 1)
+        return (int(hi, 16) << 32) | int(lo, 16)
+    return int(v, 0)
+
+
+def lsn_decimal(k, v):
+    """v, with an X/Y LSN of an LSN field rewritten as a decimal string (so int() works on it)."""
+    if "/" in v and is_lsn_field(k):
+        try:
+            return str(parse_lsn(v))
+        except ValueError:
+            return v
+    return v
+
+
+def info_dict(text):
+    """An INFO text as a dict of strings; LSN fields (X/Y) as decimal strings, list lines
+    (slaveN:k=v,...) keep their text: parse_kv_line converts their LSNs."""
+    d = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            d[k.strip()] = lsn_decimal(k.strip(), v.strip())
+    return d
+
+
 def fail(msg):
     print("FAIL: " + msg, flush=True)
     sys.exit(1)
@@ -189,12 +231,7 @@ class Server:
 
     def info(self, section=None):
         text = self.cli("INFO", section) if section else self.cli("INFO")
-        d = {}
-        for line in text.splitlines():
-            if ":" in line and not line.startswith("#"):
-                k, v = line.split(":", 1)
-                d[k.strip()] = v.strip()
-        return d
+        return info_dict(text)
 
 
 def bench(*args, timeout=300, check_rc=True):
@@ -386,12 +423,13 @@ def as_primary(node, args=None):
 
 
 def parse_kv_line(v):
-    """'name=r1,ip=127.0.0.1,port=5,state=streaming' -> dict."""
+    """'name=r1,ip=127.0.0.1,port=5,state=streaming,flush_lsn=0/1A8' -> dict (LSNs as decimal strings,
+    see info_dict)."""
     d = {}
     for part in v.split(","):
         if "=" in part:
             k, x = part.split("=", 1)
-            d[k] = x
+            d[k] = lsn_decimal(k, x)
     return d
 
 
@@ -404,15 +442,11 @@ def repl_info(node):
 
 
 def lsn(d, key):
-    """An LSN field of an INFO dict as an int (decimal; also accepts 0x.. and
-    PostgreSQL-style HI/LO hex); -1 when absent."""
+    """An LSN field of an INFO dict as an int (either form, parse_lsn); -1 when absent."""
     v = d.get(key)
     if v is None or v == "":
         return -1
-    if "/" in v:
-        hi, lo = v.split("/", 1)
-        return (int(hi, 16) << 32) | int(lo, 16)
-    return int(v, 0)
+    return parse_lsn(v)
 
 
 def wait_for(what, pred, timeout=60, interval=0.05):
@@ -663,9 +697,4 @@ def try_info(port, section="replication", timeout=2.0):
         return None
     if r.returncode != 0 or not r.stdout.strip():
         return None
-    d = {}
-    for line in r.stdout.splitlines():
-        if ":" in line and not line.startswith("#"):
-            k, v = line.split(":", 1)
-            d[k.strip()] = v.strip()
-    return d
+    return info_dict(r.stdout)

@@ -24,7 +24,8 @@ import re
 import subprocess
 import time
 
-from harness import (DUMP, AuroraCluster, StorageNode, acked_load, check, fail, seed, tmpdir, verify_state, wait_for)
+from harness import (DUMP, AuroraCluster, StorageNode, acked_load, check, fail, parse_kv_line, seed, tmpdir,
+                     verify_state, wait_for)
 
 rng = random.Random(seed())
 T0 = time.time()
@@ -73,7 +74,7 @@ def peer_line(inf, port):
     """The peerN line of INFO describing the node on port, as a dict."""
     for k, v in inf.items():
         if k.startswith("peer") and k[4:].isdigit() and f":{port}," in v + ",":
-            return dict(x.split("=", 1) for x in v.split(","))
+            return parse_kv_line(v)
     fail(f"no peer line for :{port} in {inf}")
 
 

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import time
 
-from harness import BIN, _procs, check, fail, free_port, seed, tmpdir
+from harness import BIN, _procs, check, fail, free_port, info_dict, seed, tmpdir
 
 STORAGE = os.path.join(BIN, "redoubt-storage")
 rng = random.Random(seed())
@@ -215,12 +215,7 @@ class Node:
         r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "INFO"],
                            capture_output=True, text=True, timeout=20)
         check(r.returncode == 0, f"redis-cli INFO on node {self.idx}: {r.stderr}")
-        d = {}
-        for line in r.stdout.splitlines():
-            if ":" in line and not line.startswith("#"):
-                k, v = line.split(":", 1)
-                d[k.strip()] = v.strip()
-        return d
+        return info_dict(r.stdout)
 
 
 def wait_scl(node, want, timeout=20, what=""):
