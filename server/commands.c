@@ -2135,7 +2135,8 @@ static void human_bytes(char *out, size_t n, uint64_t v)
 }
 
 /* INFO memory: used_memory is what malloc has handed out (mallinfo2: arenas and
- * mmapped blocks; the buffer pool's frames are in it), rss from /proc. */
+ * mmapped blocks) plus the buffer pool, which is its own anonymous mapping
+ * (pages are touched on first use, so rss from /proc may be lower). */
 static void info_memory(struct server *s, struct rd_buf *b, const struct engine_stats *es)
 {
     static uint64_t peak;
@@ -2149,8 +2150,9 @@ static void info_memory(struct server *s, struct rd_buf *b, const struct engine_
             rss = pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
         fclose(f);
     }
-    peak = RD_MAX(peak, used);
     uint64_t pool = es->cache_pages * ENGINE_PAGE_SIZE;
+    used += pool;
+    peak = RD_MAX(peak, used);
     uint64_t bufs = 0;
     for (struct conn *x = s->conns; x; x = x->next)
         bufs += x->in.cap + x->out.cap + x->sending.cap + x->multi_q.cap;

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import time
 
-from harness import BIN, _procs, check, fail, free_port, info_dict, seed, tmpdir
+from harness import BIN, _procs, check, fail, free_port, info_dict, seed, tmpdir, wait_for
 
 STORAGE = os.path.join(BIN, "redoubt-storage")
 rng = random.Random(seed())
@@ -491,7 +491,10 @@ def write_round(targets, count, rp_lag):
 
 
 write_round(tn, 3000, 200)  # ~24 MiB per node
-time.sleep(0.5)
+# Coalescing (and so trimming) runs every second or after 8 MiB of hot log (SN_COALESCE_*): wait for
+# the last round instead of a fixed sleep.
+wait_for("every node to coalesce and trim its hot log", lambda: all(len(seg_files(n)) <= 8 for n in tn),
+         timeout=20, interval=0.2)
 for n in tn:
     inf = n.info()
     max_bytes = max(max_bytes, int(inf["hot_log_bytes"]))
