@@ -490,7 +490,7 @@ def write_round(targets, count, rp_lag):
                 max_bytes = max(max_bytes, int(n.info()["hot_log_bytes"]))
 
 
-write_round(tn, 3000, 200)  # ~24 MiB per node
+write_round(tn, 6000, 200)  # ~48 MiB per node
 # Coalescing (and so trimming) runs every second or after 8 MiB of hot log (SN_COALESCE_*): wait for
 # the last round instead of a fixed sleep.
 wait_for("every node to coalesce and trim its hot log", lambda: all(len(seg_files(n)) <= 8 for n in tn),
@@ -502,7 +502,10 @@ for n in tn:
     check(len(seg_files(n)) <= 8, f"node {n.idx}: few segment files left: {seg_files(n)}")
     check(int(inf["hot_log_first_segment"]) > 0 and int(inf["records"]) < 1500,
           f"node {n.idx}: trimmed records left memory too: {inf}")
-check(max_bytes <= 16 << 20, f"hot log bounded under sustained writes: max {max_bytes} bytes for ~24 MiB written")
+# The hot log holds what arrived since the last coalesce round (a round runs every second or after
+# SN_COALESCE_DUE_BYTES = 8 MiB), plus the read point's lag and a segment: bounded well below what
+# was written.
+check(max_bytes <= 20 << 20, f"hot log bounded under sustained writes: max {max_bytes} bytes for ~48 MiB written")
 print(f"ok: hot log bounded: {last} records (~{last * 8 // 1024} MiB) written, at most {max_bytes} bytes held, "
       f"{seg_files(tn[0])} left on node 0", flush=True)
 
