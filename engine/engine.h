@@ -34,7 +34,18 @@ enum engine_rec_type {
     /* body: u16 lower, u16 upper, bytes [HDR_APPLY_FROM, lower), bytes [upper, PAGE_SIZE).
      * The hole [lower, upper) is zero. A full-page image ("FPI"). */
     ENGINE_REC_PAGE_IMAGE = 2,
+    /* Logical records (engine/README.md E16; applied to the page as it is, which must be a
+     * leaf or internal page passing the structure check):
+     * body: u16 slot, then one cell (leaf or internal, by the page's type): the cell is
+     * inserted at that slot exactly as the writer inserts it (compacting if needed). */
+    ENGINE_REC_CELL_INSERT = 3,
+    /* body: u16 keep [, u16 pos, one cell]: the page is rebuilt (as a split leaves its left
+     * half) from the first `keep` cells of its cells, with the cell inserted at pos < keep
+     * when one is given; an internal page keeps its leftmost child. */
+    ENGINE_REC_PAGE_SPLIT = 4,
 };
+/* 1 if rec_type is one of the engine's page-change record types above. */
+#define ENGINE_REC_IS_PAGE(t) ((t) >= ENGINE_REC_PAGE_DELTA && (t) <= ENGINE_REC_PAGE_SPLIT)
 
 /* Flag on the last record of a mini-transaction: a consistency point. */
 #define ENGINE_REC_FLAG_MTR_END 0x01u
@@ -202,9 +213,13 @@ int engine_reload_meta(struct engine *e);
 
 /* Applies a record to an 8 KiB page image in memory and sets its LSN to
  * end_lsn. Validates the body completely before changing anything: RD_ECORRUPT
- * for any malformed body (never an assert). Does not check the page LSN. */
+ * for any malformed body (never an assert), and for a logical record (CELL_INSERT,
+ * PAGE_SPLIT) that does not fit the page as it is. Does not check the page LSN. */
 int engine_page_apply(uint8_t *page, uint8_t rec_type, const uint8_t *body, size_t body_len,
                       uint64_t end_lsn);
+/* Checks what can be checked of a record body without its page: 0, or RD_ECORRUPT
+ * (unknown type, bad lengths). engine_page_apply checks the rest. */
+int engine_rec_validate(uint8_t rec_type, const uint8_t *body, size_t body_len);
 /* Computes and stores the checksum of a page (before writing it anywhere). */
 void engine_page_seal(uint8_t *page);
 /* 0 if the checksum matches or the page is all zeros (never written), else RD_ECORRUPT. */

@@ -204,8 +204,37 @@ const char *engine_rec_type_name(uint8_t rec_type)
     switch (rec_type) {
     case ENGINE_REC_PAGE_DELTA: return "PAGE_DELTA";
     case ENGINE_REC_PAGE_IMAGE: return "PAGE_IMAGE";
+    case ENGINE_REC_CELL_INSERT: return "CELL_INSERT";
+    case ENGINE_REC_PAGE_SPLIT: return "PAGE_SPLIT";
     default: return "UNKNOWN";
     }
+}
+
+/* Smallest cell (an internal cell with a 1-byte key) and largest (a cell with its slot
+ * must fit an empty page). */
+#define LOGICAL_CELL_MIN (INT_CELL_HDR + 1u)
+#define LOGICAL_CELL_MAX (ENGINE_PAGE_SIZE - PG_HDR_SIZE - 2u)
+#define LOGICAL_SLOT_MAX ((ENGINE_PAGE_SIZE - PG_HDR_SIZE) / 2u)
+
+/* The page-independent part of a logical record's check (E16). */
+static int validate_logical(uint8_t rec_type, const uint8_t *body, size_t body_len)
+{
+    if (body_len < 2 || rd_get_u16le(body) > LOGICAL_SLOT_MAX)
+        return RD_ECORRUPT;
+    size_t cell_off = rec_type == ENGINE_REC_CELL_INSERT ? 2 : 4;
+    if (rec_type == ENGINE_REC_PAGE_SPLIT && body_len == 2)
+        return 0; /* keep only: no cell */
+    if (body_len < cell_off + LOGICAL_CELL_MIN || body_len - cell_off > LOGICAL_CELL_MAX)
+        return RD_ECORRUPT;
+    if (rec_type == ENGINE_REC_PAGE_SPLIT && rd_get_u16le(body + 2) >= rd_get_u16le(body))
+        return RD_ECORRUPT; /* the cell must land in the kept prefix (pos < keep) */
+    unsigned klen = rd_get_u16le(body + cell_off);
+    return klen >= 1 && klen <= ENGINE_KEY_MAX ? 0 : RD_ECORRUPT;
+}
+
+int engine_rec_validate(uint8_t rec_type, const uint8_t *body, size_t body_len)
+{
+    return pg_validate_record(rec_type, body, body_len);
 }
 
 int pg_validate_record(uint8_t rec_type, const uint8_t *body, size_t body_len)
@@ -213,6 +242,8 @@ int pg_validate_record(uint8_t rec_type, const uint8_t *body, size_t body_len)
     const size_t from = ENGINE_PAGE_HDR_APPLY_FROM;
     if (body == NULL && body_len > 0)
         return RD_ECORRUPT;
+    if (rec_type == ENGINE_REC_CELL_INSERT || rec_type == ENGINE_REC_PAGE_SPLIT)
+        return validate_logical(rec_type, body, body_len);
     if (rec_type == ENGINE_REC_PAGE_IMAGE) {
         if (body_len < 4)
             return RD_ECORRUPT;
@@ -240,6 +271,91 @@ int pg_validate_record(uint8_t rec_type, const uint8_t *body, size_t body_len)
     return pos == body_len ? 0 : RD_ECORRUPT;
 }
 
+/* ---------------------------------------------------------------- logical records (E16) */
+
+/* A page a logical record may change: a leaf or internal page that passes the structure
+ * check, whose cells do not overlap the slot array, and whose cell area is exactly its live
+ * cells plus the fragmented bytes (so compaction cannot run past the slot array). */
+static bool logical_page_ok(const uint8_t *p)
+{
+    uint8_t t = p[PG_OFF_TYPE];
+    if ((t != PG_LEAF && t != PG_INTERNAL) || pg_check(p, engine_page_id(p)) < 0)
+        return false;
+    size_t live = 0;
+    for (unsigned i = 0; i < pg_nslots(p); i++)
+        live += pg_cell_size(p, pg_cell(p, i));
+    return live + pg_frag(p) == (size_t)(ENGINE_PAGE_SIZE - pg_upper(p));
+}
+
+/* A cell from a record is well formed for page p's type and exactly size bytes long. */
+static bool logical_cell_ok(const uint8_t *p, const uint8_t *cell, size_t size)
+{
+    if (size < LOGICAL_CELL_MIN || size > LOGICAL_CELL_MAX)
+        return false;
+    unsigned klen = rd_get_u16le(cell);
+    if (klen == 0 || klen > ENGINE_KEY_MAX)
+        return false;
+    if (p[PG_OFF_TYPE] == PG_INTERNAL)
+        return size == INT_CELL_HDR + klen;
+    if (size < LEAF_CELL_HDR)
+        return false;
+    if (!(cell[6] & LEAF_FLAG_OVERFLOW) && rd_get_u32le(cell + 2) > ENGINE_PAGE_SIZE)
+        return false; /* pg_check's rule for inline values */
+    return size == pg_cell_size(p, cell);
+}
+
+/* CELL_INSERT: u16 slot, cell. Checks everything first, then inserts as the writer did. */
+static int apply_cell_insert(uint8_t *p, const uint8_t *body, size_t body_len)
+{
+    unsigned slot = rd_get_u16le(body), size = (unsigned)(body_len - 2);
+    const uint8_t *cell = body + 2;
+    if (!logical_page_ok(p) || slot > pg_nslots(p) || !logical_cell_ok(p, cell, size) ||
+        pg_free_total(p) < size + 2)
+        return RD_ECORRUPT;
+    bool ok = pg_insert_cell(p, slot, cell, size);
+    rd_assert(ok); /* room checked above */
+    return 0;
+}
+
+/* PAGE_SPLIT: u16 keep [, u16 pos, cell]. The page is re-initialised and receives the
+ * first `keep` cells of (its cells, with the cell inserted at pos), in order — what
+ * btree.c's split leaves in the left page. */
+static int apply_page_split(uint8_t *p, const uint8_t *body, size_t body_len)
+{
+    static _Thread_local uint8_t old[ENGINE_PAGE_SIZE];
+    unsigned keep = rd_get_u16le(body), n = pg_nslots(p), pos = 0, size = 0;
+    const uint8_t *cell = NULL;
+    if (body_len > 2) {
+        pos = rd_get_u16le(body + 2);
+        cell = body + 4;
+        size = (unsigned)(body_len - 4);
+    }
+    if (!logical_page_ok(p) || keep > n + (cell != NULL) || (cell != NULL && (pos > n || pos >= keep)) ||
+        (cell != NULL && !logical_cell_ok(p, cell, size)))
+        return RD_ECORRUPT;
+    size_t need = 0;
+    for (unsigned i = 0, j = 0; i < keep; i++)
+        need += 2u + (cell != NULL && i == pos ? size : pg_cell_size(p, pg_cell(p, j++)));
+    if (need > ENGINE_PAGE_SIZE - PG_HDR_SIZE)
+        return RD_ECORRUPT;
+    memcpy(old, p, ENGINE_PAGE_SIZE);
+    uint8_t type = old[PG_OFF_TYPE];
+    pg_init(p, engine_page_id(old), type);
+    if (type == PG_INTERNAL)
+        pg_set_link(p, pg_link(old));
+    for (unsigned i = 0, j = 0; i < keep; i++) {
+        bool ok;
+        if (cell != NULL && i == pos) {
+            ok = pg_insert_cell(p, i, cell, size);
+        } else {
+            const uint8_t *c = pg_cell(old, j++);
+            ok = pg_insert_cell(p, i, c, pg_cell_size(old, c));
+        }
+        rd_assert(ok); /* room checked above */
+    }
+    return 0;
+}
+
 int engine_page_apply(uint8_t *page, uint8_t rec_type, const uint8_t *body, size_t body_len,
                       uint64_t end_lsn)
 {
@@ -247,7 +363,12 @@ int engine_page_apply(uint8_t *page, uint8_t rec_type, const uint8_t *body, size
     if (rc < 0)
         return rc;
     const size_t from = ENGINE_PAGE_HDR_APPLY_FROM;
-    if (rec_type == ENGINE_REC_PAGE_IMAGE) {
+    if (rec_type == ENGINE_REC_CELL_INSERT || rec_type == ENGINE_REC_PAGE_SPLIT) {
+        rc = rec_type == ENGINE_REC_CELL_INSERT ? apply_cell_insert(page, body, body_len)
+                                                 : apply_page_split(page, body, body_len);
+        if (rc < 0)
+            return rc;
+    } else if (rec_type == ENGINE_REC_PAGE_IMAGE) {
         size_t lower = rd_get_u16le(body), upper = rd_get_u16le(body + 2);
         memcpy(page + from, body + 4, lower - from);
         memset(page + lower, 0, upper - lower);
@@ -323,6 +444,69 @@ size_t pg_build_delta(const uint8_t *before, const uint8_t *after, uint8_t *out)
     rd_assert(pos <= PG_DELTA_MAX && n <= 0xFFFF);
     rd_put_u16le(out, (uint16_t)n);
     return pos;
+}
+
+/* 1 if slot i of a and slot j of b hold the same cell bytes. */
+static bool same_cell(const uint8_t *a, unsigned i, const uint8_t *b, unsigned j)
+{
+    const uint8_t *ca = pg_cell(a, i), *cb = pg_cell(b, j);
+    unsigned sa = pg_cell_size(a, ca);
+    return sa == pg_cell_size(b, cb) && memcmp(ca, cb, sa) == 0;
+}
+
+/* A logical record (E16) for the change before -> after, verified: applying it to before
+ * must give after byte for byte (bytes [16, 8192)), else 0 (the caller logs a delta). */
+static size_t build_logical(const uint8_t *before, const uint8_t *after, uint8_t *out, uint8_t *type)
+{
+    static _Thread_local uint8_t check[ENGINE_PAGE_SIZE];
+    uint8_t t = after[PG_OFF_TYPE];
+    if ((t != PG_LEAF && t != PG_INTERNAL) || before[PG_OFF_TYPE] != t ||
+        engine_page_id(before) != engine_page_id(after) || pg_check(after, engine_page_id(after)) < 0 ||
+        !logical_page_ok(before))
+        return 0;
+    unsigned nb = pg_nslots(before), na = pg_nslots(after), i = 0;
+    size_t len;
+    if (na == nb + 1) { /* one cell inserted */
+        while (i < nb && same_cell(before, i, after, i))
+            i++;
+        const uint8_t *c = pg_cell(after, i);
+        unsigned size = pg_cell_size(after, c);
+        rd_put_u16le(out, (uint16_t)i);
+        memcpy(out + 2, c, size);
+        len = 2 + size;
+        *type = ENGINE_REC_CELL_INSERT;
+    } else if (na >= 1 && na <= nb && pg_frag(after) == 0 &&
+               pg_slot(after, 0) + pg_cell_size(after, pg_cell(after, 0)) == ENGINE_PAGE_SIZE) {
+        /* rebuilt from a prefix of its cells (a split's left half), perhaps with one new cell */
+        while (i < na && same_cell(before, i, after, i))
+            i++;
+        rd_put_u16le(out, (uint16_t)na);
+        len = 2;
+        if (i < na) {
+            const uint8_t *c = pg_cell(after, i);
+            unsigned size = pg_cell_size(after, c);
+            rd_put_u16le(out + 2, (uint16_t)i);
+            memcpy(out + 4, c, size);
+            len = 4 + size;
+        }
+        *type = ENGINE_REC_PAGE_SPLIT;
+    } else {
+        return 0;
+    }
+    memcpy(check, before, ENGINE_PAGE_SIZE);
+    if (engine_page_apply(check, *type, out, len, 0) < 0)
+        return 0;
+    const unsigned from = ENGINE_PAGE_HDR_APPLY_FROM;
+    return memcmp(check + from, after + from, ENGINE_PAGE_SIZE - from) == 0 ? len : 0;
+}
+
+size_t pg_build_change(const uint8_t *before, const uint8_t *after, uint8_t *out, uint8_t *type)
+{
+    size_t len = build_logical(before, after, out, type);
+    if (len > 0)
+        return len;
+    *type = ENGINE_REC_PAGE_DELTA;
+    return pg_build_delta(before, after, out);
 }
 
 /* ---------------------------------------------------------------- describe */

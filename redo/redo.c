@@ -6,6 +6,7 @@
  * programmer error reported as -EINVAL, an oversized one as RD_ETOOBIG.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -31,15 +32,9 @@ static int rec_fields_ok(const struct redo_rec *r)
         return 0;
     if ((r->flags & ~REDO_FLAG_CPL) != 0)
         return 0;
-    switch (r->type) {
-    case ENGINE_REC_PAGE_DELTA:
-    case ENGINE_REC_PAGE_IMAGE:
+    if (ENGINE_REC_IS_PAGE(r->type))
         return r->page_id != ENGINE_PAGE_NONE;
-    case REDO_REC_COMMIT:
-        return r->page_id == ENGINE_PAGE_NONE && r->body_len == 8;
-    default:
-        return 0;
-    }
+    return r->type == REDO_REC_COMMIT && r->page_id == ENGINE_PAGE_NONE && r->body_len == 8;
 }
 
 int redo_rec_check(const struct redo_rec *r)
@@ -100,6 +95,81 @@ static int rec_get(const uint8_t *p, size_t n, uint64_t *first, uint64_t *prev_d
     return (int)off;
 }
 
+/* ---- REDO_FMT_COMPACT records (inside a batch only) ---- */
+
+#define TAG_TYPE_MASK 0x1fu
+#define TAG_CPL 0x20u
+#define TAG_BACK_PREV 0x40u /* back-link = lsn - 1 */
+#define TAG_RESERVED 0x80u
+#define COMMIT_BODY 8u
+_Static_assert(REDO_REC_COMMIT <= TAG_TYPE_MASK && ENGINE_REC_PAGE_SPLIT <= TAG_TYPE_MASK, "types fit the tag");
+
+/* Writes a compact record's header (everything before the body; a commit has none after
+ * its tag and back-link: its body length is implied). */
+static size_t rec_put_hdr_compact(uint8_t *dst, const struct redo_rec *r)
+{
+    size_t n = 0;
+    bool back_prev = r->prev_pg_lsn != 0 && r->prev_pg_lsn == r->lsn - 1;
+    dst[n++] = (uint8_t)(r->type | ((r->flags & REDO_FLAG_CPL) ? TAG_CPL : 0) | (back_prev ? TAG_BACK_PREV : 0));
+    if (!back_prev)
+        n += redo_varint_put(dst + n, r->prev_pg_lsn == 0 ? 0 : r->lsn - r->prev_pg_lsn);
+    if (r->type != REDO_REC_COMMIT) {
+        n += redo_varint_put(dst + n, r->page_id);
+        n += redo_varint_put(dst + n, r->body_len);
+    }
+    rd_assert(n <= REDO_REC_HDR_MAX);
+    return n;
+}
+
+/* Reads one compact record whose LSN is lsn. Returns bytes used or RD_ECORRUPT. */
+static int rec_get_compact(const uint8_t *p, size_t n, uint64_t lsn, struct redo_rec *r)
+{
+    size_t off = 0;
+    int k;
+    if (n < 1 || lsn == 0)
+        return RD_ECORRUPT;
+    uint8_t tag = p[off++];
+    if (tag & TAG_RESERVED)
+        return RD_ECORRUPT;
+    r->lsn = lsn;
+    r->type = tag & TAG_TYPE_MASK;
+    r->flags = (tag & TAG_CPL) ? REDO_FLAG_CPL : 0;
+    if (tag & TAG_BACK_PREV) {
+        if (lsn < 2)
+            return RD_ECORRUPT; /* would be LSN 0, which is "none" (delta 0) */
+        r->prev_pg_lsn = lsn - 1;
+    } else {
+        uint64_t d;
+        if ((k = redo_varint_get(p + off, n - off, &d)) < 0)
+            return k;
+        off += (size_t)k;
+        if (d == 1 || d >= lsn)
+            return RD_ECORRUPT; /* 1 is the tag bit's (R3); d == lsn would mean LSN 0 */
+        r->prev_pg_lsn = d == 0 ? 0 : lsn - d;
+    }
+    uint64_t body_len = COMMIT_BODY;
+    if (r->type == REDO_REC_COMMIT) {
+        r->page_id = ENGINE_PAGE_NONE;
+    } else {
+        uint64_t page;
+        if ((k = redo_varint_get(p + off, n - off, &page)) < 0)
+            return k;
+        off += (size_t)k;
+        if (page >= ENGINE_PAGE_NONE)
+            return RD_ECORRUPT;
+        r->page_id = (uint32_t)page;
+        if ((k = redo_varint_get(p + off, n - off, &body_len)) < 0)
+            return k;
+        off += (size_t)k;
+    }
+    if (body_len > REDO_MAX_BODY || body_len > n - off)
+        return RD_ECORRUPT;
+    r->body_len = (uint32_t)body_len;
+    r->body = body_len > 0 ? p + off : NULL;
+    off += (size_t)body_len;
+    return rec_fields_ok(r) ? (int)off : RD_ECORRUPT;
+}
+
 /* Given the record's lsn, turns the back-link delta into an LSN and applies
  * the validity rule. */
 static int rec_resolve(struct redo_rec *r, uint64_t lsn, uint64_t prev_delta)
@@ -149,7 +219,9 @@ static void batch_put_hdr(uint8_t *p, const struct redo_batch_hdr *h)
     rd_put_u64le(p + 0, h->first_lsn);
     rd_put_u64le(p + 8, h->last_lsn);
     rd_put_u32le(p + 16, h->nrecords);
-    rd_put_u32le(p + 20, h->pg);
+    rd_put_u16le(p + 20, (uint16_t)h->pg);
+    p[22] = h->format;
+    p[23] = 0;
     rd_put_u64le(p + 24, h->vdl);
 }
 
@@ -164,9 +236,15 @@ static int batch_ensure_hdr(struct redo_batch *b)
 
 void redo_batch_begin(struct redo_batch *b, uint64_t first_lsn)
 {
-    rd_assert(first_lsn >= 1);
+    redo_batch_begin_format(b, first_lsn, REDO_FMT_COMPACT);
+}
+
+void redo_batch_begin_format(struct redo_batch *b, uint64_t first_lsn, uint8_t format)
+{
+    rd_assert(first_lsn >= 1 && (format == REDO_FMT_V1 || format == REDO_FMT_COMPACT));
     rd_buf_reset(&b->buf); /* keeps the allocation of a reused batch */
     memset(&b->hdr, 0, sizeof(b->hdr));
+    b->hdr.format = format;
     b->hdr.first_lsn = first_lsn;
     b->hdr.last_lsn = first_lsn - 1;
     b->last_lsn = first_lsn - 1;
@@ -185,7 +263,7 @@ int redo_batch_add(struct redo_batch *b, const struct redo_rec *r)
     if ((rc = batch_ensure_hdr(b)) < 0)
         return rc;
     uint8_t hdr[REDO_REC_HDR_MAX];
-    size_t h = rec_put_hdr(hdr, 1, r);
+    size_t h = b->hdr.format == REDO_FMT_COMPACT ? rec_put_hdr_compact(hdr, r) : rec_put_hdr(hdr, 1, r);
     if (b->buf.len + h + r->body_len > FRAME_MAX_PAYLOAD)
         return RD_ETOOBIG; /* the batch must fit in one frame: send it and start another */
     if ((rc = rd_buf_reserve(&b->buf, h + r->body_len)) < 0)
@@ -227,13 +305,15 @@ int redo_batch_parse_hdr(const uint8_t *p, size_t n, struct redo_batch_hdr *h)
     t.first_lsn = rd_get_u64le(p + 0);
     t.last_lsn = rd_get_u64le(p + 8);
     t.nrecords = rd_get_u32le(p + 16);
-    t.pg = rd_get_u32le(p + 20);
+    t.pg = rd_get_u16le(p + 20);
+    t.format = p[22];
     t.vdl = rd_get_u64le(p + 24);
-    if (t.first_lsn == 0 || t.pg != 0)
+    if (t.first_lsn == 0 || t.pg != 0 || p[23] != 0 || (t.format != REDO_FMT_V1 && t.format != REDO_FMT_COMPACT))
         return RD_ECORRUPT;
     if (t.last_lsn < t.first_lsn - 1 || t.last_lsn - (t.first_lsn - 1) != t.nrecords)
         return RD_ECORRUPT; /* LSNs run first_lsn..last_lsn, one record each */
-    if ((uint64_t)t.nrecords * REDO_REC_MIN_SIZE > n - REDO_BATCH_HDR_SIZE)
+    if ((uint64_t)t.nrecords * (t.format == REDO_FMT_V1 ? REDO_REC_MIN_SIZE : REDO_REC_MIN_SIZE_COMPACT) >
+        n - REDO_BATCH_HDR_SIZE)
         return RD_ECORRUPT; /* cannot hold that many records */
     *h = t;
     return 0;
@@ -256,11 +336,16 @@ int redo_batch_next(const uint8_t *p, size_t n, size_t *off, uint64_t *prev_lsn,
     struct redo_rec t;
     uint64_t delta, prev_delta;
     memset(&t, 0, sizeof(t));
-    int k = rec_get(p + *off, n - *off, &delta, &prev_delta, &t);
-    if (k < 0)
-        return k;
-    if (delta != 1 || rec_resolve(&t, *prev_lsn + 1, prev_delta) < 0)
-        return RD_ECORRUPT;
+    int k;
+    if (h.format == REDO_FMT_COMPACT) {
+        if ((k = rec_get_compact(p + *off, n - *off, *prev_lsn + 1, &t)) < 0)
+            return k;
+    } else {
+        if ((k = rec_get(p + *off, n - *off, &delta, &prev_delta, &t)) < 0)
+            return k;
+        if (delta != 1 || rec_resolve(&t, *prev_lsn + 1, prev_delta) < 0)
+            return RD_ECORRUPT;
+    }
     *off += (size_t)k;
     *prev_lsn = t.lsn;
     *r = t;

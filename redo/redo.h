@@ -7,8 +7,14 @@
  * LSNs here are record sequence numbers: each record's LSN is the previous
  * record's + 1 (no byte positions: there is no log file on the writer).
  *
- * Record encoding (inside a batch; all integers are LEB128 varints unless
- * noted):
+ * Record encoding, REDO_FMT_COMPACT (what the writer sends; redo/README.md):
+ *   u8 tag        bits 0-4 type, bit 5 CPL, bit 6 back-link = lsn - 1; bit 7 zero
+ *   [prev_pg_delta] varint, only without bit 6 (0 = no back-link; never 1)
+ *   page records: varint page_id, varint body_len, body; a commit: its 8-byte body
+ *   (the LSN is implied: first_lsn + index; R2)
+ *
+ * Record encoding, REDO_FMT_V1 (older batches; and the storage nodes' hot log,
+ * with the absolute lsn first); all integers are LEB128 varints unless noted:
  *   lsn_delta     lsn - (previous record's lsn in this batch, or batch.first_lsn - 1)
  *   prev_pg_delta lsn - (LSN of the previous record of the same protection
  *                 group: the back-link; 0 for the first record ever)
@@ -19,7 +25,8 @@
  *
  * Batch payload (what goes in one frame to a storage node; frame type
  * SN_MSG_WRITE, frame epoch = volume epoch):
- *   u64 first_lsn, u64 last_lsn, u32 nrecords, u32 pg (protection group, 0),
+ *   u64 first_lsn, u64 last_lsn, u32 nrecords, u16 pg (protection group, 0),
+ *   u8 format (REDO_FMT_*: a V1-only reader sees a nonzero u32 "pg" and refuses), u8 0,
  *   u64 vdl (writer's VDL when sent: lets nodes garbage-collect and readers
  *   know), then the records. Decoders validate every length and that the LSNs
  *   run first_lsn..last_lsn without holes; RD_ECORRUPT otherwise.
@@ -34,6 +41,9 @@
 
 #define REDO_REC_COMMIT 16u     /* a transaction's commit: body u64 txn id */
 #define REDO_FLAG_CPL 0x01u     /* consistency point */
+/* Batch formats (header bytes 20..23; redo/README.md "Formats", R5): */
+#define REDO_FMT_V1 0u          /* the first form: every record as lsn_delta, prev_pg_delta, page, type, flags, len */
+#define REDO_FMT_COMPACT 1u     /* one tag byte (type, CPL, back-link = previous LSN); what redo_batch_begin writes */
 #define REDO_BATCH_HDR_SIZE 32u
 #define REDO_MAX_BODY (16u * 1024u)
 #define REDO_NODES 6u
@@ -55,6 +65,7 @@ struct redo_batch_hdr {
     uint32_t nrecords;
     uint32_t pg;
     uint64_t vdl;
+    uint8_t format; /* REDO_FMT_V1 or REDO_FMT_COMPACT */
 };
 
 /* Batch builder: redo_batch_begin, then redo_batch_add for each record (in
@@ -64,7 +75,10 @@ struct redo_batch {
     struct redo_batch_hdr hdr;
     uint64_t last_lsn;
 };
+/* Starts a REDO_FMT_COMPACT batch. */
 void redo_batch_begin(struct redo_batch *b, uint64_t first_lsn);
+/* The same in a given format (tests, and re-encoding what was decoded). */
+void redo_batch_begin_format(struct redo_batch *b, uint64_t first_lsn, uint8_t format);
 int redo_batch_add(struct redo_batch *b, const struct redo_rec *r);
 /* Completes the header (vdl) and returns the payload (b->buf) ready for frame_append. */
 void redo_batch_finish(struct redo_batch *b, uint64_t vdl);

@@ -285,7 +285,7 @@ static void up_on_wal(struct server *s, const struct repl_wal *m)
             rd_panic("a record accepted by the WAL failed to decode");
         uint8_t marker[24];
         rd_put_u64le(marker, m->send_time_us);
-        if (r.type == WAL_REC_PAGE_DELTA || r.type == WAL_REC_PAGE_IMAGE) {
+        if (ENGINE_REC_IS_PAGE(r.type)) {
             up_pending_push(u, end, r.type, r.page_id, r.body, r.body_len);
         } else if (r.type == WAL_REC_COMMIT) {
             up_pending_push(u, end, r.type, 0, marker, 8);

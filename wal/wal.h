@@ -27,6 +27,8 @@
 enum wal_rec_type {
     WAL_REC_PAGE_DELTA = 1, /* = ENGINE_REC_PAGE_DELTA */
     WAL_REC_PAGE_IMAGE = 2, /* = ENGINE_REC_PAGE_IMAGE */
+    WAL_REC_CELL_INSERT = 3, /* = ENGINE_REC_CELL_INSERT (logical: engine/README.md E16) */
+    WAL_REC_PAGE_SPLIT = 4, /* = ENGINE_REC_PAGE_SPLIT */
     WAL_REC_COMMIT = 16,    /* body: u64 commit wall time (µs since epoch), u64 txn id */
     WAL_REC_CHECKPOINT = 17,/* body: u64 redo lsn, u32 timeline, u64 wall time µs */
     WAL_REC_SWITCH = 18,    /* no body: the rest of this segment is unused */

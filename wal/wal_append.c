@@ -122,7 +122,7 @@ static int sink_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flag
                      size_t body_len, uint64_t *end_lsn)
 {
     struct wal *w = ctx;
-    if (rec_type != WAL_REC_PAGE_DELTA && rec_type != WAL_REC_PAGE_IMAGE)
+    if (!ENGINE_REC_IS_PAGE(rec_type))
         return RD_EPROTO;
     if (page_id == ENGINE_PAGE_NONE || body_len == 0)
         return RD_EPROTO;

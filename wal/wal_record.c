@@ -78,6 +78,8 @@ _Static_assert(WAL_RECORD_HDR_SIZE == 32, "record header is 32 bytes");
 _Static_assert(WAL_SEG_HDR_SIZE == 64, "segment header is 64 bytes");
 _Static_assert((int)WAL_REC_PAGE_DELTA == (int)ENGINE_REC_PAGE_DELTA, "type 1 is the engine's");
 _Static_assert((int)WAL_REC_PAGE_IMAGE == (int)ENGINE_REC_PAGE_IMAGE, "type 2 is the engine's");
+_Static_assert((int)WAL_REC_CELL_INSERT == (int)ENGINE_REC_CELL_INSERT, "type 3 is the engine's");
+_Static_assert((int)WAL_REC_PAGE_SPLIT == (int)ENGINE_REC_PAGE_SPLIT, "type 4 is the engine's");
 _Static_assert(WAL_BODY_MAX + WAL_RECORD_HDR_SIZE + WAL_SEG_HDR_SIZE < WAL_SEG_SIZE_MIN / 2,
                "a record fits in half a segment");
 
@@ -154,6 +156,8 @@ const char *wal_rec_type_name(uint8_t type)
     switch (type) {
     case WAL_REC_PAGE_DELTA: return "PAGE_DELTA";
     case WAL_REC_PAGE_IMAGE: return "PAGE_IMAGE";
+    case WAL_REC_CELL_INSERT: return "CELL_INSERT";
+    case WAL_REC_PAGE_SPLIT: return "PAGE_SPLIT";
     case WAL_REC_COMMIT: return "COMMIT";
     case WAL_REC_CHECKPOINT: return "CHECKPOINT";
     case WAL_REC_SWITCH: return "SWITCH";
@@ -167,7 +171,9 @@ static int type_body_ok(uint8_t type, uint32_t page_id, size_t body_len)
 {
     switch (type) {
     case WAL_REC_PAGE_DELTA:
-    case WAL_REC_PAGE_IMAGE: return page_id != ENGINE_PAGE_NONE && body_len > 0;
+    case WAL_REC_PAGE_IMAGE:
+    case WAL_REC_CELL_INSERT:
+    case WAL_REC_PAGE_SPLIT: return page_id != ENGINE_PAGE_NONE && body_len > 0;
     case WAL_REC_COMMIT: return page_id == ENGINE_PAGE_NONE && body_len == WAL_COMMIT_BODY;
     case WAL_REC_CHECKPOINT: return page_id == ENGINE_PAGE_NONE && body_len == WAL_CHECKPOINT_BODY;
     case WAL_REC_SWITCH: return page_id == ENGINE_PAGE_NONE && body_len == 0;

@@ -178,7 +178,7 @@ static int recover_replay(struct wal *w, struct engine *e, uint64_t cut, uint64_
     struct wal_record rec;
     *applied = 0;
     while ((rc = wal_reader_next(r, &rec)) == 1 && rec.end_lsn <= cut) {
-        if (rec.type != WAL_REC_PAGE_DELTA && rec.type != WAL_REC_PAGE_IMAGE)
+        if (!ENGINE_REC_IS_PAGE(rec.type))
             continue;
         rc = engine_redo(e, rec.page_id, rec.type, rec.body, rec.body_len, rec.end_lsn);
         if (rc < 0) {

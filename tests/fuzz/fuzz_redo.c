@@ -24,7 +24,7 @@ static void fuzz_batch(const uint8_t *data, size_t size)
         return;
     rd_assert(h.last_lsn - h.first_lsn + 1 == h.nrecords);
     struct redo_batch b = {0};
-    redo_batch_begin(&b, h.first_lsn);
+    redo_batch_begin_format(&b, h.first_lsn, h.format); /* re-encode in the form decoded */
     size_t off = REDO_BATCH_HDR_SIZE;
     uint64_t prev = 0, count = 0;
     struct redo_rec r;

@@ -43,9 +43,9 @@ static void random_rec(struct redo_rec *r, uint64_t lsn, uint8_t *store)
 {
     memset(r, 0, sizeof(*r));
     r->lsn = lsn;
-    r->prev_pg_lsn = (lsn == 1 || rng_below(4) == 0) ? 0 : lsn - 1 - rng_below(lsn - 1);
+    r->prev_pg_lsn = (lsn == 1 || rng_below(4) == 0) ? 0 : rng_below(2) ? lsn - 1 : lsn - 1 - rng_below(lsn - 1);
     r->flags = (uint8_t)(rng_below(2) ? REDO_FLAG_CPL : 0);
-    switch (rng_below(3)) {
+    switch (rng_below(4)) {
     case 0:
         r->type = REDO_REC_COMMIT;
         r->page_id = ENGINE_PAGE_NONE;
@@ -55,6 +55,11 @@ static void random_rec(struct redo_rec *r, uint64_t lsn, uint8_t *store)
         r->type = ENGINE_REC_PAGE_DELTA;
         r->page_id = rng_below(8) == 0 ? ENGINE_PAGE_NONE - 1 : (uint32_t)rng_below(100000);
         r->body_len = (uint32_t)rng_below(200);
+        break;
+    case 2:
+        r->type = rng_below(2) ? ENGINE_REC_CELL_INSERT : ENGINE_REC_PAGE_SPLIT;
+        r->page_id = (uint32_t)rng_below(1u << (7 * (1 + rng_below(4))));
+        r->body_len = (uint32_t)rng_below(300);
         break;
     default:
         r->type = ENGINE_REC_PAGE_IMAGE;
@@ -106,10 +111,12 @@ static int iterate(const uint8_t *p, size_t n, struct redo_rec *out, size_t max)
 #define MAXREC 64
 static uint8_t bodies[MAXREC][REDO_MAX_BODY];
 
+static uint8_t batch_format = REDO_FMT_COMPACT; /* what build_batch writes */
+
 /* Builds a batch of nrec random records starting at first; recs receive them. */
 static void build_batch(struct redo_batch *b, uint64_t first, size_t nrec, struct redo_rec *recs, uint64_t vdl)
 {
-    redo_batch_begin(b, first);
+    redo_batch_begin_format(b, first, batch_format);
     for (size_t i = 0; i < nrec; i++) {
         random_rec(&recs[i], first + i, bodies[i]);
         cr_assert_eq(redo_batch_add(b, &recs[i]), 0);
@@ -175,7 +182,7 @@ Test(redo_rec, encoder_rejects_malformed_records)
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)-EINVAL);
     r = ok; r.lsn = 0; r.prev_pg_lsn = 0;
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)-EINVAL);
-    r = ok; r.type = 3;
+    r = ok; r.type = 9;
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)-EINVAL);
     r = ok; r.flags = 0x02;
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)-EINVAL);
@@ -225,10 +232,11 @@ Test(redo_batch, round_trips_random_batches)
     rng_seed("batch_round_trip");
     struct redo_batch b = {0};
     struct redo_rec recs[MAXREC], got[MAXREC];
-    for (int it = 0; it < 300; it++) {
+    for (int it = 0; it < 600; it++) {
         uint64_t first = 1 + rng_below(it % 2 ? 1000 : UINT64_MAX - MAXREC - 1);
         size_t nrec = rng_below(MAXREC + 1);
         uint64_t vdl = rng_next();
+        batch_format = (it / 2) % 2 ? REDO_FMT_V1 : REDO_FMT_COMPACT;
         build_batch(&b, first, nrec, recs, vdl); /* reuses b's buffer */
         struct redo_batch_hdr h;
         cr_assert_eq(redo_batch_parse_hdr(b.buf.data, b.buf.len, &h), 0);
@@ -236,11 +244,13 @@ Test(redo_batch, round_trips_random_batches)
         cr_assert_eq(h.last_lsn, first + nrec - 1);
         cr_assert_eq(h.nrecords, nrec);
         cr_assert_eq(h.pg, 0);
+        cr_assert_eq(h.format, batch_format);
         cr_assert_eq(h.vdl, vdl);
         cr_assert_eq(iterate(b.buf.data, b.buf.len, got, MAXREC), (int)nrec);
         for (size_t i = 0; i < nrec; i++)
             assert_rec_eq(&recs[i], &got[i]);
     }
+    batch_format = REDO_FMT_COMPACT;
     redo_batch_free(&b);
 }
 
@@ -286,7 +296,9 @@ Test(redo_batch, parse_rejects_bad_headers_holes_and_trailing_bytes)
     rng_seed("bad_headers");
     struct redo_batch b = {0};
     struct redo_rec recs[MAXREC];
+    batch_format = REDO_FMT_V1;
     build_batch(&b, 10, 5, recs, 3);
+    batch_format = REDO_FMT_COMPACT;
     uint8_t *p = malloc(b.buf.len + 1);
     size_t n = b.buf.len;
     struct redo_batch_hdr h;
@@ -319,12 +331,79 @@ Test(redo_batch, parse_rejects_bad_headers_holes_and_trailing_bytes)
     redo_batch_free(&b);
 }
 
+Test(redo_batch, compact_format_is_versioned_canonical_and_smaller)
+{
+    struct redo_batch b = {0}, v1 = {0};
+    uint8_t body[5] = {1, 2, 3, 4, 5}, txn[8] = {7};
+    /* A transaction as the writer logs it: a leaf record, the meta page, the commit. */
+    struct redo_rec rs[3] = {
+        {.lsn = 1000, .prev_pg_lsn = 999, .page_id = 300, .type = ENGINE_REC_CELL_INSERT, .body = body, .body_len = 5},
+        {.lsn = 1001, .prev_pg_lsn = 1000, .page_id = 0, .type = ENGINE_REC_PAGE_DELTA, .flags = REDO_FLAG_CPL,
+         .body = body, .body_len = 5},
+        {.lsn = 1002, .prev_pg_lsn = 1001, .page_id = ENGINE_PAGE_NONE, .type = REDO_REC_COMMIT,
+         .flags = REDO_FLAG_CPL, .body = txn, .body_len = 8}};
+    redo_batch_begin(&b, 1000);
+    redo_batch_begin_format(&v1, 1000, REDO_FMT_V1);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(redo_batch_add(&b, &rs[i]), 0);
+        cr_assert_eq(redo_batch_add(&v1, &rs[i]), 0);
+    }
+    redo_batch_finish(&b, 5);
+    redo_batch_finish(&v1, 5);
+    /* tag + 2-byte page + len + 5 | tag + page + len + 5 | tag + 8 */
+    cr_assert_eq(b.buf.len, REDO_BATCH_HDR_SIZE + (1 + 2 + 1 + 5) + (1 + 1 + 1 + 5) + (1 + 8));
+    cr_assert_eq(v1.buf.len, REDO_BATCH_HDR_SIZE + (6 + 1 + 5) + (6 + 5) + (6 + 8));
+    /* A reader of the first form only (pg = u32 at 20 must be 0) refuses the compact form. */
+    cr_assert_neq(rd_get_u32le(b.buf.data + 20), 0);
+    cr_assert_eq(rd_get_u32le(v1.buf.data + 20), 0);
+    struct redo_rec got[3];
+    cr_assert_eq(iterate(b.buf.data, b.buf.len, got, 3), 3);
+    for (int i = 0; i < 3; i++)
+        assert_rec_eq(&rs[i], &got[i]);
+    uint8_t *p = malloc(b.buf.len);
+    size_t n = b.buf.len, first = REDO_BATCH_HDR_SIZE;
+    struct redo_batch_hdr h;
+#define RESET() memcpy(p, b.buf.data, n)
+    RESET(); p[22] = 2; /* unknown format */
+    cr_assert_eq(redo_batch_parse_hdr(p, n, &h), RD_ECORRUPT);
+    RESET(); p[23] = 1; /* reserved */
+    cr_assert_eq(redo_batch_parse_hdr(p, n, &h), RD_ECORRUPT);
+    RESET(); p[first] |= 0x80; /* reserved tag bit */
+    cr_assert_eq(iterate(p, n, NULL, 0), RD_ECORRUPT);
+    RESET(); p[first] = (uint8_t)(p[first] & ~0x1fu) | 9; /* unknown type */
+    cr_assert_eq(iterate(p, n, NULL, 0), RD_ECORRUPT);
+    RESET(); memcpy(p + first + 1, "\xff\xff\xff\xff\x0f", 5); /* page id 0xFFFFFFFF (none) */
+    cr_assert_eq(iterate(p, n, NULL, 0), RD_ECORRUPT);
+    free(p);
+    /* Non-canonical: a back-link delta of 1 written as a varint (the tag bit says it). */
+    const uint8_t hdr_then[] = {ENGINE_REC_PAGE_DELTA, 1, 3, 0};
+    uint8_t q[REDO_BATCH_HDR_SIZE + sizeof(hdr_then)];
+    memcpy(q, b.buf.data, REDO_BATCH_HDR_SIZE);
+    rd_put_u64le(q + 8, 1000);
+    rd_put_u32le(q + 16, 1);
+    memcpy(q + REDO_BATCH_HDR_SIZE, hdr_then, sizeof(hdr_then));
+    cr_assert_eq(iterate(q, sizeof(q), NULL, 0), RD_ECORRUPT);
+    q[REDO_BATCH_HDR_SIZE + 1] = 0; /* no back-link: fine */
+    cr_assert_eq(iterate(q, sizeof(q), NULL, 0), 1);
+    /* The back-link bit at LSN 1 would name LSN 0 ("none"). */
+    rd_put_u64le(q, 1);
+    rd_put_u64le(q + 8, 1);
+    q[REDO_BATCH_HDR_SIZE] = ENGINE_REC_PAGE_DELTA | 0x40;
+    const uint8_t rest[] = {3, 0, 0};
+    memcpy(q + REDO_BATCH_HDR_SIZE + 1, rest, 3);
+    cr_assert_eq(iterate(q, REDO_BATCH_HDR_SIZE + 3, NULL, 0), RD_ECORRUPT);
+#undef RESET
+    redo_batch_free(&b);
+    redo_batch_free(&v1);
+}
+
 Test(redo_batch, every_truncation_is_rejected)
 {
     rng_seed("truncation");
     struct redo_batch b = {0};
     struct redo_rec recs[MAXREC];
-    for (int it = 0; it < 20; it++) {
+    for (int it = 0; it < 40; it++) {
+        batch_format = it % 2 ? REDO_FMT_V1 : REDO_FMT_COMPACT;
         build_batch(&b, 1 + rng_below(1000), 1 + rng_below(12), recs, 0);
         for (size_t cut = 0; cut < b.buf.len; cut++) {
             uint8_t *p = malloc(cut ? cut : 1); /* exact size: ASan sees any overread */
@@ -333,6 +412,7 @@ Test(redo_batch, every_truncation_is_rejected)
             free(p);
         }
     }
+    batch_format = REDO_FMT_COMPACT;
     redo_batch_free(&b);
 }
 
@@ -341,7 +421,8 @@ Test(redo_batch, bit_flips_never_crash_and_decoded_records_stay_in_bounds)
     rng_seed("bit_flips");
     struct redo_batch b = {0};
     struct redo_rec recs[MAXREC];
-    for (int it = 0; it < 10; it++) {
+    for (int it = 0; it < 20; it++) {
+        batch_format = it % 2 ? REDO_FMT_V1 : REDO_FMT_COMPACT;
         build_batch(&b, 1 + rng_below(1u << 20), 1 + rng_below(6), recs, rng_below(100));
         size_t n = RD_MIN(b.buf.len, (size_t)600); /* flip within the headers, mostly */
         uint8_t *p = malloc(b.buf.len);
@@ -357,6 +438,7 @@ Test(redo_batch, bit_flips_never_crash_and_decoded_records_stay_in_bounds)
         }
         free(p);
     }
+    batch_format = REDO_FMT_COMPACT;
     redo_batch_free(&b);
 }
 
