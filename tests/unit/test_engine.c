@@ -435,6 +435,14 @@ Test(engine, replays_record_stream_from_empty_into_identical_pages, .timeout = 1
             m->present = true;
         }
     }
+    /* E16: the stream holds logical records (inserts, splits' left halves) besides deltas
+     * and images, and everything below replays them too. */
+    size_t per_type[8] = {0};
+    for (size_t i = 0; i < ca.n; i++)
+        per_type[ca.recs[i].type & 7]++;
+    cr_assert_gt(per_type[ENGINE_REC_CELL_INSERT], 100);
+    cr_assert_gt(per_type[ENGINE_REC_PAGE_SPLIT], 10);
+    cr_assert_gt(per_type[ENGINE_REC_PAGE_DELTA], 100);
     /* from an empty file: the replica builds the same initial pages */
     struct engine *b = open_engine(pb, 64, &cb);
     for (int pass = 0; pass < 2; pass++) { /* the second pass must change nothing */
@@ -546,6 +554,147 @@ Test(engine, apply_rejects_malformed_bodies_and_leaves_page_unchanged)
     cr_assert_eq(page[18], 0xAB);
     cr_assert_eq(page[8191], 0xAB);
     cr_assert_eq(engine_page_lsn(page), 7);
+}
+
+/* A leaf page (id 7) with n cells "k00".."k(n-1)" of vlen-byte values, the odd ones removed
+ * again when holes is set (fragmented free space). */
+static void logical_leaf(uint8_t *p, unsigned n, unsigned vlen, bool holes)
+{
+    memset(p, 0, ENGINE_PAGE_SIZE);
+    pg_init(p, 7, PG_LEAF);
+    uint8_t c[LEAF_CELL_HDR + 3 + 2000];
+    for (unsigned i = 0; i < n; i++) {
+        rd_put_u16le(c, 3);
+        rd_put_u32le(c + 2, vlen);
+        c[6] = 0;
+        c[7] = 'k';
+        c[8] = (uint8_t)('0' + i / 10); /* past '9' for i >= 100: still ascending */
+        c[9] = (uint8_t)('0' + i % 10);
+        memset(c + 10, 'v', vlen);
+        cr_assert(pg_insert_cell(p, i, c, LEAF_CELL_HDR + 3 + vlen));
+    }
+    if (holes) { /* fill the gap to 10 bytes with one last cell, then free two in the middle */
+        unsigned fill = pg_upper(p) - pg_lower(p) - 2 - 10 - (LEAF_CELL_HDR + 3);
+        rd_put_u32le(c + 2, fill);
+        c[7] = 'z';
+        memset(c + 10, 'f', fill);
+        cr_assert(pg_insert_cell(p, n, c, LEAF_CELL_HDR + 3 + fill));
+        pg_remove_cell(p, 3);
+        pg_remove_cell(p, 1);
+        cr_assert_lt(pg_upper(p) - pg_lower(p), 20);
+    }
+    cr_assert_eq(pg_check(p, 7), 0);
+}
+
+static void expect_reject_on(const uint8_t *page0, uint8_t type, const uint8_t *body, size_t len)
+{
+    static uint8_t page[ENGINE_PAGE_SIZE];
+    memcpy(page, page0, sizeof(page));
+    cr_assert_eq(engine_page_apply(page, type, body, len, 99), RD_ECORRUPT, "accepted a bad logical record");
+    cr_assert(memcmp(page, page0, sizeof(page)) == 0, "a rejected record changed the page");
+}
+
+Test(engine, logical_records_apply_exactly_and_reject_what_does_not_fit)
+{
+    static uint8_t leaf[ENGINE_PAGE_SIZE], after[ENGINE_PAGE_SIZE], got[ENGINE_PAGE_SIZE];
+    uint8_t b[4 + LEAF_CELL_HDR + 3 + 2000], cell[LEAF_CELL_HDR + 3 + 2000];
+    rd_put_u16le(cell, 3);
+    rd_put_u32le(cell + 2, 20);
+    cell[6] = 0;
+    memcpy(cell + 7, "k05", 3); /* sorts after k04, before k06 */
+    cell[7 + 2] = '5';
+    memset(cell + 10, 'n', 20);
+    const unsigned csz = LEAF_CELL_HDR + 3 + 20;
+    /* Builder and apply agree (E8) for an insert, an insert that compacts, a split's left
+     * half with and without a new cell; pg_build_change picks the logical form. */
+    for (int holes = 0; holes < 2; holes++) {
+        logical_leaf(leaf, holes ? 60 : 10, holes ? 100 : 30, holes);
+        memcpy(after, leaf, sizeof(after));
+        unsigned pos = holes ? 3 : 5;
+        cr_assert(pg_insert_cell(after, pos, cell, csz));
+        uint8_t type = 0;
+        size_t len = pg_build_change(leaf, after, b, &type);
+        cr_assert_eq(type, ENGINE_REC_CELL_INSERT);
+        cr_assert_eq(len, 2 + csz);
+        memcpy(got, leaf, sizeof(got));
+        cr_assert_eq(engine_page_apply(got, type, b, len, 9), 0);
+        cr_assert(memcmp(got + 16, after + 16, ENGINE_PAGE_SIZE - 16) == 0);
+        if (holes)
+            cr_assert_eq(pg_frag(after), 0, "this insert compacted the page");
+    }
+    logical_leaf(leaf, 40, 60, false);
+    for (int with_cell = 0; with_cell < 2; with_cell++) {
+        pg_init(after, 7, PG_LEAF);
+        unsigned keep = 20;
+        for (unsigned i = 0, j = 0; i < keep; i++) {
+            if (with_cell && i == 5)
+                cr_assert(pg_insert_cell(after, i, cell, csz));
+            else {
+                const uint8_t *c = pg_cell(leaf, j++);
+                cr_assert(pg_insert_cell(after, i, c, pg_cell_size(leaf, c)));
+            }
+        }
+        uint8_t type = 0;
+        size_t len = pg_build_change(leaf, after, b, &type);
+        cr_assert_eq(type, ENGINE_REC_PAGE_SPLIT);
+        cr_assert_eq(len, with_cell ? 4 + csz : 2);
+        memcpy(got, leaf, sizeof(got));
+        cr_assert_eq(engine_page_apply(got, type, b, len, 9), 0);
+        cr_assert(memcmp(got + 16, after + 16, ENGINE_PAGE_SIZE - 16) == 0);
+    }
+    /* A change of no logical shape is a delta. */
+    memcpy(after, leaf, sizeof(after));
+    after[ENGINE_PAGE_SIZE - 1] ^= 1;
+    uint8_t type = 0;
+    cr_assert_gt(pg_build_change(leaf, after, b, &type), 0);
+    cr_assert_eq(type, ENGINE_REC_PAGE_DELTA);
+
+    /* Rejections, the page unchanged. */
+    logical_leaf(leaf, 10, 30, false);
+    rd_put_u16le(b, 3);
+    memcpy(b + 2, cell, csz);
+    memcpy(got, leaf, sizeof(got));
+    cr_assert_eq(engine_page_apply(got, ENGINE_REC_CELL_INSERT, b, 2 + csz, 9), 0); /* sanity */
+    expect_reject_on(leaf, ENGINE_REC_CELL_INSERT, b, 2 + csz - 1); /* cell length disagrees */
+    expect_reject_on(leaf, ENGINE_REC_CELL_INSERT, b, 2 + csz + 1);
+    expect_reject_on(leaf, ENGINE_REC_CELL_INSERT, b, 1);
+    rd_put_u16le(b, 11); /* slot past nslots */
+    expect_reject_on(leaf, ENGINE_REC_CELL_INSERT, b, 2 + csz);
+    rd_put_u16le(b, 3);
+    rd_put_u16le(b + 2, 0); /* key length 0 */
+    expect_reject_on(leaf, ENGINE_REC_CELL_INSERT, b, 2 + csz);
+    rd_put_u16le(b + 2, 3);
+    rd_put_u32le(b + 4, 9000); /* inline value longer than a page */
+    expect_reject_on(leaf, ENGINE_REC_CELL_INSERT, b, 2 + csz);
+    rd_put_u32le(b + 4, 20);
+    static uint8_t zero[ENGINE_PAGE_SIZE], garbage[ENGINE_PAGE_SIZE], full[ENGINE_PAGE_SIZE];
+    expect_reject_on(zero, ENGINE_REC_CELL_INSERT, b, 2 + csz); /* not a leaf or internal page */
+    for (size_t i = 0; i < sizeof(garbage); i++)
+        garbage[i] = (uint8_t)(i * 7);
+    garbage[PG_OFF_TYPE] = PG_LEAF;
+    expect_reject_on(garbage, ENGINE_REC_CELL_INSERT, b, 2 + csz); /* fails the structure check */
+    logical_leaf(full, 113, 60, false); /* no room for another cell */
+    cr_assert_lt(pg_free_total(full), csz + 2);
+    expect_reject_on(full, ENGINE_REC_CELL_INSERT, b, 2 + csz);
+    memcpy(got, leaf, sizeof(got));
+    rd_put_u16le(got + PG_OFF_FRAG, 500); /* free-space accounting that does not add up */
+    expect_reject_on(got, ENGINE_REC_CELL_INSERT, b, 2 + csz);
+    uint8_t sp[4 + sizeof(cell)];
+    rd_put_u16le(sp, 11); /* keep more cells than there are */
+    expect_reject_on(leaf, ENGINE_REC_PAGE_SPLIT, sp, 2);
+    rd_put_u16le(sp, 5);
+    rd_put_u16le(sp + 2, 5); /* the new cell outside the kept prefix */
+    memcpy(sp + 4, cell, csz);
+    expect_reject_on(leaf, ENGINE_REC_PAGE_SPLIT, sp, 4 + csz);
+    expect_reject_on(leaf, ENGINE_REC_PAGE_SPLIT, sp, 3);
+    rd_put_u16le(sp + 2, 4);
+    memcpy(got, leaf, sizeof(got));
+    cr_assert_eq(engine_page_apply(got, ENGINE_REC_PAGE_SPLIT, sp, 4 + csz, 9), 0); /* sanity */
+    cr_assert_eq(pg_nslots(got), 5);
+    cr_assert_eq(engine_rec_validate(ENGINE_REC_PAGE_SPLIT, sp, 4 + csz), 0);
+    cr_assert_eq(engine_rec_validate(ENGINE_REC_PAGE_SPLIT, sp, 1), RD_ECORRUPT);
+    cr_assert_eq(engine_rec_validate(ENGINE_REC_CELL_INSERT, b, 2 + 6), RD_ECORRUPT); /* shorter than any cell */
+    cr_assert_eq(engine_rec_validate(9, b, 10), RD_ECORRUPT);
 }
 
 /* ---------------------------------------------------------------- checksums */
