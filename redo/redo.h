@@ -26,7 +26,7 @@
  * Batch payload (what goes in one frame to a storage node; frame type
  * SN_MSG_WRITE, frame epoch = volume epoch):
  *   u64 first_lsn, u64 last_lsn, u32 nrecords, u16 pg (protection group, 0),
- *   u8 format (REDO_FMT_*: a V1-only reader sees a nonzero u32 "pg" and refuses), u8 0,
+ *   u8 format (REDO_FMT_*: a reader of the first form only sees a nonzero u32 "pg" and refuses), u8 0,
  *   u64 vdl (writer's VDL when sent: lets nodes garbage-collect and readers
  *   know), then the records. Decoders validate every length and that the LSNs
  *   run first_lsn..last_lsn without holes; RD_ECORRUPT otherwise.
