@@ -22,6 +22,7 @@ static void usage(FILE *f)
             "                        WAL to replicas) or replica (classic: streams from --primary)\n"
             "  --dir DIR             data directory (created if missing): control, wal/, data.rdb\n"
             "  --port N              client port (default 6380)\n"
+            "  --listen-fd N         (set by a rejoin, CR7) adopt this listening socket for --port\n"
             "  --metrics-port N      Prometheus metrics on http://bind:N/metrics (default off)\n"
             "  --bind ADDR           IPv4 address to listen on (default 127.0.0.1)\n"
             "  --cache-mb N          buffer pool size in MiB (default 128)\n"
