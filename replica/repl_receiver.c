@@ -388,6 +388,19 @@ void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t
                     ws.system_id);
             return;
         }
+        if (m.timeline == wal_timeline(s->wal) && m.prev_timeline != 0 && wal_timeline_parent(s->wal) != 0 &&
+            (m.prev_timeline != wal_timeline_parent(s->wal) || m.switch_lsn != wal_timeline_switch_lsn(s->wal))) {
+            /* CR8: the same timeline number, another history (a crash timeline, CR3, that met a
+             * promotion's number): streaming "our" timeline from there would mix two histories. */
+            char a[32], b[32];
+            lsn_str(m.switch_lsn, a, sizeof(a));
+            lsn_str(wal_timeline_switch_lsn(s->wal), b, sizeof(b));
+            u->reclone_requested = 1;
+            repl_up_fail(s, "the primary's timeline %u forks from timeline %u at %s, ours from timeline %u at %s: "
+                         "two histories with one number; re-cloning", m.timeline, m.prev_timeline, a,
+                         wal_timeline_parent(s->wal), b);
+            return;
+        }
         if (m.start_lsn < wal_insert_lsn(s->wal)) { /* CR4: the primary's history forks below our end */
             char f[32], a[32];
             lsn_str(m.start_lsn, f, sizeof(f));

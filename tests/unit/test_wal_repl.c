@@ -651,3 +651,31 @@ Test(wal_repl, init_from_backup_then_append_encoded_from_redo_then_recover)
     remove_dir(pd);
     remove_dir(rd);
 }
+
+/* W16: promotions take their term's block, crash restarts +1 inside it; limits refuse. */
+Test(wal_repl, timeline_numbers_per_term_block_and_crash_restarts)
+{
+    uint32_t t;
+    cr_assert_eq(wal_promotion_timeline(1, 17, &t), 0);
+    cr_assert_eq(t, 17u << 12);
+    cr_assert_eq(wal_crash_timeline(t, &t), 0);
+    cr_assert_eq(t, (17u << 12) + 1);
+    /* a promotion under a term not above the current block starts the next block */
+    cr_assert_eq(wal_promotion_timeline(t, 3, &t), 0);
+    cr_assert_eq(t, 18u << 12);
+    cr_assert_eq(wal_promotion_timeline(t, 0, &t), 0);
+    cr_assert_eq(t, 19u << 12);
+    /* old-style numbers (W15: timeline = term) move to a block above them */
+    cr_assert_eq(wal_promotion_timeline(65, 66, &t), 0);
+    cr_assert_eq(t, 66u << 12);
+    /* sixteen crash restarts of a node on term 17's block never reach term 33's block */
+    uint32_t a = 17u << 12;
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(wal_crash_timeline(a, &a), 0);
+    cr_assert_lt(a, 33u << 12);
+    cr_assert_eq(wal_crash_timeline((17u << 12) + WAL_TLI_CRASH_MASK - 1, &t), 0);
+    cr_assert_eq(wal_crash_timeline((17u << 12) + WAL_TLI_CRASH_MASK, &t), -ERANGE);
+    cr_assert_eq(wal_promotion_timeline(1, 1ull << 20, &t), -ERANGE);
+    cr_assert_eq(wal_promotion_timeline(UINT32_MAX, 0, &t), -ERANGE);
+    cr_assert_eq(wal_promotion_timeline(1, (1ull << 20) - 1, &t), 0);
+}
