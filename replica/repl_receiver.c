@@ -250,8 +250,8 @@ void repl_up_apply_ready(struct server *s, uint64_t limit_lsn)
         if (type == WAL_REC_CHECKPOINT) {
             u->last_ckpt_lsn = rd_get_u64le(body + 8);
             u->last_ckpt_redo = rd_get_u64le(body + 16);
-            if (rd_now_ms() - u->last_restartpoint_ms >= REPL_RESTARTPOINT_MS) {
-                int rc = wal_restartpoint(s->wal, s->engine, u->last_ckpt_lsn, u->last_ckpt_redo);
+            if (rd_now_ms() - u->last_restartpoint_ms >= REPL_RESTARTPOINT_MS && !wal_checkpoint_active(s->wal)) {
+                int rc = repl_restartpoint_begin(s, u->last_ckpt_lsn, u->last_ckpt_redo); /* W17 */
                 if (rc < 0)
                     rd_panic("restart point failed: %s", rd_strerror(rc));
                 u->last_restartpoint_ms = rd_now_ms();

@@ -152,6 +152,14 @@ int wal_checkpoint_begin(struct wal *w, struct engine *e, uint64_t spread_ms);
 int wal_checkpoint_step(struct wal *w, struct engine *e, int *done);
 int wal_checkpoint_end(struct wal *w, struct engine *e);
 int wal_checkpoint_active(const struct wal *w);
+/* W17: a replica's spread restart point at the primary's CHECKPOINT record (checkpoint_lsn,
+ * redo_lsn), stepped with wal_checkpoint_step and finished with wal_restartpoint_end (engine_sync,
+ * control file, segment removal). wal_restartpoint (blocking) and wal_promote_fast supersede it. */
+int wal_restartpoint_begin(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, uint64_t redo_lsn,
+                           uint64_t spread_ms);
+int wal_restartpoint_end(struct wal *w, struct engine *e);
+/* 1 while the spread sweep in progress is a restart point. */
+int wal_restartpoint_active(const struct wal *w);
 /* Clean shutdown: checkpoint and mark the control file "shut down". */
 int wal_shutdown(struct wal *w, struct engine *e);
 /* Frees memory and closes files (no flush). */
