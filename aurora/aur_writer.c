@@ -103,9 +103,9 @@ uint64_t aurora_insert_lsn(const struct server *s) { return aur_of(s)->last_lsn;
 
 int aurora_append_commit(struct server *s, uint64_t txn_id, uint64_t *lsn)
 {
-    uint8_t body[8];
-    rd_put_u64le(body, txn_id);
-    int rc = aur_emit(s, ENGINE_PAGE_NONE, REDO_REC_COMMIT, ENGINE_REC_FLAG_MTR_END, body, 8, lsn);
+    uint8_t body[REDO_COMMIT_BODY_MAX];
+    size_t n = redo_commit_body(body, txn_id); /* a varint: 1-3 bytes in practice (redo/README.md) */
+    int rc = aur_emit(s, ENGINE_PAGE_NONE, REDO_REC_COMMIT, ENGINE_REC_FLAG_MTR_END, body, n, lsn);
     if (rc == 0)
         aur_of(s)->commits++;
     return rc;

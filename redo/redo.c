@@ -23,6 +23,27 @@ _Static_assert(REDO_FLAG_CPL == ENGINE_REC_FLAG_MTR_END, "CPL flag is the engine
 
 /* ------------------------------------------------------------ validity rule */
 
+size_t redo_commit_body(uint8_t *out, uint64_t txn_id)
+{
+    if (txn_id < (1ull << 49))
+        return redo_varint_put(out, txn_id); /* 1..7 bytes */
+    rd_put_u64le(out, txn_id);
+    return 8;
+}
+
+int redo_commit_txn(const uint8_t *body, size_t body_len, uint64_t *txn_id)
+{
+    if (body_len == 8) {
+        *txn_id = rd_get_u64le(body);
+        return 0;
+    }
+    uint64_t v;
+    if (body_len < 1 || body_len > 7 || redo_varint_get(body, body_len, &v) != (int)body_len)
+        return RD_ECORRUPT;
+    *txn_id = v;
+    return 0;
+}
+
 /* The rule both sides share, on the decoded fields. lsn must be known. */
 static int rec_fields_ok(const struct redo_rec *r)
 {
@@ -34,7 +55,9 @@ static int rec_fields_ok(const struct redo_rec *r)
         return 0;
     if (ENGINE_REC_IS_PAGE(r->type))
         return r->page_id != ENGINE_PAGE_NONE;
-    return r->type == REDO_REC_COMMIT && r->page_id == ENGINE_PAGE_NONE && r->body_len == 8;
+    uint64_t txn;
+    return r->type == REDO_REC_COMMIT && r->page_id == ENGINE_PAGE_NONE && r->body != NULL &&
+           redo_commit_txn(r->body, r->body_len, &txn) == 0;
 }
 
 int redo_rec_check(const struct redo_rec *r)
@@ -100,8 +123,7 @@ static int rec_get(const uint8_t *p, size_t n, uint64_t *first, uint64_t *prev_d
 #define TAG_TYPE_MASK 0x1fu
 #define TAG_CPL 0x20u
 #define TAG_BACK_PREV 0x40u /* back-link = lsn - 1 */
-#define TAG_RESERVED 0x80u
-#define COMMIT_BODY 8u
+#define TAG_COMMIT_U64 0x80u /* commits: an 8-byte body (u64) instead of a varint; else zero */
 _Static_assert(REDO_REC_COMMIT <= TAG_TYPE_MASK && ENGINE_REC_PAGE_SPLIT <= TAG_TYPE_MASK, "types fit the tag");
 
 /* Writes a compact record's header (everything before the body; a commit has none after
@@ -110,7 +132,9 @@ static size_t rec_put_hdr_compact(uint8_t *dst, const struct redo_rec *r)
 {
     size_t n = 0;
     bool back_prev = r->prev_pg_lsn != 0 && r->prev_pg_lsn == r->lsn - 1;
-    dst[n++] = (uint8_t)(r->type | ((r->flags & REDO_FLAG_CPL) ? TAG_CPL : 0) | (back_prev ? TAG_BACK_PREV : 0));
+    bool u64 = r->type == REDO_REC_COMMIT && r->body_len == 8;
+    dst[n++] = (uint8_t)(r->type | ((r->flags & REDO_FLAG_CPL) ? TAG_CPL : 0) | (back_prev ? TAG_BACK_PREV : 0) |
+                         (u64 ? TAG_COMMIT_U64 : 0));
     if (!back_prev)
         n += redo_varint_put(dst + n, r->prev_pg_lsn == 0 ? 0 : r->lsn - r->prev_pg_lsn);
     if (r->type != REDO_REC_COMMIT) {
@@ -129,10 +153,10 @@ static int rec_get_compact(const uint8_t *p, size_t n, uint64_t lsn, struct redo
     if (n < 1 || lsn == 0)
         return RD_ECORRUPT;
     uint8_t tag = p[off++];
-    if (tag & TAG_RESERVED)
-        return RD_ECORRUPT;
     r->lsn = lsn;
     r->type = tag & TAG_TYPE_MASK;
+    if ((tag & TAG_COMMIT_U64) && r->type != REDO_REC_COMMIT)
+        return RD_ECORRUPT;
     r->flags = (tag & TAG_CPL) ? REDO_FLAG_CPL : 0;
     if (tag & TAG_BACK_PREV) {
         if (lsn < 2)
@@ -147,9 +171,17 @@ static int rec_get_compact(const uint8_t *p, size_t n, uint64_t lsn, struct redo
             return RD_ECORRUPT; /* 1 is the tag bit's (R3); d == lsn would mean LSN 0 */
         r->prev_pg_lsn = d == 0 ? 0 : lsn - d;
     }
-    uint64_t body_len = COMMIT_BODY;
+    uint64_t body_len;
     if (r->type == REDO_REC_COMMIT) {
         r->page_id = ENGINE_PAGE_NONE;
+        if (tag & TAG_COMMIT_U64) {
+            body_len = 8;
+        } else { /* the body is one varint: its own length */
+            uint64_t txn;
+            if ((k = redo_varint_get(p + off, n - off, &txn)) < 0 || k > 7)
+                return RD_ECORRUPT;
+            body_len = (uint64_t)k;
+        }
     } else {
         uint64_t page;
         if ((k = redo_varint_get(p + off, n - off, &page)) < 0)

@@ -8,9 +8,10 @@
  * record's + 1 (no byte positions: there is no log file on the writer).
  *
  * Record encoding, REDO_FMT_COMPACT (what the writer sends; redo/README.md):
- *   u8 tag        bits 0-4 type, bit 5 CPL, bit 6 back-link = lsn - 1; bit 7 zero
+ *   u8 tag        bits 0-4 type, bit 5 CPL, bit 6 back-link = lsn - 1; bit 7 commit body u64
  *   [prev_pg_delta] varint, only without bit 6 (0 = no back-link; never 1)
- *   page records: varint page_id, varint body_len, body; a commit: its 8-byte body
+ *   page records: varint page_id, varint body_len, body; a commit: its body, a varint
+ *   (tag bit 7 clear) or, with bit 7, 8 bytes u64 (redo_commit_body)
  *   (the LSN is implied: first_lsn + index; R2)
  *
  * Record encoding, REDO_FMT_V1 (older batches; and the storage nodes' hot log,
@@ -39,7 +40,7 @@
 
 #include "common/buf.h"
 
-#define REDO_REC_COMMIT 16u     /* a transaction's commit: body u64 txn id */
+#define REDO_REC_COMMIT 16u     /* a transaction's commit: body the txn id (redo_commit_body) */
 #define REDO_FLAG_CPL 0x01u     /* consistency point */
 /* Batch formats (header bytes 20..23; redo/README.md "Formats", R5): */
 #define REDO_FMT_V1 0u          /* the first form: every record as lsn_delta, prev_pg_delta, page, type, flags, len */
@@ -88,6 +89,14 @@ void redo_batch_free(struct redo_batch *b);
 int redo_batch_parse_hdr(const uint8_t *p, size_t n, struct redo_batch_hdr *h);
 /* *off starts at REDO_BATCH_HDR_SIZE; returns 1 and fills r, 0 at the end, RD_ECORRUPT. */
 int redo_batch_next(const uint8_t *p, size_t n, size_t *off, uint64_t *prev_lsn, struct redo_rec *r);
+
+/* A commit's body: the txn id as a canonical varint of 1..7 bytes (txn < 2^49; what the
+ * writer sends since the compact format), or 8 bytes u64 LE (older writers, txn >= 2^49).
+ * The length tells which. redo_commit_body writes it (out: 8 bytes) and returns its length;
+ * redo_commit_txn reads it back: 0, or RD_ECORRUPT. */
+#define REDO_COMMIT_BODY_MAX 8u
+size_t redo_commit_body(uint8_t *out, uint64_t txn_id);
+int redo_commit_txn(const uint8_t *body, size_t body_len, uint64_t *txn_id);
 
 /* Encodes one record alone (storage nodes keep records in this form in their
  * hot log; the lsn is absolute there). Returns bytes written or RD_ETOOBIG. */

@@ -14,8 +14,8 @@
 /* Smallest encoded record: five 1-byte fields (lsn_delta, prev_pg_delta,
  * page_id, body_len are varints; type, flags are u8) with an empty body. */
 #define REDO_REC_MIN_SIZE 6u
-/* REDO_FMT_COMPACT: tag, page_id, body_len with an empty body (a commit is 9 bytes). */
-#define REDO_REC_MIN_SIZE_COMPACT 3u
+/* REDO_FMT_COMPACT: tag, page_id, body_len with an empty body (a commit is 2 to 9 bytes). */
+#define REDO_REC_MIN_SIZE_COMPACT 2u
 /* Largest record header before the body: 3 varints of up to 10 bytes
  * (lsn, prev_pg_delta) / 5 bytes (page_id), 2 u8, body_len (3 bytes for 16 KiB). */
 #define REDO_REC_HDR_MAX (REDO_VARINT_MAX * 2u + 5u + 2u + REDO_VARINT_MAX)

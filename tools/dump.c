@@ -734,8 +734,9 @@ static int sn_hl_cb(void *arg, uint64_t off, uint32_t len, uint64_t epoch, const
         snprintf(page, sizeof(page), "-");
     else
         snprintf(page, sizeof(page), "%" PRIu32, r->page_id);
-    if (r->type == REDO_REC_COMMIT && r->body_len >= 8)
-        snprintf(extra, sizeof(extra), "  txn %" PRIu64, rd_get_u64le(r->body));
+    uint64_t txn;
+    if (r->type == REDO_REC_COMMIT && redo_commit_txn(r->body, r->body_len, &txn) == 0)
+        snprintf(extra, sizeof(extra), "  txn %" PRIu64, txn);
     if (x->seg)
         printf("seg %-4" PRIu64 " ", x->seg);
     printf("off %-10" PRIu64 " lsn %-10" PRIu64 " prev %-10" PRIu64 " epoch %-4" PRIu64

@@ -46,10 +46,9 @@ static void random_rec(struct redo_rec *r, uint64_t lsn, uint8_t *store)
     r->prev_pg_lsn = (lsn == 1 || rng_below(4) == 0) ? 0 : rng_below(2) ? lsn - 1 : lsn - 1 - rng_below(lsn - 1);
     r->flags = (uint8_t)(rng_below(2) ? REDO_FLAG_CPL : 0);
     switch (rng_below(4)) {
-    case 0:
+    case 0: /* its body is written below: a varint txn id or 8 bytes */
         r->type = REDO_REC_COMMIT;
         r->page_id = ENGINE_PAGE_NONE;
-        r->body_len = 8;
         break;
     case 1:
         r->type = ENGINE_REC_PAGE_DELTA;
@@ -69,6 +68,8 @@ static void random_rec(struct redo_rec *r, uint64_t lsn, uint8_t *store)
     }
     for (uint32_t i = 0; i < r->body_len; i++)
         store[i] = (uint8_t)rng_next();
+    if (r->type == REDO_REC_COMMIT)
+        r->body_len = (uint32_t)(rng_below(4) == 0 ? 8 : redo_commit_body(store, rng_next() >> rng_below(64)));
     r->body = r->body_len ? store : NULL;
 }
 
@@ -190,7 +191,7 @@ Test(redo_rec, encoder_rejects_malformed_records)
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)-EINVAL);
     r = ok; r.type = REDO_REC_COMMIT; /* a commit has no page */
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)-EINVAL);
-    r.page_id = ENGINE_PAGE_NONE; r.body_len = 4; /* and a u64 txn id */
+    r.page_id = ENGINE_PAGE_NONE; r.body_len = 4; /* and a txn id: 8 bytes, or one varint of its length */
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)-EINVAL);
     r = ok; r.body_len = REDO_MAX_BODY + 1;
     cr_assert_eq(redo_rec_encode_abs(buf, sizeof(buf), &r), (size_t)(ptrdiff_t)RD_ETOOBIG);
@@ -331,6 +332,15 @@ Test(redo_batch, parse_rejects_bad_headers_holes_and_trailing_bytes)
     redo_batch_free(&b);
 }
 
+static const uint8_t *txn8_or(const uint8_t *p)
+{
+    static uint8_t t[3];
+    t[0] = p[0];
+    t[1] = p[1] & 0x7f; /* the varint ends at byte 2: a 3-byte body holds more */
+    t[2] = 0;
+    return t;
+}
+
 Test(redo_batch, compact_format_is_versioned_canonical_and_smaller)
 {
     struct redo_batch b = {0}, v1 = {0};
@@ -392,6 +402,28 @@ Test(redo_batch, compact_format_is_versioned_canonical_and_smaller)
     const uint8_t rest[] = {3, 0, 0};
     memcpy(q + REDO_BATCH_HDR_SIZE + 1, rest, 3);
     cr_assert_eq(iterate(q, REDO_BATCH_HDR_SIZE + 3, NULL, 0), RD_ECORRUPT);
+    /* The writer's commit body is a varint (2 bytes for txn 300): 3 bytes in a compact batch. */
+    uint8_t vb[REDO_COMMIT_BODY_MAX];
+    struct redo_rec c = {.lsn = 7, .prev_pg_lsn = 6, .page_id = ENGINE_PAGE_NONE, .type = REDO_REC_COMMIT,
+                         .flags = REDO_FLAG_CPL, .body = vb, .body_len = (uint32_t)redo_commit_body(vb, 300)};
+    cr_assert_eq(c.body_len, 2);
+    uint64_t id = 0;
+    cr_assert_eq(redo_commit_txn(vb, 2, &id), 0);
+    cr_assert_eq(id, 300);
+    cr_assert_eq(redo_commit_txn(txn8_or(vb), 3, &id), RD_ECORRUPT); /* not one varint of 3 bytes */
+    redo_batch_begin(&b, 7);
+    cr_assert_eq(redo_batch_add(&b, &c), 0);
+    redo_batch_finish(&b, 0);
+    cr_assert_eq(b.buf.len, REDO_BATCH_HDR_SIZE + 3);
+    cr_assert_eq(iterate(b.buf.data, b.buf.len, got, 1), 1);
+    assert_rec_eq(&c, &got[0]);
+    cr_assert_eq(redo_commit_body(vb, 1ull << 49), 8); /* large ids: u64, tag bit 7 */
+    /* A commit varint of 8 bytes (txn >= 2^49 must be a u64 body) is refused. */
+    uint8_t big[REDO_BATCH_HDR_SIZE + 9];
+    memcpy(big, b.buf.data, REDO_BATCH_HDR_SIZE);
+    big[REDO_BATCH_HDR_SIZE] = REDO_REC_COMMIT;
+    memcpy(big + REDO_BATCH_HDR_SIZE + 1, "\x80\x80\x80\x80\x80\x80\x80\x01", 8);
+    cr_assert_eq(iterate(big, sizeof(big), NULL, 0), RD_ECORRUPT);
 #undef RESET
     redo_batch_free(&b);
     redo_batch_free(&v1);
