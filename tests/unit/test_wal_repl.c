@@ -146,7 +146,7 @@ static void stream(struct inst *p, struct inst *r, uint64_t *from, size_t max_by
                 ss->last_tl_lsn = wal_next_record_lsn(lsn, MIB);
                 ss->last_tl_new = rd_get_u32le(rec.body);
             }
-            if (r->e != NULL && (rec.type == WAL_REC_PAGE_DELTA || rec.type == WAL_REC_PAGE_IMAGE))
+            if (r->e != NULL && ENGINE_REC_IS_PAGE(rec.type))
                 cr_assert_eq(engine_redo(r->e, rec.page_id, rec.type, rec.body, rec.body_len, end), 0);
             off += used;
             lsn = end;
