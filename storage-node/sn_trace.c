@@ -65,7 +65,7 @@ void sn_trace_command(struct rd_buf *out, const struct resp_args *a, uint32_t no
             }
         }
         char proc[32];
-        snprintf(proc, sizeof proc, "storage%u", node_id);
+        snprintf(proc, sizeof proc, "storage%u", node_id + 1); /* scripts/cluster's names: --id K-1 is storageK */
         struct rd_buf b = {0};
         if (trace_format(&b, id, proc) < 0)
             rd_panic("out of memory for a trace");

@@ -38,7 +38,7 @@ static inline void sn_trace_write(const uint8_t *p, size_t n)
 #endif
 }
 
-/* REDOUBT.TRACE on the node's RESP port: GET [ID] (the events, one line each, proc "storageN";
+/* REDOUBT.TRACE on the node's RESP port: GET [ID] (the events, one line each, proc "storageN", N = node id + 1;
  * no id: every event in the ring) | LAST (the newest id followed, or nil). Appends the reply. */
 void sn_trace_command(struct rd_buf *out, const struct resp_args *a, uint32_t node_id);
 
