@@ -228,6 +228,8 @@ size_t trace_lsn_reached_marks(enum trace_step step, uint16_t node, uint64_t lsn
         trace_record_slow(f->trace_id, step, node, lsn, b, now);
         if (out != NULL)
             out[k++] = (struct trace_mark){f->trace_id, f->commit_lsn};
+        if (step == TRACE_COALESCED)
+            forget(f); /* a storage node's last step: the slot is free for the next mark */
     }
     return k;
 }

@@ -212,7 +212,7 @@ int trace_watch(uint64_t trace_id, uint64_t after_lsn);
 
 /* A peer follows trace_id, whose commit is exactly commit_lsn (from a trace mark): the steps it
  * reaches at or past commit_lsn are recorded, each once, for linger_us (a storage node: long
- * enough for the coalescing round). Following an id already followed is a no-op. Returns as
+ * enough for the coalescing round; TRACE_COALESCED, its last step, forgets the commit at once). Following an id already followed is a no-op. Returns as
  * trace_commit_begin (-ENOSPC: the registry holds TRACE_INFLIGHT commits, none released). */
 int trace_follow(uint64_t trace_id, uint64_t commit_lsn, uint64_t linger_us);
 

@@ -12,5 +12,6 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set xtics rotate by -40 font ",8"
 set bmargin 13
+set rmargin 12
 set key autotitle columnheader
 plot in using 2:xtic(1) lt 1, '' using 3 lt 2

@@ -239,3 +239,15 @@ Test(trace, fan_out_marks_are_returned_once_for_every_link)
     cr_assert_eq(trace_lsn_reached_marks(TRACE_FEED_SENT, 0, 30, 2, m, 4), 0);
     cr_assert_str_eq(trace_step_name(TRACE_FEED_SENT), "feed_sent");
 }
+
+Test(trace, a_storage_node_forgets_a_followed_commit_once_coalesced)
+{
+    cr_assert_eq(trace_follow(0x77, 5, 5000000), 0);
+    trace_lsn_reached(TRACE_PEER_ACKED, 0, 5, 0);
+    cr_assert_eq(trace_ninflight, 1);
+    trace_lsn_reached(TRACE_COALESCED, 0, 9, 2);
+    cr_assert_eq(trace_ninflight, 0, "coalesced is the last step: the slot is free");
+    struct trace_event ev[4];
+    cr_assert_eq(trace_collect(0x77, ev, 4), 2);
+    cr_assert_eq(ev[1].step, TRACE_COALESCED);
+}
