@@ -16,8 +16,9 @@
 
 int repl_restartpoint_begin(struct server *s, uint64_t checkpoint_lsn, uint64_t redo_lsn)
 {
-    const char *e = getenv("REDOUBT_CHECKPOINT_SPREAD"); /* 0: one blocking step (A/B runs) */
-    if (e != NULL && strcmp(e, "0") == 0)
+    /* 0: one blocking step (A/B runs); REDOUBT_RESTARTPOINT_SPREAD=0 for replicas alone */
+    const char *e = getenv("REDOUBT_CHECKPOINT_SPREAD"), *r = getenv("REDOUBT_RESTARTPOINT_SPREAD");
+    if ((e != NULL && strcmp(e, "0") == 0) || (r != NULL && strcmp(r, "0") == 0))
         return wal_restartpoint(s->wal, s->engine, checkpoint_lsn, redo_lsn);
     uint64_t iv = s->cfg.checkpoint_interval_ms;
     /* Well inside REPL_RESTARTPOINT_MS, so one sweep ends before the next may begin. */
