@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/err.h"
+#include "common/frame.h"
 #include "common/trace.h"
 
 static void fresh(void) { trace_reset(); }
@@ -135,9 +137,6 @@ Test(trace, a_released_commit_still_records_late_acks_then_gives_its_slot_up)
 }
 
 /* ---- trace marks (C22) */
-
-#include "common/err.h"
-#include "common/frame.h"
 
 Test(trace, a_ship_appends_one_mark_per_newly_covered_commit_before_the_data)
 {
