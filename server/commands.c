@@ -150,7 +150,8 @@ static int check_value(struct conn *c, const struct resp_arg *v)
 static void write_failed(struct server *s, struct conn *c, const char *what, int rc)
 {
     if (!engine_txn_changed(s->engine)) {
-        rd_warn("%s failed before changing anything: %s (answered as an error)", what, rd_strerror(rc));
+        if (rc != RD_EAGAIN) /* a page miss: the command is parked and runs again (suspend.c) */
+            rd_warn("%s failed before changing anything: %s (answered as an error)", what, rd_strerror(rc));
         reply_err(c, "ERR write failed, nothing changed: %s", rd_strerror(rc));
         return;
     }
@@ -2585,6 +2586,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
     }
     struct resp_args q = {0};
     uint64_t before = log_insert_lsn(s);
+    size_t out_mark = c->out.len;
     engine_txn_begin(s->engine);
     reply_array(c, c->multi_count);
     for (size_t off = 0; off < c->multi_q.len;) {
@@ -2611,6 +2613,8 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
     }
     engine_txn_end(s->engine);
     free(q.v);
+    if (server_suspend_undo(s, c, out_mark, log_insert_lsn(s) != before))
+        return; /* a page miss before any change: parked with its queue; EXEC runs again (suspend.c) */
     multi_reset(c);
     unwatch_all(c);
     conn_reply_done(s, c, txn_commit_if_changed(s, c, before));
@@ -2950,16 +2954,22 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     if (d->flags & CMD_WRITE) {
         s->stats.write_commands++;
         uint64_t before = log_insert_lsn(s), t_recv_us = server_trace_now();
+        size_t out_mark = c->out.len;
         engine_txn_begin(s->engine);
         d->fn(s, c, a);
         engine_txn_end(s->engine);
+        if (server_suspend_undo(s, c, out_mark, log_insert_lsn(s) != before))
+            return; /* a page miss changed nothing (E16): parked, runs again (suspend.c) */
         uint64_t commit_lsn = txn_commit_if_changed(s, c, before);
         server_trace_write(s, before, commit_lsn, t_recv_us); /* issue 13: commit trace */
         conn_reply_done(s, c, commit_lsn);
         return;
     }
     s->stats.read_commands++;
+    size_t out_mark = c->out.len;
     d->fn(s, c, a);
+    if (server_suspend_undo(s, c, out_mark, 0))
+        return; /* a page miss: parked, runs again (suspend.c) */
     if (c->kind != CONN_CLIENT || c->wait_active)
         return; /* became a walsender (frames follow, never held back) / blocked in WAIT */
     /* A read reflects every commit appended so far: it waits for the newest.
