@@ -152,7 +152,7 @@ int aurora_become_writer(struct server *s)
         engine_close(s->engine);
         s->engine = NULL;
     }
-    aur_gp_touched(a, ENGINE_PAGE_NONE); /* S15: GetPages in flight were for the reader's cache */
+    aur_gp_touched(a, ENGINE_PAGE_NONE); /* S22: GetPages in flight were for the reader's cache */
     struct engine_options eo = {.data_path = NULL,
                                 .cache_pages = RD_MAX((size_t)64, s->cfg.cache_mb * 1024u * 1024u / ENGINE_PAGE_SIZE),
                                 .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page,

@@ -27,7 +27,7 @@
  * A page is installed only if it is still the page at the read point: its LSN
  * is at most the LSN asked (checked by the engine against the read point), and
  * no record for it has been applied or skipped since it was asked (aurora/README
- * S15). Part of the aurora wing (aurora/); see aurora.c's header for the rest.
+ * S22). Part of the aurora wing (aurora/); see aurora.c's header for the rest.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -369,7 +369,7 @@ void aur_gp_tick(struct server *s)
     if (a->gp == NULL)
         return;
     uint64_t now_ms = aur_now_ms();
-    if (now_ms - a->gp_sweep_ms >= 100) { /* S22: no parked command without a request, ever */
+    if (now_ms - a->gp_sweep_ms >= 100) { /* S26: no parked command without a request, ever */
         a->gp_sweep_ms = now_ms;
         server_suspend_sweep(s, gp_pending, a->gp);
     }

@@ -129,7 +129,7 @@ int aur_read_page_nb(void *ctx, uint32_t page_id, uint8_t *page); /* engine sink
 void aur_gp_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n);
 void aur_gp_conn_closed(struct server *s, struct conn *c);
 /* A page changed or was read another way while it may be asked for (ENGINE_PAGE_NONE: every page):
- * an answer to a request already sent is not installed; the page is asked again (S15). */
+ * an answer to a request already sent is not installed; the page is asked again (S22). */
 void aur_gp_touched(struct aurora *a, uint32_t page_id);
 void aur_gp_tick(struct server *s);
 void aur_gp_info(struct aurora *a, struct rd_buf *b);

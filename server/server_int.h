@@ -78,7 +78,7 @@ struct conn {
     /* parked on a page miss (server/suspend.c): the command at the head of `in` runs again later */
     int parked;
     uint32_t park_page;      /* the page it waits for */
-    uint32_t park_misses;    /* misses of the current command (S22: bounded) */
+    uint32_t park_misses;    /* misses of the current command (S26: bounded) */
     int park_failed;         /* the page could not be read: the command answers -TRYAGAIN */
     uint64_t park_since_us;  /* the command's first miss */
 };
@@ -186,7 +186,7 @@ static inline int server_is_leader(const struct server *s)
     return s->role == SERVER_ROLE_PRIMARY || s->role == SERVER_ROLE_WRITER;
 }
 
-/* suspend.c: commands parked on a page miss (non-blocking GetPage; server/README S22, S23) */
+/* suspend.c: commands parked on a page miss (non-blocking GetPage; server/README S25, S26) */
 #define SERVER_SUSPEND_MAX_MISSES 64 /* then the command finishes with blocking reads */
 /* Around cmd_execute (conn_process): a miss in the command may park it. */
 void server_suspend_begin(struct server *s, struct conn *c);

@@ -18,7 +18,7 @@
  * | parked | page unreadable (the role's bound) | ready: answers -TRYAGAIN, next command | server_suspend_wake, server_suspend_failed_reply |
  * | running | the bound of misses reached | the rest of the command uses blocking reads | server_suspend_begin |
  *
- * Invariants S22, S23 (server/README.md).
+ * Invariants S25, S26 (server/README.md).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -35,7 +35,7 @@ void server_suspend_begin(struct server *s, struct conn *c)
     if (c->kind != CONN_CLIENT)
         return;
     if (c->park_misses >= SERVER_SUSPEND_MAX_MISSES) {
-        s->susp.sync_fallbacks++; /* S22: bounded; this run may block the loop */
+        s->susp.sync_fallbacks++; /* S26: bounded; this run may block the loop */
         return;
     }
     s->exec_conn = c;
@@ -61,7 +61,7 @@ int server_suspend_undo(struct server *s, struct conn *c, size_t out_mark, int c
         return 0;
     }
     rd_assert(c->out.len >= out_mark);
-    c->out.len = out_mark; /* S23: nothing of the parked run reaches the client */
+    c->out.len = out_mark; /* S25: nothing of the parked run reaches the client */
     c->parked = 1;
     return 1;
 }

@@ -23,7 +23,7 @@ pages the feed keeps current: records applied to them, or dropped page ids).
    keys: they are all equal (or all missing). One MGET runs at one read point.
    With the first feed, all six storage nodes are SIGSTOPped for 2.5 s once
    a third of the keys are in: a read that cannot fetch its page must answer
-   "TRYAGAIN storage unavailable" (non-blocking GetPage, aurora/README S15-S16;
+   "TRYAGAIN storage unavailable" (non-blocking GetPage, aurora/README S22-S23;
    "ERR read failed: Input/output error" from the blocking path) (counted, the round is retried),
    never a missing key (before, MGET answered nil for it: the "vanished key"
    seen once in CI during a storage stall). Any other error is a violation.

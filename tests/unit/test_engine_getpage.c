@@ -249,7 +249,7 @@ Test(engine_getpage, a_miss_changes_nothing_and_retries_reach_the_model)
     cr_assert_eq(engine_key_count(e), live);
     int src;
     /* A whole scan needs more pages than the pool holds: re-running it after each miss would never
-     * finish (the server bounds misses per command, then reads blocking: server/README S22). */
+     * finish (the server bounds misses per command, then reads blocking: server/README S26). */
     st.miss_pct = 0;
     RETRY(e, (n = 0, engine_scan(e, NULL, 0, SIZE_MAX, 0, count_keys, &n, NULL)), src);
     cr_assert_eq(src, 0);
