@@ -129,9 +129,13 @@ static void gp_link_connect(struct server *s, struct aurora *a, unsigned i)
     }
 }
 
+/* What the choice needs to know of each node. Its latency is the EWMA of its answers or, if
+ * larger, the age of its oldest unanswered request (also of requests a hedge already finished):
+ * a node that stopped answering is not asked first again. */
 static void gp_nodes(struct aurora *a, struct aur_gp_nodeinfo nodes[REDO_NODES])
 {
     struct aur_gp *g = gp_of(a);
+    uint64_t now = rd_now_us();
     for (unsigned i = 0; i < REDO_NODES; i++) {
         struct conn *c = g->link[i].conn;
         nodes[i].usable = c != NULL && !c->closing && c->peer_authed;
@@ -139,10 +143,15 @@ static void gp_nodes(struct aurora *a, struct aur_gp_nodeinfo nodes[REDO_NODES])
         nodes[i].scl = a->node[i].scl;
         nodes[i].lat_us = g->link[i].lat_us;
     }
+    for (unsigned i = 0; i < REDO_NODES; i++)
+        for (unsigned k = 0; k < AUR_GP_SENT_RING; k++)
+            if (g->link[i].sent[k].req_id != 0 && !g->link[i].sent[k].answered)
+                nodes[i].lat_us = RD_MAX(nodes[i].lat_us, now - g->link[i].sent[k].sent_us);
 }
 
-/* Asks one more node for r's page. 0 sent, -1 no node left to ask. */
-static int gp_send(struct server *s, struct aurora *a, struct aur_gp_req *r)
+/* Asks one more node for r's page (hedge: because the last one is slow, else because it was
+ * skipped or this is the first). 0 sent, -1 no node left to ask. */
+static int gp_send(struct server *s, struct aurora *a, struct aur_gp_req *r, int hedge)
 {
     struct aur_gp *g = gp_of(a);
     struct aur_gp_nodeinfo nodes[REDO_NODES];
@@ -154,13 +163,19 @@ static int gp_send(struct server *s, struct aurora *a, struct aur_gp_req *r)
     t->asked = 1;
     t->req_id = ++a->req_id;
     t->sent_us = rd_now_us();
+    struct aur_gp_link *l = &g->link[i];
+    l->sent[t->req_id % AUR_GP_SENT_RING].req_id = t->req_id;
+    l->sent[t->req_id % AUR_GP_SENT_RING].sent_us = t->sent_us;
+    l->sent[t->req_id % AUR_GP_SENT_RING].answered = 0;
     struct sn_getpage m = {.req_id = t->req_id, .page_id = r->page_id, .read_lsn = r->lsn};
     if (sn_send_getpage(&g->link[i].conn->out, a->epoch, &m) < 0)
         rd_panic("out of memory");
-    if (r->nasked++ > 0)
+    if (r->nasked++ == 0)
+        r->first = i;
+    else if (hedge)
         a->getpage_hedged++;
     else
-        r->first = i;
+        a->getpage_retries++;
     r->next_hedge_us = t->sent_us + aur_gp_hedge_delay_us(g->link[i].lat_us);
     (void)s;
     return 0;
@@ -174,7 +189,7 @@ static void gp_restart(struct server *s, struct aurora *a, struct aur_gp_req *r)
     r->nasked = 0;
     r->retry_us = 0;
     r->lsn = a->read_lsn;
-    if (gp_send(s, a, r) < 0)
+    if (gp_send(s, a, r, 0) < 0)
         r->retry_us = rd_now_us() + AUR_GP_RETRY_MS * 1000u; /* no link up yet */
 }
 
@@ -248,7 +263,7 @@ static struct aur_gp_req *gp_find(struct aur_gp *g, uint64_t req_id, unsigned no
 static void gp_skip(struct server *s, struct aurora *a, struct aur_gp_req *r, unsigned node)
 {
     r->tries[node].skipped = 1;
-    if (gp_send(s, a, r) < 0 && r->retry_us == 0) {
+    if (gp_send(s, a, r, 0) < 0 && r->retry_us == 0) {
         int waiting = 0; /* a node asked and not yet skipped may still answer */
         for (unsigned i = 0; i < REDO_NODES; i++)
             waiting |= r->tries[i].asked && !r->tries[i].skipped;
@@ -266,14 +281,17 @@ static void gp_on_page(struct server *s, struct aurora *a, unsigned node, const 
         conn_close(s, g->link[node].conn);
         return;
     }
+    struct aur_gp_link *l = &g->link[node];
+    if (l->sent[m.req_id % AUR_GP_SENT_RING].req_id == m.req_id) { /* late answers count too: a slow node */
+        l->sent[m.req_id % AUR_GP_SENT_RING].answered = 1;
+        uint64_t lat = rd_now_us() - l->sent[m.req_id % AUR_GP_SENT_RING].sent_us;
+        l->lat_us = l->lat_us == 0 ? lat : (l->lat_us * 7 + lat) / 8;
+    }
     struct aur_gp_req *r = gp_find(g, m.req_id, node);
     if (r == NULL) {
         a->getpage_late++; /* a hedge lost the race, or the request ended */
         return;
     }
-    struct aur_gp_link *l = &g->link[node];
-    uint64_t lat = rd_now_us() - r->tries[node].sent_us;
-    l->lat_us = l->lat_us == 0 ? lat : (l->lat_us * 7 + lat) / 8;
     if (m.status != SN_OK) {
         if (m.status == SN_ERR_CORRUPT)
             rd_warn("storage node %u reports page %u corrupt; asking another", node + 1, r->page_id);
@@ -338,6 +356,7 @@ void aur_gp_conn_closed(struct server *s, struct conn *c)
         return;
     g->link[i].conn = NULL;
     g->link[i].retry_ms = aur_now_ms() + AUR_RECONNECT_MS;
+    memset(g->link[i].sent, 0, sizeof(g->link[i].sent)); /* no answer will come on this connection */
     for (unsigned k = 0; k < AUR_GP_MAX; k++)
         if (g->req[k].used && g->req[k].tries[i].asked && !g->req[k].tries[i].skipped)
             gp_skip(s, a, &g->req[k], i);
@@ -378,9 +397,16 @@ void aur_gp_tick(struct server *s)
         return;
     }
     struct aur_gp *g = a->gp;
-    for (unsigned i = 0; i < REDO_NODES; i++)
-        gp_link_connect(s, a, i);
     uint64_t now = rd_now_us();
+    for (unsigned i = 0; i < REDO_NODES; i++) {
+        gp_link_connect(s, a, i);
+        for (unsigned k = 0; k < AUR_GP_SENT_RING; k++) /* a send unanswered this long counts as one timeout */
+            if (g->link[i].sent[k].req_id != 0 && !g->link[i].sent[k].answered &&
+                now - g->link[i].sent[k].sent_us >= AUR_GP_NODE_TIMEOUT_MS * 1000u) {
+                g->link[i].sent[k].answered = 1;
+                g->link[i].lat_us = RD_MAX(g->link[i].lat_us, (uint64_t)AUR_GP_NODE_TIMEOUT_MS * 1000u);
+            }
+    }
     for (unsigned k = 0; k < AUR_GP_MAX; k++) {
         struct aur_gp_req *r = &g->req[k];
         if (!r->used)
@@ -398,7 +424,7 @@ void aur_gp_tick(struct server *s)
             }
         if (r->retry_us != 0 && now >= r->retry_us) {
             gp_restart(s, a, r);
-        } else if (r->retry_us == 0 && now >= r->next_hedge_us && gp_send(s, a, r) < 0) {
+        } else if (r->retry_us == 0 && now >= r->next_hedge_us && gp_send(s, a, r, 1) < 0) {
             r->next_hedge_us = UINT64_MAX; /* every node asked: wait for answers or timeouts */
         }
     }
@@ -410,10 +436,16 @@ void aur_gp_info(struct aurora *a, struct rd_buf *b)
     server_suspend_info(a->srv, b);
     rd_buf_appendf(b,
                    "getpage_requests:%" PRIu64 "\r\ngetpage_misses:%" PRIu64 "\r\ngetpage_hedged:%" PRIu64
-                   "\r\ngetpage_hedge_wins:%" PRIu64 "\r\ngetpage_late_answers:%" PRIu64 "\r\ngetpage_stale:%" PRIu64
+                   "\r\ngetpage_hedge_wins:%" PRIu64 "\r\ngetpage_retries:%" PRIu64 "\r\ngetpage_late_answers:%" PRIu64 "\r\ngetpage_stale:%" PRIu64
                    "\r\ngetpage_failed:%" PRIu64 "\r\ngetpage_full:%" PRIu64 "\r\ngetpage_sync:%" PRIu64
                    "\r\ngetpage_inflight:%u\r\ngetpage_wait_us_total:%" PRIu64 "\r\ngetpage_wait_us_max:%" PRIu64 "\r\n",
-                   a->getpage_requests, a->getpage_misses, a->getpage_hedged, a->getpage_hedge_wins, a->getpage_late,
+                   a->getpage_requests, a->getpage_misses, a->getpage_hedged, a->getpage_hedge_wins, a->getpage_retries, a->getpage_late,
                    a->getpage_stale, a->getpage_failed, a->getpage_full, a->getpage_sync, a->gp ? a->gp->nreq : 0,
                    a->getpage_wait_us_total, a->getpage_wait_us_max);
+    if (a->gp != NULL) {
+        rd_buf_appendf(b, "getpage_node_latency_us:");
+        for (unsigned i = 0; i < REDO_NODES; i++)
+            rd_buf_appendf(b, "%sn%u=%" PRIu64, i ? "," : "", i + 1, a->gp->link[i].lat_us);
+        rd_buf_appendf(b, "\r\n");
+    }
 }

@@ -18,7 +18,12 @@ struct aur_ctl { /* blocking control socket to a storage node (epochs, GetPage) 
 /* aur_getpage.c: non-blocking GetPage */
 struct aur_gp_try { int asked, skipped; uint64_t req_id, sent_us; }; /* one node, one request */
 struct aur_gp_nodeinfo { int usable, scl_known; uint64_t scl, lat_us; };
-struct aur_gp_link { struct conn *conn; uint64_t retry_ms, lat_us; }; /* lat_us: EWMA of GetPage answers */
+#define AUR_GP_SENT_RING 64
+struct aur_gp_link { /* lat_us: EWMA of its GetPage answer times, late ones included */
+    struct conn *conn;
+    uint64_t retry_ms, lat_us;
+    struct { uint64_t req_id, sent_us; int answered; } sent[AUR_GP_SENT_RING]; /* recent requests, by req_id % ring */
+};
 struct aur_gp;
 #define AUR_GP_MAX 256               /* GetPage requests in flight (one per page) */
 #define AUR_GP_HEDGE_MIN_US 2000u    /* ask a second node after max(this, 2 x the node's latency) ... */
@@ -57,7 +62,7 @@ struct aurora {
     uint64_t req_id, getpage_requests, getpage_hedged;
     struct aur_gp *gp; /* aur_getpage.c (allocated on first use) */
     uint64_t gp_sweep_ms;
-    uint64_t getpage_misses, getpage_hedge_wins, getpage_late, getpage_stale, getpage_failed, getpage_full,
+    uint64_t getpage_misses, getpage_hedge_wins, getpage_retries, getpage_late, getpage_stale, getpage_failed, getpage_full,
         getpage_sync, getpage_wait_us_total, getpage_wait_us_max;
     uint64_t redo_records, commits, redo_bytes_raw, redo_bytes_batch, redo_bytes_wire, net_bytes_sent, frames_sent;
     uint64_t readpoint_ms, min_read_point, status_ms, scl_poll_ms;
