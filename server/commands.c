@@ -2780,13 +2780,17 @@ static void exp_build_step(struct server *s)
     int rc = engine_scan(s->engine, expi.build_next.len ? expi.build_next.data : NULL, expi.build_next.len,
                          EXP_BUILD_KEYS, 0, exp_build_collect, &acc, &next);
     if (rc < 0) {
-        rd_warn("expiry index: scan failed (%s); retrying", rd_strerror(rc));
+        if (rc != RD_EAGAIN) /* a page miss: requested; this step runs again next turn */
+            rd_warn("expiry index: scan failed (%s); retrying", rd_strerror(rc));
         goto out;
     }
     for (size_t off = 0; off < acc.later.len;) {
         uint32_t kl = rd_get_u32le(acc.later.data + off);
         struct engine_kv v;
-        if (engine_kv_get(s->engine, acc.later.data + off + 4, kl, 0, &scratch, &v, NULL) == 0)
+        int grc = engine_kv_get(s->engine, acc.later.data + off + 4, kl, 0, &scratch, &v, NULL);
+        if (grc == RD_EAGAIN)
+            goto out; /* a page miss: the whole step again next turn (build_next unchanged) */
+        if (grc == 0)
             exp_note(acc.later.data + off + 4, kl, v.expire_ms);
         off += 4 + kl;
     }
@@ -2820,7 +2824,8 @@ static void exp_cycle(struct server *s)
             continue;
         }
         if (rc != RD_ENOTFOUND) {
-            rd_warn("expiry: could not read a key (%s); trying again later", rd_strerror(rc));
+            if (rc != RD_EAGAIN) /* a page miss: requested; the next cycle finds it */
+                rd_warn("expiry: could not read a key (%s); trying again later", rd_strerror(rc));
             break;
         }
         if (kv_delete(s, NULL, e->key, e->klen, "expiry") < 0) /* removes e from the index */
@@ -2843,9 +2848,13 @@ void cmd_tick(struct server *s)
     uint64_t now = rd_now_ms();
     if (!expi.built && now - expi.build_ms >= 2) {
         expi.build_ms = now;
+        server_suspend_background(s, 1); /* a page miss skips this step: retried next turn (suspend.c) */
         exp_build_step(s);
+        server_suspend_background(s, 0);
     }
+    server_suspend_background(s, 1);
     exp_cycle(s);
+    server_suspend_background(s, 0);
 }
 
 

@@ -139,6 +139,7 @@ struct server {
     uint64_t budget_check_ms;  /* last pass over the conns for deadlines and --timeout */
     /* suspend.c: the client command running now, if a page miss may park it */
     struct conn *exec_conn;
+    int exec_bg;               /* a background cycle runs (the writer's expiry): a miss skips it */
     int exec_missed;
     uint32_t exec_miss_page;
     uint64_t wake_within_us;   /* the role wants the loop to wake this soon (0: the default timer) */
@@ -198,7 +199,11 @@ int server_suspend_end(struct server *s, struct conn *c);
 int server_suspend_undo(struct server *s, struct conn *c, size_t out_mark, int changed);
 /* Before running a command of c: 1 if its page could not be read (answered -TRYAGAIN). */
 int server_suspend_failed_reply(struct server *s, struct conn *c);
-/* The role: whether the running command may be parked on a miss; and that it missed page_id. */
+/* Around a background cycle (cmd_tick: the writer's expiry index build and deletes): a page
+ * miss requests the page and fails the cycle's read with RD_EAGAIN; the cycle retries later. */
+void server_suspend_background(struct server *s, int on);
+/* The role: whether the running command (or background cycle) may take a miss without blocking;
+ * and that it missed page_id. */
 int server_suspend_may_park(const struct server *s);
 void server_suspend_note_miss(struct server *s, uint32_t page_id);
 /* The role: page_id is installed (failed 0) or could not be read (1): its commands run again. */

@@ -17,6 +17,7 @@
  * | parked | page installed | ready: runs again | server_suspend_wake |
  * | parked | page unreadable (the role's bound) | ready: answers -TRYAGAIN, next command | server_suspend_wake, server_suspend_failed_reply |
  * | running | the bound of misses reached | the rest of the command uses blocking reads | server_suspend_begin |
+ * | background cycle (expiry) | a miss | its read fails RD_EAGAIN: the cycle stops, retried next turn | server_suspend_background |
  *
  * Invariants S25, S26 (server/README.md).
  */
@@ -41,11 +42,20 @@ void server_suspend_begin(struct server *s, struct conn *c)
     s->exec_conn = c;
 }
 
-int server_suspend_may_park(const struct server *s) { return s->exec_conn != NULL; }
+int server_suspend_may_park(const struct server *s) { return s->exec_conn != NULL || s->exec_bg; }
+
+void server_suspend_background(struct server *s, int on)
+{
+    rd_assert(s->exec_conn == NULL);
+    s->exec_bg = on;
+}
 
 void server_suspend_note_miss(struct server *s, uint32_t page_id)
 {
-    rd_assert(s->exec_conn != NULL);
+    if (s->exec_conn == NULL) {
+        rd_assert(s->exec_bg); /* a background cycle: nothing to park; it sees RD_EAGAIN and retries */
+        return;
+    }
     if (!s->exec_missed)
         s->exec_miss_page = page_id; /* the first miss: the one its run stopped at */
     s->exec_missed = 1;

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""bench/getpage-cold.py — one run of the cold-cache measurement of bench/run-getpage-cold
+(issue 12, item 4): an aurora cluster from $BUILD (6 storage nodes, a writer with the default
+128 MiB pool), KEYS keys of 100 bytes preloaded, the writer killed (-9) and restarted, so its
+pool is empty; then redoubt-bench (SET of random keys over the keyspace: nearly every one misses
+a leaf at first) for DURATION s with CLIENTS clients. Prints one JSON line: the bench's figures
+and the writer's getpage_*/commands_* counters.
+  BUILD=... bench/getpage-cold.py KEYS CLIENTS DURATION
+"""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from harness import BENCH, AuroraCluster, Resp, check, wait_writable  # noqa: E402
+
+keys, clients, duration = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+cl = AuroraCluster(nreaders=0).start()
+w = cl.writer
+c = Resp(w.port)
+for b in range(0, keys, 1000):
+    r = c.pipeline([("SET", f"key:{i:08d}", "x" * 100) for i in range(b, min(keys, b + 1000))])
+    check(all(x == "OK" for x in r), f"preload: {r[:2]}")
+c.close()
+w.kill9()
+w.start()
+wait_writable(w)
+out = subprocess.run([BENCH, "--port", str(w.port), "--clients", str(clients), "--duration", str(duration),
+                      "--warmup", "0", "--keyspace", str(keys), "--json"], capture_output=True, text=True, timeout=600)
+j = json.loads(out.stdout.strip().splitlines()[-1])
+d = w.info("replication")
+j.update({k: int(v) for k, v in d.items() if k.startswith(("getpage_", "commands_")) and v.isdigit()})
+print(json.dumps(j))
