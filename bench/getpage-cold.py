@@ -5,10 +5,13 @@
 pool is empty; then redoubt-bench (SET of random keys over the keyspace: nearly every one misses
 a leaf at first) for DURATION s with CLIENTS clients. Prints one JSON line: the bench's figures
 and the writer's getpage_*/commands_* counters.
-  BUILD=... bench/getpage-cold.py KEYS CLIENTS DURATION
+With a 4th argument "stop", storage node 1 is stopped (SIGSTOP) once the writer is back: one
+slow node, which every GetPage must get around.
+  BUILD=... bench/getpage-cold.py KEYS CLIENTS DURATION [stop]
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -16,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import BENCH, AuroraCluster, Resp, check, wait_writable  # noqa: E402
 
 keys, clients, duration = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+stop = len(sys.argv) > 4 and sys.argv[4] == "stop"
 cl = AuroraCluster(nreaders=0).start()
 w = cl.writer
 c = Resp(w.port)
@@ -26,9 +30,13 @@ c.close()
 w.kill9()
 w.start()
 wait_writable(w)
+if stop:
+    os.kill(cl.nodes[0].proc.pid, signal.SIGSTOP)
 out = subprocess.run([BENCH, "--port", str(w.port), "--clients", str(clients), "--duration", str(duration),
                       "--warmup", "0", "--keyspace", str(keys), "--json"], capture_output=True, text=True, timeout=600)
 j = json.loads(out.stdout.strip().splitlines()[-1])
 d = w.info("replication")
 j.update({k: int(v) for k, v in d.items() if k.startswith(("getpage_", "commands_")) and v.isdigit()})
+if stop:
+    os.kill(cl.nodes[0].proc.pid, signal.SIGCONT)
 print(json.dumps(j))
