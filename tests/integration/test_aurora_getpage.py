@@ -86,6 +86,23 @@ print(f"(b) storage node {slow.idx} stopped: 400 cold GETs on the reader and 200
       f"{after['getpage_hedge_wins'] - before['getpage_hedge_wins']}; writer parked {winfo['commands_parked']} "
       f"commands, hedged {winfo['getpage_hedged']}", flush=True)
 
+# ---------------------------------------------------------------- MULTI/EXEC over cold keys: parked and re-run whole
+w0, r0 = info(w), info(rd)
+cw, cr = Resp(w.port, timeout=60), Resp(rd.port, timeout=60)
+for _ in range(30):
+    a_, b_, c_ = (rng.randrange(NKEYS) for _ in range(3))
+    got = cw.pipeline([("MULTI",), ("SET", f"k:{a_:06d}", val(a_)), ("GET", f"k:{b_:06d}"), ("SET", f"k:{c_:06d}", val(c_)),
+                       ("EXEC",)])
+    check(got == ["OK", "QUEUED", "QUEUED", "QUEUED", ["OK", val(b_).encode(), "OK"]], f"writer MULTI/EXEC: {got!r}")
+    got = cr.pipeline([("MULTI",), ("GET", f"k:{a_:06d}"), ("GET", f"k:{c_:06d}"), ("EXEC",)])
+    check(got == ["OK", "QUEUED", "QUEUED", [val(a_).encode(), val(c_).encode()]], f"reader MULTI/EXEC: {got!r}")
+cw.close()
+cr.close()
+w1, r1 = info(w), info(rd)
+print(f"    30 MULTI/EXEC blocks of cold keys on the writer and the reader answered right (parked "
+      f"{w1['commands_parked'] - w0['commands_parked']} / {r1['commands_parked'] - r0['commands_parked']} times)",
+      flush=True)
+
 # ---------------------------------------------------------------- (a) + (c) every node stopped
 hot = rng.randrange(NKEYS)
 ch = Resp(rd.port, timeout=60)
