@@ -2555,6 +2555,7 @@ static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t
     if (rc < 0)
         rd_panic("could not append a commit record: %s", rd_strerror(rc));
     s->last_commit_lsn = lsn;
+    server_suspend_no_park(s); /* committed: a command that goes on (FLUSHDB) can no longer be re-run */
     if (s->cfg.metrics_port)
         metrics_commit(lsn);
     if (c != NULL) /* NULL: the writer's own expiry deletes (cmd_tick) */

@@ -140,6 +140,7 @@ struct server {
     /* suspend.c: the client command running now, if a page miss may park it */
     struct conn *exec_conn;
     int exec_bg;               /* a background cycle runs (the writer's expiry): a miss skips it */
+    int exec_nopark;           /* the running command committed a transaction: its misses block */
     int exec_missed;
     uint32_t exec_miss_page;
     uint64_t wake_within_us;   /* the role wants the loop to wake this soon (0: the default timer) */
@@ -202,6 +203,9 @@ int server_suspend_failed_reply(struct server *s, struct conn *c);
 /* Around a background cycle (cmd_tick: the writer's expiry index build and deletes): a page
  * miss requests the page and fails the cycle's read with RD_EAGAIN; the cycle retries later. */
 void server_suspend_background(struct server *s, int on);
+/* The running command committed part of its work (FLUSHDB's batches): from here its misses
+ * block, since it could not be run again from its start. */
+void server_suspend_no_park(struct server *s);
 /* The role: whether the running command (or background cycle) may take a miss without blocking;
  * and that it missed page_id. */
 int server_suspend_may_park(const struct server *s);

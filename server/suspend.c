@@ -17,6 +17,7 @@
  * | parked | page installed | ready: runs again | server_suspend_wake |
  * | parked | page unreadable (the role's bound) | ready: answers -TRYAGAIN, next command | server_suspend_wake, server_suspend_failed_reply |
  * | running | the bound of misses reached | the rest of the command uses blocking reads | server_suspend_begin |
+ * | running | it committed a transaction and goes on (FLUSHDB batches) | its later misses block | server_suspend_no_park |
  * | background cycle (expiry) | a miss | its read fails RD_EAGAIN: the cycle stops, retried next turn | server_suspend_background |
  *
  * Invariants S25, S26 (server/README.md).
@@ -33,6 +34,7 @@ void server_suspend_begin(struct server *s, struct conn *c)
 {
     rd_assert(s->exec_conn == NULL);
     s->exec_missed = 0;
+    s->exec_nopark = 0;
     if (c->kind != CONN_CLIENT)
         return;
     if (c->park_misses >= SERVER_SUSPEND_MAX_MISSES) {
@@ -42,7 +44,9 @@ void server_suspend_begin(struct server *s, struct conn *c)
     s->exec_conn = c;
 }
 
-int server_suspend_may_park(const struct server *s) { return s->exec_conn != NULL || s->exec_bg; }
+int server_suspend_may_park(const struct server *s) { return (s->exec_conn != NULL && !s->exec_nopark) || s->exec_bg; }
+
+void server_suspend_no_park(struct server *s) { s->exec_nopark = 1; }
 
 void server_suspend_background(struct server *s, int on)
 {
