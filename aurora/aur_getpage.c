@@ -170,6 +170,12 @@ static int gp_send(struct server *s, struct aurora *a, struct aur_gp_req *r, int
     struct sn_getpage m = {.req_id = t->req_id, .page_id = r->page_id, .read_lsn = r->lsn};
     if (sn_send_getpage(&g->link[i].conn->out, a->epoch, &m) < 0)
         rd_panic("out of memory");
+    /* Out now, not at the end of the turn (after every other command of it): the node starts on
+     * it while this turn goes on. One submit per request, as the blocking send() was. */
+    rd_conn_flush(&g->link[i].conn->nc);
+    int rc = rd_loop_submit(&s->loop);
+    if (rc < 0)
+        rd_warn("io_uring submit for a GetPage: %s (sent with the turn's other sends)", rd_strerror(rc));
     if (r->nasked++ == 0)
         r->first = i;
     else if (hedge)
@@ -177,7 +183,6 @@ static int gp_send(struct server *s, struct aurora *a, struct aur_gp_req *r, int
     else
         a->getpage_retries++;
     r->next_hedge_us = t->sent_us + aur_gp_hedge_delay_us(g->link[i].lat_us);
-    (void)s;
     return 0;
 }
 
