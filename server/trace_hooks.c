@@ -76,10 +76,18 @@ void server_trace_replica_status(uint64_t w, uint64_t f, uint64_t ap)
 
 uint16_t server_trace_node(const struct server *s, const char *name)
 {
-    for (unsigned i = 0; name && i < s->cfg.sync_nnames; i++)
+    if (name == NULL)
+        return TRACE_MAX_NODES - 1;
+    for (unsigned i = 0; i < s->cfg.sync_nnames; i++)
         if (strcmp(s->cfg.sync_names[i], name) == 0)
             return (uint16_t)(i + 1);
-    return 0;
+    /* Not a sync replica (e.g. --commit local): the number its name ends with ("replica2" -> 2, as
+     * scripts/cluster names them), so each gets its own trace marks; else the last index. */
+    size_t n = strlen(name), k = n;
+    while (k > 0 && name[k - 1] >= '0' && name[k - 1] <= '9')
+        k--;
+    unsigned long v = k < n && n - k <= 3 ? strtoul(name + k, NULL, 10) : 0;
+    return (uint16_t)(v >= 1 && v < TRACE_MAX_NODES ? v : TRACE_MAX_NODES - 1);
 }
 
 static int arg_is(const struct resp_arg *a, const char *w)

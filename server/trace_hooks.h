@@ -35,7 +35,8 @@ static inline void server_trace_wal_written(struct server *s)
 void server_trace_release(struct server *s, uint64_t durable_lsn, uint64_t release_lsn);
 /* Replica: a status message was sent (written / flushed / applied up to w / f / ap). */
 void server_trace_replica_status(uint64_t w, uint64_t f, uint64_t ap);
-/* A replica's number in the trace: its position in --sync-replicas + 1 (0: not listed). */
+/* A replica's number in the trace (the `node` of shipped / ack_received, and which trace marks it has
+ * had): its position in --sync-replicas + 1; not listed: the number its name ends with (1..7), else 7. */
 uint16_t server_trace_node(const struct server *s, const char *name);
 #if defined(RD_TRACE_OFF) && !defined(RD_TRACE_HOOKS_IMPL)
 /* The A/B build without the hooks (docs/results.md, issue 13): the commit path calls nothing. */

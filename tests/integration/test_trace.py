@@ -3,7 +3,8 @@
 For each mode a cluster is started with scripts/cluster (no monitors), `scripts/cluster trace` is run
 twice (two different sampled commits), and its lines ("+<µs> us <proc> <step> ...", one per step and
 process, time order) are checked:
-  classic (primary + replica1, replica2, remote_flush, ANY 1 (replica1,replica2)):
+  classic (primary + replica1, replica2, remote_flush, ANY 1 (replica1,replica2); and once with
+  --commit local, no sync replica: each replica still has its own steps):
     primary: received, pages_changed, wal_written, wal_fsynced, shipped to each replica, ack_received,
     durable, reply_sent; each replica: peer_received, peer_written, peer_fsynced, peer_acked,
     peer_applied, visible;
@@ -76,6 +77,21 @@ def classic(cl):
     cl.run("stop", timeout=60)
 
 
+def classic_local(cl):
+    """--commit local (no sync replica): each replica still gets its own trace mark (its number from its name)."""
+    cl.run("start", "classic", "--commit", "local", "--monitors", 0, "--dir", cl.dir, "--base-port", free_range(),
+           timeout=180)
+    out = cl.run("trace", timeout=60).stdout
+    print(out, flush=True)
+    rows = parse(out)
+    in_order(rows, "primary", ["received", "pages_changed", "wal_written", "wal_fsynced", "durable", "reply_sent"])
+    for r in ("replica1", "replica2"):
+        check(first(rows, "primary", "shipped", f"to {r}:") is not None, f"the primary shipped to {r}: {rows}")
+        in_order(rows, r, ["peer_received", "peer_written", "peer_fsynced", "peer_acked"])
+        in_order(rows, r, ["peer_received", "peer_applied", "visible"])
+    cl.run("stop", timeout=60)
+
+
 def aurora(cl):
     cl.run("start", "aurora", "--readers", 1, "--monitors", 0, "--dir", cl.dir, "--base-port", free_range(),
            timeout=180)
@@ -105,7 +121,7 @@ def aurora(cl):
 
 
 def main():
-    for name, body in (("classic", classic), ("aurora", aurora)):
+    for name, body in (("classic", classic), ("classic-local", classic_local), ("aurora", aurora)):
         cl = Cluster(tmpdir(f"redoubt-trace-{name}-"))
         try:
             body(cl)
