@@ -27,6 +27,7 @@
 #include "server/server_int.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
+#include "aurora/aur_trace.h"
 #include "common/net.h"
 
 /* ------------------------------------------------------------ writer: readers feed */
@@ -36,6 +37,7 @@ void aur_vdl_advanced(struct server *s)
     struct aurora *a = aur_of(s);
     a->read_lsn = a->q.vdl;
     server_durable_advanced(s, a->q.vdl); /* VDL is the writer's durable point: replies up to it go */
+    aur_trace_feed(s, a->q.vdl); /* issue 13: trace marks ahead of the feed frames (C22) */
     if (s->cfg.reader_feed_redo) {
         /* The redo records up to VDL go to the readers, which apply them to
          * the pages they have cached. */
@@ -147,7 +149,8 @@ int aur_reader_open_at(struct server *s, uint64_t vdl)
     a->meta_stale = 0;
     struct engine_options eo = {.data_path = NULL,
                                 .cache_pages = RD_MAX((size_t)64, s->cfg.cache_mb * 1024u * 1024u / ENGINE_PAGE_SIZE),
-                                .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page}};
+                                .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page,
+                                         .read_page_nb = aur_read_page_nb}};
     int rc = engine_open(&eo, &s->engine);
     if (rc < 0) {
         rd_warn("could not open the volume at read point %" PRIu64 ": %s; retrying", vdl, rd_strerror(rc));
@@ -162,6 +165,7 @@ void aur_reader_drop_cache(struct server *s)
 {
     int rc = engine_close(s->engine);
     s->engine = NULL;
+    aur_gp_touched(aur_of(s), ENGINE_PAGE_NONE); /* S22: no GetPage in flight may fill the new cache */
     if (rc < 0)
         rd_warn("closing the reader's engine: %s", rd_strerror(rc));
 }
@@ -176,6 +180,7 @@ static void reader_feed_malformed(struct server *s, const char *what)
 
 static void reader_feed_seen(struct aurora *a, uint64_t vdl, const uint8_t *p)
 {
+    trace_visible(vdl); /* issue 13: applied (pages replayed or dropped), read point moved */
     a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
     a->feed_send_us = rd_get_u64le(p + 8);
     a->feed_msgs++;
@@ -243,6 +248,7 @@ void aur_reader_on_feed(struct server *s, const uint8_t *p, size_t n)
          * in one step of the loop, so no read sees half of a mini-transaction. */
         for (uint32_t i = 0; i < cnt; i++) {
             uint32_t pid = rd_get_u32le(p + 20 + 4 * (size_t)i);
+            aur_gp_touched(a, pid); /* S22 */
             if (pid == 0) { /* the meta page is re-read once, after the whole batch of feeds */
                 a->meta_stale = 1;
                 continue;
@@ -300,6 +306,7 @@ void aur_reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
         uint8_t type = p[off + 12];
         uint32_t len = rd_get_u32le(p + off + 13);
         int rc = engine_redo_if_cached(s->engine, pid, type, p + off + 17, len, lsn);
+        aur_gp_touched(a, pid); /* S22: a GetPage in flight for it would miss this record */
         if (rc < 0 && pid == 0) {
             a->meta_stale = 1; /* re-read at the new read point (aurora_process_input) */
         } else if (rc < 0) {
