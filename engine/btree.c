@@ -136,7 +136,7 @@ static int mtr_commit(struct engine *e)
             len = pg_build_image(fr->data, e->scratch);
             e->st.image_records++;
         } else {
-            len = pg_build_change(mp->before, fr->data, e->scratch, &type); /* E16 */
+            len = pg_build_change(mp->before, fr->data, e->scratch, &type); /* E18 */
             e->st.delta_records++;
         }
         uint8_t flags = i == last ? ENGINE_REC_FLAG_MTR_END : 0;
@@ -904,7 +904,7 @@ int engine_redo(struct engine *e, uint32_t page_id, uint8_t rec_type, const uint
         uint8_t *undo = e->scratch2;
         memcpy(undo, p, ENGINE_PAGE_SIZE);
         rc = engine_page_apply(p, rec_type, body, body_len, end_lsn);
-        if (rc < 0 || pg_check(p, page_id) < 0) { /* (a logical record that does not fit the page: E16) */
+        if (rc < 0 || pg_check(p, page_id) < 0) { /* (a logical record that does not fit the page: E18) */
             rd_error("engine: %s record for page %u ending at LSN %llu leaves a malformed page",
                      engine_rec_type_name(rec_type), page_id, (unsigned long long)end_lsn);
             memcpy(p, undo, ENGINE_PAGE_SIZE);

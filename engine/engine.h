@@ -34,7 +34,7 @@ enum engine_rec_type {
     /* body: u16 lower, u16 upper, bytes [HDR_APPLY_FROM, lower), bytes [upper, PAGE_SIZE).
      * The hole [lower, upper) is zero. A full-page image ("FPI"). */
     ENGINE_REC_PAGE_IMAGE = 2,
-    /* Logical records (engine/README.md E16; applied to the page as it is, which must be a
+    /* Logical records (engine/README.md E18; applied to the page as it is, which must be a
      * leaf or internal page passing the structure check):
      * body: u16 slot, then one cell (leaf or internal, by the page's type): the cell is
      * inserted at that slot exactly as the writer inserts it (compacting if needed). */

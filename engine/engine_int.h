@@ -115,7 +115,7 @@ size_t pg_build_image(const uint8_t *p, uint8_t *out);
  * returns 0 if nothing differs. out must hold PG_DELTA_MAX bytes. */
 size_t pg_build_delta(const uint8_t *before, const uint8_t *after, uint8_t *out);
 #define PG_DELTA_MAX (2u * ENGINE_PAGE_SIZE)
-/* The record for a page's change in an mtr (E16): a logical record (CELL_INSERT,
+/* The record for a page's change in an mtr (E18): a logical record (CELL_INSERT,
  * PAGE_SPLIT) when one reproduces after from before exactly, else a PAGE_DELTA.
  * Sets *type; returns the body length (0: nothing differs). out: PG_DELTA_MAX bytes. */
 size_t pg_build_change(const uint8_t *before, const uint8_t *after, uint8_t *out, uint8_t *type);

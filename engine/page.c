@@ -216,7 +216,7 @@ const char *engine_rec_type_name(uint8_t rec_type)
 #define LOGICAL_CELL_MAX (ENGINE_PAGE_SIZE - PG_HDR_SIZE - 2u)
 #define LOGICAL_SLOT_MAX ((ENGINE_PAGE_SIZE - PG_HDR_SIZE) / 2u)
 
-/* The page-independent part of a logical record's check (E16). */
+/* The page-independent part of a logical record's check (E18). */
 static int validate_logical(uint8_t rec_type, const uint8_t *body, size_t body_len)
 {
     if (body_len < 2 || rd_get_u16le(body) > LOGICAL_SLOT_MAX)
@@ -271,7 +271,7 @@ int pg_validate_record(uint8_t rec_type, const uint8_t *body, size_t body_len)
     return pos == body_len ? 0 : RD_ECORRUPT;
 }
 
-/* ---------------------------------------------------------------- logical records (E16) */
+/* ---------------------------------------------------------------- logical records (E18) */
 
 /* A page a logical record may change: a leaf or internal page that passes the structure
  * check, whose cells do not overlap the slot array, and whose cell area is exactly its live
@@ -454,7 +454,7 @@ static bool same_cell(const uint8_t *a, unsigned i, const uint8_t *b, unsigned j
     return sa == pg_cell_size(b, cb) && memcmp(ca, cb, sa) == 0;
 }
 
-/* A logical record (E16) for the change before -> after, verified: applying it to before
+/* A logical record (E18) for the change before -> after, verified: applying it to before
  * must give after byte for byte (bytes [16, 8192)), else 0 (the caller logs a delta). */
 static size_t build_logical(const uint8_t *before, const uint8_t *after, uint8_t *out, uint8_t *type)
 {

@@ -844,7 +844,7 @@ static int sn_rec_valid(const struct redo_rec *r)
         return r->page_id == ENGINE_PAGE_NONE;
     if (r->page_id > SN_MAX_PAGE_ID)
         return 0;
-    /* What can be checked without the page; applying checks the rest (logical records, E16). */
+    /* What can be checked without the page; applying checks the rest (logical records, E18). */
     return engine_rec_validate(r->type, r->body, r->body_len) == 0;
 }
 

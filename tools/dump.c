@@ -115,7 +115,7 @@ static void fmt_time(char *dst, size_t len, uint64_t us)
 
 /* ---------------------------------------------------------------- wal */
 
-/* A logical record's slot and key (engine/README.md E16); bounds checked here, since the
+/* A logical record's slot and key (engine/README.md E18); bounds checked here, since the
  * WAL's validity rule does not look inside page records. */
 static void print_logical(uint8_t type, const uint8_t *b, size_t n)
 {

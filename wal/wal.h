@@ -27,7 +27,7 @@
 enum wal_rec_type {
     WAL_REC_PAGE_DELTA = 1, /* = ENGINE_REC_PAGE_DELTA */
     WAL_REC_PAGE_IMAGE = 2, /* = ENGINE_REC_PAGE_IMAGE */
-    WAL_REC_CELL_INSERT = 3, /* = ENGINE_REC_CELL_INSERT (logical: engine/README.md E16) */
+    WAL_REC_CELL_INSERT = 3, /* = ENGINE_REC_CELL_INSERT (logical: engine/README.md E18) */
     WAL_REC_PAGE_SPLIT = 4, /* = ENGINE_REC_PAGE_SPLIT */
     WAL_REC_COMMIT = 16,    /* body: u64 commit wall time (µs since epoch), u64 txn id */
     WAL_REC_CHECKPOINT = 17,/* body: u64 redo lsn, u32 timeline, u64 wall time µs */

@@ -1,6 +1,6 @@
 /*
  * fuzz_page.c — libFuzzer target for the engine's record bodies
- * (engine_page_apply, engine/README.md E7 and E16), the logical records above
+ * (engine_page_apply, engine/README.md E7 and E18), the logical records above
  * all: their apply reads the page as well as the body.
  *
  * Input: byte 0 picks the record type (low 3 bits: 1..4 the engine's types,
@@ -12,7 +12,7 @@
  * nothing may crash or read outside the page and the body; a refused record
  * leaves the page unchanged (validate first); an accepted logical record on a
  * well-formed page leaves a page that passes the structure check.
- * Then the builder property E8/E16: a random change of page (a) (an insert, a
+ * Then the builder property E8/E18: a random change of page (a) (an insert, a
  * split's left half, a same-size overwrite) turned into a record by
  * pg_build_change and applied to the before-image gives the after-image byte
  * for byte.
@@ -85,7 +85,7 @@ static void apply_checked(const uint8_t *b, size_t n, uint8_t type, int well_for
     }
 }
 
-/* E8/E16: a change made by the engine's page functions, logged by pg_build_change,
+/* E8/E18: a change made by the engine's page functions, logged by pg_build_change,
  * replays exactly. */
 static void builder_round_trip(const uint8_t *d, size_t n)
 {

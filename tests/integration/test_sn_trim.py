@@ -87,7 +87,7 @@ load(4)
 inf = infos(nodes)
 deadline = time.time() + 30
 while not all(int(d["segments_deleted"]) > 0 for d in inf.values()) and time.time() < deadline:
-    load(2)  # compact redo (redo/README.md R5, engine E16) fills 1 MiB segments more slowly: write on
+    load(2)  # compact redo (redo/README.md R5, engine E18) fills 1 MiB segments more slowly: write on
     inf = infos(nodes)
 for i, d in inf.items():
     check(d["hotlog_trim"] == "on", f"trimming is on by default on node {i}")

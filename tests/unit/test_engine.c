@@ -435,7 +435,7 @@ Test(engine, replays_record_stream_from_empty_into_identical_pages, .timeout = 1
             m->present = true;
         }
     }
-    /* E16: the stream holds logical records (inserts, splits' left halves) besides deltas
+    /* E18: the stream holds logical records (inserts, splits' left halves) besides deltas
      * and images, and everything below replays them too. */
     size_t per_type[8] = {0};
     for (size_t i = 0; i < ca.n; i++)
