@@ -205,6 +205,27 @@ int sn_trunc_drops(const struct sn_trunc *t, uint32_t ntrunc, uint64_t hl_off, u
  * matches (-1 if the record is cut short before it can be checked). */
 const char *sn_hotlog_rec_why(const uint8_t *src, size_t n, uint32_t *len, uint64_t *epoch, int *checksum_ok);
 
+/* ------------------------------------------------------------ page cache (N18) */
+
+/* The last image written to (or read and verified from) the page store, per
+ * page, for coalescing and GetPage: a direct-mapped table of nslots 8 KiB
+ * images (a slot holds one page id; another page with the same slot evicts
+ * it). Holds only images the page store holds too (every page-store write
+ * goes through sn_pcache_put or sn_pcache_drop). Memory is mapped on demand. */
+struct sn_pcache {
+    uint32_t nslots;   /* 0: disabled */
+    uint32_t *ids;     /* UINT32_MAX: empty */
+    uint8_t *imgs;     /* nslots x ENGINE_PAGE_SIZE, mmap'ed */
+    uint64_t hits, misses;
+};
+/* nslots 0 disables it (every call then does nothing / misses). 0 or -ENOMEM. */
+int sn_pcache_init(struct sn_pcache *c, uint32_t nslots);
+void sn_pcache_free(struct sn_pcache *c);
+/* 1 and the image copied to out if page_id is cached, else 0. */
+int sn_pcache_get(struct sn_pcache *c, uint32_t page_id, uint8_t *out);
+void sn_pcache_put(struct sn_pcache *c, uint32_t page_id, const uint8_t *img);
+void sn_pcache_drop(struct sn_pcache *c, uint32_t page_id);
+
 /* ------------------------------------------------------------ daemon */
 
 struct sn_config {

@@ -81,6 +81,7 @@
 #define SN_DIO_ALIGN 4096u                 /* O_DIRECT hot-log writes: offset and length (the fs block size) */
 #define SN_ZFILL_CHUNK (1u << 20)          /* zeros written ahead of the appends at a time (N12) */
 #define SN_ZFILL_AHEAD (2u << 20)          /* keep this much zeroed room ahead of the pending end */
+#define SN_PCACHE_PAGES 4096u              /* page cache slots (N18): 32 MiB mapped, touched as used */
 
 /* The meta file format (DIR/meta), SN_MAX_TRUNC and struct sn_trunc are in
  * sn_files.c / sn_int.h (shared with redoubt-dump). */
@@ -235,6 +236,8 @@ struct sn_node {
     uint64_t last_gossip_ms;
     struct sn_copy copy;
     struct sn_stats stats;
+    struct sn_pcache pcache;    /* N18: page-store images kept between coalescing rounds */
+    uint8_t *co_imgs;           /* SN_COALESCE_MAX_PAGES images for a coalescing round (kept, mmap'ed) */
 };
 
 static volatile sig_atomic_t sn_stop;
@@ -1020,6 +1023,7 @@ static void sn_page_write(struct sn_node *s, uint32_t page_id, uint8_t *page)
     if (w != (ssize_t)ENGINE_PAGE_SIZE)
         rd_panic("could not write page %u to the page store in \"%s\": %s", page_id, s->dir,
                  w < 0 ? strerror(errno) : "short write");
+    sn_pcache_put(&s->pcache, page_id, page); /* N18: what the store now holds */
 }
 
 /* Rebuilds a corrupt page-store image from the hot log: possible only while
@@ -1074,13 +1078,17 @@ static int sn_page_load(struct sn_node *s, uint32_t page_id, uint8_t *page)
     struct sn_page_hist *h = sn_store_page(&s->st, page_id);
     if (h && h->corrupt)
         return RD_ECORRUPT;
+    if (sn_pcache_get(&s->pcache, page_id, page)) /* N18: written or verified by this process */
+        return 0;
     ssize_t got = pread(s->pages_fd, page, ENGINE_PAGE_SIZE, (off_t)page_id * ENGINE_PAGE_SIZE);
     if (got < 0)
         rd_panic("could not read page %u from the page store in \"%s\": %s", page_id, s->dir, strerror(errno));
     if (got < (ssize_t)ENGINE_PAGE_SIZE)
         memset(page + got, 0, ENGINE_PAGE_SIZE - (size_t)got); /* never written */
-    if (engine_page_verify(page) == 0)
+    if (engine_page_verify(page) == 0) {
+        sn_pcache_put(&s->pcache, page_id, page);
         return 0;
+    }
     s->stats.corrupt_detected++;
     rd_error("page %u in the page store of \"%s\" failed its checksum: rebuilding it from the hot log", page_id,
              s->dir);
@@ -1146,6 +1154,13 @@ static void sn_coalesce(struct sn_node *s)
     size_t nt = 0;
     if (t == NULL || slot == NULL)
         rd_panic("out of memory for coalescing");
+    if (s->co_imgs == NULL) { /* kept for every later round: no malloc/free (and page faults) per page */
+        void *m = mmap(NULL, (size_t)SN_COALESCE_MAX_PAGES * ENGINE_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            rd_panic("out of memory for coalescing: %s", strerror(errno));
+        s->co_imgs = m;
+    }
     memset(slot, 0xff, SLOTS * sizeof(*slot)); /* -1: empty */
     int failed = 0;
     uint64_t cpl = s->coalesced_cpl;
@@ -1168,9 +1183,7 @@ static void sn_coalesce(struct sn_node *s)
             }
             slot[h] = (int32_t)nt;
             t[nt].page_id = x->page_id;
-            t[nt].img = malloc(ENGINE_PAGE_SIZE);
-            if (t[nt].img == NULL)
-                rd_panic("out of memory for coalescing");
+            t[nt].img = s->co_imgs + (size_t)nt * ENGINE_PAGE_SIZE;
             nt++;
             if (sn_page_load(s, x->page_id, t[k].img) < 0) {
                 failed = 1;
@@ -1201,8 +1214,6 @@ static void sn_coalesce(struct sn_node *s)
         s->coalesced_cpl = cpl;
         sn_meta_persist(s);
     }
-    for (size_t k = 0; k < nt; k++)
-        free(t[k].img);
     free(t);
     free(slot);
 }
@@ -1802,6 +1813,7 @@ static void sn_on_pages(struct sn_node *s, struct sn_conn *c, const uint8_t *p, 
         if (w != (ssize_t)ENGINE_PAGE_SIZE)
             rd_panic("could not write page %u to the page store in \"%s\": %s", id, s->dir,
                      w < 0 ? strerror(errno) : "short write");
+        sn_pcache_put(&s->pcache, id, sn_pages_image(&m, i)); /* N18: verified above */
     }
     s->copy.pages += m.npages;
     if (m.coalesced_lsn < s->copy.base) {
@@ -2000,6 +2012,8 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
     rd_buf_appendf(b, "fsyncs:%llu\r\nhotlog_io:%s\r\ndsync_writes:%llu\r\nzfill_bytes:%llu\r\n",
                    (unsigned long long)s->stats.fsyncs, s->direct ? "direct" : "buffered",
                    (unsigned long long)s->stats.dsync_writes, (unsigned long long)s->stats.zfill_bytes);
+    rd_buf_appendf(b, "page_cache_slots:%u\r\npage_cache_hits:%llu\r\npage_cache_misses:%llu\r\n",
+                   s->pcache.nslots, (unsigned long long)s->pcache.hits, (unsigned long long)s->pcache.misses);
     rd_buf_appendf(b,
                    "hotlog_trim:%s\r\nhotlog_keep_bytes:%llu\r\nhotlog_trim_point:%llu\r\n"
                    "hotlog_trim_local_point:%llu\r\nhotlog_trim_held_by:%s\r\npeers_given_up:%zu\r\n"
@@ -2578,6 +2592,9 @@ static void sn_shutdown(struct sn_node *s)
     free(s->dec);
     free(s->dio);
     free(s->zeros);
+    sn_pcache_free(&s->pcache);
+    if (s->co_imgs)
+        munmap(s->co_imgs, (size_t)SN_COALESCE_MAX_PAGES * ENGINE_PAGE_SIZE);
     free(s);
 }
 
@@ -2603,6 +2620,11 @@ int sn_node_run(const struct sn_config *cfg)
     s->write_io.on_cqe = sn_on_write_done;
     s->sync_io.on_cqe = sn_on_sync_done;
     s->zfill_io.on_cqe = sn_on_zfill_done;
+    /* N18: page cache slots (REDOUBT_SN_PAGE_CACHE=N pages; 0: off, for A/B) */
+    const char *pce = getenv("REDOUBT_SN_PAGE_CACHE");
+    unsigned long pcn = pce ? strtoul(pce, NULL, 10) : SN_PCACHE_PAGES;
+    if (sn_pcache_init(&s->pcache, (uint32_t)RD_MIN(pcn, 1ul << 20)) < 0)
+        rd_panic("out of memory for the page cache (%lu pages)", pcn);
     s->next_gen = 1;
     sn_store_init(&s->st);
     char why[256];
