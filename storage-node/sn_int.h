@@ -138,6 +138,10 @@ int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, 
                  uint32_t hl_len, int durable);
 /* Advances scl over durable consecutive LSNs; returns how far it moved. */
 uint64_t sn_store_advance(struct sn_store *st);
+/* The SCL sn_store_advance would reach if every record held now were durable
+ * (nothing is changed): the SCL a flush will reach when every held record
+ * that is not durable is in it (the linked ACK of N19). */
+uint64_t sn_store_scl_if_held_durable(struct sn_store *st);
 /* Drops every record above keep_upto (keep_upto >= coalesced_lsn). */
 void sn_store_truncate(struct sn_store *st, uint64_t keep_upto);
 /* Hot-log trimming: drops every record whose hot-log offset is below
