@@ -37,6 +37,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/auth.h"
@@ -172,6 +173,7 @@ struct sn_stats {
     uint64_t gossip_answers, trim_gave_up, page_copies, pages_copied, pagecopy_served;
     uint64_t linked_acks;   /* ACKs sent by a send linked to their durable write (N19) */
     uint64_t parked_frames; /* frames (epoch raise, TRUNCATE) that waited for a linked ACK (N19) */
+    uint64_t coalesce_cpu_us; /* CPU time of coalescing rounds and trimming (cost per commit) */
 };
 
 struct sn_node {
@@ -2141,8 +2143,9 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
                    (unsigned long long)s->stats.dsync_writes, (unsigned long long)s->stats.zfill_bytes);
     rd_buf_appendf(b, "page_cache_slots:%u\r\npage_cache_hits:%llu\r\npage_cache_misses:%llu\r\n",
                    s->pcache.nslots, (unsigned long long)s->pcache.hits, (unsigned long long)s->pcache.misses);
-    rd_buf_appendf(b, "link_acks:%s\r\nlinked_acks:%llu\r\nparked_frames:%llu\r\n", s->link_acks ? "on" : "off",
-                   (unsigned long long)s->stats.linked_acks, (unsigned long long)s->stats.parked_frames);
+    rd_buf_appendf(b, "link_acks:%s\r\nlinked_acks:%llu\r\nparked_frames:%llu\r\ncoalesce_cpu_us:%llu\r\n",
+                   s->link_acks ? "on" : "off", (unsigned long long)s->stats.linked_acks,
+                   (unsigned long long)s->stats.parked_frames, (unsigned long long)s->stats.coalesce_cpu_us);
     rd_buf_appendf(b,
                    "hotlog_trim:%s\r\nhotlog_keep_bytes:%llu\r\nhotlog_trim_point:%llu\r\n"
                    "hotlog_trim_local_point:%llu\r\nhotlog_trim_held_by:%s\r\npeers_given_up:%zu\r\n"
@@ -2819,8 +2822,12 @@ int sn_node_run(const struct sn_config *cfg)
             if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS || s->hl_since_coalesce >= SN_COALESCE_DUE_BYTES) {
                 s->last_coalesce_ms = now;
                 s->hl_since_coalesce = 0;
+                struct timespec c0, c1;
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
                 sn_coalesce(s);
                 sn_hl_trim(s);
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+                s->stats.coalesce_cpu_us += (uint64_t)((c1.tv_sec - c0.tv_sec) * 1000000 + (c1.tv_nsec - c0.tv_nsec) / 1000);
             }
         }
         sn_send_all(s);
