@@ -69,7 +69,10 @@
 #define SN_FETCH_TIMEOUT_MS 2000u
 #define SN_PROBE_INTERVAL_MS 250u          /* ask a peer even without a known gap */
 #define SN_COALESCE_INTERVAL_MS 1000u   /* rarer rounds: a hot page is written once per round, not per 100 ms */
-#define SN_COALESCE_BATCH 32768u           /* records applied per coalesce round */
+#define SN_COALESCE_BUSY_MS 4000u          /* ... while records keep arriving (REDOUBT_SN_COALESCE_BUSY_MS) */
+#define SN_COALESCE_QUIET_MS 250u          /* no record appended for this long: the 1 s interval applies */
+#define SN_COALESCE_DUE_RECORDS 65536u     /* ... or sooner, once this many records can be coalesced */
+#define SN_COALESCE_BATCH 131072u          /* records applied per coalesce round */
 #define SN_COALESCE_MAX_PAGES 2048u        /* pages touched per round (16 MiB of images): bounds the loop turn */
 #define SN_COALESCE_DUE_BYTES (8u << 20)   /* ... or sooner, once this much hot log arrived since the last round */
 #define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
@@ -239,6 +242,8 @@ struct sn_node {
     uint64_t fetch_req_id, fetch_from, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
     int fetch_outstanding, fetch_more, coalesce_blocked;
     uint64_t hl_since_coalesce; /* hot-log bytes appended since the last coalesce round */
+    uint64_t last_append_ms;    /* when the last record was appended (busy vs quiet coalescing interval) */
+    uint64_t coalesce_busy_ms;  /* SN_COALESCE_BUSY_MS, or REDOUBT_SN_COALESCE_BUSY_MS (A/B) */
     int hl_repair_pending;  /* the hot log lost records to corruption: count refetched ones */
     uint64_t last_gossip_ms;
     struct sn_copy copy;
@@ -1047,6 +1052,7 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
         s->pend[s->npend++] = (struct sn_pend){r.lsn, at, (uint32_t)(s->st.nrecs - 1)};
         s->hl_end += (uint64_t)len;
         s->hl_since_coalesce += (uint64_t)len;
+        s->last_append_ms = rd_now_ms();
         struct sn_seg *g = &s->segs[s->nsegs - 1];
         if (r.lsn > g->max_lsn)
             g->max_lsn = r.lsn;
@@ -1256,6 +1262,21 @@ static uint64_t sn_coalesce_target(const struct sn_node *s)
     if (s->st.hot_records < SN_MAX_HOT_RECORDS)
         t = RD_MIN(t, rp);
     return RD_MIN(t, s->st.coalesced_lsn + SN_COALESCE_BATCH);
+}
+
+/* Whether a coalescing round is due: every SN_COALESCE_INTERVAL_MS when no
+ * record arrived for SN_COALESCE_QUIET_MS, every coalesce_busy_ms while they
+ * keep arriving (a round's cost is mostly per page, and a hot page is read,
+ * changed and written once per round), and sooner once 8 MiB of hot log
+ * arrived or SN_COALESCE_DUE_RECORDS records can be coalesced. */
+static int sn_coalesce_due(const struct sn_node *s, uint64_t now)
+{
+    uint64_t since = now - s->last_coalesce_ms;
+    int quiet = now - s->last_append_ms >= SN_COALESCE_QUIET_MS;
+    if (since >= (quiet ? SN_COALESCE_INTERVAL_MS : s->coalesce_busy_ms) || s->hl_since_coalesce >= SN_COALESCE_DUE_BYTES)
+        return 1;
+    uint64_t t = sn_coalesce_target(s);
+    return t > s->st.coalesced_lsn && t - s->st.coalesced_lsn >= SN_COALESCE_DUE_RECORDS && !s->coalesce_blocked;
 }
 
 struct sn_touched { uint32_t page_id; uint8_t *img; };
@@ -2753,6 +2774,10 @@ int sn_node_run(const struct sn_config *cfg)
     s->sync_io.on_cqe = sn_on_sync_done;
     s->zfill_io.on_cqe = sn_on_zfill_done;
     /* N18: page cache slots (REDOUBT_SN_PAGE_CACHE=N pages; 0: off, for A/B) */
+    const char *cbe = getenv("REDOUBT_SN_COALESCE_BUSY_MS"); /* A/B of the busy interval */
+    s->coalesce_busy_ms = cbe ? strtoull(cbe, NULL, 10) : SN_COALESCE_BUSY_MS;
+    if (s->coalesce_busy_ms < SN_COALESCE_INTERVAL_MS)
+        s->coalesce_busy_ms = SN_COALESCE_INTERVAL_MS;
     const char *lae = getenv("REDOUBT_SN_LINK_ACK"); /* N19, on by default; 0: off (A/B) */
     s->link_acks = !(lae && strcmp(lae, "0") == 0);
     const char *pce = getenv("REDOUBT_SN_PAGE_CACHE");
@@ -2819,7 +2844,7 @@ int sn_node_run(const struct sn_config *cfg)
             sn_gap_fill(s, now);
             sn_copy_tick(s, now);
             sn_lack_tick(s, now);
-            if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS || s->hl_since_coalesce >= SN_COALESCE_DUE_BYTES) {
+            if (sn_coalesce_due(s, now)) {
                 s->last_coalesce_ms = now;
                 s->hl_since_coalesce = 0;
                 struct timespec c0, c1;
