@@ -82,6 +82,8 @@ enum mon_op {
     OP_HELLO,      /* peer: SENTINEL redoubt-hello ... */
     OP_ASK_DOWN,   /* peer: SENTINEL is-master-down-by-addr ip port epoch * */
     OP_ASK_VOTE,   /* peer: SENTINEL is-master-down-by-addr ip port epoch <my id> */
+    OP_PEER_AUTH1, /* peer: REDOUBT.AUTH <hello> (M18: the handshake runs inside the channel) */
+    OP_PEER_AUTH2, /* peer: REDOUBT.AUTH <proof> */
 };
 
 struct mon_chan {
@@ -91,6 +93,12 @@ struct mon_chan {
     uint64_t deadline_ms; /* 0: none */
     unsigned gen;         /* +1 at every close: a handler that closed (and maybe reopened) the channel */
     struct rd_buf out, in;
+    /* Peer-monitor channels only (M18): the non-blocking REDOUBT.AUTH handshake. Until it is done
+     * the command asked for waits in held (its op in held_op); chan_close forgets both. */
+    int authed;
+    struct rd_auth_hs hs;
+    enum mon_op held_op;
+    struct rd_buf held;
 };
 
 struct mon_node {
@@ -251,8 +259,12 @@ static void chan_close(struct mon_chan *c)
     c->connecting = 0;
     c->op = OP_NONE;
     c->deadline_ms = 0;
+    c->authed = 0;
+    c->hs.state = RD_AUTH_ST_NONE;
+    c->held_op = OP_NONE;
     rd_buf_reset(&c->in);
     rd_buf_reset(&c->out);
+    rd_buf_reset(&c->held);
 }
 
 /* Starts a non-blocking connect. 0 (in progress or done) or -1 (errno set;
@@ -1514,11 +1526,83 @@ static void lease_renew(struct mon *m, struct mon_node *n, uint64_t now)
 
 /* ------------------------------------------------------------ peer monitors */
 
+/* M18: with a cluster secret, a channel to a peer monitor authenticates before its first command,
+ * without blocking: REDOUBT.AUTH <hello> goes out first and the command waits in c->held; the
+ * challenge's answer is checked and the proof sent from peer_on_readable, and the +OK releases the
+ * held command. Two monitors that connect to each other at the same moment each wait in their own
+ * loop, never on each other (the blocking handshake node channels use would deadlock here). */
+static int peer_auth_start(struct mon_chan *c, enum mon_op op, size_t argc, const char *const *argv)
+{
+    uint8_t hello[RD_AUTH_HELLO_LEN];
+    char hex[2 * RD_AUTH_MSG_MAX + 1];
+    rd_auth_client_hello(&mon_auth, &c->hs, NULL, hello);
+    rd_auth_hex(hello, sizeof(hello), hex);
+    const char *av[] = {"REDOUBT.AUTH", hex};
+    rd_buf_reset(&c->held);
+    if (resp_command_str(&c->out, 2, av) < 0 || resp_command_str(&c->held, argc, argv) < 0)
+        return -1;
+    c->held_op = op;
+    c->op = OP_PEER_AUTH1;
+    return 0;
+}
+
 static void peer_call(struct mon *m, struct mon_peer *p, enum mon_op op, size_t argc, const char *const *argv,
                       uint64_t now)
 {
-    if (chan_call_addr(p->host, p->port, &p->ch, op, now + RD_MAX(200u, 2u * m->interval_ms), argc, argv) < 0)
-        chan_close(&p->ch);
+    struct mon_chan *c = &p->ch;
+    uint64_t deadline_ms = now + RD_MAX(200u, 2u * m->interval_ms);
+    if (!mon_auth.enabled || (c->fd >= 0 && c->authed)) {
+        if (chan_call_addr(p->host, p->port, c, op, deadline_ms, argc, argv) < 0)
+            chan_close(c);
+        return;
+    }
+    rd_assert(c->op == OP_NONE);
+    if (c->fd >= 0) /* a connection that never finished its handshake: start over */
+        chan_close(c);
+    if (chan_connect(c, p->host, p->port) < 0 || peer_auth_start(c, op, argc, argv) < 0) {
+        chan_close(c);
+        return;
+    }
+    c->deadline_ms = deadline_ms + RD_MAX(200u, 2u * m->interval_ms); /* two round trips more */
+}
+
+/* M18: the handshake's replies on a peer channel. 0: consumed (the channel goes on), -1: close it. */
+static int peer_auth_reply(struct mon_peer *p, enum mon_op op, const struct resp_reply *r)
+{
+    struct mon_chan *c = &p->ch;
+    char addr[96];
+    snprintf(addr, sizeof(addr), "monitor %s:%d", p->host, p->port);
+    if (op == OP_PEER_AUTH1) {
+        uint8_t msg[RD_AUTH_MSG_MAX], proof[RD_AUTH_PROOF_LEN];
+        char hex[2 * RD_AUTH_MSG_MAX + 1];
+        int n = r->type == RESP_BULK ? rd_auth_unhex((const char *)r->str, r->len, msg, sizeof(msg)) : -1;
+        if (n < 0 || rd_auth_client_challenge(&mon_auth, &c->hs, msg, (size_t)n, proof) != 0) {
+            if (rd_auth_log_once(addr))
+                rd_warn("peer %s failed peer authentication: its challenge is not from a holder of the secret "
+                        "(logged once)", addr);
+            return -1;
+        }
+        rd_auth_hex(proof, sizeof(proof), hex);
+        const char *av[] = {"REDOUBT.AUTH", hex};
+        if (resp_command_str(&c->out, 2, av) < 0)
+            return -1;
+        c->op = OP_PEER_AUTH2;
+        return 0;
+    }
+    if (r->type != RESP_STATUS) {
+        char t[200];
+        reply_text(r, t, sizeof(t));
+        if (rd_auth_log_once(addr))
+            rd_warn("peer %s refused our proof: %s (logged once)", addr, t);
+        return -1;
+    }
+    c->authed = 1;
+    if (rd_buf_append(&c->out, c->held.data, c->held.len) < 0)
+        return -1;
+    rd_buf_reset(&c->held);
+    c->op = c->held_op;
+    c->held_op = OP_NONE;
+    return 0;
 }
 
 static int peer_up(const struct mon *m, const struct mon_peer *p, uint64_t now)
@@ -1750,11 +1834,22 @@ static void peer_on_readable(struct mon *m, struct mon_peer *p, uint64_t now)
         return;
     }
     enum mon_op op = c->op;
+    if (op == OP_PEER_AUTH1 || op == OP_PEER_AUTH2) {
+        int rc = peer_auth_reply(p, op, &rep); /* before the consume: rep points into c->in */
+        resp_reply_free(&rep);
+        if (rc < 0)
+            chan_close(c);
+        else
+            rd_buf_consume(&c->in, (size_t)used);
+        return;
+    }
     c->op = OP_NONE;
     c->deadline_ms = 0;
-    rd_buf_consume(&c->in, (size_t)used);
-    on_peer_reply(m, p, op, &rep, now);
+    unsigned gen = c->gen;
+    on_peer_reply(m, p, op, &rep, now); /* rep points into c->in: consume after */
     resp_reply_free(&rep);
+    if (c->gen == gen)
+        rd_buf_consume(&c->in, (size_t)used);
 }
 
 static void tick(struct mon *m, uint64_t now)
@@ -2143,12 +2238,10 @@ static int client_peer_gate(struct mon_client *c, const struct resp_args *a)
     if (!mon_auth.enabled || c->peer_authed || !arg_is(&a->v[0], "sentinel") || a->n < 2)
         return 0;
     const struct resp_arg *sub = &a->v[1];
-    /* Only the operator's FAILOVER: the monitors' own votes and hellos
-     * (is-master-down-by-addr, redoubt-hello) are not authenticated yet. Two
-     * monitors authenticating to each other with the blocking handshake would
-     * wait on each other; that needs the handshake inside the channel's state
-     * machine (not done: see the issue 10 report). */
-    if (!arg_is(sub, "failover"))
+    /* M18: what changes a monitor's state needs an authenticated peer: the operator's FAILOVER, and
+     * the monitors' own votes and down queries (is-master-down-by-addr) and hellos (redoubt-hello,
+     * whose views are adopted, M9). The read-only queries Sentinel clients use stay open. */
+    if (!arg_is(sub, "failover") && !arg_is(sub, "is-master-down-by-addr") && !arg_is(sub, "redoubt-hello"))
         return 0;
     if (rd_auth_log_once("monitor-gate"))
         rd_warn("refused SENTINEL %.*s from an unauthenticated client (logged once)", (int)RD_MIN(sub->len, 40),
@@ -2775,7 +2868,7 @@ int main(int argc, char **argv)
     rd_info("stopping (signal)");
     for (unsigned i = 0; i < m->npeers; i++) {
         chan_close(&m->peer[i].ch);
-        rd_buf_free(&m->peer[i].ch.in), rd_buf_free(&m->peer[i].ch.out);
+        rd_buf_free(&m->peer[i].ch.in), rd_buf_free(&m->peer[i].ch.out), rd_buf_free(&m->peer[i].ch.held);
     }
     for (unsigned i = 0; i < m->nnodes; i++) {
         chan_close(&m->node[i].hb);

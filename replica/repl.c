@@ -155,6 +155,7 @@ void repl_tick(struct server *s)
         repl_waits_check(s);
     if (s->role != SERVER_ROLE_REPLICA)
         return;
+    repl_restartpoint_step(s);
     struct upstream *u = &repl_of(s)->up;
     if (u->reclone_requested && u->conn == NULL && !u->connect_in_flight) {
         u->reclone_requested = 0;

@@ -161,6 +161,9 @@ void repl_role_reply(struct server *s, struct conn *c);
 size_t repl_count_acked(const struct server *s, uint64_t lsn); /* WAIT */
 int repl_replica_readable(const struct server *s);          /* hot standby consistent */
 void repl_shutdown(struct server *s);
+/* W17: a spread restart point (repl_restartpoint.c): begun at a CHECKPOINT record, stepped per turn. */
+int repl_restartpoint_begin(struct server *s, uint64_t checkpoint_lsn, uint64_t redo_lsn);
+void repl_restartpoint_step(struct server *s);
 /* Terms (replica/README.md T1-T6). */
 int repl_term_load(struct server *s);                        /* at start: DIR/term, 0 if absent */
 void repl_cmd_term(struct server *s, struct conn *c, const struct resp_args *a);    /* REDOUBT.TERM t */

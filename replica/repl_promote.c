@@ -49,10 +49,14 @@ int repl_promote_finish(struct server *s)
     if ((rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal))) < 0)
         rd_panic("promotion: WAL flush failed: %s", rd_strerror(rc));
     uint64_t switch_lsn;
-    /* W15: the new timeline is at least the promotion's term (unique per failover: T1-T6), so a
-     * replica that never heard of another node's promotion cannot reuse its timeline number. */
-    uint32_t min_tli = repl_of(s)->term <= UINT32_MAX ? (uint32_t)repl_of(s)->term : 0;
-    if ((rc = wal_switch_timeline_min(s->wal, min_tli, &switch_lsn)) < 0)
+    /* W15, W16: the new timeline is the promotion term's block (terms are unique per failover:
+     * T1-T6), so a replica that never heard of another node's promotion, or a crash restart on
+     * another history, cannot reuse its timeline number. */
+    uint32_t new_tli;
+    if ((rc = wal_promotion_timeline(wal_timeline(s->wal), repl_of(s)->term, &new_tli)) < 0)
+        rd_panic("promotion: term %" PRIu64 " on timeline %u does not fit a timeline number (W16)", repl_of(s)->term,
+                 wal_timeline(s->wal));
+    if ((rc = wal_switch_timeline_min(s->wal, new_tli, &switch_lsn)) < 0)
         rd_panic("promotion: could not switch timelines: %s", rd_strerror(rc));
     s->role = SERVER_ROLE_PRIMARY;
     rd_log_set_role("primary");
@@ -98,6 +102,12 @@ int repl_promote(struct server *s, struct conn *c, uint64_t term, char *err, siz
     }
     if (u->apply_lsn < u->consistent_lsn) {
         snprintf(err, err_len, "ERR cannot promote: replay has not reached the consistent point yet");
+        return -1;
+    }
+    uint32_t tli_check;
+    if (s->wal != NULL && wal_promotion_timeline(wal_timeline(s->wal), term ? term : repl_of(s)->term + 1, &tli_check) < 0) {
+        snprintf(err, err_len, "ERR cannot promote: term %" PRIu64 " on timeline %u does not fit a timeline number (W16)",
+                 term ? term : repl_of(s)->term + 1, wal_timeline(s->wal));
         return -1;
     }
     if (term == 0) { /* manual (REPLICAOF NO ONE): a term of its own, fencing nobody (T6) */
@@ -225,9 +235,15 @@ int repl_after_crash(struct server *s)
     if (s->wal == NULL)
         return 0;
     uint64_t switch_lsn;
+    uint32_t new_tli;
+    if (wal_crash_timeline(wal_timeline(s->wal), &new_tli) < 0) { /* W16 */
+        rd_error("timeline %u has had 4095 crash restarts: another would take the next promotion's number; "
+                 "promote a replica (or re-clone this node) instead", wal_timeline(s->wal));
+        return -ERANGE;
+    }
     int rc = wal_flush_sync(s->wal, wal_insert_lsn(s->wal));
     if (rc == 0)
-        rc = wal_switch_timeline(s->wal, &switch_lsn);
+        rc = wal_switch_timeline_min(s->wal, new_tli, &switch_lsn);
     if (rc == 0)
         rc = wal_checkpoint(s->wal, s->engine);
     if (rc < 0) {

@@ -250,8 +250,8 @@ void repl_up_apply_ready(struct server *s, uint64_t limit_lsn)
         if (type == WAL_REC_CHECKPOINT) {
             u->last_ckpt_lsn = rd_get_u64le(body + 8);
             u->last_ckpt_redo = rd_get_u64le(body + 16);
-            if (rd_now_ms() - u->last_restartpoint_ms >= REPL_RESTARTPOINT_MS) {
-                int rc = wal_restartpoint(s->wal, s->engine, u->last_ckpt_lsn, u->last_ckpt_redo);
+            if (rd_now_ms() - u->last_restartpoint_ms >= REPL_RESTARTPOINT_MS && !wal_checkpoint_active(s->wal)) {
+                int rc = repl_restartpoint_begin(s, u->last_ckpt_lsn, u->last_ckpt_redo); /* W17 */
                 if (rc < 0)
                     rd_panic("restart point failed: %s", rd_strerror(rc));
                 u->last_restartpoint_ms = rd_now_ms();
@@ -386,6 +386,19 @@ void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t
         if (m.system_id != ws.system_id) {
             repl_up_fail(s, "the primary belongs to another cluster (%016" PRIX64 " vs ours %016" PRIX64 ")", m.system_id,
                     ws.system_id);
+            return;
+        }
+        if (m.timeline == wal_timeline(s->wal) && m.prev_timeline != 0 && wal_timeline_parent(s->wal) != 0 &&
+            (m.prev_timeline != wal_timeline_parent(s->wal) || m.switch_lsn != wal_timeline_switch_lsn(s->wal))) {
+            /* CR8: the same timeline number, another history (a crash timeline, CR3, that met a
+             * promotion's number): streaming "our" timeline from there would mix two histories. */
+            char a[32], b[32];
+            lsn_str(m.switch_lsn, a, sizeof(a));
+            lsn_str(wal_timeline_switch_lsn(s->wal), b, sizeof(b));
+            u->reclone_requested = 1;
+            repl_up_fail(s, "the primary's timeline %u forks from timeline %u at %s, ours from timeline %u at %s: "
+                         "two histories with one number; re-cloning", m.timeline, m.prev_timeline, a,
+                         wal_timeline_parent(s->wal), b);
             return;
         }
         if (m.start_lsn < wal_insert_lsn(s->wal)) { /* CR4: the primary's history forks below our end */

@@ -1,5 +1,6 @@
 /* main.c — `redoubt`: flags, then server_run. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@ static void usage(FILE *f)
             "                        WAL to replicas) or replica (classic: streams from --primary)\n"
             "  --dir DIR             data directory (created if missing): control, wal/, data.rdb\n"
             "  --port N              client port (default 6380)\n"
+            "  --listen-fd N         (set by a rejoin, CR7) adopt this listening socket for --port\n"
             "  --metrics-port N      Prometheus metrics on http://bind:N/metrics (default off)\n"
             "  --bind ADDR           IPv4 address to listen on (default 127.0.0.1)\n"
             "  --cache-mb N          buffer pool size in MiB (default 128)\n"
@@ -95,17 +97,20 @@ static int rejoin_as_replica(int argc, char **argv, int aurora)
 {
     const char *up_flag = aurora ? "--writer" : "--primary";
     size_t up_len = strlen(up_flag);
-    char **nv = calloc((size_t)argc + 5, sizeof(*nv));
+    char **nv = calloc((size_t)argc + 7, sizeof(*nv));
+    static char fd_arg[16];
     if (nv == NULL)
         return -1;
     int n = 0;
     nv[n++] = argv[0];
     for (int i = 1; i < argc; i++) {
-        if ((strcmp(argv[i], "--role") == 0 || strcmp(argv[i], up_flag) == 0) && i + 1 < argc) {
+        if ((strcmp(argv[i], "--role") == 0 || strcmp(argv[i], up_flag) == 0 || strcmp(argv[i], "--listen-fd") == 0) &&
+            i + 1 < argc) {
             i++;
             continue;
         }
-        if (strncmp(argv[i], "--role=", 7) == 0 || (strncmp(argv[i], up_flag, up_len) == 0 && argv[i][up_len] == '='))
+        if (strncmp(argv[i], "--role=", 7) == 0 || strncmp(argv[i], "--listen-fd=", 12) == 0 ||
+            (strncmp(argv[i], up_flag, up_len) == 0 && argv[i][up_len] == '='))
             continue;
         nv[n++] = argv[i];
     }
@@ -113,12 +118,24 @@ static int rejoin_as_replica(int argc, char **argv, int aurora)
     nv[n++] = aurora ? "reader" : "replica";
     nv[n++] = (char *)up_flag;
     nv[n++] = server_rejoin_primary;
+    /* CR7: the listener crosses the exec, so the port is never free for someone else to take
+     * and clients that connect meanwhile wait in its backlog instead of being refused. */
+    if (server_rejoin_listen_fd >= 0) {
+        snprintf(fd_arg, sizeof(fd_arg), "%d", server_rejoin_listen_fd);
+        nv[n++] = "--listen-fd";
+        nv[n++] = fd_arg;
+    }
     nv[n] = NULL;
     fflush(NULL);
-    /* Nothing but stdin/stdout/stderr crosses the exec (the data directory's
-     * LOCK, sockets and the ring are closed by now, or at exec). */
+    /* Nothing but stdin/stdout/stderr and the listener crosses the exec (the data directory's
+     * LOCK, the other sockets and the ring are closed by now, or at exec). */
     if (close_range(3, ~0u, CLOSE_RANGE_CLOEXEC) < 0)
         rd_warn("close_range failed: %s", strerror(errno));
+    if (server_rejoin_listen_fd >= 0 && fcntl(server_rejoin_listen_fd, F_SETFD, 0) < 0) {
+        rd_warn("keeping the listener across the exec failed (%s): the port is free for a moment",
+                strerror(errno));
+        nv[n - 2] = NULL;
+    }
     execv("/proc/self/exe", nv);
     rd_error("could not restart as a replica (exec /proc/self/exe): %s", strerror(errno));
     free(nv);
@@ -134,12 +151,13 @@ int main(int argc, char **argv)
         OPT_QBUF, OPT_OBUF, OPT_CKPT_WAL, OPT_CKPT_INT, OPT_SEG, OPT_HELP, OPT_SYNC, OPT_PRIMARY,
         OPT_NAME, OPT_KEEP, OPT_PEERS, OPT_RTIMEOUT, OPT_STORAGE, OPT_WRITER, OPT_FEED, OPT_REPL_SEND,
         OPT_SECRET, OPT_TIMEOUT, OPT_MAXPEERS,
-        OPT_CTIMEOUT, OPT_LEASE_MS, OPT_LEASE_MON, OPT_METRICS,
+        OPT_CTIMEOUT, OPT_LEASE_MS, OPT_LEASE_MON, OPT_METRICS, OPT_LISTEN_FD,
     };
     static const struct option opts[] = {
         {"role", required_argument, NULL, OPT_ROLE},
         {"dir", required_argument, NULL, OPT_DIR},
         {"port", required_argument, NULL, OPT_PORT},
+        {"listen-fd", required_argument, NULL, OPT_LISTEN_FD},
         {"metrics-port", required_argument, NULL, OPT_METRICS},
         {"bind", required_argument, NULL, OPT_BIND},
         {"cache-mb", required_argument, NULL, OPT_CACHE},
@@ -236,6 +254,7 @@ int main(int argc, char **argv)
         case OPT_RTIMEOUT: cfg.replica_timeout_ms = (uint64_t)parse_num("--replica-timeout-ms", optarg, 0, 86400000); break;
         case OPT_DIR: cfg.dir = optarg; break;
         case OPT_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
+        case OPT_LISTEN_FD: cfg.listen_fd = (int)parse_num("--listen-fd", optarg, 3, 1 << 20); break;
         case OPT_METRICS: cfg.metrics_port = (int)parse_num("--metrics-port", optarg, 1, 65535); break;
         case OPT_BIND: cfg.bind_addr = optarg; break;
         case OPT_CACHE: cfg.cache_mb = (size_t)parse_num("--cache-mb", optarg, 1, 1 << 20); break;

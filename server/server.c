@@ -52,6 +52,7 @@ static volatile sig_atomic_t server_signal_stop;
  * LeakSanitizer sees it, and the role state hanging on it, as reachable. */
 struct server *server_instance; /* not static: a store the compiler must keep */
 char server_rejoin_primary[280];
+int server_rejoin_listen_fd = -1;
 
 static void on_signal(int sig)
 {
@@ -66,6 +67,7 @@ void server_config_defaults(struct server_config *c)
     c->dir = NULL;
     c->bind_addr = "127.0.0.1";
     c->port = 6380;
+    c->listen_fd = -1;
     c->cache_mb = 128;
     c->commit = SERVER_COMMIT_LOCAL;
     c->max_clients = 10000;
@@ -662,8 +664,35 @@ static void server_maybe_checkpoint(struct server *s)
 
 /* ------------------------------------------------------------ start-up */
 
+/* CR7: a listening socket inherited across a rejoin's exec (--listen-fd). It must be a listening
+ * TCP socket bound to --port: anything else is refused (a stray number would otherwise make us
+ * accept on someone else's socket). */
+static int server_adopt_listener(struct server *s)
+{
+    int fd = s->cfg.listen_fd, acc = 0;
+    socklen_t al = sizeof(acc);
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) < 0 || !acc ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 || sa.sin_family != AF_INET ||
+        ntohs(sa.sin_port) != s->cfg.port) {
+        rd_error("--listen-fd %d is not a socket listening on port %d", fd, s->cfg.port);
+        return -EINVAL;
+    }
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        int e = errno;
+        rd_error("--listen-fd %d: %s", fd, strerror(e));
+        return -e;
+    }
+    rd_info("listening on port %d with the socket kept across the restart (CR7)", s->cfg.port);
+    s->listen_fd = fd;
+    return 0;
+}
+
 static int server_listen(struct server *s)
 {
+    if (s->cfg.listen_fd >= 0)
+        return server_adopt_listener(s);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
@@ -906,11 +935,16 @@ int server_run(const struct server_config *cfg)
         rd_info("received a termination signal: shutting down");
     /* Clean shutdown: everything appended becomes durable before anyone hears
      * about it, then a final checkpoint. */
+    int keep_listener = server_rejoin_primary[0] != 0; /* CR7: the rejoin's exec inherits it */
+    if (keep_listener)
+        rd_net_stop_listening(&s->net); /* clients that connect now wait in the backlog */
     s->ops->shutdown(s);
     server_send_all(s);
     rd_loop_run_once(&s->loop, 0);
     server_close_all(s);
-    if (close(s->listen_fd) < 0)
+    if (keep_listener)
+        server_rejoin_listen_fd = s->listen_fd;
+    else if (close(s->listen_fd) < 0)
         rd_warn("close of listener failed: %s", strerror(errno));
     if (s->engine != NULL && (rc = engine_close(s->engine)) < 0)
         rd_error("closing the data file failed: %s", rd_strerror(rc));

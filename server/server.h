@@ -33,6 +33,7 @@ struct server_config {
     const char *dir;
     const char *bind_addr;
     int port;
+    int listen_fd;                     /* >= 0: an inherited listening socket for port (CR7, --listen-fd) */
     int metrics_port;                  /* 0: no Prometheus endpoint (--metrics-port) */
     size_t cache_mb;
     enum server_commit commit;
@@ -83,5 +84,7 @@ int server_run(const struct server_config *c);
  * Patroni rewinds and restarts an old primary; the replica start cuts or
  * re-clones a diverged history: CR4). Empty otherwise. */
 extern char server_rejoin_primary[280];
+/* CR7: the listener kept open across the rejoin's exec (-1: none); set by server_run. */
+extern int server_rejoin_listen_fd;
 
 #endif

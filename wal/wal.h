@@ -152,6 +152,14 @@ int wal_checkpoint_begin(struct wal *w, struct engine *e, uint64_t spread_ms);
 int wal_checkpoint_step(struct wal *w, struct engine *e, int *done);
 int wal_checkpoint_end(struct wal *w, struct engine *e);
 int wal_checkpoint_active(const struct wal *w);
+/* W17: a replica's spread restart point at the primary's CHECKPOINT record (checkpoint_lsn,
+ * redo_lsn), stepped with wal_checkpoint_step and finished with wal_restartpoint_end (engine_sync,
+ * control file, segment removal). wal_restartpoint (blocking) and wal_promote_fast supersede it. */
+int wal_restartpoint_begin(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, uint64_t redo_lsn,
+                           uint64_t spread_ms);
+int wal_restartpoint_end(struct wal *w, struct engine *e);
+/* 1 while the spread sweep in progress is a restart point. */
+int wal_restartpoint_active(const struct wal *w);
 /* Clean shutdown: checkpoint and mark the control file "shut down". */
 int wal_shutdown(struct wal *w, struct engine *e);
 /* Frees memory and closes files (no flush). */
@@ -262,6 +270,18 @@ int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn);
  * passes T, so two promotions never create the same timeline number from
  * different parents (PostgreSQL consults the archive's history files instead). */
 int wal_switch_timeline_min(struct wal *w, uint32_t min_tli, uint64_t *switch_lsn);
+/* W16: timeline numbers are (promotion term << WAL_TLI_CRASH_BITS) + crash restarts. A promotion
+ * under term T starts block T (the next block if T is 0 or not above the current one), so every
+ * failover's history has numbers of its own; a crash restart (CR3) takes current + 1 inside the
+ * block, which only the node promoted with that block's term ever extends. */
+#define WAL_TLI_CRASH_BITS 12u
+#define WAL_TLI_CRASH_MASK ((1u << WAL_TLI_CRASH_BITS) - 1u)
+/* The timeline a promotion under term (0: none) switches to from cur: 0, or -ERANGE (the term or
+ * the number does not fit 32 bits). */
+int wal_promotion_timeline(uint32_t cur, uint64_t term, uint32_t *out);
+/* The timeline a crash restart switches to from cur: 0, or -ERANGE (4095 crash restarts on one
+ * block: the next number would be another promotion's). */
+int wal_crash_timeline(uint32_t cur, uint32_t *out);
 /* The timeline and where it began (0 for timeline 1), and its parent. */
 uint32_t wal_timeline(const struct wal *w);
 uint64_t wal_timeline_switch_lsn(const struct wal *w);

@@ -67,6 +67,7 @@ static int checkpoint(struct wal *w, struct engine *e, uint32_t state)
 {
     rd_assert(w->recovered);
     w->spread.active = 0; /* a full checkpoint supersedes a spread one in progress */
+    w->spread.restart = 0;
     uint64_t redo = w->insert_lsn;
     int rc = wal_flush_sync(w, w->insert_lsn);
     if (rc < 0)
@@ -118,6 +119,7 @@ int wal_checkpoint_begin(struct wal *w, struct engine *e, uint64_t spread_ms)
         return rc;
     engine_set_fpi_threshold(e, redo);
     w->spread.active = 1;
+    w->spread.restart = 0;
     w->spread.redo_lsn = redo;
     w->spread.start_ms = rd_now_ms();
     w->spread.spread_ms = spread_ms;
@@ -154,7 +156,7 @@ int wal_checkpoint_step(struct wal *w, struct engine *e, int *done)
 
 int wal_checkpoint_end(struct wal *w, struct engine *e)
 {
-    rd_assert(w->spread.active && w->spread.cursor >= engine_frame_count(e));
+    rd_assert(w->spread.active && !w->spread.restart && w->spread.cursor >= engine_frame_count(e));
     int rc = engine_sync(e);
     if (rc < 0)
         return rc;
@@ -168,6 +170,10 @@ int wal_checkpoint_end(struct wal *w, struct engine *e)
 void wal_promote_fast(struct wal *w, struct engine *e)
 {
     rd_assert(w->recovered && w->ctl.redo_lsn <= w->insert_lsn);
+    /* W17: a spread restart point in progress is dropped; the control file keeps the last one,
+     * whose redo point the FPI threshold below matches. */
+    w->spread.active = 0;
+    w->spread.restart = 0;
     engine_set_fpi_threshold(e, w->ctl.redo_lsn);
 }
 
@@ -194,22 +200,82 @@ int wal_shutdown(struct wal *w, struct engine *e)
 
 /* ---------------------------------------------------------------- restart points, cloning */
 
+/* checkpoint_lsn (as the CHECKPOINT record's start, normalised as wal_append_encoded does) and
+ * redo_lsn must lie in this log, above the current redo point. */
+static int restartpoint_check(const struct wal *w, uint64_t *checkpoint_lsn, uint64_t redo_lsn)
+{
+    *checkpoint_lsn = wal_next_record_lsn(*checkpoint_lsn, w->seg_size);
+    if (redo_lsn > *checkpoint_lsn || *checkpoint_lsn >= w->insert_lsn || redo_lsn < w->ctl.redo_lsn) {
+        rd_error("restart point: checkpoint %X/%X redo %X/%X is not within this log", (unsigned)(*checkpoint_lsn >> 32),
+                 (unsigned)*checkpoint_lsn, (unsigned)(redo_lsn >> 32), (unsigned)redo_lsn);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int restartpoint_finish(struct wal *w, uint64_t checkpoint_lsn, uint64_t redo_lsn);
+
 int wal_restartpoint(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, uint64_t redo_lsn)
 {
     rd_assert(w->recovered);
-    checkpoint_lsn = wal_next_record_lsn(checkpoint_lsn, w->seg_size); /* as wal_append_encoded */
-    if (redo_lsn > checkpoint_lsn || checkpoint_lsn >= w->insert_lsn || redo_lsn < w->ctl.redo_lsn) {
-        rd_error("restart point: checkpoint %X/%X redo %X/%X is not within this log", (unsigned)(checkpoint_lsn >> 32),
-                 (unsigned)checkpoint_lsn, (unsigned)(redo_lsn >> 32), (unsigned)redo_lsn);
-        return -EINVAL;
-    }
-    int rc = wal_flush_sync(w, w->insert_lsn); /* W8: the CHECKPOINT record is durable */
+    w->spread.active = 0; /* a blocking restart point supersedes a spread one in progress */
+    int rc = restartpoint_check(w, &checkpoint_lsn, redo_lsn);
+    if (rc < 0)
+        return rc;
+    rc = wal_flush_sync(w, w->insert_lsn); /* W8: the CHECKPOINT record is durable */
     if (rc < 0)
         return rc;
     if ((rc = engine_flush_dirty(e)) < 0) {
         rd_error("restart point: could not flush dirty pages: %s", rd_strerror(rc));
         return rc;
     }
+    return restartpoint_finish(w, checkpoint_lsn, redo_lsn);
+}
+
+/* W17: a spread restart point writes only pages with LSN <= redo_lsn, in slices
+ * (wal_checkpoint_step), like W14's spread checkpoint. A page changed after redo_lsn is
+ * not needed: the primary logged a full-page image for the first change of every page after
+ * its checkpoint's redo point (its FPI threshold was redo_lsn from that checkpoint's begin),
+ * and this replica replays that image in recovery from redo_lsn. The WAL is flushed to the
+ * insert point first, so no page written is ahead of the local log. */
+int wal_restartpoint_begin(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, uint64_t redo_lsn,
+                           uint64_t spread_ms)
+{
+    rd_assert(w->recovered && !w->spread.active);
+    (void)e;
+    int rc = restartpoint_check(w, &checkpoint_lsn, redo_lsn);
+    if (rc < 0)
+        return rc;
+    if ((rc = wal_flush_sync(w, w->insert_lsn)) < 0)
+        return rc;
+    w->spread.active = 1;
+    w->spread.restart = 1;
+    w->spread.restart_ckpt_lsn = checkpoint_lsn;
+    w->spread.redo_lsn = redo_lsn;
+    w->spread.start_ms = rd_now_ms();
+    w->spread.spread_ms = spread_ms;
+    w->spread.cursor = 0;
+    w->spread.pages_written = 0;
+    return 0;
+}
+
+int wal_restartpoint_end(struct wal *w, struct engine *e)
+{
+    rd_assert(w->spread.active && w->spread.restart && w->spread.cursor >= engine_frame_count(e));
+    int rc = engine_sync(e);
+    if (rc < 0)
+        return rc;
+    w->spread.active = 0;
+    w->spread.restart = 0;
+    if ((rc = restartpoint_finish(w, w->spread.restart_ckpt_lsn, w->spread.redo_lsn)) < 0)
+        return rc;
+    w->st.spread_checkpoints++;
+    return 0;
+}
+
+static int restartpoint_finish(struct wal *w, uint64_t checkpoint_lsn, uint64_t redo_lsn)
+{
+    int rc;
     struct wal_control c = w->ctl;
     c.state = WAL_STATE_IN_PRODUCTION;
     c.checkpoint_lsn = checkpoint_lsn;
@@ -231,3 +297,5 @@ int wal_restartpoint(struct wal *w, struct engine *e, uint64_t checkpoint_lsn, u
     }
     return 0;
 }
+
+int wal_restartpoint_active(const struct wal *w) { return w->spread.active && w->spread.restart; }

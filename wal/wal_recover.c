@@ -263,6 +263,8 @@ int wal_truncate(struct wal *w, uint64_t lsn)
         rd_error("cannot truncate the WAL at %s: outside [redo, end] of the current timeline", s);
         return -EINVAL;
     }
+    if (w->spread.active && w->spread.restart && lsn <= w->spread.restart_ckpt_lsn)
+        w->spread.active = w->spread.restart = 0; /* W17: its CHECKPOINT record is being cut away */
     if (lsn == w->insert_lsn)
         return 0;
     int rc = wal_flush_sync(w, w->insert_lsn); /* the reader below reads the files */

@@ -193,6 +193,24 @@ int wal_finish_switch(struct wal *w, uint32_t new_tli, uint64_t switch_lsn)
 
 int wal_switch_timeline(struct wal *w, uint64_t *switch_lsn) { return wal_switch_timeline_min(w, 0, switch_lsn); }
 
+int wal_promotion_timeline(uint32_t cur, uint64_t term, uint32_t *out)
+{
+    uint64_t next_block = ((uint64_t)cur | WAL_TLI_CRASH_MASK) + 1u;
+    uint64_t by_term = term << WAL_TLI_CRASH_BITS;
+    if (term > (UINT32_MAX >> WAL_TLI_CRASH_BITS) || next_block > UINT32_MAX)
+        return -ERANGE;
+    *out = (uint32_t)RD_MAX(next_block, by_term);
+    return 0;
+}
+
+int wal_crash_timeline(uint32_t cur, uint32_t *out)
+{
+    if (((cur + 1u) & WAL_TLI_CRASH_MASK) == 0 || cur == UINT32_MAX)
+        return -ERANGE;
+    *out = cur + 1u;
+    return 0;
+}
+
 int wal_switch_timeline_min(struct wal *w, uint32_t min_tli, uint64_t *switch_lsn)
 {
     rd_assert(w->recovered);

@@ -85,6 +85,8 @@ struct wal {
     uint64_t last_ckpt_ms;
     struct {              /* a spread checkpoint in progress (wal_checkpoint_begin/_step) */
         int active;
+        int restart;      /* a replica's spread restart point (W17): ends with wal_restartpoint_end */
+        uint64_t restart_ckpt_lsn; /* its CHECKPOINT record (restart == 1) */
         uint64_t redo_lsn, start_ms, spread_ms;
         size_t cursor, pages_written;
     } spread;

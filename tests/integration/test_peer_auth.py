@@ -428,13 +428,27 @@ def monitor_part(nidle):
         time.sleep(2)
         info = c.call("INFO").decode()
         check("failovers:0" in info, f"the monitor failed over under idle connections:\n{info}")
-        refused_admin(mport, [("SENTINEL", "FAILOVER", "redoubt")])
-        check("failovers:0" in c.call("INFO").decode(), "an unauthenticated SENTINEL FAILOVER started a failover")
+        before = c.call("INFO").decode()
+        # M18: a forged vote request (a huge epoch, candidate id 7) and a forged hello naming a
+        # replica as the writer at a huge config epoch are refused, and change nothing.
+        rname = next(k for k in ep if k.startswith("replica"))
+        refused_admin(mport, [("SENTINEL", "FAILOVER", "redoubt"),
+                              ("SENTINEL", "is-master-down-by-addr", "127.0.0.1", str(pport), "999999", "7"),
+                              ("SENTINEL", "redoubt-hello", "7", "999999", rname, "999999", "999999", "0", "0")])
+        after = c.call("INFO").decode()
+        check("failovers:0" in after, "an unauthenticated SENTINEL command started a failover")
+        field = lambda t, k: next((l.split(":", 1)[1].strip() for l in t.splitlines() if l.startswith(k + ":")), None)
+        for k in ("current_epoch", "config_epoch", "voted", "max_term"):
+            check(field(before, k) == field(after, k),
+                  f"an unauthenticated peer message moved {k}: {field(before, k)} -> {field(after, k)}")
+        check(field(after, "monitors_up") == field(after, "monitors") == "3",
+              f"the monitors do not see each other through authenticated channels:\n{after}")
         os.kill(ppid, 9)
         _, newp = wait_for("the monitor to promote a replica",
                            lambda: (lambda a: a if a[1] != pport else None)(cl.monitor_addr(mport)), timeout=30)
         wait_writable(type("N", (), {"port": newp})(), timeout=30)
-        print(f"ok monitor: PING in {took * 1000:.0f} ms with 10,000 idle clients; failover to :{newp}", flush=True)
+        print(f"ok monitor: PING in {took * 1000:.0f} ms with 10,000 idle clients; forged votes and hellos refused; "
+              f"failover (by authenticated votes) to :{newp}", flush=True)
         for s in socks:
             s.close()
     finally:

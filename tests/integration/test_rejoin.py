@@ -17,7 +17,9 @@ as a reader of the new one (same PID) and the other reader is re-pointed at run 
 """
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 from harness import (BUILD, StorageNode, Resp, _procs, acked_load, check, free_port, seed, tmpdir, try_info,
@@ -135,18 +137,38 @@ def run(mode):
         new = wait_for(f"{mode} round {rnd}: a new writer named by the monitors to acknowledge a write",
                        acked_by_new, timeout=30, interval=0.05)
         t_ack = time.time() - t_stop
+        # CR7: while the old writer restarts in place its port stays bound (the listener crosses
+        # the exec): a client that connects meanwhile waits in the backlog and is never refused.
+        probe = {"n": 0, "refused": 0, "stop": False}
+        def prober():
+            while not probe["stop"]:
+                try:
+                    socket.create_connection(("127.0.0.1", ports[old]), timeout=2).close()
+                    probe["n"] += 1
+                except ConnectionRefusedError:
+                    probe["refused"] += 1
+                except OSError:
+                    pass
+                time.sleep(0.002)
+        th = threading.Thread(target=prober, daemon=True)
+        th.start()
         procs[old].send_signal(signal.SIGCONT)
         out, _ = load.communicate(timeout=60)
         acked = " | ".join(l for l in out.splitlines() if l.startswith("acked"))
         wait_for(f"{mode} round {rnd}: the old {wrole} {old} to rejoin as a {frole} of {new}",
                  lambda: follows(old, new), timeout=60)
+        probe["stop"] = True
+        th.join(timeout=10)
         check(procs[old].poll() is None and procs[old].pid == pid, f"{old} rejoined in place (same PID {pid})")
+        check(probe["refused"] == 0 and probe["n"] > 0,
+              f"{old}'s port refused {probe['refused']} of {probe['n'] + probe['refused']} connects while it rejoined")
         third = next(n for n in NAMES if n not in (old, new))
         wait_for(f"{mode} round {rnd}: {third} to follow {new}", lambda: follows(third, new), timeout=60)
         wait_for(f"{mode} round {rnd}: {new} to have both {frole}s",
                  lambda: followers(new) == 2 and info(new).get("sync_state", "ok").startswith("ok"), timeout=60)
         print(f"{mode} round {rnd}: {old} paused -> {new} acknowledged {t_ack:.2f}s later; {old} rejoined as its "
-              f"{frole} (pid {pid}); load on {old}: {acked}", flush=True)
+              f"{frole} (pid {pid}; {probe['n']} connects during the rejoin, 0 refused); load on {old}: {acked}",
+              flush=True)
         writer = new
 
     for rnd, state in enumerate(states, 1):

@@ -651,3 +651,83 @@ Test(wal_repl, init_from_backup_then_append_encoded_from_redo_then_recover)
     remove_dir(pd);
     remove_dir(rd);
 }
+
+/* W16: promotions take their term's block, crash restarts +1 inside it; limits refuse. */
+Test(wal_repl, timeline_numbers_per_term_block_and_crash_restarts)
+{
+    uint32_t t;
+    cr_assert_eq(wal_promotion_timeline(1, 17, &t), 0);
+    cr_assert_eq(t, 17u << 12);
+    cr_assert_eq(wal_crash_timeline(t, &t), 0);
+    cr_assert_eq(t, (17u << 12) + 1);
+    /* a promotion under a term not above the current block starts the next block */
+    cr_assert_eq(wal_promotion_timeline(t, 3, &t), 0);
+    cr_assert_eq(t, 18u << 12);
+    cr_assert_eq(wal_promotion_timeline(t, 0, &t), 0);
+    cr_assert_eq(t, 19u << 12);
+    /* old-style numbers (W15: timeline = term) move to a block above them */
+    cr_assert_eq(wal_promotion_timeline(65, 66, &t), 0);
+    cr_assert_eq(t, 66u << 12);
+    /* sixteen crash restarts of a node on term 17's block never reach term 33's block */
+    uint32_t a = 17u << 12;
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(wal_crash_timeline(a, &a), 0);
+    cr_assert_lt(a, 33u << 12);
+    cr_assert_eq(wal_crash_timeline((17u << 12) + WAL_TLI_CRASH_MASK - 1, &t), 0);
+    cr_assert_eq(wal_crash_timeline((17u << 12) + WAL_TLI_CRASH_MASK, &t), -ERANGE);
+    cr_assert_eq(wal_promotion_timeline(1, 1ull << 20, &t), -ERANGE);
+    cr_assert_eq(wal_promotion_timeline(UINT32_MAX, 0, &t), -ERANGE);
+    cr_assert_eq(wal_promotion_timeline(1, (1ull << 20) - 1, &t), 0);
+}
+
+/* W17: a spread restart point on a replica, with more WAL streamed and replayed between its
+ * slices (pages changed after the redo point are not written by the sweep: the primary's full
+ * images restore them), then a crash: recovery from the restart point's redo point restores
+ * every key, those written during the sweep included. */
+Test(wal_repl, spread_restartpoint_with_replay_between_slices_then_crash_recovers_everything)
+{
+    char *pd = make_dir(), *rd = make_dir();
+    struct inst p, r;
+    inst_open(&p, pd);
+    clone_at_start(pd, rd, &r);
+    wal_set_keep_lsn(p.w, 64);
+    for (int i = 0; i < 900; i++)
+        put_commit(&p, i, 3000);
+    cr_assert_eq(wal_checkpoint(p.w, p.e), 0);
+    struct wal_control pc;
+    cr_assert_eq(wal_control_read(pd, &pc), 0);
+    cr_assert_eq(wal_flush_sync(p.w, wal_insert_lsn(p.w)), 0);
+    uint64_t from = 64;
+    struct stream_stats ss = {0};
+    stream(&p, &r, &from, 1 << 20, &ss);
+    cr_assert_eq(wal_restartpoint_begin(r.w, r.e, pc.checkpoint_lsn, pc.redo_lsn, 0), 0);
+    cr_assert(wal_restartpoint_active(r.w));
+    int done = 0, steps = 0, next_key = 900;
+    while (!done) {
+        for (int k = 0; k < 5; k++) /* overwrites (full images after the redo point) and new keys */
+            put_commit(&p, (steps * 97 + k * 31) % 900, 3000), put_commit(&p, next_key++, 300);
+        cr_assert_eq(wal_flush_sync(p.w, wal_insert_lsn(p.w)), 0);
+        stream(&p, &r, &from, 1 << 20, &ss);
+        cr_assert_eq(wal_checkpoint_step(r.w, r.e, &done), 0);
+        steps++;
+        cr_assert_lt(steps, 1000);
+    }
+    cr_assert_gt(steps, 1, "the sweep took several slices");
+    cr_assert_gt(ss.images, 0, "the primary logged full images after its redo point");
+    cr_assert_eq(wal_restartpoint_end(r.w, r.e), 0);
+    cr_assert_not(wal_restartpoint_active(r.w));
+    struct wal_control rc;
+    cr_assert_eq(wal_control_read(rd, &rc), 0);
+    cr_assert_eq(rc.redo_lsn, pc.redo_lsn);
+    cr_assert_eq(rc.checkpoint_lsn, pc.checkpoint_lsn);
+    uint64_t ins = wal_insert_lsn(r.w);
+    inst_close(&r); /* a crash: nothing more is written */
+    inst_open(&r, rd);
+    cr_assert_eq(wal_insert_lsn(r.w), ins);
+    for (int i = 0; i < next_key; i++)
+        cr_assert(has_key(&r, i), "key %d", i);
+    inst_close(&r);
+    inst_close(&p);
+    remove_dir(pd);
+    remove_dir(rd);
+}
