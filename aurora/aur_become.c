@@ -152,10 +152,11 @@ int aurora_become_writer(struct server *s)
         engine_close(s->engine);
         s->engine = NULL;
     }
+    aur_gp_touched(a, ENGINE_PAGE_NONE); /* S22: GetPages in flight were for the reader's cache */
     struct engine_options eo = {.data_path = NULL,
                                 .cache_pages = RD_MAX((size_t)64, s->cfg.cache_mb * 1024u * 1024u / ENGINE_PAGE_SIZE),
                                 .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page,
-                                         .durable_lsn = aur_durable}};
+                                         .durable_lsn = aur_durable, .read_page_nb = aur_read_page_nb}};
     rc = engine_open(&eo, &s->engine);
     if (rc < 0) {
         rd_error("could not open the volume: %s", rd_strerror(rc));

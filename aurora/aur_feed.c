@@ -147,7 +147,8 @@ int aur_reader_open_at(struct server *s, uint64_t vdl)
     a->meta_stale = 0;
     struct engine_options eo = {.data_path = NULL,
                                 .cache_pages = RD_MAX((size_t)64, s->cfg.cache_mb * 1024u * 1024u / ENGINE_PAGE_SIZE),
-                                .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page}};
+                                .sink = {.ctx = s, .emit = aur_emit, .read_page = aur_read_page,
+                                         .read_page_nb = aur_read_page_nb}};
     int rc = engine_open(&eo, &s->engine);
     if (rc < 0) {
         rd_warn("could not open the volume at read point %" PRIu64 ": %s; retrying", vdl, rd_strerror(rc));
@@ -162,6 +163,7 @@ void aur_reader_drop_cache(struct server *s)
 {
     int rc = engine_close(s->engine);
     s->engine = NULL;
+    aur_gp_touched(aur_of(s), ENGINE_PAGE_NONE); /* S22: no GetPage in flight may fill the new cache */
     if (rc < 0)
         rd_warn("closing the reader's engine: %s", rd_strerror(rc));
 }
@@ -243,6 +245,7 @@ void aur_reader_on_feed(struct server *s, const uint8_t *p, size_t n)
          * in one step of the loop, so no read sees half of a mini-transaction. */
         for (uint32_t i = 0; i < cnt; i++) {
             uint32_t pid = rd_get_u32le(p + 20 + 4 * (size_t)i);
+            aur_gp_touched(a, pid); /* S22 */
             if (pid == 0) { /* the meta page is re-read once, after the whole batch of feeds */
                 a->meta_stale = 1;
                 continue;
@@ -300,6 +303,7 @@ void aur_reader_on_feed_redo(struct server *s, const uint8_t *p, size_t n)
         uint8_t type = p[off + 12];
         uint32_t len = rd_get_u32le(p + off + 13);
         int rc = engine_redo_if_cached(s->engine, pid, type, p + off + 17, len, lsn);
+        aur_gp_touched(a, pid); /* S22: a GetPage in flight for it would miss this record */
         if (rc < 0 && pid == 0) {
             a->meta_stale = 1; /* re-read at the new read point (aurora_process_input) */
         } else if (rc < 0) {

@@ -15,6 +15,21 @@ struct aur_ctl { /* blocking control socket to a storage node (epochs, GetPage) 
     struct rd_buf in, scratch;
     uint64_t retry_ms;
 };
+/* aur_getpage.c: non-blocking GetPage */
+struct aur_gp_try { int asked, skipped; uint64_t req_id, sent_us; }; /* one node, one request */
+struct aur_gp_nodeinfo { int usable, scl_known; uint64_t scl, lat_us; };
+#define AUR_GP_SENT_RING 64
+struct aur_gp_link { /* lat_us: EWMA of its GetPage answer times, late ones included */
+    struct conn *conn;
+    uint64_t retry_ms, lat_us;
+    struct { uint64_t req_id, sent_us; int answered; } sent[AUR_GP_SENT_RING]; /* recent requests, by req_id % ring */
+};
+struct aur_gp;
+#define AUR_GP_MAX 256               /* GetPage requests in flight (one per page) */
+#define AUR_GP_HEDGE_MIN_US 2000u    /* ask a second node after max(this, 2 x the node's latency) ... */
+#define AUR_GP_HEDGE_MAX_US 50000u   /* ... capped here */
+#define AUR_GP_NODE_TIMEOUT_MS 500u  /* a node silent this long is skipped for the request */
+#define AUR_GP_RETRY_MS 20u          /* every node skipped: ask all again after this */
 #define AUR_SENT_RING 4096
 struct aur_node {
     char host[256];
@@ -45,6 +60,10 @@ struct aurora {
     size_t nchanged, changed_cap;
     size_t nreaders;
     uint64_t req_id, getpage_requests, getpage_hedged;
+    struct aur_gp *gp; /* aur_getpage.c (allocated on first use) */
+    uint64_t gp_sweep_ms;
+    uint64_t getpage_misses, getpage_hedge_wins, getpage_retries, getpage_late, getpage_stale, getpage_failed, getpage_full,
+        getpage_sync, getpage_wait_us_total, getpage_wait_us_max;
     uint64_t redo_records, commits, redo_bytes_raw, redo_bytes_batch, redo_bytes_wire, net_bytes_sent, frames_sent;
     uint64_t readpoint_ms, min_read_point, status_ms, scl_poll_ms;
     /* reader */
@@ -109,6 +128,20 @@ void aur_nodes_state_all(struct aurora *a, struct rd_buf req[REDO_NODES], const 
                          int ok[REDO_NODES], struct sn_state st[REDO_NODES]);
 int aur_read_page(void *ctx, uint32_t page_id, uint8_t *page);
 void aur_ctl_close(struct aur_ctl *c);
+
+/* aur_getpage.c (its header comment has the request state table) */
+int aur_read_page_nb(void *ctx, uint32_t page_id, uint8_t *page); /* engine sink.read_page_nb */
+void aur_gp_on_frame(struct server *s, struct conn *c, const struct frame_hdr *h, const uint8_t *p, size_t n);
+void aur_gp_conn_closed(struct server *s, struct conn *c);
+/* A page changed or was read another way while it may be asked for (ENGINE_PAGE_NONE: every page):
+ * an answer to a request already sent is not installed; the page is asked again (S22). */
+void aur_gp_touched(struct aurora *a, uint32_t page_id);
+void aur_gp_tick(struct server *s);
+void aur_gp_info(struct aurora *a, struct rd_buf *b);
+/* Pure (unit-tested): the node to ask next (-1: none left), and the hedge delay. */
+int aur_gp_pick(const struct aur_gp_try tries[REDO_NODES], const struct aur_gp_nodeinfo nodes[REDO_NODES],
+                uint64_t lsn, unsigned rotate);
+uint64_t aur_gp_hedge_delay_us(uint64_t best_lat_us);
 
 /* aur_writer.c */
 int aur_emit(void *ctx, uint32_t page_id, uint8_t rec_type, uint8_t flags, const uint8_t *body, size_t body_len,

@@ -208,6 +208,8 @@ int aur_read_page(void *ctx, uint32_t page_id, uint8_t *page)
     struct aurora *a = aur_of(s);
     uint64_t lsn = a->read_lsn;
     a->getpage_requests++;
+    a->getpage_sync++;
+    aur_gp_touched(a, page_id); /* S22: an answer in flight may be older than the page read here */
     uint64_t deadline = aur_now_ms() + AUR_GETPAGE_TIMEOUT_MS;
     unsigned start = (unsigned)(a->getpage_requests % REDO_NODES);
     struct rd_buf req = {0}, out = {0};

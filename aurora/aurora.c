@@ -72,7 +72,9 @@ void aurora_process_input(struct server *s, struct conn *c)
             return;
         }
         off += (size_t)rc;
-        if (c->kind == CONN_STORAGE)
+        if (c->kind == CONN_STORAGE && c->role_conn != NULL) /* a GetPage link (aur_getpage.c) */
+            aur_gp_on_frame(s, c, &h, p, n);
+        else if (c->kind == CONN_STORAGE)
             aur_link_on_frame(s, c, &h, p, n);
         else if (c->kind == CONN_FEED_UP && h.type == AUR_MSG_FEED)
             aur_reader_on_feed(s, p, n);
@@ -93,7 +95,9 @@ void aurora_process_input(struct server *s, struct conn *c)
 void aurora_on_conn_closed(struct server *s, struct conn *c)
 {
     struct aurora *a = aur_of(s);
-    if (c->kind == CONN_STORAGE && c->role_idx >= 0 && a->node[c->role_idx].conn == c) {
+    if (c->kind == CONN_STORAGE && c->role_conn != NULL) {
+        aur_gp_conn_closed(s, c);
+    } else if (c->kind == CONN_STORAGE && c->role_idx >= 0 && a->node[c->role_idx].conn == c) {
         struct aur_node *nd = &a->node[c->role_idx];
         nd->conn = NULL;
         nd->retry_ms = aur_now_ms() + AUR_RECONNECT_MS;
@@ -114,6 +118,7 @@ void aurora_tick(struct server *s)
 {
     struct aurora *a = aur_of(s);
     uint64_t now = aur_now_ms();
+    aur_gp_tick(s); /* GetPage requests: hedges, timeouts */
     if (s->role == SERVER_ROLE_READER) {
         if (a->feed_conn == NULL && now >= a->feed_retry_ms)
             aur_reader_connect(s);
@@ -163,11 +168,12 @@ void aurora_info(struct server *s, struct rd_buf *b)
         rd_buf_appendf(b,
                        "# Replication\r\nrole:slave\r\nredoubt_role:reader\r\nmaster_host:%s\r\nmaster_port:%d\r\n"
                        "master_link_status:%s\r\nread_point:%" PRIu64 "\r\nwriter_vdl:%" PRIu64
-                       "\r\nlag_lsn:%" PRIu64 "\r\nlag_ms:%.3f\r\nfeed_messages:%" PRIu64
-                       "\r\ngetpage_requests:%" PRIu64 "\r\ngetpage_hedged:%" PRIu64 "\r\n\r\n",
+                       "\r\nlag_lsn:%" PRIu64 "\r\nlag_ms:%.3f\r\nfeed_messages:%" PRIu64 "\r\n",
                        a->writer_host, a->writer_port, a->feed_conn ? "up" : "down", a->read_lsn, a->writer_vdl,
                        a->writer_vdl > a->read_lsn ? a->writer_vdl - a->read_lsn : 0, a->lag_us / 1000.0,
-                       a->feed_msgs, a->getpage_requests, a->getpage_hedged);
+                       a->feed_msgs);
+        aur_gp_info(a, b);
+        rd_buf_appendf(b, "\r\n");
         return;
     }
     uint64_t commits = a->commits ? a->commits : 1;
@@ -204,10 +210,10 @@ void aurora_info(struct server *s, struct rd_buf *b)
     rd_buf_appendf(b,
                    "redo_records:%" PRIu64 "\r\ncommits:%" PRIu64 "\r\nredo_bytes_per_commit:%.1f\r\n"
                    "redo_batch_bytes_per_commit:%.1f\r\nredo_wire_bytes_per_commit:%.1f\r\n"
-                   "net_bytes_per_commit:%.1f\r\nframes_sent:%" PRIu64 "\r\nmin_read_point:%" PRIu64
-                   "\r\ngetpage_requests:%" PRIu64 "\r\n\r\n",
+                   "net_bytes_per_commit:%.1f\r\nframes_sent:%" PRIu64 "\r\nmin_read_point:%" PRIu64 "\r\n",
                    a->redo_records, a->commits, (double)a->redo_bytes_raw / (double)commits,
                    (double)a->redo_bytes_batch / (double)commits, (double)a->redo_bytes_wire / (double)commits,
-                   (double)a->net_bytes_sent / (double)commits, a->frames_sent, a->min_read_point,
-                   a->getpage_requests);
+                   (double)a->net_bytes_sent / (double)commits, a->frames_sent, a->min_read_point);
+    aur_gp_info(a, b);
+    rd_buf_appendf(b, "\r\n");
 }

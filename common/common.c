@@ -35,6 +35,7 @@ const char *rd_strerror(int err)
     case RD_EVERSION: return "unsupported format version";
     case RD_ESTATE: return "not allowed in the current state";
     case RD_EAUTH: return "peer authentication failed";
+    case RD_EAGAIN: return "page requested from storage, not here yet";
     default: break;
     }
     if (err < 0 && err > -4096)

@@ -17,6 +17,7 @@ enum rd_err {
     RD_EVERSION = -10007,  /* unknown format version */
     RD_ESTATE = -10008,    /* operation not allowed in the current state */
     RD_EAUTH = -10009,     /* a cluster peer failed authentication (wrong secret, cluster or nonce) */
+    RD_EAGAIN = -10010,    /* not here yet: a page was requested; retry the operation when it arrives */
 };
 
 /* Returns a static string for any code above, or strerror(-err) for -errno. */

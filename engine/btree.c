@@ -552,7 +552,9 @@ int engine_put(struct engine *e, const uint8_t *key, size_t key_len, const uint8
         size += (unsigned)val_len;
     }
     mtr_begin(e);
+    e->miss_ok = head == ENGINE_PAGE_NONE; /* E16: no chain written before this mtr */
     rc = put_mtr(e, key, key_len, cell, size, &old_chain);
+    e->miss_ok = false;
     if (rc < 0) {
         mtr_abort(e);
         if (head != ENGINE_PAGE_NONE && ovf_free(e, head) < 0)
@@ -638,7 +640,9 @@ int engine_delete(struct engine *e, const uint8_t *key, size_t key_len)
         return e->failed;
     uint32_t old_chain = ENGINE_PAGE_NONE;
     mtr_begin(e);
+    e->miss_ok = true; /* E16: the mtr is undone on a miss */
     int rc = delete_mtr(e, key, key_len, &old_chain);
+    e->miss_ok = false;
     if (rc < 0) {
         mtr_abort(e);
         return rc;
@@ -652,7 +656,19 @@ int engine_delete(struct engine *e, const uint8_t *key, size_t key_len)
 
 /* ---------------------------------------------------------------- reads */
 
+/* E16: reads change nothing, so a miss anywhere in them may answer RD_EAGAIN. */
+static int engine_get_inner(struct engine *e, const uint8_t *key, size_t key_len, struct rd_buf *out);
+
 int engine_get(struct engine *e, const uint8_t *key, size_t key_len, struct rd_buf *out)
+{
+    bool was = e->miss_ok;
+    e->miss_ok = true;
+    int rc = engine_get_inner(e, key, key_len, out);
+    e->miss_ok = was;
+    return rc;
+}
+
+static int engine_get_inner(struct engine *e, const uint8_t *key, size_t key_len, struct rd_buf *out)
 {
     if (key_len == 0 || key_len > ENGINE_KEY_MAX)
         return RD_ENOTFOUND;
@@ -689,7 +705,10 @@ int engine_exists(struct engine *e, const uint8_t *key, size_t key_len)
     if (key_len == 0 || key_len > ENGINE_KEY_MAX)
         return 0;
     int32_t f;
+    bool was = e->miss_ok;
+    e->miss_ok = true; /* E16 */
     int rc = descend_r(e, key, key_len, &f, NULL, NULL);
+    e->miss_ok = was;
     if (rc < 0)
         return rc;
     bool found;
@@ -745,6 +764,8 @@ int engine_scan(struct engine *e, const uint8_t *start, size_t start_len, size_t
     int rc = 0;
     if (next)
         next->len = 0;
+    bool was = e->miss_ok;
+    e->miss_ok = true; /* E16: the callback may have seen keys already; the caller discards them */
     /* Each leaf's upper bound strictly grows, so this ends; bound it anyway. */
     for (uint64_t leaves = 0; leaves <= UINT32_MAX; leaves++) {
         int32_t f;
@@ -761,6 +782,7 @@ int engine_scan(struct engine *e, const uint8_t *start, size_t start_len, size_t
         seek = cur;
         seek_len = ub_len;
     }
+    e->miss_ok = was;
     rd_buf_free(&vbuf);
     return rc;
 }

@@ -73,6 +73,20 @@ struct engine_sink {
      */
     int (*read_page)(void *ctx, uint32_t page_id, uint8_t *page);
     uint64_t (*durable_lsn)(void *ctx);
+    /*
+     * Optional (aurora): the non-blocking form of read_page. The engine calls it
+     * instead of read_page only where a miss changes nothing (E16): inside
+     * engine_get / engine_exists / engine_scan, and inside the one mini-transaction
+     * of an engine_put (inline value) or engine_delete while the running
+     * transaction has changed no page yet. It returns 0 with the page, a negative
+     * error, or RD_EAGAIN: the page was requested and is not here yet; the
+     * operation then returns RD_EAGAIN having changed no page, emitted no record
+     * and held no pin (engine_scan may already have called its callback for some
+     * keys: the caller discards them). The owner installs the page when it
+     * arrives (engine_install_page) and runs the operation (and its transaction)
+     * again. NULL: read_page everywhere.
+     */
+    int (*read_page_nb)(void *ctx, uint32_t page_id, uint8_t *page);
 };
 
 struct engine_options {
@@ -94,6 +108,8 @@ struct engine_stats {
     uint64_t cache_hits, cache_misses, evictions, dirty_writes;
     uint64_t records_emitted, image_records, delta_records, record_bytes;
     uint64_t splits;
+    uint64_t read_waits;       /* misses answered RD_EAGAIN by sink.read_page_nb (E16) */
+    uint64_t pages_installed;  /* engine_install_page */
     uint64_t keys;             /* DBSIZE */
     uint32_t height;
 };
@@ -137,6 +153,14 @@ uint64_t engine_key_count(const struct engine *e);
  * sink.read_page); page 0 (meta) is re-read at once. Pinned or dirty pages
  * are not touched (returns RD_ESTATE). 0 if dropped or not cached. */
 int engine_invalidate_page(struct engine *e, uint32_t page_id);
+/* Aurora (non-blocking GetPage): puts a page fetched from shared storage into
+ * the pool, clean and unpinned, if page_id is not cached (a cached page is never
+ * replaced: it is at least as new). page must verify (checksum, or all zeros),
+ * carry page_id and pass the layout check (else RD_ECORRUPT, nothing changed), and
+ * its LSN must be <= max_lsn, the owner's read point (else RD_ESTALE: a page from
+ * above the read point would show part of the future). 1 installed, 0 already
+ * cached or no frame could be freed (the next read asks again). E17. */
+int engine_install_page(struct engine *e, uint32_t page_id, const uint8_t *page, uint64_t max_lsn);
 /* Aurora readers fed with redo: applies a record to the page only if it is
  * cached (a page not cached is read at the read point when needed); the page
  * stays clean. 1 applied, 0 not cached or already newer, RD_ECORRUPT (a

@@ -162,6 +162,7 @@ struct engine {
     int32_t *txn_frames; /* frames with txn_dirty set (at most nframes) */
     size_t ntxn_frames;
     int failed; /* sticky: a sink error left pages ahead of the log */
+    bool miss_ok; /* E16: a miss here changes nothing: sink.read_page_nb may answer RD_EAGAIN */
     uint64_t fpi_threshold;
     struct engine_stats st;
 };

@@ -174,7 +174,15 @@ static int read_page(struct engine *e, uint32_t pid, uint8_t *buf)
 {
     memset(buf, 0, ENGINE_PAGE_SIZE);
     if (e->fd < 0 && e->sink.read_page != NULL) {
-        int rc = e->sink.read_page(e->sink.ctx, pid, buf);
+        /* E16: only where a miss changes nothing; once the running transaction changed a page
+         * (or the engine failed), re-running it would repeat that change: block instead. */
+        bool nb = e->miss_ok && e->sink.read_page_nb != NULL && !(e->in_txn && e->ntxn_frames > 0) && e->failed == 0;
+        int rc = nb ? e->sink.read_page_nb(e->sink.ctx, pid, buf) : e->sink.read_page(e->sink.ctx, pid, buf);
+        if (rc == RD_EAGAIN) {
+            rd_assert(nb); /* a blocking read never answers "not yet" */
+            e->st.read_waits++;
+            return rc;
+        }
         if (rc < 0) {
             rd_error("could not read page %u from shared storage: %s", pid, rd_strerror(rc));
             return rc;
@@ -322,5 +330,34 @@ int engine_redo_if_cached(struct engine *e, uint32_t pid, uint8_t rec_type, cons
         }
         return rc;
     }
+    return 1;
+}
+
+int engine_install_page(struct engine *e, uint32_t pid, const uint8_t *page, uint64_t max_lsn)
+{
+    rd_assert(!e->mtr.active && pid != ENGINE_PAGE_NONE);
+    if (hash_find(e, pid) >= 0)
+        return 0; /* cached: the same page at the read point (E17), or newer on a writer */
+    if (engine_page_verify(page) < 0 || (engine_page_type(page) != 0 && pg_check(page, pid) < 0)) {
+        rd_error("page %u from shared storage fails its checksum or layout check", pid);
+        return RD_ECORRUPT;
+    }
+    if (engine_page_lsn(page) > max_lsn)
+        return RD_ESTALE;
+    int32_t f;
+    if (find_victim(e, &f) < 0)
+        return 0; /* every frame busy: the next read asks again */
+    struct frame *fr = &e->frames[f];
+    memcpy(fr->data, page, ENGINE_PAGE_SIZE);
+    fr->page_id = pid;
+    fr->pins = 0;
+    fr->ref = true;
+    fr->dirty = false;
+    fr->txn_dirty = false;
+    fr->mtr_slot = -1;
+    size_t h = hash_of(e, pid);
+    fr->hash_next = e->hash[h];
+    e->hash[h] = f;
+    e->st.pages_installed++;
     return 1;
 }

@@ -150,7 +150,8 @@ static int check_value(struct conn *c, const struct resp_arg *v)
 static void write_failed(struct server *s, struct conn *c, const char *what, int rc)
 {
     if (!engine_txn_changed(s->engine)) {
-        rd_warn("%s failed before changing anything: %s (answered as an error)", what, rd_strerror(rc));
+        if (rc != RD_EAGAIN) /* a page miss: the command is parked and runs again (suspend.c) */
+            rd_warn("%s failed before changing anything: %s (answered as an error)", what, rd_strerror(rc));
         reply_err(c, "ERR write failed, nothing changed: %s", rd_strerror(rc));
         return;
     }
@@ -2554,6 +2555,7 @@ static uint64_t txn_commit_if_changed(struct server *s, struct conn *c, uint64_t
     if (rc < 0)
         rd_panic("could not append a commit record: %s", rd_strerror(rc));
     s->last_commit_lsn = lsn;
+    server_suspend_no_park(s); /* committed: a command that goes on (FLUSHDB) can no longer be re-run */
     if (s->cfg.metrics_port)
         metrics_commit(lsn);
     if (c != NULL) /* NULL: the writer's own expiry deletes (cmd_tick) */
@@ -2585,6 +2587,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
     }
     struct resp_args q = {0};
     uint64_t before = log_insert_lsn(s);
+    size_t out_mark = c->out.len;
     engine_txn_begin(s->engine);
     reply_array(c, c->multi_count);
     for (size_t off = 0; off < c->multi_q.len;) {
@@ -2611,6 +2614,8 @@ static void cmd_exec(struct server *s, struct conn *c, const struct resp_args *a
     }
     engine_txn_end(s->engine);
     free(q.v);
+    if (server_suspend_undo(s, c, out_mark, log_insert_lsn(s) != before))
+        return; /* a page miss before any change: parked with its queue; EXEC runs again (suspend.c) */
     multi_reset(c);
     unwatch_all(c);
     conn_reply_done(s, c, txn_commit_if_changed(s, c, before));
@@ -2776,13 +2781,17 @@ static void exp_build_step(struct server *s)
     int rc = engine_scan(s->engine, expi.build_next.len ? expi.build_next.data : NULL, expi.build_next.len,
                          EXP_BUILD_KEYS, 0, exp_build_collect, &acc, &next);
     if (rc < 0) {
-        rd_warn("expiry index: scan failed (%s); retrying", rd_strerror(rc));
+        if (rc != RD_EAGAIN) /* a page miss: requested; this step runs again next turn */
+            rd_warn("expiry index: scan failed (%s); retrying", rd_strerror(rc));
         goto out;
     }
     for (size_t off = 0; off < acc.later.len;) {
         uint32_t kl = rd_get_u32le(acc.later.data + off);
         struct engine_kv v;
-        if (engine_kv_get(s->engine, acc.later.data + off + 4, kl, 0, &scratch, &v, NULL) == 0)
+        int grc = engine_kv_get(s->engine, acc.later.data + off + 4, kl, 0, &scratch, &v, NULL);
+        if (grc == RD_EAGAIN)
+            goto out; /* a page miss: the whole step again next turn (build_next unchanged) */
+        if (grc == 0)
             exp_note(acc.later.data + off + 4, kl, v.expire_ms);
         off += 4 + kl;
     }
@@ -2816,7 +2825,8 @@ static void exp_cycle(struct server *s)
             continue;
         }
         if (rc != RD_ENOTFOUND) {
-            rd_warn("expiry: could not read a key (%s); trying again later", rd_strerror(rc));
+            if (rc != RD_EAGAIN) /* a page miss: requested; the next cycle finds it */
+                rd_warn("expiry: could not read a key (%s); trying again later", rd_strerror(rc));
             break;
         }
         if (kv_delete(s, NULL, e->key, e->klen, "expiry") < 0) /* removes e from the index */
@@ -2839,9 +2849,13 @@ void cmd_tick(struct server *s)
     uint64_t now = rd_now_ms();
     if (!expi.built && now - expi.build_ms >= 2) {
         expi.build_ms = now;
+        server_suspend_background(s, 1); /* a page miss skips this step: retried next turn (suspend.c) */
         exp_build_step(s);
+        server_suspend_background(s, 0);
     }
+    server_suspend_background(s, 1);
     exp_cycle(s);
+    server_suspend_background(s, 0);
 }
 
 
@@ -2950,16 +2964,22 @@ void cmd_execute(struct server *s, struct conn *c, const struct resp_args *a)
     if (d->flags & CMD_WRITE) {
         s->stats.write_commands++;
         uint64_t before = log_insert_lsn(s), t_recv_us = server_trace_now();
+        size_t out_mark = c->out.len;
         engine_txn_begin(s->engine);
         d->fn(s, c, a);
         engine_txn_end(s->engine);
+        if (server_suspend_undo(s, c, out_mark, log_insert_lsn(s) != before))
+            return; /* a page miss changed nothing (E16): parked, runs again (suspend.c) */
         uint64_t commit_lsn = txn_commit_if_changed(s, c, before);
         server_trace_write(s, before, commit_lsn, t_recv_us); /* issue 13: commit trace */
         conn_reply_done(s, c, commit_lsn);
         return;
     }
     s->stats.read_commands++;
+    size_t out_mark = c->out.len;
     d->fn(s, c, a);
+    if (server_suspend_undo(s, c, out_mark, 0))
+        return; /* a page miss: parked, runs again (suspend.c) */
     if (c->kind != CONN_CLIENT || c->wait_active)
         return; /* became a walsender (frames follow, never held back) / blocked in WAIT */
     /* A read reflects every commit appended so far: it waits for the newest.

@@ -359,8 +359,8 @@ static void conn_process(struct server *s, struct conn *c)
         s->ops->process_input(s, c);
         return;
     }
-    if (c->wait_active)
-        return; /* blocked in WAIT: input waits (the role's tick wakes it) */
+    if (c->wait_active || c->parked)
+        return; /* blocked in WAIT / parked on a page miss (suspend.c): input waits */
     if (s->ops->paused(s))
         return; /* aurora: LSNs too far above VDL: wait for acks (the role wakes it) */
     unsigned n = 0;
@@ -390,9 +390,16 @@ static void conn_process(struct server *s, struct conn *c)
         off += (size_t)rc;
         if (c->args.n == 0)
             continue;
+        if (server_suspend_failed_reply(s, c)) /* its page could not be read: -TRYAGAIN */
+            continue;
         n++;
         c->cmds++;
+        server_suspend_begin(s, c);
         cmd_execute(s, c, &c->args);
+        if (server_suspend_end(s, c)) { /* parked on a page miss: the command stays in `in` */
+            rd_buf_consume(&c->in, off - (size_t)rc);
+            return;
+        }
         if (c->kind != CONN_CLIENT || c->wait_active) { /* became a role connection / blocked */
             rd_buf_consume(&c->in, off);
             if (c->in.len > 0)
@@ -915,7 +922,7 @@ int server_run(const struct server_config *cfg)
             server_arm_timer(s);
         if (!s->net.accept_armed)
             rd_net_listen(&s->net, s->listen_fd, server_on_accept);
-        rc = rd_loop_run_once(&s->loop, s->net.ready_head ? 0 : SERVER_TIMER_US * 2);
+        rc = rd_loop_run_once(&s->loop, s->net.ready_head ? 0 : s->wake_within_us ? s->wake_within_us : SERVER_TIMER_US * 2);
         if (rc < 0)
             rd_panic("io_uring wait failed: %s", strerror(-rc));
         server_process_ready(s);

@@ -75,6 +75,12 @@ struct conn {
     int peer_authed;        /* both ends proved the cluster secret (or no secret is configured) */
     int is_peer;            /* counted in server.npeer_conns, not against --maxclients */
     int over_budget;        /* accepted beyond --maxclients: must become a peer within the deadline */
+    /* parked on a page miss (server/suspend.c): the command at the head of `in` runs again later */
+    int parked;
+    uint32_t park_page;      /* the page it waits for */
+    uint32_t park_misses;    /* misses of the current command (S26: bounded) */
+    int park_failed;         /* the page could not be read: the command answers -TRYAGAIN */
+    uint64_t park_since_us;  /* the command's first miss */
 };
 
 struct scan_cursor {
@@ -131,6 +137,14 @@ struct server {
     struct rd_auth auth;       /* the cluster secret (auth.enabled 0: none configured) */
     size_t npeer_conns;        /* conns with is_peer set */
     uint64_t budget_check_ms;  /* last pass over the conns for deadlines and --timeout */
+    /* suspend.c: the client command running now, if a page miss may park it */
+    struct conn *exec_conn;
+    int exec_bg;               /* a background cycle runs (the writer's expiry): a miss skips it */
+    int exec_nopark;           /* the running command committed a transaction: its misses block */
+    int exec_missed;
+    uint32_t exec_miss_page;
+    uint64_t wake_within_us;   /* the role wants the loop to wake this soon (0: the default timer) */
+    struct { uint64_t parked, resumed, failed, sync_fallbacks, wait_us_total; } susp;
 };
 
 /* server.c */
@@ -173,6 +187,35 @@ static inline int server_is_leader(const struct server *s)
 {
     return s->role == SERVER_ROLE_PRIMARY || s->role == SERVER_ROLE_WRITER;
 }
+
+/* suspend.c: commands parked on a page miss (non-blocking GetPage; server/README S25, S26) */
+#define SERVER_SUSPEND_MAX_MISSES 64 /* then the command finishes with blocking reads */
+/* Around cmd_execute (conn_process): a miss in the command may park it. */
+void server_suspend_begin(struct server *s, struct conn *c);
+/* After cmd_execute: 1 if the command was parked (its bytes stay at the head of c->in). */
+int server_suspend_end(struct server *s, struct conn *c);
+/* In cmd_execute / EXEC, before the reply is tagged: 1 if the command missed a page and
+ * changed nothing (changed == 0): its partial reply (c->out beyond out_mark) is removed
+ * and it runs again once the page is here. */
+int server_suspend_undo(struct server *s, struct conn *c, size_t out_mark, int changed);
+/* Before running a command of c: 1 if its page could not be read (answered -TRYAGAIN). */
+int server_suspend_failed_reply(struct server *s, struct conn *c);
+/* Around a background cycle (cmd_tick: the writer's expiry index build and deletes): a page
+ * miss requests the page and fails the cycle's read with RD_EAGAIN; the cycle retries later. */
+void server_suspend_background(struct server *s, int on);
+/* The running command committed part of its work (FLUSHDB's batches): from here its misses
+ * block, since it could not be run again from its start. */
+void server_suspend_no_park(struct server *s);
+/* The role: whether the running command (or background cycle) may take a miss without blocking;
+ * and that it missed page_id. */
+int server_suspend_may_park(const struct server *s);
+void server_suspend_note_miss(struct server *s, uint32_t page_id);
+/* The role: page_id is installed (failed 0) or could not be read (1): its commands run again. */
+void server_suspend_wake(struct server *s, uint32_t page_id, int failed);
+void server_suspend_info(const struct server *s, struct rd_buf *b);
+/* The role, every turn while commands are parked: a parked command whose page has no
+ * request pending (pending() == 0) runs again, so none waits forever. */
+void server_suspend_sweep(struct server *s, int (*pending)(void *ctx, uint32_t page_id), void *ctx);
 
 /* commands.c */
 void cmd_execute(struct server *s, struct conn *c, const struct resp_args *args);

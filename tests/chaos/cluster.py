@@ -325,8 +325,23 @@ class ChaosCluster:
             cmd += ["--writer", upstream.addr]
         return cmd
 
+    def secret_flags(self):
+        """Peer authentication as scripts/cluster sets it up (one 0600 secret per cluster, every
+        process): the monitors' votes and hellos (monitor M18) and the nodes' admin commands run
+        authenticated under faults too. CHAOS_SECRET=0 runs without."""
+        if os.environ.get("CHAOS_SECRET", "1") == "0" or not all(
+                has_flag(b, "--cluster-secret-file") for b in ("redoubt", "redoubt-monitor", "redoubt-storage")):
+            return []
+        path = os.path.join(self.dir, "cluster.secret")
+        if not os.path.exists(path):
+            os.makedirs(self.dir, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, f"cluster_id={CLUSTER_NAME}\nsecret={os.urandom(32).hex()}\n".encode())
+            os.close(fd)
+        return ["--cluster-secret-file", path]
+
     def timeout_flags(self):
-        f = []
+        f = list(self.secret_flags())
         if has_flag("redoubt", "--commit-timeout-ms"):
             f += ["--commit-timeout-ms", str(self.commit_timeout_ms)]
         if self.lease_ms() and self.nmon:  # read leases (server/README.md LS4), as scripts/cluster does
@@ -344,7 +359,7 @@ class ChaosCluster:
         idx = int(n.name[len("storage"):])
         peers = ",".join(s.addr for s in self.storage_nodes() if s is not n)
         return [os.path.join(BIN, "redoubt-storage"), "--dir", os.path.join(self.dir, n.name), "--port", str(n.port),
-                "--id", str(idx - 1), "--bind", HOST, "--peers", peers]
+                "--id", str(idx - 1), "--bind", HOST, "--peers", peers] + self.secret_flags()
 
     def monitor_command(self, m):
         """THE monitor command line (mirrors scripts/cluster monitor_args). Roles are the current
@@ -354,7 +369,7 @@ class ChaosCluster:
         cmd = [os.path.join(BIN, "redoubt-monitor"), "--cluster", CLUSTER_NAME, "--mode", self.mode,
                "--port", str(m.port), "--bind", HOST,
                "--interval-ms", str(self.interval_ms), "--misses", str(self.misses),
-               "--cooldown-ms", str(self.cooldown_ms)]
+               "--cooldown-ms", str(self.cooldown_ms)] + self.secret_flags()
         if self.lease_ms():
             cmd += ["--lease-ms", str(self.lease_ms())]
         if has_flag("redoubt-monitor", "--log-file"):
