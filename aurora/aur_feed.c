@@ -27,6 +27,7 @@
 #include "server/server_int.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
+#include "aurora/aur_trace.h"
 #include "common/net.h"
 
 /* ------------------------------------------------------------ writer: readers feed */
@@ -36,6 +37,7 @@ void aur_vdl_advanced(struct server *s)
     struct aurora *a = aur_of(s);
     a->read_lsn = a->q.vdl;
     server_durable_advanced(s, a->q.vdl); /* VDL is the writer's durable point: replies up to it go */
+    aur_trace_feed(s, a->q.vdl); /* issue 13: trace marks ahead of the feed frames (C22) */
     if (s->cfg.reader_feed_redo) {
         /* The redo records up to VDL go to the readers, which apply them to
          * the pages they have cached. */
@@ -178,6 +180,7 @@ static void reader_feed_malformed(struct server *s, const char *what)
 
 static void reader_feed_seen(struct aurora *a, uint64_t vdl, const uint8_t *p)
 {
+    trace_visible(vdl); /* issue 13: applied (pages replayed or dropped), read point moved */
     a->writer_vdl = RD_MAX(a->writer_vdl, vdl);
     a->feed_send_us = rd_get_u64le(p + 8);
     a->feed_msgs++;

@@ -287,6 +287,7 @@ void aurora_ship(struct server *s)
             continue;
         }
         /* A link still authenticating holds the frames until its PROOF is out. */
+        trace_ship(c->peer_authed ? &c->out : &nd->held, a->epoch, (uint16_t)(i + 1), a->last_lsn, a->frame.len); /* issue 13: C22 */
         rd_buf_append(c->peer_authed ? &c->out : &nd->held, a->frame.data, a->frame.len);
         a->net_bytes_sent += a->frame.len;
         if (nd->nsent == AUR_SENT_RING) {
@@ -297,6 +298,5 @@ void aurora_ship(struct server *s)
         nd->sent[k].last_lsn = a->last_lsn;
         nd->sent[k].send_us = us;
         nd->nsent++;
-        trace_lsn_reached(TRACE_SHIPPED, (uint16_t)(i + 1), a->last_lsn, a->frame.len); /* issue 13 */
     }
 }

@@ -49,6 +49,7 @@
 #include "common/util.h"
 #include "redo/redo.h"
 #include "server/server_int.h"
+#include "aurora/aur_trace.h"
 #include "redo/sn_proto.h"
 #include "aurora/aur_int.h"
 
@@ -80,6 +81,8 @@ void aurora_process_input(struct server *s, struct conn *c)
             aur_reader_on_feed(s, p, n);
         else if (c->kind == CONN_FEED_UP && h.type == AUR_MSG_FEED_REDO)
             aur_reader_on_feed_redo(s, p, n);
+        else if (c->kind == CONN_FEED_UP && h.type == TRACE_MARK_FRAME_TYPE) /* issue 13: C22 */
+            aur_trace_on_mark(s, c, p, n);
         else if (c->kind == CONN_READER_FEED && h.type == AUR_MSG_READPOINT && n == 8)
             c->follower_lsn = rd_get_u64le(p);
         else {

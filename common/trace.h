@@ -15,7 +15,19 @@
  * measured as NTP does from a request/response pair (not done yet: a local cluster only).
  *
  * Cost when off: trace_record on id 0 is one predictable branch in an inline function (every
- * untraced commit carries id 0). Invariants (common/README.md):
+ * untraced commit carries id 0); the LSN hooks test one global (no traced commit in flight).
+ * Building with -DRD_TRACE_OFF empties every inline hook (the A/B of docs/results.md, issue 13).
+ *
+ * How the id travels (the trace mark, C22): the sender of a link (primary -> replica, writer ->
+ * storage node, writer -> reader feed) appends one small frame of type TRACE_MARK_FRAME_TYPE
+ * {trace id, commit LSN} right before the data frame that carries a sampled commit; the receiver
+ * follows that exact LSN under the sender's id (trace_follow) and records its own steps under it,
+ * so `REDOUBT.TRACE GET ID` returns the same commit's events on every process. No existing frame
+ * changes, and untraced traffic carries nothing. A peer built before the mark closes the link on
+ * the unknown frame type (as for any protocol error) and reconnects: do not sample while such
+ * peers run (a rolling upgrade).
+ *
+ * Invariants (common/README.md):
  *   C14 a recorded event is never torn: the ring slot is written whole before the write index
  *       moves past it, and a reader copies only slots below the index (single thread);
  *   C15 trace id 0 means "not traced" and is never recorded.
@@ -51,7 +63,8 @@ enum trace_step {
     TRACE_REPLY_SENT = 13,       /* writer: reply written to the client */
     TRACE_VISIBLE = 14,          /* replica / reader: readable there; a: its read point */
     TRACE_REDO_BATCH = 15,       /* aurora writer: a: batch bytes before lz4, b: after */
-    TRACE_COALESCED = 16,        /* storage node: applied into its page image */
+    TRACE_COALESCED = 16,        /* storage node: applied into its page image; a: coalesced LSN */
+    TRACE_FEED_SENT = 17,        /* aurora writer: the reader feed covering it sent; a: VDL */
     TRACE_STEP_COUNT
 };
 
@@ -69,9 +82,13 @@ void trace_record_slow(uint64_t trace_id, enum trace_step step, uint16_t node, u
                        uint64_t t_us);
 static inline void trace_record(uint64_t trace_id, enum trace_step step, uint16_t node, uint64_t a, uint64_t b)
 {
+#ifndef RD_TRACE_OFF
     if (__builtin_expect(trace_id == 0, 1))
         return;
     trace_record_slow(trace_id, step, node, a, b, 0);
+#else
+    (void)trace_id, (void)step, (void)node, (void)a, (void)b;
+#endif
 }
 
 /* A fresh nonzero trace id if this is the 1-in-`every` sampled call (every 0: never), else 0.
@@ -94,7 +111,7 @@ size_t trace_recent_ids(uint64_t *out, size_t max);
  * shipped to replica i up to L, ack from node i with SCL L, VDL reached L) record the step for every
  * traced commit it covers, with one line and no trace id in hand. At most TRACE_INFLIGHT traced
  * commits at once (trace_commit_begin refuses more: that commit is simply not traced). */
-#define TRACE_INFLIGHT 16u
+#define TRACE_INFLIGHT 64u
 #define TRACE_MAX_NODES 8u /* node index 0..7 in the per-commit "done" bitmap */
 #define TRACE_LINGER_US 1000000u /* a released commit still collects late acks this long */
 
@@ -110,14 +127,94 @@ int trace_commit_begin(uint64_t trace_id, uint64_t commit_lsn);
 void trace_lsn_reached_slow(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b);
 static inline void trace_lsn_reached(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b)
 {
+#ifndef RD_TRACE_OFF
     if (__builtin_expect(trace_ninflight == 0, 1))
         return;
     trace_lsn_reached_slow(step, node, lsn, b);
+#else
+    (void)step, (void)node, (void)lsn, (void)b;
+#endif
+}
+
+/* Like trace_lsn_reached, for a set of LSNs that need not be consecutive or complete (a storage
+ * node's group flush: records in arrival order, gaps possible): records `step` (a = commit LSN,
+ * b) for each traced commit whose commit_lsn is the u64 at byte lsn_off of one of the n
+ * elements of arr (stride bytes apart; arr may be NULL when n is 0). */
+void trace_lsns_hit_slow(enum trace_step step, uint16_t node, const void *arr, size_t n, size_t stride,
+                         size_t lsn_off, uint64_t b);
+static inline void trace_lsns_hit(enum trace_step step, uint16_t node, const void *arr, size_t n, size_t stride,
+                                  size_t lsn_off, uint64_t b)
+{
+#ifndef RD_TRACE_OFF
+    if (__builtin_expect(trace_ninflight == 0, 1))
+        return;
+    trace_lsns_hit_slow(step, node, arr, n, stride, lsn_off, b);
+#else
+    (void)step, (void)node, (void)arr, (void)n, (void)stride, (void)lsn_off, (void)b;
+#endif
+}
+
+/* ---- The trace mark (C22): {u64 trace id != 0, u64 commit LSN != 0}, little-endian, 16 bytes,
+ * in a frame of type TRACE_MARK_FRAME_TYPE (common/frame.h) on the link's own epoch. */
+#define TRACE_MARK_FRAME_TYPE 61u /* next to RD_AUTH_FRAME_TYPE 60: no protocol uses 61 */
+#define TRACE_MARK_SIZE 16u
+struct trace_mark { uint64_t trace_id, commit_lsn; };
+
+/* Appends one trace-mark frame to out. 0, or what frame_append returns. */
+int trace_mark_append(struct rd_buf *out, uint64_t epoch, const struct trace_mark *m);
+/* Decodes a trace-mark payload: 0, or RD_EPROTO with *why (a static sentence; why may be NULL)
+ * for a wrong length, id 0 or LSN 0. */
+int trace_mark_parse(const uint8_t *p, size_t n, struct trace_mark *m, const char **why);
+/* Receiver: decodes the payload and follows the commit (trace_follow). 0 (also when the registry
+ * is full: then that commit is not followed here), or RD_EPROTO with *why. */
+int trace_mark_follow(const uint8_t *p, size_t n, uint64_t linger_us, const char **why);
+
+/* The commits newly covered by lsn on a fan-out link: records `step` (node, a = lsn, b) once per
+ * traced commit with commit_lsn <= lsn that has not had (step, node) yet, and returns up to max of
+ * them in out (the caller appends a mark for each to every link of the fan-out). */
+size_t trace_lsn_reached_marks(enum trace_step step, uint16_t node, uint64_t lsn, uint64_t b,
+                               struct trace_mark *out, size_t max);
+
+/* Sender of a link to peer `node` (1..TRACE_MAX_NODES-1), right before appending the data frame
+ * that carries everything up to lsn: records TRACE_SHIPPED (a = lsn, b = bytes) once per traced
+ * commit it newly covers for that node and appends a trace mark for each to out. */
+void trace_ship_slow(struct rd_buf *out, uint64_t epoch, uint16_t node, uint64_t lsn, uint64_t bytes);
+static inline void trace_ship(struct rd_buf *out, uint64_t epoch, uint16_t node, uint64_t lsn, uint64_t bytes)
+{
+#ifndef RD_TRACE_OFF
+    if (__builtin_expect(trace_ninflight == 0, 1))
+        return;
+    trace_ship_slow(out, epoch, node, lsn, bytes);
+#else
+    (void)out, (void)epoch, (void)node, (void)lsn, (void)bytes;
+#endif
+}
+
+/* A hot standby / aurora reader made everything up to lsn readable (its pages replayed or
+ * dropped, its read point moved, in one event-loop turn): TRACE_PEER_APPLIED then TRACE_VISIBLE
+ * (a = lsn) for each followed commit it covers. */
+static inline void trace_visible(uint64_t lsn)
+{
+#ifndef RD_TRACE_OFF
+    if (__builtin_expect(trace_ninflight == 0, 1))
+        return;
+    trace_lsn_reached_slow(TRACE_PEER_APPLIED, 0, lsn, 0);
+    trace_lsn_reached_slow(TRACE_VISIBLE, 0, lsn, 0);
+#else
+    (void)lsn;
+#endif
 }
 
 /* A peer (replica) follows trace_id, whose commit ends above after_lsn: the steps it reaches past
- * after_lsn are recorded (each once) for TRACE_LINGER_US. Returns as trace_commit_begin. */
+ * after_lsn are recorded (each once) for TRACE_LINGER_US. Returns as trace_commit_begin.
+ * (REDOUBT.TRACE WATCH: approximate under concurrent writes; the trace mark replaced it.) */
 int trace_watch(uint64_t trace_id, uint64_t after_lsn);
+
+/* A peer follows trace_id, whose commit is exactly commit_lsn (from a trace mark): the steps it
+ * reaches at or past commit_lsn are recorded, each once, for linger_us (a storage node: long
+ * enough for the coalescing round; TRACE_COALESCED, its last step, forgets the commit at once). Following an id already followed is a no-op. Returns as
+ * trace_commit_begin (-ENOSPC: the registry holds TRACE_INFLIGHT commits, none released). */
+int trace_follow(uint64_t trace_id, uint64_t commit_lsn, uint64_t linger_us);
 
 /* trace_id's reply was sent: records TRACE_REPLY_SENT and forgets the commit (no-op for 0 or an
  * unknown id). */
@@ -129,9 +226,13 @@ void trace_commit_end(uint64_t trace_id);
 void trace_commits_released_slow(uint64_t lsn);
 static inline void trace_commits_released(uint64_t lsn)
 {
+#ifndef RD_TRACE_OFF
     if (__builtin_expect(trace_ninflight == 0, 1))
         return;
     trace_commits_released_slow(lsn);
+#else
+    (void)lsn;
+#endif
 }
 
 /* Sampling: 1 in trace_every writes is traced (0: off, the default). Set by the trace command. */

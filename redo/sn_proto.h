@@ -48,6 +48,8 @@
  *                    (<= SN_PAGES_MAX), then npages entries {u32 page_id, u32 0,
  *                    8192-byte sealed page-store image}, page ids ascending and
  *                    below next_page_id. 32 + npages * 8200 bytes.
+ *  (type 61)         writer -> node: a commit-trace mark right before the WRITE carrying a
+ *                    sampled commit (TRACE_MARK_FRAME_TYPE, common/trace.h, C22). 16 bytes.
  */
 #ifndef RD_SN_PROTO_H
 #define RD_SN_PROTO_H

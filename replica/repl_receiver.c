@@ -245,7 +245,7 @@ void repl_up_apply_ready(struct server *s, uint64_t limit_lsn)
         const uint8_t *body = e.body;
         rd_assert(e.body_len >= (type == WAL_REC_CHECKPOINT ? 24u : 8u)); /* markers as pushed by up_on_wal */
         u->apply_lsn = end;
-        trace_lsn_reached(TRACE_PEER_APPLIED, 0, end, 0); /* issue 13: readable here from now on */
+        trace_visible(end); /* issue 13: applied, readable here from now on */
         u->apply_echo_us = rd_get_u64le(body);
         if (type == WAL_REC_CHECKPOINT) {
             u->last_ckpt_lsn = rd_get_u64le(body + 8);
@@ -557,6 +557,12 @@ void repl_up_on_frame(struct server *s, const struct frame_hdr *h, const uint8_t
         }
         if (u->conn)
             conn_close(s, u->conn);
+        return;
+    }
+    case TRACE_MARK_FRAME_TYPE: { /* issue 13: the next WAL message carries a sampled commit (C22) */
+        const char *why = NULL;
+        if (trace_mark_follow(p, n, TRACE_LINGER_US, &why) < 0)
+            repl_up_fail(s, "malformed trace mark from the primary (%s); reconnecting", why);
         return;
     }
     default:

@@ -301,12 +301,12 @@ void repl_peer_pump(struct server *s, struct repl_peer *p)
         struct repl_wal m = {.start_lsn = first, .end_lsn = next, .primary_flush_lsn = flushed,
                              .send_time_us = rd_wall_us(), .records = p->wal_buf.data,
                              .records_len = p->wal_buf.len};
+        trace_ship(&c->out, tli, server_trace_node(s, p->name), next, p->wal_buf.len); /* issue 13: marks, C22 */
         size_t before = c->out.len;
         if (repl_send_wal(&c->out, tli, &m, p->wal_buf.len >= REPL_COMPRESS_MIN_BYTES) < 0)
             rd_panic("out of memory");
         repl_of(s)->repl_bytes_sent += c->out.len - before;
         p->sent_lsn = next;
-        trace_lsn_reached(TRACE_SHIPPED, server_trace_node(s, p->name), next, c->out.len - before); /* issue 13 */
         p->told_flush_lsn = flushed;
         p->last_send_ms = rd_now_ms();
     }

@@ -929,6 +929,7 @@ int server_run(const struct server_config *cfg)
         cmd_tick(s);
         if (s->wal != NULL)
             wal_flush_async(s->wal);
+        server_trace_wal_written(s); /* issue 13: the loop has seen the WAL write complete */
         s->ops->ship(s);
         s->ops->tick(s);
         server_check_budgets(s);

@@ -7,9 +7,11 @@
  * in aurora) -> classic: WAL fsynced locally -> acknowledgement from each peer (its flush LSN / SCL)
  * -> durable (sync set reached / VDL) -> reply released. A classic replica told to watch the WAL past
  * an LSN (REDOUBT.TRACE WATCH, before the write) records received -> written -> flushed -> acked
- * (the last three stamped when its status message reports them) -> applied. Storage nodes and
- * readers: not yet.
+ * (the last three stamped when its status message reports them) -> applied. Since the trace mark
+ * (common/trace.h C22) a replica follows the exact commit under the primary's id, as storage nodes
+ * (storage-node/sn_trace.c) and aurora readers (aurora/aur_trace.c) do: WATCH is kept for scripts.
  */
+#define RD_TRACE_HOOKS_IMPL /* the real functions, also in an RD_TRACE_OFF build */
 #include "server/trace_hooks.h"
 
 #include <errno.h>
@@ -23,7 +25,14 @@
 #include "server/server_int.h"
 #include "wal/wal.h"
 
-uint64_t server_trace_now(void) { return trace_every ? rd_now_us() : 0; }
+uint64_t server_trace_now(void)
+{
+#ifndef RD_TRACE_OFF
+    return trace_every ? rd_now_us() : 0;
+#else
+    return 0;
+#endif
+}
 
 static uint64_t last_id; /* the newest sampled write (REDOUBT.TRACE LAST) */
 
@@ -50,6 +59,12 @@ void server_trace_release(struct server *s, uint64_t durable_lsn, uint64_t relea
     trace_commits_released(release_lsn);
 }
 
+void server_trace_wal_written_slow(struct server *s)
+{
+    if (s->role == SERVER_ROLE_PRIMARY && s->wal != NULL)
+        trace_lsn_reached(TRACE_WAL_WRITTEN, 0, wal_written_lsn(s->wal), 0);
+}
+
 void server_trace_replica_status(uint64_t w, uint64_t f, uint64_t ap)
 {
     if (__builtin_expect(trace_ninflight == 0, 1))
@@ -61,10 +76,18 @@ void server_trace_replica_status(uint64_t w, uint64_t f, uint64_t ap)
 
 uint16_t server_trace_node(const struct server *s, const char *name)
 {
-    for (unsigned i = 0; name && i < s->cfg.sync_nnames; i++)
+    if (name == NULL)
+        return TRACE_MAX_NODES - 1;
+    for (unsigned i = 0; i < s->cfg.sync_nnames; i++)
         if (strcmp(s->cfg.sync_names[i], name) == 0)
             return (uint16_t)(i + 1);
-    return 0;
+    /* Not a sync replica (e.g. --commit local): the number its name ends with ("replica2" -> 2, as
+     * scripts/cluster names them), so each gets its own trace marks; else the last index. */
+    size_t n = strlen(name), k = n;
+    while (k > 0 && name[k - 1] >= '0' && name[k - 1] <= '9')
+        k--;
+    unsigned long v = k < n && n - k <= 3 ? strtoul(name + k, NULL, 10) : 0;
+    return (uint16_t)(v >= 1 && v < TRACE_MAX_NODES ? v : TRACE_MAX_NODES - 1);
 }
 
 static int arg_is(const struct resp_arg *a, const char *w)
@@ -105,7 +128,7 @@ void cmd_redoubt_trace(struct server *s, struct conn *c, const struct resp_args 
         if (arg_u64(&a->v[2], &id, 16) < 0 || arg_u64(&a->v[3], &lsn, 10) < 0 || id == 0)
             rc = resp_error(&c->out, "ERR REDOUBT.TRACE WATCH ID LSN: a nonzero hex id and a decimal LSN");
         else if (trace_watch(id, lsn) < 0)
-            rc = resp_error(&c->out, "ERR REDOUBT.TRACE WATCH: 16 traces are being followed already");
+            rc = resp_error(&c->out, "ERR REDOUBT.TRACE WATCH: 64 traces are being followed already");
         else
             rc = resp_simple(&c->out, "OK");
     } else if (a->n == 2 && arg_is(&a->v[1], "last")) {

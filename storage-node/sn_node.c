@@ -54,6 +54,7 @@
 #include "engine/engine.h"
 #include "redo/redo.h"
 #include "storage-node/sn_int.h"
+#include "storage-node/sn_trace.h"
 #include "redo/sn_proto.h"
 
 #define SN_BGID 11
@@ -657,6 +658,7 @@ static void sn_send_acks(struct sn_node *s)
         struct sn_ack a = {.scl = s->st.scl, .durable_lsn = s->st.durable_max, .epoch = s->epoch};
         if (sn_send_ack(&c->out, s->epoch, &a) < 0)
             rd_panic("out of memory for an ACK");
+        trace_lsn_reached(TRACE_PEER_ACKED, 0, a.scl, a.durable_lsn); /* issue 13 */
     }
 }
 
@@ -756,6 +758,7 @@ static void sn_lack_tick(struct sn_node *s, uint64_t now)
  * completed): its records become durable, the SCL advances, ACKs go out (N1). */
 static void sn_flight_durable(struct sn_node *s)
 {
+    trace_lsns_hit(TRACE_PEER_FSYNCED, 0, s->flight, s->nflight, sizeof(*s->flight), offsetof(struct sn_pend, lsn), s->hl_flight.len); /* issue 13 */
     uint64_t max = s->st.durable_max;
     for (size_t i = 0; i < s->nflight; i++) {
         struct sn_rec *x = sn_store_at(&s->st, s->flight[i].idx, s->flight[i].lsn);
@@ -918,6 +921,7 @@ static void sn_flush_kick(struct sn_node *s)
     s->flight_gen = s->next_gen++;
     s->flight_active = 1;
     s->flight_direct = g->dfd >= 0;
+    trace_lsns_hit(TRACE_PEER_WRITTEN, 0, s->flight, s->nflight, sizeof(*s->flight), offsetof(struct sn_pend, lsn), s->hl_flight.len); /* issue 13 */
     if (s->flight_direct) {
         if (wlen > s->dio_cap) {
             size_t cap = s->dio_cap ? s->dio_cap : (1u << 20);
@@ -1097,6 +1101,7 @@ static void sn_on_write(struct sn_node *s, struct sn_conn *c, const struct frame
     if (sn_refuse_stale(s, c, fh->epoch, "write")) /* N4 */
         return;
     sn_adopt_epoch(s, fh->epoch, "a write from a newer writer");
+    sn_trace_write(p, n); /* issue 13 */
     const char *why = NULL;
     uint64_t vdl = 0;
     int rc = sn_accept_batch(s, fh->epoch, p, n, &vdl, &why);
@@ -1354,6 +1359,7 @@ static void sn_coalesce(struct sn_node *s)
         if (nt && fdatasync(s->pages_fd) < 0)
             rd_panic("could not fdatasync the page store in \"%s\": %s", s->dir, strerror(errno));
         sn_store_gc(&s->st, to); /* pages are durable; now the meta file may say so */
+        trace_lsn_reached(TRACE_COALESCED, 0, to, nt); /* issue 13 */
         s->coalesced_cpl = cpl;
         sn_meta_persist(s);
     }
@@ -2105,6 +2111,13 @@ static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
         case SN_MSG_GOSSIP: sn_on_gossip(s, c, &h, p, n); break;
         case SN_MSG_PAGECOPY: sn_on_pagecopy(s, c, p, n); break;
         case SN_MSG_PAGES: sn_on_pages(s, c, p, n); break;
+        case TRACE_MARK_FRAME_TYPE: /* issue 13: the next WRITE carries a sampled commit (C22) */
+            if (trace_mark_follow(p, n, SN_TRACE_LINGER_US, &why) < 0) {
+                rd_warn("malformed trace mark from %s (%s); closing", c->addr, why);
+                sn_reply_error(s, c, SN_ERR_PROTO, why);
+                c->close_after_send = 1;
+            }
+            break;
         case SN_MSG_ERROR: {
             uint32_t code = 0;
             char text[SN_ERROR_MAX_TEXT + 1];
@@ -2260,6 +2273,8 @@ static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
             rd_buf_append(&c->out, b.data, b.len);
             rd_buf_appendf(&c->out, "\r\n");
             rd_buf_free(&b);
+        } else if (sn_arg_is(cmd, "REDOUBT.TRACE")) { /* issue 13: storage-node/sn_trace.h */
+            sn_trace_command(&c->out, &args, s->cfg.node_id);
         } else if (sn_arg_is(cmd, "QUIT")) {
             rd_buf_appendf(&c->out, "+OK\r\n");
             c->close_after_send = 1;
@@ -2271,7 +2286,7 @@ static void sn_process_resp(struct sn_node *s, struct sn_conn *c)
             for (size_t j = 0; j < k; j++) /* never echo control bytes into the reply line */
                 name[j] = cmd->ptr[j] >= 0x20 && cmd->ptr[j] < 0x7f ? (char)cmd->ptr[j] : '?';
             name[k] = 0;
-            rd_buf_appendf(&c->out, "-ERR unknown command '%s': a storage node answers INFO and PING\r\n", name);
+            rd_buf_appendf(&c->out, "-ERR unknown command '%s': a storage node answers INFO, PING and REDOUBT.TRACE\r\n", name);
         }
     }
     rd_buf_consume(&c->in, off);

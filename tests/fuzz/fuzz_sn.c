@@ -1,7 +1,8 @@
 /*
  * fuzz_sn.c — libFuzzer target for the storage node's decoders: the hot-log
  * record decoder and scanner (storage-node/sn_hotlog.c) and every sn_parse_*
- * (storage-node/sn_proto.c), GOSSIP, PAGECOPY and PAGES included. Nothing may crash or read out of bounds; a
+ * (storage-node/sn_proto.c), GOSSIP, PAGECOPY and PAGES included, and the trace mark the node
+ * follows (common/trace.c). Nothing may crash or read out of bounds; a
  * decoded hot-log record must re-encode to the same bytes; a parsed message
  * must re-encode to the same payload.
  *
@@ -16,6 +17,7 @@
 #include "common/buf.h"
 #include "common/checksum.h"
 #include "common/frame.h"
+#include "common/trace.h"
 #include "common/util.h"
 #include "storage-node/sn_int.h"
 #include "redo/sn_proto.h"
@@ -110,6 +112,10 @@ static void fuzz_msgs(const uint8_t *p, size_t n)
         if (sn_send_pages(&out, 1, &ps) == 0)
             same_payload(&out, p, n);
     }
+    struct trace_mark tm; /* the trace mark a storage node follows (issue 13, C22) */
+    if (trace_mark_parse(p, n, &tm, NULL) == 0 && trace_mark_append(&out, 1, &tm) == 0)
+        same_payload(&out, p, n);
+    rd_buf_reset(&out);
     uint32_t code;
     char text[64];
     if (sn_parse_error(p, n, &code, text, sizeof(text)) == 0)

@@ -19,7 +19,9 @@ process's AZ; each AZ has its own addresses (127.0.AZ.x; clients connect there d
   * `kill storage1` with a proxy in front: writes go on; `restart storage1`: it catches up;
   * `stop` leaves no process behind (the proxy included).
 `scripts/cluster trace` in both modes: every writer-side step present, in causal order (the quorum:
-4 acknowledgements before durable in aurora); classic: each replica's received/flushed/acked/applied. No timing assertions: every wait is a bounded poll.
+4 acknowledgements before durable in aurora); classic: each replica's received/flushed/acked/applied;
+aurora: each storage node's received/hot-logged/fsynced/acked (tests/integration/test_trace.py checks
+every step of every process and the order). No timing assertions: every wait is a bounded poll.
 """
 import os
 import time
@@ -87,7 +89,13 @@ def check_trace(cl, mode):
     need = 4 if mode == "aurora" else 1  # acknowledgements before the commit is durable
     check(steps[:first["durable"]].count("ack_received") >= need, f"{need} ack(s) before durable: {steps}")
     check(steps.count("shipped") == (6 if mode == "aurora" else 2), f"shipped to every peer: {steps}")
-    if mode == "classic":  # each replica's own steps (REDOUBT.TRACE WATCH), after the primary shipped
+    lines = [l.split() for l in out.splitlines() if l.strip().startswith(("+", "-")) and " us " in l]
+    if mode == "aurora":  # each storage node's own steps (trace marks pass the fault proxy too)
+        for k in range(1, 7):
+            mine = [x[3] for x in lines if x[2] == f"storage{k}"]
+            for w in ("peer_received", "peer_written", "peer_fsynced", "peer_acked"):
+                check(w in mine, f"storage{k}'s trace has {w}: {mine}")
+    if mode == "classic":  # each replica's own steps (under the primary's id: trace marks), after it shipped
         lines = [l.split() for l in out.splitlines() if l.strip().startswith(("+", "-")) and " us " in l]
         for r in ("replica1", "replica2"):
             mine = [x[3] for x in lines if x[2] == r]
