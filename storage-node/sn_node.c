@@ -256,6 +256,7 @@ struct sn_node {
     int flight_fault;           /* RD_FAULT=sn_fsync fired for this flight: it is submitted to fail (EBADF) */
     uint64_t lack_ms;           /* when that linked ACK was submitted */
     uint64_t lack_scl;          /* the SCL it carries: the flight must reach it (asserted) */
+    uint64_t lack_dmax;         /* ... and its durable_lsn */
     uint64_t lack_gen;          /* the flight it is linked to (0: none) */
     uint8_t *co_imgs;           /* SN_COALESCE_MAX_PAGES images for a coalescing round (kept, mmap'ed) */
 };
@@ -693,6 +694,8 @@ static void sn_on_lack_sent(struct rd_io *io, const struct io_uring_cqe *cqe)
     struct io_uring_cqe r = *cqe;
     if (r.res >= 0 && (size_t)r.res < c->sending.len)
         r.res = -EPIPE; /* never finish an old ACK after unparking: the link closes (the writer reconnects) */
+    if (r.res > 0)
+        trace_lsn_reached(TRACE_PEER_ACKED, 0, s->lack_scl, s->lack_dmax); /* issue 13: the linked ACK went out */
     io->on_cqe(io, &r); /* the connection layer: next send, or close on an error (-ECANCELED: the write failed) */
 }
 
@@ -716,6 +719,7 @@ static void sn_lack_prep(struct sn_node *s, struct sn_conn *c)
         dmax = RD_MAX(dmax, s->flight[i].lsn);
     struct sn_ack a = {.scl = sn_store_scl_if_held_durable(&s->st), .durable_lsn = dmax, .epoch = s->epoch};
     s->lack_scl = a.scl;
+    s->lack_dmax = a.durable_lsn;
     s->lack_gen = s->flight_gen;
     if (sn_send_ack(&c->out, s->epoch, &a) < 0)
         rd_panic("out of memory for an ACK");
