@@ -138,6 +138,10 @@ int sn_store_add(struct sn_store *st, const struct redo_rec *r, uint64_t epoch, 
                  uint32_t hl_len, int durable);
 /* Advances scl over durable consecutive LSNs; returns how far it moved. */
 uint64_t sn_store_advance(struct sn_store *st);
+/* The SCL sn_store_advance would reach if every record held now were durable
+ * (nothing is changed): the SCL a flush will reach when every held record
+ * that is not durable is in it (the linked ACK of N19). */
+uint64_t sn_store_scl_if_held_durable(struct sn_store *st);
 /* Drops every record above keep_upto (keep_upto >= coalesced_lsn). */
 void sn_store_truncate(struct sn_store *st, uint64_t keep_upto);
 /* Hot-log trimming: drops every record whose hot-log offset is below
@@ -204,6 +208,27 @@ int sn_trunc_drops(const struct sn_trunc *t, uint32_t ntrunc, uint64_t hl_off, u
  * unreadable), *epoch its epoch field, *checksum_ok whether its checksum
  * matches (-1 if the record is cut short before it can be checked). */
 const char *sn_hotlog_rec_why(const uint8_t *src, size_t n, uint32_t *len, uint64_t *epoch, int *checksum_ok);
+
+/* ------------------------------------------------------------ page cache (N18) */
+
+/* The last image written to (or read and verified from) the page store, per
+ * page, for coalescing and GetPage: a direct-mapped table of nslots 8 KiB
+ * images (a slot holds one page id; another page with the same slot evicts
+ * it). Holds only images the page store holds too (every page-store write
+ * goes through sn_pcache_put or sn_pcache_drop). Memory is mapped on demand. */
+struct sn_pcache {
+    uint32_t nslots;   /* 0: disabled */
+    uint32_t *ids;     /* UINT32_MAX: empty */
+    uint8_t *imgs;     /* nslots x ENGINE_PAGE_SIZE, mmap'ed */
+    uint64_t hits, misses;
+};
+/* nslots 0 disables it (every call then does nothing / misses). 0 or -ENOMEM. */
+int sn_pcache_init(struct sn_pcache *c, uint32_t nslots);
+void sn_pcache_free(struct sn_pcache *c);
+/* 1 and the image copied to out if page_id is cached, else 0. */
+int sn_pcache_get(struct sn_pcache *c, uint32_t page_id, uint8_t *out);
+void sn_pcache_put(struct sn_pcache *c, uint32_t page_id, const uint8_t *img);
+void sn_pcache_drop(struct sn_pcache *c, uint32_t page_id);
 
 /* ------------------------------------------------------------ daemon */
 

@@ -37,6 +37,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/auth.h"
@@ -69,7 +70,10 @@
 #define SN_FETCH_TIMEOUT_MS 2000u
 #define SN_PROBE_INTERVAL_MS 250u          /* ask a peer even without a known gap */
 #define SN_COALESCE_INTERVAL_MS 1000u   /* rarer rounds: a hot page is written once per round, not per 100 ms */
-#define SN_COALESCE_BATCH 32768u           /* records applied per coalesce round */
+#define SN_COALESCE_BUSY_MS 4000u          /* ... while records keep arriving (REDOUBT_SN_COALESCE_BUSY_MS) */
+#define SN_COALESCE_QUIET_MS 250u          /* no record appended for this long: the 1 s interval applies */
+#define SN_COALESCE_DUE_RECORDS 65536u     /* ... or sooner, once this many records can be coalesced */
+#define SN_COALESCE_BATCH 131072u          /* records applied per coalesce round */
 #define SN_COALESCE_MAX_PAGES 2048u        /* pages touched per round (16 MiB of images): bounds the loop turn */
 #define SN_COALESCE_DUE_BYTES (8u << 20)   /* ... or sooner, once this much hot log arrived since the last round */
 #define SN_HISTORY_RECORDS 10000u          /* kept above the page store without a read point */
@@ -82,6 +86,8 @@
 #define SN_DIO_ALIGN 4096u                 /* O_DIRECT hot-log writes: offset and length (the fs block size) */
 #define SN_ZFILL_CHUNK (1u << 20)          /* zeros written ahead of the appends at a time (N12) */
 #define SN_ZFILL_AHEAD (2u << 20)          /* keep this much zeroed room ahead of the pending end */
+#define SN_PCACHE_PAGES 4096u              /* page cache slots (N18): 32 MiB mapped, touched as used */
+#define SN_LACK_PARK_MAX_MS 200u           /* a frame parked this long behind a linked ACK send cancels it (N19) */
 
 /* The meta file format (DIR/meta), SN_MAX_TRUNC and struct sn_trunc are in
  * sn_files.c / sn_int.h (shared with redoubt-dump). */
@@ -111,6 +117,8 @@ struct sn_conn {
     int peer_authed;        /* proved the cluster secret (or none is configured) */
     int is_peer;            /* counted in sn_node.npeer_conns */
     int over_budget;        /* accepted beyond SN_MAX_CLIENTS: must authenticate within the deadline */
+    int parked;             /* N19: its next frame waits for the linked ACK send in flight */
+    void (*lack_saved)(struct rd_io *io, const struct io_uring_cqe *cqe); /* send_io's handler, restored */
     struct sn_conn *prev, *next;
 };
 
@@ -167,6 +175,9 @@ struct sn_stats {
     uint64_t fetches_served, truncated_refused;
     uint64_t segments_deleted, records_trimmed, fetch_trimmed_answers;
     uint64_t gossip_answers, trim_gave_up, page_copies, pages_copied, pagecopy_served;
+    uint64_t linked_acks;   /* ACKs sent by a send linked to their durable write (N19) */
+    uint64_t parked_frames; /* frames (epoch raise, TRUNCATE) that waited for a linked ACK (N19) */
+    uint64_t coalesce_cpu_us; /* CPU time of coalescing rounds and trimming (cost per commit) */
 };
 
 struct sn_node {
@@ -232,10 +243,22 @@ struct sn_node {
     uint64_t fetch_req_id, fetch_from, fetch_sent_ms, last_probe_ms, last_coalesce_ms;
     int fetch_outstanding, fetch_more, coalesce_blocked;
     uint64_t hl_since_coalesce; /* hot-log bytes appended since the last coalesce round */
+    uint64_t last_append_ms;    /* when the last record was appended (busy vs quiet coalescing interval) */
+    uint64_t coalesce_busy_ms;  /* SN_COALESCE_BUSY_MS, or REDOUBT_SN_COALESCE_BUSY_MS (A/B) */
     int hl_repair_pending;  /* the hot log lost records to corruption: count refetched ones */
     uint64_t last_gossip_ms;
     struct sn_copy copy;
     struct sn_stats stats;
+    struct sn_pcache pcache;    /* N18: page-store images kept between coalescing rounds */
+    /* N19: the ACK linked (IOSQE_IO_LINK) to the durable write of the flight */
+    int link_acks;              /* on unless REDOUBT_SN_LINK_ACK=0 (A/B) */
+    struct sn_conn *lack_conn;  /* the connection whose linked ACK send has not completed (NULL: none) */
+    int flight_fault;           /* RD_FAULT=sn_fsync fired for this flight: it is submitted to fail (EBADF) */
+    uint64_t lack_ms;           /* when that linked ACK was submitted */
+    uint64_t lack_scl;          /* the SCL it carries: the flight must reach it (asserted) */
+    uint64_t lack_dmax;         /* ... and its durable_lsn */
+    uint64_t lack_gen;          /* the flight it is linked to (0: none) */
+    uint8_t *co_imgs;           /* SN_COALESCE_MAX_PAGES images for a coalescing round (kept, mmap'ed) */
 };
 
 static volatile sig_atomic_t sn_stop;
@@ -640,6 +663,101 @@ static void sn_send_acks(struct sn_node *s)
     }
 }
 
+/*
+ * N19: the ACK linked to the durable write. When a flight starts, the one
+ * writer connection whose ACK is due exactly at that flight, with nothing
+ * else queued or in flight on it, gets its ACK now, as a send linked to the
+ * write (IOSQE_IO_LINK): the kernel issues it only if the write succeeds (a
+ * failed or short write cancels it: N1), and the ACK goes out in the same
+ * wake-up as the write's completion. Its SCL is the one the flight reaches
+ * (every record held now that is not durable is in this flight), its
+ * epoch the node's. Until its send completes, a frame that could raise the
+ * epoch or truncate (EPOCH, TRUNCATE, any frame of a newer epoch) is not
+ * processed: its connection is parked (N5: no ACK of an older epoch goes
+ * out after the node answered or persisted a newer one). The send runs on
+ * the connection's own send_io (one send per connection, C11), with this
+ * node's handler in front of the connection layer's.
+ */
+static void sn_on_lack_sent(struct rd_io *io, const struct io_uring_cqe *cqe)
+{
+    struct sn_conn *c = (struct sn_conn *)((char *)io - offsetof(struct sn_conn, send_io));
+    struct sn_node *s = c->node;
+    rd_assert(s->lack_conn == c && c->lack_saved != NULL);
+    io->on_cqe = c->lack_saved;
+    c->lack_saved = NULL;
+    s->lack_conn = NULL;
+    for (struct sn_conn *p = s->conns; p; p = p->next)
+        if (p->parked) {
+            p->parked = 0;
+            sn_mark_ready(s, p);
+        }
+    struct io_uring_cqe r = *cqe;
+    if (r.res >= 0 && (size_t)r.res < c->sending.len)
+        r.res = -EPIPE; /* never finish an old ACK after unparking: the link closes (the writer reconnects) */
+    if (r.res > 0)
+        trace_lsn_reached(TRACE_PEER_ACKED, 0, s->lack_scl, s->lack_dmax); /* issue 13: the linked ACK went out */
+    io->on_cqe(io, &r); /* the connection layer: next send, or close on an error (-ECANCELED: the write failed) */
+}
+
+/* The connection that gets this flight's ACK linked to its write, or NULL. */
+static struct sn_conn *sn_lack_pick(struct sn_node *s)
+{
+    if (!s->link_acks || s->lack_conn != NULL)
+        return NULL;
+    for (struct sn_conn *c = s->conns; c; c = c->next)
+        if (c->ack_wait && c->ack_gen == s->flight_gen && c->ack_epoch == s->epoch && !c->closing &&
+            !c->close_after_send && !c->send_in_flight && c->out.len == 0 && c->fd >= 0)
+            return c;
+    return NULL;
+}
+
+/* Queues c's ACK as a send linked to the write SQE just prepared. */
+static void sn_lack_prep(struct sn_node *s, struct sn_conn *c)
+{
+    uint64_t dmax = s->st.durable_max;
+    for (size_t i = 0; i < s->nflight; i++)
+        dmax = RD_MAX(dmax, s->flight[i].lsn);
+    struct sn_ack a = {.scl = sn_store_scl_if_held_durable(&s->st), .durable_lsn = dmax, .epoch = s->epoch};
+    s->lack_scl = a.scl;
+    s->lack_dmax = a.durable_lsn;
+    s->lack_gen = s->flight_gen;
+    if (sn_send_ack(&c->out, s->epoch, &a) < 0)
+        rd_panic("out of memory for an ACK");
+    struct rd_buf t = c->sending; /* as rd_conn_flush does (C11): out becomes the in-flight send */
+    c->sending = c->out;
+    c->out = t;
+    c->out.len = 0;
+    c->sending_off = 0;
+    c->lack_saved = c->send_io.on_cqe;
+    c->send_io.on_cqe = sn_on_lack_sent;
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &c->send_io);
+    io_uring_prep_send(sqe, c->fd, c->sending.data, c->sending.len, MSG_NOSIGNAL);
+    c->send_in_flight = 1;
+    c->ack_wait = 0; /* sn_send_acks has nothing more to send it for this flight */
+    s->lack_conn = c;
+    s->lack_ms = rd_now_ms();
+    s->stats.linked_acks++;
+}
+
+/* A frame parked behind a linked ACK whose send does not complete (the
+ * writer stopped reading and its socket is full): cancel that send (the
+ * connection then closes), so an epoch change never waits for long. */
+static void sn_lack_tick(struct sn_node *s, uint64_t now)
+{
+    if (s->lack_conn == NULL || s->flight_active || now - s->lack_ms < SN_LACK_PARK_MAX_MS)
+        return;
+    int parked = 0;
+    for (struct sn_conn *c = s->conns; c && !parked; c = c->next)
+        parked = c->parked;
+    if (!parked)
+        return;
+    rd_warn("the linked ACK to %s has not gone out for %llu ms while an epoch change waits: cancelling it",
+            s->lack_conn->addr, (unsigned long long)(now - s->lack_ms));
+    struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, NULL);
+    io_uring_prep_cancel(sqe, &s->lack_conn->send_io, 0);
+    s->lack_ms = now; /* again after another bound, if the send is still there */
+}
+
 /* The flight's bytes are durable (its fdatasync, or its RWF_DSYNC write,
  * completed): its records become durable, the SCL advances, ACKs go out (N1). */
 static void sn_flight_durable(struct sn_node *s)
@@ -676,6 +794,10 @@ static void sn_flight_durable(struct sn_node *s)
     s->done_gen = s->flight_gen;
     sn_seg_settle(s, g);
     sn_store_advance(&s->st);
+    if (s->lack_gen == s->done_gen) { /* N19: the linked ACK's SCL is reached (N1, N3) */
+        rd_assert(s->st.scl >= s->lack_scl);
+        s->lack_gen = 0;
+    }
     sn_send_acks(s);
 }
 
@@ -683,8 +805,9 @@ static void sn_on_write_done(struct rd_io *io, const struct io_uring_cqe *cqe)
 {
     struct sn_node *s = (struct sn_node *)((char *)io - offsetof(struct sn_node, write_io));
     if (s->flight_direct) {
-        /* N12: this write is the durability point (RWF_DSYNC): it stands for the fdatasync. */
-        int res = cqe->res >= 0 && rd_fault("sn_fsync") ? -EIO : cqe->res; /* tests: RD_FAULT=sn_fsync:N */
+        /* N12: this write is the durability point (RWF_DSYNC): it stands for the fdatasync.
+         * RD_FAULT=sn_fsync:N made the Nth fail for real (sn_flush_kick): its linked ACK was cancelled. */
+        int res = s->flight_fault ? -EIO : cqe->res;
         if (res < 0) /* never retried, never acknowledged */
             rd_panic("could not fdatasync the hot log in \"%s\": its O_DIRECT|RWF_DSYNC write at offset %llu "
                      "failed: %s",
@@ -820,9 +943,19 @@ static void sn_flush_kick(struct sn_node *s)
         memset(s->dio + s->tail_len + s->hl_flight.len, 0, wlen - s->tail_len - s->hl_flight.len);
         s->flight_woff = woff;
         s->flight_wlen = wlen;
+        /* tests: RD_FAULT=sn_fsync:N fails the Nth durable write for real (a bad descriptor), so the
+         * kernel cancels what is linked to it (N1, N19) */
+        s->flight_fault = rd_fault("sn_fsync");
+        struct sn_conn *lc = sn_lack_pick(s);
+        if (lc != NULL && io_uring_sq_space_left(&s->loop.ring) < 2)
+            rd_loop_submit(&s->loop); /* the write and its linked send go in one submission */
         struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->write_io);
-        io_uring_prep_write(sqe, g->dfd, s->dio, (unsigned)wlen, woff);
+        io_uring_prep_write(sqe, s->flight_fault ? -1 : g->dfd, s->dio, (unsigned)wlen, woff);
         sqe->rw_flags = RWF_DSYNC;
+        if (lc != NULL) {
+            sqe->flags |= IOSQE_IO_LINK;
+            sn_lack_prep(s, lc);
+        }
     } else {
         struct io_uring_sqe *sqe = rd_loop_sqe(&s->loop, &s->write_io);
         io_uring_prep_write(sqe, s->flight_fd, s->hl_flight.data, (unsigned)s->hl_flight.len,
@@ -926,6 +1059,7 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
         s->pend[s->npend++] = (struct sn_pend){r.lsn, at, (uint32_t)(s->st.nrecs - 1)};
         s->hl_end += (uint64_t)len;
         s->hl_since_coalesce += (uint64_t)len;
+        s->last_append_ms = rd_now_ms();
         struct sn_seg *g = &s->segs[s->nsegs - 1];
         if (r.lsn > g->max_lsn)
             g->max_lsn = r.lsn;
@@ -940,6 +1074,7 @@ static void sn_adopt_epoch(struct sn_node *s, uint64_t epoch, const char *why)
 {
     if (epoch <= s->epoch)
         return;
+    rd_assert(s->lack_conn == NULL); /* N19: frames that raise the epoch wait for the linked ACK */
     rd_info("adopting epoch %llu (was %llu): %s", (unsigned long long)epoch, (unsigned long long)s->epoch, why);
     s->epoch = epoch;
     sn_meta_persist(s);
@@ -1024,6 +1159,7 @@ static void sn_page_write(struct sn_node *s, uint32_t page_id, uint8_t *page)
     if (w != (ssize_t)ENGINE_PAGE_SIZE)
         rd_panic("could not write page %u to the page store in \"%s\": %s", page_id, s->dir,
                  w < 0 ? strerror(errno) : "short write");
+    sn_pcache_put(&s->pcache, page_id, page); /* N18: what the store now holds */
 }
 
 /* Rebuilds a corrupt page-store image from the hot log: possible only while
@@ -1078,13 +1214,17 @@ static int sn_page_load(struct sn_node *s, uint32_t page_id, uint8_t *page)
     struct sn_page_hist *h = sn_store_page(&s->st, page_id);
     if (h && h->corrupt)
         return RD_ECORRUPT;
+    if (sn_pcache_get(&s->pcache, page_id, page)) /* N18: written or verified by this process */
+        return 0;
     ssize_t got = pread(s->pages_fd, page, ENGINE_PAGE_SIZE, (off_t)page_id * ENGINE_PAGE_SIZE);
     if (got < 0)
         rd_panic("could not read page %u from the page store in \"%s\": %s", page_id, s->dir, strerror(errno));
     if (got < (ssize_t)ENGINE_PAGE_SIZE)
         memset(page + got, 0, ENGINE_PAGE_SIZE - (size_t)got); /* never written */
-    if (engine_page_verify(page) == 0)
+    if (engine_page_verify(page) == 0) {
+        sn_pcache_put(&s->pcache, page_id, page);
         return 0;
+    }
     s->stats.corrupt_detected++;
     rd_error("page %u in the page store of \"%s\" failed its checksum: rebuilding it from the hot log", page_id,
              s->dir);
@@ -1132,6 +1272,21 @@ static uint64_t sn_coalesce_target(const struct sn_node *s)
     return RD_MIN(t, s->st.coalesced_lsn + SN_COALESCE_BATCH);
 }
 
+/* Whether a coalescing round is due: every SN_COALESCE_INTERVAL_MS when no
+ * record arrived for SN_COALESCE_QUIET_MS, every coalesce_busy_ms while they
+ * keep arriving (a round's cost is mostly per page, and a hot page is read,
+ * changed and written once per round), and sooner once 8 MiB of hot log
+ * arrived or SN_COALESCE_DUE_RECORDS records can be coalesced. */
+static int sn_coalesce_due(const struct sn_node *s, uint64_t now)
+{
+    uint64_t since = now - s->last_coalesce_ms;
+    int quiet = now - s->last_append_ms >= SN_COALESCE_QUIET_MS;
+    if (since >= (quiet ? SN_COALESCE_INTERVAL_MS : s->coalesce_busy_ms) || s->hl_since_coalesce >= SN_COALESCE_DUE_BYTES)
+        return 1;
+    uint64_t t = sn_coalesce_target(s);
+    return t > s->st.coalesced_lsn && t - s->st.coalesced_lsn >= SN_COALESCE_DUE_RECORDS && !s->coalesce_blocked;
+}
+
 struct sn_touched { uint32_t page_id; uint8_t *img; };
 
 static void sn_coalesce(struct sn_node *s)
@@ -1150,6 +1305,13 @@ static void sn_coalesce(struct sn_node *s)
     size_t nt = 0;
     if (t == NULL || slot == NULL)
         rd_panic("out of memory for coalescing");
+    if (s->co_imgs == NULL) { /* kept for every later round: no malloc/free (and page faults) per page */
+        void *m = mmap(NULL, (size_t)SN_COALESCE_MAX_PAGES * ENGINE_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            rd_panic("out of memory for coalescing: %s", strerror(errno));
+        s->co_imgs = m;
+    }
     memset(slot, 0xff, SLOTS * sizeof(*slot)); /* -1: empty */
     int failed = 0;
     uint64_t cpl = s->coalesced_cpl;
@@ -1172,9 +1334,7 @@ static void sn_coalesce(struct sn_node *s)
             }
             slot[h] = (int32_t)nt;
             t[nt].page_id = x->page_id;
-            t[nt].img = malloc(ENGINE_PAGE_SIZE);
-            if (t[nt].img == NULL)
-                rd_panic("out of memory for coalescing");
+            t[nt].img = s->co_imgs + (size_t)nt * ENGINE_PAGE_SIZE;
             nt++;
             if (sn_page_load(s, x->page_id, t[k].img) < 0) {
                 failed = 1;
@@ -1206,8 +1366,6 @@ static void sn_coalesce(struct sn_node *s)
         s->coalesced_cpl = cpl;
         sn_meta_persist(s);
     }
-    for (size_t k = 0; k < nt; k++)
-        free(t[k].img);
     free(t);
     free(slot);
 }
@@ -1465,6 +1623,7 @@ static void sn_on_truncate(struct sn_node *s, struct sn_conn *c, const struct fr
         sn_reply_error(s, c, SN_ERR_PROTO, "too many truncation ranges");
         return;
     }
+    rd_assert(s->lack_conn == NULL); /* N19: a TRUNCATE waits for the linked ACK (its SCL was foretold) */
     s->epoch = RD_MAX(s->epoch, t.epoch);
     /* Records at hot-log offsets below hl_end with lsn > keep_upto are
      * dropped now and at every restart; later ones are refused if older. */
@@ -1807,6 +1966,7 @@ static void sn_on_pages(struct sn_node *s, struct sn_conn *c, const uint8_t *p, 
         if (w != (ssize_t)ENGINE_PAGE_SIZE)
             rd_panic("could not write page %u to the page store in \"%s\": %s", id, s->dir,
                      w < 0 ? strerror(errno) : "short write");
+        sn_pcache_put(&s->pcache, id, sn_pages_image(&m, i)); /* N18: verified above */
     }
     s->copy.pages += m.npages;
     if (m.coalesced_lsn < s->copy.base) {
@@ -1926,6 +2086,12 @@ static void sn_process_frames(struct sn_node *s, struct sn_conn *c)
             sn_conn_close(s, c);
             return;
         }
+        if (s->lack_conn != NULL && c->peer_authed && h.type != RD_AUTH_FRAME_TYPE &&
+            (h.type == SN_MSG_EPOCH || h.type == SN_MSG_TRUNCATE || h.epoch > s->epoch)) {
+            c->parked = 1; /* N19: until the linked ACK's send completes (sn_on_lack_sent) */
+            s->stats.parked_frames++;
+            break;
+        }
         off += (size_t)rc;
         nframes++;
         if (!c->peer_authed || h.type == RD_AUTH_FRAME_TYPE) {
@@ -2012,6 +2178,11 @@ static void sn_info(struct sn_node *s, struct rd_buf *b)
     rd_buf_appendf(b, "fsyncs:%llu\r\nhotlog_io:%s\r\ndsync_writes:%llu\r\nzfill_bytes:%llu\r\n",
                    (unsigned long long)s->stats.fsyncs, s->direct ? "direct" : "buffered",
                    (unsigned long long)s->stats.dsync_writes, (unsigned long long)s->stats.zfill_bytes);
+    rd_buf_appendf(b, "page_cache_slots:%u\r\npage_cache_hits:%llu\r\npage_cache_misses:%llu\r\n",
+                   s->pcache.nslots, (unsigned long long)s->pcache.hits, (unsigned long long)s->pcache.misses);
+    rd_buf_appendf(b, "link_acks:%s\r\nlinked_acks:%llu\r\nparked_frames:%llu\r\ncoalesce_cpu_us:%llu\r\n",
+                   s->link_acks ? "on" : "off", (unsigned long long)s->stats.linked_acks,
+                   (unsigned long long)s->stats.parked_frames, (unsigned long long)s->stats.coalesce_cpu_us);
     rd_buf_appendf(b,
                    "hotlog_trim:%s\r\nhotlog_keep_bytes:%llu\r\nhotlog_trim_point:%llu\r\n"
                    "hotlog_trim_local_point:%llu\r\nhotlog_trim_held_by:%s\r\npeers_given_up:%zu\r\n"
@@ -2141,7 +2312,7 @@ static void sn_process_ready(struct sn_node *s)
             else
                 sn_process_resp(s, c);
         }
-        if (c->eof && !c->on_ready && !c->closing) {
+        if (c->eof && !c->on_ready && !c->closing && !c->parked) {
             c->close_after_send = 1; /* sn_queue_send closes once the replies are out */
             c->ack_wait = 0;
         }
@@ -2592,6 +2763,9 @@ static void sn_shutdown(struct sn_node *s)
     free(s->dec);
     free(s->dio);
     free(s->zeros);
+    sn_pcache_free(&s->pcache);
+    if (s->co_imgs)
+        munmap(s->co_imgs, (size_t)SN_COALESCE_MAX_PAGES * ENGINE_PAGE_SIZE);
     free(s);
 }
 
@@ -2617,6 +2791,17 @@ int sn_node_run(const struct sn_config *cfg)
     s->write_io.on_cqe = sn_on_write_done;
     s->sync_io.on_cqe = sn_on_sync_done;
     s->zfill_io.on_cqe = sn_on_zfill_done;
+    /* N18: page cache slots (REDOUBT_SN_PAGE_CACHE=N pages; 0: off, for A/B) */
+    const char *cbe = getenv("REDOUBT_SN_COALESCE_BUSY_MS"); /* A/B of the busy interval */
+    s->coalesce_busy_ms = cbe ? strtoull(cbe, NULL, 10) : SN_COALESCE_BUSY_MS;
+    if (s->coalesce_busy_ms < SN_COALESCE_INTERVAL_MS)
+        s->coalesce_busy_ms = SN_COALESCE_INTERVAL_MS;
+    const char *lae = getenv("REDOUBT_SN_LINK_ACK"); /* N19, on by default; 0: off (A/B) */
+    s->link_acks = !(lae && strcmp(lae, "0") == 0);
+    const char *pce = getenv("REDOUBT_SN_PAGE_CACHE");
+    unsigned long pcn = pce ? strtoul(pce, NULL, 10) : SN_PCACHE_PAGES;
+    if (sn_pcache_init(&s->pcache, (uint32_t)RD_MIN(pcn, 1ul << 20)) < 0)
+        rd_panic("out of memory for the page cache (%lu pages)", pcn);
     s->next_gen = 1;
     sn_store_init(&s->st);
     char why[256];
@@ -2676,11 +2861,16 @@ int sn_node_run(const struct sn_config *cfg)
             sn_gossip_send(s, now);
             sn_gap_fill(s, now);
             sn_copy_tick(s, now);
-            if (now - s->last_coalesce_ms >= SN_COALESCE_INTERVAL_MS || s->hl_since_coalesce >= SN_COALESCE_DUE_BYTES) {
+            sn_lack_tick(s, now);
+            if (sn_coalesce_due(s, now)) {
                 s->last_coalesce_ms = now;
                 s->hl_since_coalesce = 0;
+                struct timespec c0, c1;
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
                 sn_coalesce(s);
                 sn_hl_trim(s);
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+                s->stats.coalesce_cpu_us += (uint64_t)((c1.tv_sec - c0.tv_sec) * 1000000 + (c1.tv_nsec - c0.tv_nsec) / 1000);
             }
         }
         sn_send_all(s);

@@ -293,6 +293,19 @@ uint64_t sn_store_advance(struct sn_store *st)
     return st->scl - start;
 }
 
+uint64_t sn_store_scl_if_held_durable(struct sn_store *st)
+{
+    uint64_t scl = st->scl;
+    uint32_t idx = st->adv_idx;
+    for (;;) {
+        struct sn_rec *x = sn_store_at(st, idx + 1, scl + 1);
+        if (x == NULL)
+            return scl;
+        idx = (uint32_t)(x - st->recs);
+        scl++;
+    }
+}
+
 /* Keeps the records with lo <= lsn <= hi (the others' bodies are freed),
  * recomputes durable_max from durable_floor and rebuilds the LSN index.
  * Returns how many records were dropped. */

@@ -57,7 +57,7 @@ node = cl.nodes[2]
 
 def stable_info():
     a = node.info()
-    time.sleep(0.3)
+    time.sleep(1.2)  # longer than a coalescing round's interval when no record arrives (1 s): settled
     b = node.info()
     return b if a.get("scl") == b.get("scl") and a.get("coalesced_lsn") == b.get("coalesced_lsn") else None
 

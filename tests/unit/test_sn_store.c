@@ -336,3 +336,62 @@ Test(sn_store, lsn_index_finds_records_near_far_below_and_after_a_truncate)
     cr_assert(sn_store_get(&st, 7001) == &st.recs[st.nrecs - 1]);
     sn_store_free(&st);
 }
+
+/* N19: the SCL a flush reaches is foretold when it starts (every held record
+ * not durable yet is in it), and sn_store_advance reaches exactly that. */
+Test(sn_store, scl_if_held_durable_foretells_the_flush)
+{
+    struct sn_store st;
+    sn_store_init(&st);
+    uint8_t body[64];
+    size_t bl = image_body(body, 2);
+    uint64_t durable[] = {1, 2, 3};
+    for (size_t i = 0; i < RD_ARRAY_LEN(durable); i++) {
+        struct redo_rec r = rec(durable[i], 0, body, bl);
+        cr_assert_eq(sn_store_add(&st, &r, 1, 0, 0, 1), 0);
+    }
+    sn_store_advance(&st);
+    cr_assert_eq(st.scl, 3);
+    cr_assert_eq(sn_store_scl_if_held_durable(&st), 3);
+    uint64_t flight[] = {5, 4, 6, 8}; /* 7 missing: the flush reaches 6 */
+    for (size_t i = 0; i < RD_ARRAY_LEN(flight); i++) {
+        struct redo_rec r = rec(flight[i], 0, body, bl);
+        cr_assert_eq(sn_store_add(&st, &r, 1, 0, 0, 0), 0);
+    }
+    uint64_t want = sn_store_scl_if_held_durable(&st);
+    cr_assert_eq(want, 6);
+    cr_assert_eq(st.scl, 3, "nothing changed");
+    for (size_t i = 0; i < RD_ARRAY_LEN(flight); i++)
+        sn_store_get(&st, flight[i])->durable = 1;
+    sn_store_advance(&st);
+    cr_assert_eq(st.scl, want);
+    sn_store_free(&st);
+}
+
+/* N18: the page cache holds one image per slot, misses after an eviction or a drop. */
+Test(sn_pcache, direct_mapped_put_get_evict_drop)
+{
+    struct sn_pcache c;
+    cr_assert_eq(sn_pcache_init(&c, 4), 0);
+    static uint8_t a[ENGINE_PAGE_SIZE], b[ENGINE_PAGE_SIZE], out[ENGINE_PAGE_SIZE];
+    memset(a, 0xa1, sizeof(a));
+    memset(b, 0xb2, sizeof(b));
+    cr_assert_eq(sn_pcache_get(&c, 1, out), 0);
+    sn_pcache_put(&c, 1, a);
+    cr_assert_eq(sn_pcache_get(&c, 1, out), 1);
+    cr_assert(memcmp(out, a, sizeof(a)) == 0);
+    sn_pcache_put(&c, 5, b); /* same slot as 1: evicts it */
+    cr_assert_eq(sn_pcache_get(&c, 1, out), 0);
+    cr_assert(sn_pcache_get(&c, 5, out) == 1 && memcmp(out, b, sizeof(b)) == 0);
+    sn_pcache_drop(&c, 1); /* not there: nothing happens */
+    cr_assert_eq(sn_pcache_get(&c, 5, out), 1);
+    sn_pcache_drop(&c, 5);
+    cr_assert_eq(sn_pcache_get(&c, 5, out), 0);
+    cr_assert(c.hits == 3 && c.misses == 3);
+    sn_pcache_free(&c);
+    struct sn_pcache off;
+    cr_assert_eq(sn_pcache_init(&off, 0), 0); /* disabled: always misses, puts are ignored */
+    sn_pcache_put(&off, 1, a);
+    cr_assert_eq(sn_pcache_get(&off, 1, out), 0);
+    sn_pcache_free(&off);
+}
