@@ -266,7 +266,7 @@ void aurora_ship(struct server *s)
         return;
     redo_batch_finish(&a->batch, a->q.vdl);
     rd_buf_reset(&a->frame);
-    int compress = a->batch.buf.len >= 4096;
+    int compress = a->batch.buf.len >= frame_compress_min_bytes();
     if (frame_append(&a->frame, SN_MSG_WRITE, a->epoch, a->batch.buf.data, a->batch.buf.len, compress) < 0)
         rd_panic("could not frame a redo batch of %zu bytes", a->batch.buf.len);
     a->batch_open = 0;

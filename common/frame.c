@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <lz4.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/checksum.h"
@@ -50,6 +51,18 @@ static void frame_put_hdr(uint8_t *p, uint8_t type, uint16_t flags, uint32_t wir
     rd_put_u32le(p + FRAME_OFF_RAW_LEN, raw_len);
     rd_put_u64le(p + FRAME_OFF_EPOCH, epoch);
     rd_put_u64le(p + FRAME_OFF_CKSUM, 0);
+}
+
+size_t frame_compress_min_bytes(void)
+{
+    static size_t min_bytes;
+    if (min_bytes == 0) {
+        const char *e = getenv("REDOUBT_LZ4_MIN_BYTES");
+        char *end = NULL;
+        unsigned long v = e != NULL ? strtoul(e, &end, 10) : 0;
+        min_bytes = e != NULL && end != e && *end == 0 && v > 0 ? (size_t)v : FRAME_COMPRESS_MIN_BYTES;
+    }
+    return min_bytes;
 }
 
 /* Compresses src into dst (capacity dst_cap); returns the compressed size if

@@ -41,6 +41,11 @@ struct frame_hdr {
 
 /* Appends one frame to out. compress: try lz4 and keep it only if it saves
  * at least 1/8 of the bytes. RD_ETOOBIG if len > FRAME_MAX_PAYLOAD, -ENOMEM. */
+/* The smallest log payload worth lz4 (the classic WAL stream and the aurora redo batch use the
+ * same threshold, so their bytes on the wire compare fairly): 256 bytes, or
+ * REDOUBT_LZ4_MIN_BYTES from the environment (A/B runs; read once). */
+#define FRAME_COMPRESS_MIN_BYTES 256u
+size_t frame_compress_min_bytes(void);
 int frame_append(struct rd_buf *out, uint8_t type, uint64_t epoch, const void *payload, size_t len,
                  int compress);
 

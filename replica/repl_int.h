@@ -17,7 +17,6 @@
 
 #define REPL_WINDOW_BYTES (4u << 20)     /* unsent bytes queued per replica */
 #define REPL_MSG_BYTES (512u << 10)      /* WAL bytes per REPL_WAL frame */
-#define REPL_COMPRESS_MIN_BYTES 4096u    /* smaller WAL frames are not worth lz4 */
 #define REPL_BACKUP_PAGES_PER_FRAME 64u
 #define REPL_KEEPALIVE_MS 100u
 #define REPL_STATUS_MS 100u

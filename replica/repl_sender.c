@@ -303,7 +303,7 @@ void repl_peer_pump(struct server *s, struct repl_peer *p)
                              .records_len = p->wal_buf.len};
         trace_ship(&c->out, tli, server_trace_node(s, p->name), next, p->wal_buf.len); /* issue 13: marks, C22 */
         size_t before = c->out.len;
-        if (repl_send_wal(&c->out, tli, &m, p->wal_buf.len >= REPL_COMPRESS_MIN_BYTES) < 0)
+        if (repl_send_wal(&c->out, tli, &m, p->wal_buf.len >= frame_compress_min_bytes()) < 0)
             rd_panic("out of memory");
         repl_of(s)->repl_bytes_sent += c->out.len - before;
         p->sent_lsn = next;
