@@ -41,10 +41,29 @@ struct aur_node {
     struct rd_buf held;  /* WRITE frames shipped while the link authenticates (sent after PROOF, EPOCH) */
     struct { uint64_t last_lsn, send_us; } sent[AUR_SENT_RING];
     size_t sent_head, nsent;
+    uint64_t scl_moved_ms;   /* S27: when this node's SCL last rose (or we last resent to it) */
+    uint64_t resends;        /* S27: frames resent to it */
+    int resend_logged;       /* S27: logged since its SCL last rose */
 };
+/* S27: the WRITE frames not yet under VDL, kept to resend to a node whose SCL is stuck below
+ * them (frames lost with a link: no node may have those records, and gossip cannot fill them). */
+#define AUR_RETAIN_MAX 8192
+#define AUR_RETAIN_MAX_BYTES (64u << 20)
+#define AUR_RESEND_STUCK_MS 500
+struct aur_retain {
+    struct rd_buf buf;                                  /* the frames, back to back */
+    struct { uint64_t last_lsn; size_t len; } ent[AUR_RETAIN_MAX];
+    size_t head, n;
+    int overflow_logged;
+};
+struct aurora;
+void aur_retain_add(struct aurora *a, const uint8_t *frame, size_t len, uint64_t last_lsn);
+void aur_retain_trim(struct aurora *a);
+void aur_retain_check(struct server *s, unsigned i, uint64_t node_scl);
 struct aurora {
     struct server *srv;    /* the instance */
     struct aur_node node[REDO_NODES];
+    struct aur_retain retain; /* S27 */
     struct aur_ctl ctl[REDO_NODES];
     uint64_t epoch;
     int role_writer, fenced;

@@ -185,6 +185,8 @@ void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr 
             nd->sent_head = (nd->sent_head + 1) % AUR_SENT_RING;
             nd->nsent--;
         }
+        if (m.scl > nd->scl)
+            nd->scl_moved_ms = aur_now_ms(), nd->resend_logged = 0; /* S27 */
         nd->scl = RD_MAX(nd->scl, m.scl);
         trace_lsn_reached(TRACE_ACK_RECEIVED, (uint16_t)(c->role_idx + 1), m.scl, 0); /* issue 13 */
         nd->acks++;
@@ -199,9 +201,12 @@ void aur_link_on_frame(struct server *s, struct conn *c, const struct frame_hdr 
                     writer_fenced(s, (unsigned)c->role_idx, st.epoch);
                 return;
             }
+            if (st.scl > nd->scl)
+                nd->scl_moved_ms = aur_now_ms(), nd->resend_logged = 0; /* S27 */
             nd->scl = RD_MAX(nd->scl, st.scl);
             if (redo_quorum_ack(&a->q, (unsigned)c->role_idx, RD_MIN(st.scl, a->last_lsn)) > 0)
                 aur_vdl_advanced(s);
+            aur_retain_check(s, (unsigned)c->role_idx, st.scl); /* S27: frames no node received */
         }
     } else if (h->type == SN_MSG_ERROR) {
         uint32_t code = 0;
@@ -236,6 +241,7 @@ void aur_link_connect(struct server *s, unsigned i)
     snprintf(c->addr, sizeof(c->addr), "%s:%d", nd->host, nd->port);
     nd->conn = c;
     nd->nsent = 0;
+    nd->scl_moved_ms = aur_now_ms(); /* S27: a new link gets time before it counts as stuck */
     if (nd->down_logged || nd->ever_up)
         rd_info("storage node %u (%s:%d) is back", i + 1, nd->host, nd->port);
     nd->down_logged = 0;
@@ -274,6 +280,7 @@ void aurora_ship(struct server *s)
     a->redo_bytes_batch += a->batch.buf.len;
     a->redo_bytes_wire += a->frame.len;
     trace_lsn_reached(TRACE_REDO_BATCH, 0, a->last_lsn, a->batch.buf.len); /* issue 13: b = bytes before lz4 */
+    aur_retain_add(a, a->frame.data, a->frame.len, a->last_lsn); /* S27 */
     uint64_t us = rd_now_us();
     for (unsigned i = 0; i < REDO_NODES; i++) {
         struct aur_node *nd = &a->node[i];

@@ -1035,7 +1035,7 @@ static int sn_accept_batch(struct sn_node *s, uint64_t src_epoch, const uint8_t 
             s->stats.truncated_refused++;
             continue;
         }
-        if (sn_store_get(&s->st, r.lsn) != NULL) {
+        if (r.lsn <= s->st.scl || sn_store_get(&s->st, r.lsn) != NULL) { /* held (ST2), maybe trimmed */
             s->stats.duplicates++;
             continue;
         }
