@@ -362,8 +362,9 @@ def claims():
     lc, la = lag_ms(cs, "lag_p99_us"), lag_ms(au, "lag_p99_us")
     v = "n/a" if lc is None or la is None else ("**confirmed**" if la <= lc else "**reversed**")
     w(f"| near-zero replica lag (visibility p99, ms) | {fmt(lc, 2)} | {fmt(la, 2)} | {v}: a classic replica "
-      "applies shipped WAL in its own loop; an aurora reader applies the redo feed too, but a page it has not "
-      "cached is a synchronous GetPage that blocks its loop |")
+      "applies shipped WAL in its own loop; an aurora reader applies the redo feed in its loop too (a page it has "
+      "not cached is fetched without blocking the loop, hedged, aurora S22-S26), and on this machine's 2 shared "
+      "cores the scheduling of 7-11 processes sets the tail |")
     oc, oa = outage(cs), outage(au)
     v = "n/a" if oc is None or oa is None else ("**confirmed**" if oa <= oc else "**reversed**")
     w(f"| faster failover (write outage, ms) | {fmt(oc)} | {fmt(oa)} | {v}: both are dominated by detection "
